@@ -1,0 +1,150 @@
+//! The command line's shape (clap derive types only).
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "eco",
+    version,
+    about = "A declarative process supervisor: describe your apps in ecosystem.yaml, `eco up`.",
+    propagate_version = true
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct FileArgs {
+    /// The ecosystem file [default: ./ecosystem.yaml, then ./ecosystem.yml]
+    #[arg(short = 'f', long = "file", value_name = "FILE")]
+    pub file: Option<PathBuf>,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct ProfileArgs {
+    /// Profile: merges `env_NAME` over `env`
+    #[arg(long = "env", value_name = "NAME")]
+    pub profile: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Apply the file: start, restart, scale and stop apps to match it
+    Up {
+        #[command(flatten)]
+        file: FileArgs,
+        #[command(flatten)]
+        profile: ProfileArgs,
+        /// Run the supervisor in this terminal instead of the daemon
+        #[arg(short = 'F', long)]
+        foreground: bool,
+        /// Return only once every instance is online (ready); exit 1 if one errors
+        #[arg(long)]
+        wait: bool,
+        /// With --wait: give up after this long (e.g. 30s)
+        #[arg(long, value_name = "DUR", requires = "wait")]
+        timeout: Option<String>,
+        /// Print the plan, change nothing
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Stop and forget a project's apps
+    Down {
+        #[command(flatten)]
+        file: FileArgs,
+        /// The project to take down (instead of -f)
+        project: Option<String>,
+    },
+    /// Re-read the file and converge; with TARGETs: zero-downtime rolling restart
+    Reload {
+        #[command(flatten)]
+        file: FileArgs,
+        #[command(flatten)]
+        profile: ProfileArgs,
+        targets: Vec<String>,
+    },
+    /// Print the plan `up` would carry out (exit 1 when there are changes)
+    Diff {
+        #[command(flatten)]
+        file: FileArgs,
+        #[command(flatten)]
+        profile: ProfileArgs,
+    },
+    /// Check the file and report every error in it
+    Validate {
+        #[command(flatten)]
+        file: FileArgs,
+        #[command(flatten)]
+        profile: ProfileArgs,
+    },
+    /// List every instance
+    #[command(visible_alias = "list", alias = "status")]
+    Ls {
+        /// One JSON array, an object per instance
+        #[arg(long)]
+        json: bool,
+    },
+    /// Everything about an app: spec, env, files, restart history
+    Describe {
+        target: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Start a stopped app, or an ad-hoc script (`eco start app.js --name api -- 8080`)
+    Start {
+        /// An app name, project/app, app:INSTANCE, all, or a script path
+        target: String,
+        /// Name of the ad-hoc app [default: the script's file stem]
+        #[arg(long)]
+        name: Option<String>,
+        /// Instances of the ad-hoc app
+        #[arg(short = 'i', long = "instances")]
+        instances: Option<String>,
+        /// Restart the ad-hoc app when files in its folder change
+        #[arg(long)]
+        watch: bool,
+        /// Arguments for the script
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
+    /// Stop apps; they stay stopped across reloads until `eco start`
+    Stop { target: String },
+    /// Stop then start
+    Restart { target: String },
+    /// Stop and remove an app
+    Delete { target: String },
+    /// Set an app's number of instances
+    Scale { app: String, instances: u32 },
+    /// Show captured output
+    Logs {
+        target: Option<String>,
+        /// Lines to show
+        #[arg(short = 'n', long = "lines", default_value_t = 15)]
+        lines: usize,
+        /// Keep printing new lines
+        #[arg(short = 'f', long)]
+        follow: bool,
+        /// Only stdout
+        #[arg(long, conflicts_with = "err")]
+        out: bool,
+        /// Only stderr
+        #[arg(long)]
+        err: bool,
+    },
+    /// Live dashboard of every instance
+    Monit,
+    /// Stop every app of every project, then the daemon
+    Kill,
+    /// Run the daemon in the foreground
+    Daemon,
+    /// Send an sd_notify message (e.g. READY=1) to $NOTIFY_SOCKET, like systemd-notify
+    Notify {
+        #[arg(default_value = "READY=1")]
+        messages: Vec<String>,
+    },
+    /// Print the JSON Schema of the ecosystem file
+    Schema,
+}

@@ -1,0 +1,4 @@
+//! The one integration-test binary (see Cargo.toml: autotests = false).
+
+mod config;
+mod support;
