@@ -4,11 +4,20 @@
 //! - `config`: ecosystem.yaml → validated [`spec::ProjectSpec`] (pure but `load`).
 //! - `spec`: the desired state. `state`: the observed state.
 //! - `plan`: the pure planner, desired × observed → actions.
+//! - `policy`: the pure restart decision (backoff, crash loops).
+//! - `runtime`: the engine; the only module that touches processes.
+//! - `console`: output and events on the terminal (`up -F`).
+//! - `watch`: file watching. `foreground`: `eco up -F`.
 //! - `cli`: the commands, and all text formatting (`cli::render`).
 
 pub mod cli;
 pub mod config;
+pub mod console;
 pub mod error;
+pub mod foreground;
 pub mod plan;
+pub mod policy;
+pub mod runtime;
 pub mod spec;
 pub mod state;
+pub mod watch;

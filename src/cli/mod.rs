@@ -24,6 +24,13 @@ pub fn run(cli: Cli) -> Result<i32> {
             dry_run: true,
             ..
         } => diff(&file, &profile).map(|_| 0),
+        Command::Up {
+            file,
+            profile,
+            foreground: true,
+            ..
+        } => up_foreground(&file, &profile),
+        Command::Notify { messages } => notify(&messages),
         Command::Schema => {
             print!("{}", config::raw::schema_json());
             Ok(0)
@@ -53,4 +60,33 @@ fn diff(file: &FileArgs, profile: &ProfileArgs) -> Result<i32> {
         writeln!(out, "{line}")?;
     }
     Ok(i32::from(!plan::is_empty(&actions)))
+}
+
+fn up_foreground(file: &FileArgs, profile: &ProfileArgs) -> Result<i32> {
+    let path = config::locate(file.file.as_deref())?;
+    let spec = config::load(&path, profile.profile.as_deref())?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(crate::foreground::run(path, profile.profile.clone(), spec))
+}
+
+/// `eco notify READY=1`: what systemd-notify does, for shell-script apps.
+fn notify(messages: &[String]) -> Result<i32> {
+    use std::os::linux::net::SocketAddrExt;
+    let Some(target) = std::env::var_os("NOTIFY_SOCKET") else {
+        return Err(UsageError(
+            "NOTIFY_SOCKET is not set: run this from an app eco started with `ready: notify`"
+                .into(),
+        )
+        .into());
+    };
+    let target = target.to_string_lossy().into_owned();
+    let addr = match target.strip_prefix('@') {
+        Some(name) => std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes())?,
+        None => std::os::unix::net::SocketAddr::from_pathname(&target)?,
+    };
+    let socket = std::os::unix::net::UnixDatagram::unbound()?;
+    socket.send_to_addr(messages.join("\n").as_bytes(), &addr)?;
+    Ok(0)
 }

@@ -1,0 +1,491 @@
+//! One instance, as a task (an actor): it waits for its dependencies, starts
+//! the process, watches readiness, restarts it by the policy, and stops it
+//! when told. It publishes its state on a watch channel and reports events;
+//! it never blocks anything else while a process starts or stops.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime};
+
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::{Instant, timeout};
+
+use super::output::{LineMatcher, pump};
+use super::ready::{self, NotifySocket, Probes};
+use super::reaper::Reaper;
+use super::spawn::{SPAWN_MARK, spawn};
+use super::{Event, InstanceId, Observer, Stream, kill};
+use crate::policy::{self, AfterExit};
+use crate::spec::{InstanceSpec, Ready, Settings};
+use crate::state::{Exit, Reason, Status};
+
+/// Restart history entries kept per instance.
+const HISTORY: usize = 20;
+
+static SPAWN_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// What an instance is doing, as `ls` and `describe` show it.
+#[derive(Clone, Debug)]
+pub struct InstanceState {
+    pub status: Status,
+    pub pid: Option<i32>,
+    /// When the current process started.
+    pub started: Option<SystemTime>,
+    pub restarts: u32,
+    pub last_exit: Option<Exit>,
+    /// Why it was last (re)started.
+    pub last_reason: Option<Reason>,
+    pub history: VecDeque<HistoryEntry>,
+    /// The spawn mark of the current process (finds its escaped children).
+    pub mark: String,
+}
+
+/// One restart, for `describe`.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct HistoryEntry {
+    #[serde(with = "epoch_ms")]
+    pub at: SystemTime,
+    pub reason: Reason,
+    pub exit: Option<Exit>,
+}
+
+mod epoch_ms {
+    use std::time::{SystemTime, UNIX_EPOCH};
+
+    pub(crate) fn serialize<S: serde::Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
+        let ms = t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis());
+        s.serialize_u64(u64::try_from(ms).unwrap_or(u64::MAX))
+    }
+}
+
+/// Messages to an instance.
+#[derive(Debug)]
+pub enum Control {
+    /// Stop gracefully and end.
+    Stop,
+    /// Stop gracefully and start again at once.
+    Restart(Reason),
+    /// New in-place settings (restart policy, timeouts, ...).
+    Update(Box<Settings>),
+}
+
+/// The handle the engine keeps for each instance.
+#[derive(Clone)]
+pub struct InstanceHandle {
+    pub index: u32,
+    pub state: watch::Receiver<InstanceState>,
+    control: mpsc::UnboundedSender<Control>,
+}
+
+impl InstanceHandle {
+    pub fn send(&self, control: Control) {
+        let _ = self.control.send(control);
+    }
+
+    /// True once the task has ended (stopped for good).
+    pub fn is_finished(&self) -> bool {
+        self.control.is_closed()
+    }
+
+    /// Resolves when the task has ended.
+    pub fn finished(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let mut state = self.state.clone();
+        async move { while state.changed().await.is_ok() {} }
+    }
+}
+
+/// What must hold before the first start.
+#[derive(Default)]
+pub struct Gate {
+    /// The instance this one replaces: start only once it has ended.
+    pub after: Option<watch::Receiver<InstanceState>>,
+    /// Dependencies' instances: start once each is online.
+    pub deps: Vec<watch::Receiver<InstanceState>>,
+}
+
+/// Everything an instance task needs.
+pub struct Launch {
+    pub id: InstanceId,
+    pub spec: InstanceSpec,
+    pub settings: Settings,
+    pub reason: Option<Reason>,
+    pub gate: Gate,
+    pub reaper: Arc<Reaper>,
+    pub observer: Arc<dyn Observer>,
+}
+
+/// Starts the task and returns its handle.
+pub fn launch(launch: Launch) -> InstanceHandle {
+    let (control, control_rx) = mpsc::unbounded_channel();
+    let (state_tx, state) = watch::channel(InstanceState {
+        status: Status::Starting,
+        pid: None,
+        started: None,
+        restarts: 0,
+        last_exit: None,
+        last_reason: launch.reason.clone(),
+        history: VecDeque::new(),
+        mark: String::new(),
+    });
+    let index = launch.id.index;
+    let actor = Actor {
+        id: Arc::new(launch.id),
+        spec: launch.spec,
+        settings: launch.settings,
+        control: control_rx,
+        state: state_tx,
+        reaper: launch.reaper,
+        observer: launch.observer,
+    };
+    tokio::spawn(actor.run(launch.gate));
+    InstanceHandle {
+        index,
+        state,
+        control,
+    }
+}
+
+struct Actor {
+    id: Arc<InstanceId>,
+    spec: InstanceSpec,
+    settings: Settings,
+    control: mpsc::UnboundedReceiver<Control>,
+    state: watch::Sender<InstanceState>,
+    reaper: Arc<Reaper>,
+    observer: Arc<dyn Observer>,
+}
+
+/// How one run of the process ended.
+enum RunEnd {
+    /// It exited by itself (or failed to start or to become ready).
+    Exited { exit: Exit, ran_for: Duration },
+    /// Stopped on request: the task ends.
+    Stopped,
+    /// Stopped on request to start again.
+    Restart(Reason),
+}
+
+/// What arrived while waiting between runs.
+enum Wake {
+    Start(Option<Reason>),
+    End,
+}
+
+impl Actor {
+    async fn run(mut self, gate: Gate) {
+        if !self.pass_gate(gate).await {
+            self.set(|s| s.status = Status::Stopped);
+            return;
+        }
+        let mut crashes = 0u32;
+        loop {
+            match self.run_once().await {
+                RunEnd::Stopped => {
+                    self.set(|s| {
+                        s.status = Status::Stopped;
+                        s.pid = None;
+                    });
+                    return;
+                }
+                RunEnd::Restart(reason) => {
+                    crashes = 0;
+                    self.record_restart(reason, None);
+                }
+                RunEnd::Exited { exit, ran_for } => {
+                    match policy::after_exit(&self.settings, exit, ran_for, crashes) {
+                        AfterExit::Restart { delay, crashes: c } => {
+                            crashes = c;
+                            self.set(|s| {
+                                s.status = Status::Backoff;
+                                s.pid = None;
+                            });
+                            self.event(&Event::Restarting { delay });
+                            match self.pause(delay).await {
+                                Wake::End => return self.end(),
+                                Wake::Start(reason) => {
+                                    if reason.is_some() {
+                                        crashes = 0;
+                                    }
+                                    self.record_restart(
+                                        reason.unwrap_or(Reason::Crash),
+                                        Some(exit),
+                                    );
+                                }
+                            }
+                        }
+                        decision @ (AfterExit::Errored | AfterExit::Stopped) => {
+                            let errored = decision == AfterExit::Errored;
+                            self.set(|s| {
+                                s.status = if errored {
+                                    Status::Errored
+                                } else {
+                                    Status::Stopped
+                                };
+                                s.pid = None;
+                            });
+                            if errored {
+                                self.event(&Event::Errored { exit });
+                            }
+                            match self.idle().await {
+                                Wake::End => return self.end(),
+                                Wake::Start(reason) => {
+                                    crashes = 0;
+                                    self.record_restart(reason.unwrap_or(Reason::User), Some(exit));
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn end(&self) {
+        self.set(|s| {
+            s.status = Status::Stopped;
+            s.pid = None;
+        });
+    }
+
+    fn set(&self, change: impl FnOnce(&mut InstanceState)) {
+        self.state.send_modify(change);
+    }
+
+    fn event(&self, event: &Event) {
+        self.observer.event(&self.id, event);
+    }
+
+    fn record_restart(&self, reason: Reason, exit: Option<Exit>) {
+        self.set(|s| {
+            s.restarts += 1;
+            s.last_reason = Some(reason.clone());
+            if s.history.len() == HISTORY {
+                s.history.pop_front();
+            }
+            s.history.push_back(HistoryEntry {
+                at: SystemTime::now(),
+                reason,
+                exit,
+            });
+        });
+    }
+
+    /// Waits for the replaced instance to end and the dependencies to be
+    /// online. False when told to stop meanwhile.
+    async fn pass_gate(&mut self, gate: Gate) -> bool {
+        let prerequisites = async {
+            if let Some(mut after) = gate.after {
+                while after.changed().await.is_ok() {}
+            }
+            for mut dep in gate.deps {
+                let _ = dep.wait_for(|s| s.status == Status::Online).await;
+            }
+        };
+        tokio::pin!(prerequisites);
+        loop {
+            tokio::select! {
+                () = &mut prerequisites => return true,
+                control = self.control.recv() => match control {
+                    None | Some(Control::Stop) => return false,
+                    Some(Control::Update(settings)) => self.settings = *settings,
+                    Some(Control::Restart(_)) => {}
+                },
+            }
+        }
+    }
+
+    /// The backoff pause; a restart request cuts it short.
+    async fn pause(&mut self, delay: Duration) -> Wake {
+        let deadline = Instant::now() + delay;
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep_until(deadline) => return Wake::Start(None),
+                control = self.control.recv() => match control {
+                    None | Some(Control::Stop) => return Wake::End,
+                    Some(Control::Restart(reason)) => return Wake::Start(Some(reason)),
+                    Some(Control::Update(settings)) => self.settings = *settings,
+                },
+            }
+        }
+    }
+
+    /// Errored or exited for good: wait for a restart or a stop.
+    async fn idle(&mut self) -> Wake {
+        loop {
+            match self.control.recv().await {
+                None | Some(Control::Stop) => return Wake::End,
+                Some(Control::Restart(reason)) => return Wake::Start(Some(reason)),
+                Some(Control::Update(settings)) => self.settings = *settings,
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_lines)]
+    async fn run_once(&mut self) -> RunEnd {
+        let mark = format!(
+            "{}.{}",
+            std::process::id(),
+            SPAWN_COUNTER.fetch_add(1, Ordering::Relaxed)
+        );
+        let mut extra = vec![(SPAWN_MARK, mark.clone())];
+        let ready_kind = self.settings.ready.clone();
+        let notify = match ready_kind {
+            Some(Ready::Notify) => match NotifySocket::bind() {
+                Ok(socket) => {
+                    extra.push(("NOTIFY_SOCKET", socket.env_value.clone()));
+                    Some(socket)
+                }
+                Err(err) => {
+                    self.event(&Event::SpawnFailed {
+                        error: format!("cannot create the notify socket: {err}"),
+                    });
+                    return RunEnd::Exited {
+                        exit: Exit::Code(127),
+                        ran_for: Duration::ZERO,
+                    };
+                }
+            },
+            _ => None,
+        };
+        let (matcher, log_line) = match &ready_kind {
+            Some(Ready::Log(pattern)) => match regex::Regex::new(pattern) {
+                Ok(regex) => {
+                    let (found, rx) = oneshot::channel();
+                    (Some(LineMatcher { regex, found }), Some(rx))
+                }
+                Err(_) => (None, None),
+            },
+            _ => (None, None),
+        };
+        self.set(|s| {
+            s.status = Status::Starting;
+            s.mark.clone_from(&mark);
+        });
+        let spawned = match spawn(&self.reaper, &self.spec, &extra) {
+            Ok(spawned) => spawned,
+            Err(err) => {
+                self.event(&Event::SpawnFailed {
+                    error: format!("cannot start `{}`: {err}", self.spec.argv[0]),
+                });
+                return RunEnd::Exited {
+                    exit: Exit::Code(127),
+                    ran_for: Duration::ZERO,
+                };
+            }
+        };
+        let pid = spawned.pid;
+        let started = Instant::now();
+        self.set(|s| {
+            s.pid = Some(pid);
+            s.started = Some(SystemTime::now());
+        });
+        self.event(&Event::Started { pid });
+        tokio::spawn(pump(
+            spawned.stdout,
+            Arc::clone(&self.id),
+            Stream::Out,
+            Arc::clone(&self.observer),
+            matcher,
+        ));
+        tokio::spawn(pump(
+            spawned.stderr,
+            Arc::clone(&self.id),
+            Stream::Err,
+            Arc::clone(&self.observer),
+            None,
+        ));
+        let mut exit_rx = spawned.exit;
+        let (ready_tx, mut ready_rx) = oneshot::channel::<Result<(), String>>();
+        let mut awaiting_ready = false;
+        let mut ready_task = None;
+        match ready_kind {
+            Some(kind) => {
+                awaiting_ready = true;
+                let reaper = Arc::clone(&self.reaper);
+                let spec = self.spec.clone();
+                let limit = self.settings.ready_timeout;
+                let probes = Probes { notify, log_line };
+                ready_task = Some(tokio::spawn(async move {
+                    let result =
+                        match timeout(limit, ready::wait(&kind, probes, &reaper, &spec)).await {
+                            Ok(result) => result,
+                            Err(_) => Err(format!(
+                                "not ready after {}",
+                                humantime::format_duration(limit)
+                            )),
+                        };
+                    let _ = ready_tx.send(result);
+                }));
+            }
+            None => self.set(|s| s.status = Status::Online),
+        }
+        let end = loop {
+            tokio::select! {
+                exit = &mut exit_rx => {
+                    let exit = exit.unwrap_or(Exit::Signal(libc::SIGKILL));
+                    kill::clean_up_after(&self.reaper, pid, &mark).await;
+                    self.set(|s| s.last_exit = Some(exit));
+                    self.event(&Event::Exited { exit });
+                    break RunEnd::Exited { exit, ran_for: started.elapsed() };
+                }
+                result = &mut ready_rx, if awaiting_ready => {
+                    awaiting_ready = false;
+                    let failure = match result {
+                        Ok(Ok(())) => None,
+                        Ok(Err(reason)) => Some(reason),
+                        Err(_) => Some("the readiness check ended".to_owned()),
+                    };
+                    let Some(reason) = failure else {
+                        self.set(|s| s.status = Status::Online);
+                        self.event(&Event::Ready);
+                        continue;
+                    };
+                    self.event(&Event::NotReady { reason });
+                    let exit = self.stop_process(pid, &mark, &mut exit_rx).await;
+                    break RunEnd::Exited { exit, ran_for: Duration::ZERO };
+                }
+                control = self.control.recv() => match control {
+                    None | Some(Control::Stop) => {
+                        let exit = self.stop_process(pid, &mark, &mut exit_rx).await;
+                        self.event(&Event::Stopped { exit });
+                        break RunEnd::Stopped;
+                    }
+                    Some(Control::Restart(reason)) => {
+                        let exit = self.stop_process(pid, &mark, &mut exit_rx).await;
+                        self.event(&Event::Stopped { exit });
+                        break RunEnd::Restart(reason);
+                    }
+                    Some(Control::Update(settings)) => self.settings = *settings,
+                },
+            }
+        };
+        if let Some(task) = ready_task {
+            task.abort();
+        }
+        end
+    }
+
+    async fn stop_process(
+        &mut self,
+        pid: i32,
+        mark: &str,
+        exit_rx: &mut oneshot::Receiver<Exit>,
+    ) -> Exit {
+        self.set(|s| s.status = Status::Stopping);
+        let exit = kill::stop(
+            &self.reaper,
+            pid,
+            mark,
+            exit_rx,
+            self.settings.stop_signal,
+            self.settings.stop_timeout,
+        )
+        .await;
+        self.set(|s| {
+            s.last_exit = Some(exit);
+            s.pid = None;
+        });
+        exit
+    }
+}

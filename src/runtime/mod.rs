@@ -1,0 +1,419 @@
+//! The engine: carries out plans on real processes and keeps them alive.
+//! The only module that touches processes. It serves both `eco up -F` and
+//! the daemon. Policy lives in `plan` and `policy`; the engine executes
+//! actions by sending controls to per-instance tasks and never waits on a
+//! process while holding its state lock.
+
+pub mod instance;
+pub mod kill;
+pub mod output;
+pub mod ready;
+pub mod reaper;
+pub mod spawn;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Mutex;
+
+use crate::plan::{self, Action};
+use crate::spec::{AppSpec, ProjectSpec};
+use crate::state::{Exit, Observed, ObservedApp, Reason};
+use instance::{Control, Gate, InstanceHandle, InstanceState, Launch};
+use reaper::Reaper;
+
+/// Which instance a line or event belongs to.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct InstanceId {
+    pub project: String,
+    pub app: String,
+    pub index: u32,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stream {
+    Out,
+    Err,
+}
+
+/// Life-cycle facts reported by instances.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    Started { pid: i32 },
+    Ready,
+    NotReady { reason: String },
+    Exited { exit: Exit },
+    Restarting { delay: Duration },
+    Errored { exit: Exit },
+    Stopped { exit: Exit },
+    SpawnFailed { error: String },
+}
+
+/// Receives output and events: the terminal in `up -F`, log files in the daemon.
+pub trait Observer: Send + Sync {
+    /// `lines` holds one or more complete lines, each ending in `\n`.
+    fn output(&self, id: &InstanceId, stream: Stream, lines: &[u8]);
+    fn event(&self, id: &InstanceId, event: &Event);
+}
+
+/// One app's live instances.
+struct AppRuntime {
+    spec: AppSpec,
+    instances: Vec<InstanceHandle>,
+    user_stopped: bool,
+}
+
+struct ProjectRuntime {
+    spec: ProjectSpec,
+    apps: BTreeMap<String, AppRuntime>,
+}
+
+impl ProjectRuntime {
+    /// A copy sharing the same instance tasks.
+    fn share(&self) -> ProjectRuntime {
+        ProjectRuntime {
+            spec: self.spec.clone(),
+            apps: self
+                .apps
+                .iter()
+                .map(|(name, app)| {
+                    (
+                        name.clone(),
+                        AppRuntime {
+                            spec: app.spec.clone(),
+                            instances: app.instances.clone(),
+                            user_stopped: app.user_stopped,
+                        },
+                    )
+                })
+                .collect(),
+        }
+    }
+}
+
+/// One row of `eco ls`.
+#[derive(Clone, Debug)]
+pub struct InstanceRow {
+    pub project: String,
+    pub app: String,
+    pub index: u32,
+    pub state: InstanceState,
+}
+
+/// The supervisor engine.
+pub struct Engine {
+    reaper: Arc<Reaper>,
+    observer: Arc<dyn Observer>,
+    projects: Mutex<BTreeMap<String, ProjectRuntime>>,
+}
+
+impl Engine {
+    pub fn new(reaper: Arc<Reaper>, observer: Arc<dyn Observer>) -> Arc<Engine> {
+        Arc::new(Engine {
+            reaper,
+            observer,
+            projects: Mutex::new(BTreeMap::new()),
+        })
+    }
+
+    /// What the planner sees of a project now.
+    pub async fn observed(&self, project: &str) -> Observed {
+        let projects = self.projects.lock().await;
+        projects.get(project).map(observe).unwrap_or_default()
+    }
+
+    /// The plan `apply` would carry out, changing nothing.
+    pub async fn preview(&self, spec: &ProjectSpec) -> Vec<Action> {
+        plan::plan(spec, &self.observed(&spec.name).await)
+    }
+
+    /// Converges a project to `spec` and returns the plan carried out.
+    /// Returns at once: processes start and stop in their own tasks.
+    pub async fn apply(&self, spec: ProjectSpec) -> Vec<Action> {
+        let mut projects = self.projects.lock().await;
+        let project = projects
+            .entry(spec.name.clone())
+            .or_insert_with(|| ProjectRuntime {
+                spec: spec.clone(),
+                apps: BTreeMap::new(),
+            });
+        let actions = plan::plan(&spec, &observe(project));
+        let mut removed: Vec<Vec<InstanceHandle>> = Vec::new();
+        for action in &actions {
+            self.carry_out(project, &spec, action, &mut removed);
+        }
+        project.spec = spec;
+        drop(projects);
+        // Removed apps stop one after the other, in the plan's order
+        // (dependents before their dependencies).
+        if !removed.is_empty() {
+            tokio::spawn(async move {
+                for handles in removed {
+                    stop_all(&handles).await;
+                }
+            });
+        }
+        actions
+    }
+
+    fn carry_out(
+        &self,
+        project: &mut ProjectRuntime,
+        spec: &ProjectSpec,
+        action: &Action,
+        removed: &mut Vec<Vec<InstanceHandle>>,
+    ) {
+        let name = action.app();
+        match action {
+            Action::Start { instances, .. } => {
+                let app = spec.apps[name].clone();
+                let handles = (0..*instances)
+                    .map(|i| self.launch(project, &spec.name, &app, i, None, None))
+                    .collect();
+                project.apps.insert(
+                    name.to_owned(),
+                    AppRuntime {
+                        spec: app,
+                        instances: handles,
+                        user_stopped: false,
+                    },
+                );
+            }
+            Action::Stop { .. } => {
+                if let Some(app) = project.apps.remove(name) {
+                    for handle in &app.instances {
+                        handle.send(Control::Stop);
+                    }
+                    removed.push(app.instances);
+                }
+            }
+            Action::Replace { to, .. } => {
+                let app = spec.apps[name].clone();
+                let old = project
+                    .apps
+                    .get_mut(name)
+                    .map(|a| std::mem::take(&mut a.instances))
+                    .unwrap_or_default();
+                for handle in &old {
+                    handle.send(Control::Stop);
+                }
+                let handles = (0..*to)
+                    .map(|i| {
+                        let after = old.get(i as usize).map(|h| h.state.clone());
+                        self.launch(
+                            project,
+                            &spec.name,
+                            &app,
+                            i,
+                            after,
+                            Some(Reason::ConfigChange),
+                        )
+                    })
+                    .collect();
+                if let Some(rt) = project.apps.get_mut(name) {
+                    rt.spec = app;
+                    rt.instances = handles;
+                }
+            }
+            Action::Scale { from, to, .. } => {
+                let app = spec.apps[name].clone();
+                if to > from {
+                    let added: Vec<InstanceHandle> = (*from..*to)
+                        .map(|i| self.launch(project, &spec.name, &app, i, None, None))
+                        .collect();
+                    if let Some(rt) = project.apps.get_mut(name) {
+                        rt.instances.extend(added);
+                    }
+                } else if let Some(rt) = project.apps.get_mut(name) {
+                    let gone = rt.instances.split_off(*to as usize);
+                    for handle in &gone {
+                        handle.send(Control::Stop);
+                    }
+                }
+                if let Some(rt) = project.apps.get_mut(name) {
+                    rt.spec.instances = *to;
+                }
+            }
+            Action::Update { .. } => {
+                if let Some(rt) = project.apps.get_mut(name) {
+                    rt.spec.settings = spec.apps[name].settings.clone();
+                    for handle in &rt.instances {
+                        handle.send(Control::Update(Box::new(rt.spec.settings.clone())));
+                    }
+                }
+            }
+            Action::KeepStopped { .. } => {
+                if let Some(rt) = project.apps.get_mut(name) {
+                    rt.spec = spec.apps[name].clone();
+                }
+            }
+            Action::Unchanged { .. } => {}
+        }
+    }
+
+    /// Starts instance `index` of `app`, gated on its dependencies being
+    /// online and on `after` (the instance it replaces) having ended.
+    fn launch(
+        &self,
+        project: &ProjectRuntime,
+        project_name: &str,
+        app: &AppSpec,
+        index: u32,
+        after: Option<tokio::sync::watch::Receiver<InstanceState>>,
+        reason: Option<Reason>,
+    ) -> InstanceHandle {
+        let deps = app
+            .settings
+            .depends_on
+            .iter()
+            .filter_map(|dep| project.apps.get(dep))
+            .flat_map(|dep| dep.instances.iter().map(|h| h.state.clone()))
+            .collect();
+        instance::launch(Launch {
+            id: InstanceId {
+                project: project_name.to_owned(),
+                app: app.name.clone(),
+                index,
+            },
+            spec: app.instance(project_name, index),
+            settings: app.settings.clone(),
+            reason,
+            gate: Gate { after, deps },
+            reaper: Arc::clone(&self.reaper),
+            observer: Arc::clone(&self.observer),
+        })
+    }
+
+    /// Stops every app of a project (dependents first) and forgets it.
+    /// Returns false when no such project runs.
+    pub async fn down(&self, project: &str) -> bool {
+        let Some(runtime) = self.projects.lock().await.remove(project) else {
+            return false;
+        };
+        stop_project(&runtime).await;
+        true
+    }
+
+    /// Stops everything, each project in reverse dependency order. The
+    /// projects stay listed while they stop, so `kill_all` can still reach them.
+    pub async fn shutdown(&self) {
+        let projects: Vec<ProjectRuntime> = self
+            .projects
+            .lock()
+            .await
+            .values()
+            .map(ProjectRuntime::share)
+            .collect();
+        for project in &projects {
+            stop_project(project).await;
+        }
+        self.projects.lock().await.clear();
+    }
+
+    /// SIGKILL to every instance's process group at once (a second Ctrl-C).
+    pub async fn kill_all(&self) {
+        let projects = self.projects.lock().await;
+        for app in projects.values().flat_map(|p| p.apps.values()) {
+            for handle in &app.instances {
+                let state = handle.state.borrow().clone();
+                if let Some(pid) = state.pid {
+                    kill::kill_now(&self.reaper, pid, &state.mark);
+                }
+            }
+        }
+    }
+
+    /// Every instance of every project, ordered by project, app, index.
+    pub async fn rows(&self) -> Vec<InstanceRow> {
+        let projects = self.projects.lock().await;
+        let mut rows = Vec::new();
+        for (project, runtime) in projects.iter() {
+            for (app, rt) in &runtime.apps {
+                for handle in &rt.instances {
+                    rows.push(InstanceRow {
+                        project: project.clone(),
+                        app: app.clone(),
+                        index: handle.index,
+                        state: handle.state.borrow().clone(),
+                    });
+                }
+            }
+        }
+        rows
+    }
+
+    /// The project specs currently applied.
+    pub async fn projects(&self) -> Vec<ProjectSpec> {
+        self.projects
+            .lock()
+            .await
+            .values()
+            .map(|p| p.spec.clone())
+            .collect()
+    }
+}
+
+fn observe(project: &ProjectRuntime) -> Observed {
+    project
+        .apps
+        .iter()
+        .map(|(name, app)| {
+            (
+                name.clone(),
+                ObservedApp {
+                    spec: app.spec.clone(),
+                    instances: u32::try_from(app.instances.len()).unwrap_or(u32::MAX),
+                    user_stopped: app.user_stopped,
+                },
+            )
+        })
+        .collect()
+}
+
+/// Sends Stop to every handle and waits until all have ended.
+async fn stop_all(handles: &[InstanceHandle]) {
+    for handle in handles {
+        handle.send(Control::Stop);
+    }
+    for handle in handles {
+        handle.finished().await;
+    }
+}
+
+/// Stops a project's apps by dependency level, deepest dependents first;
+/// apps on one level stop together.
+async fn stop_project(project: &ProjectRuntime) {
+    let specs: BTreeMap<&str, &AppSpec> = project
+        .apps
+        .iter()
+        .map(|(n, a)| (n.as_str(), &a.spec))
+        .collect();
+    let order = plan::dependency_order(&specs);
+    let mut level: BTreeMap<&str, usize> = BTreeMap::new();
+    for name in &order {
+        let depth = specs[name]
+            .settings
+            .depends_on
+            .iter()
+            .filter_map(|d| level.get(d.as_str()))
+            .max()
+            .map_or(0, |d| d + 1);
+        level.insert(name, depth);
+    }
+    let deepest = level.values().copied().max().unwrap_or(0);
+    for depth in (0..=deepest).rev() {
+        let handles: Vec<&InstanceHandle> = project
+            .apps
+            .iter()
+            .filter(|(name, _)| level.get(name.as_str()) == Some(&depth))
+            .flat_map(|(_, app)| app.instances.iter())
+            .collect();
+        for handle in &handles {
+            handle.send(Control::Stop);
+        }
+        for handle in handles {
+            handle.finished().await;
+        }
+    }
+}

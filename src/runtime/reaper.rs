@@ -1,0 +1,86 @@
+//! The one place that waits for children. eco is a child subreaper, so
+//! orphans of its apps are re-parented to it; a single `waitpid(-1)` loop on
+//! SIGCHLD reaps every child (no zombie ever remains) and hands each exit to
+//! whoever spawned that pid. Nothing else in the process may wait on children.
+
+use std::collections::HashMap;
+use std::io;
+use std::process::{Child, Command};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use nix::errno::Errno;
+use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::oneshot;
+
+use crate::state::Exit;
+
+/// Spawns children and delivers their exits.
+pub struct Reaper {
+    /// pid → who wants its exit. Held across `spawn` and the reaping loop,
+    /// so a child that exits at once is never reaped before it is registered.
+    waiters: Mutex<HashMap<i32, oneshot::Sender<Exit>>>,
+}
+
+impl Reaper {
+    /// Becomes a child subreaper and starts reaping. Needs a tokio runtime.
+    pub fn start() -> io::Result<Arc<Reaper>> {
+        // Orphaned grandchildren come to us instead of init, so a stop can
+        // find and end them and nothing is left unreaped.
+        nix::sys::prctl::set_child_subreaper(true).map_err(io::Error::from)?;
+        let mut sigchld = signal(SignalKind::child())?;
+        let reaper = Arc::new(Reaper {
+            waiters: Mutex::new(HashMap::new()),
+        });
+        let task_reaper = Arc::clone(&reaper);
+        tokio::spawn(async move {
+            task_reaper.reap();
+            while sigchld.recv().await.is_some() {
+                task_reaper.reap();
+            }
+        });
+        Ok(reaper)
+    }
+
+    /// Spawns `command` and returns the child with a receiver for its exit.
+    pub fn spawn(&self, command: &mut Command) -> io::Result<(Child, oneshot::Receiver<Exit>)> {
+        let mut waiters = self.waiters.lock().unwrap_or_else(PoisonError::into_inner);
+        let child = command.spawn()?;
+        let (tx, rx) = oneshot::channel();
+        waiters.insert(pid_of(&child), tx);
+        Ok((child, rx))
+    }
+
+    /// True when `pid` is a child spawned through this reaper and not yet exited.
+    pub fn is_tracked(&self, pid: i32) -> bool {
+        self.waiters
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains_key(&pid)
+    }
+
+    /// Reaps every child that has exited.
+    fn reap(&self) {
+        let mut waiters = self.waiters.lock().unwrap_or_else(PoisonError::into_inner);
+        loop {
+            let (pid, exit) = match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::Exited(pid, code)) => (pid, Exit::Code(code)),
+                Ok(WaitStatus::Signaled(pid, sig, _)) => (pid, Exit::Signal(sig as i32)),
+                Ok(WaitStatus::StillAlive) | Err(Errno::ECHILD) => return,
+                Err(Errno::EINTR) | Ok(_) => continue,
+                Err(err) => {
+                    tracing::warn!(%err, "waitpid failed");
+                    return;
+                }
+            };
+            if let Some(tx) = waiters.remove(&pid.as_raw()) {
+                let _ = tx.send(exit);
+            }
+        }
+    }
+}
+
+/// A child's pid as the signed type the syscalls use.
+pub fn pid_of(child: &Child) -> i32 {
+    i32::try_from(child.id()).unwrap_or(i32::MAX)
+}

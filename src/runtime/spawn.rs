@@ -1,0 +1,89 @@
+//! Starting one instance: its argv, env and cwd, in a new session (so it
+//! leads its own process group), stdin from /dev/null, output through pipes.
+
+use std::io;
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Stdio};
+
+use tokio::net::unix::pipe;
+use tokio::sync::oneshot;
+
+use super::reaper::{Reaper, pid_of};
+use crate::spec::InstanceSpec;
+use crate::state::Exit;
+
+/// The environment variable that marks every process an instance starts,
+/// so processes that escape its group (double-forked daemons) are found.
+pub const SPAWN_MARK: &str = "ECO_SPAWN_ID";
+
+/// A started instance.
+pub struct Spawned {
+    pub pid: i32,
+    pub exit: oneshot::Receiver<Exit>,
+    pub stdout: pipe::Receiver,
+    pub stderr: pipe::Receiver,
+}
+
+/// Starts `spec` with `extra` env on top (NOTIFY_SOCKET, the spawn mark).
+pub fn spawn(
+    reaper: &Reaper,
+    spec: &InstanceSpec,
+    extra: &[(&str, String)],
+) -> io::Result<Spawned> {
+    let mut command = Command::new(&spec.argv[0]);
+    command
+        .args(&spec.argv[1..])
+        .current_dir(&spec.cwd)
+        .envs(&spec.env)
+        .envs(extra.iter().map(|(k, v)| (*k, v.as_str())))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    new_session(&mut command);
+    let (mut child, exit) = reaper.spawn(&mut command)?;
+    let pid = pid_of(&child);
+    let (Some(stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
+        return Err(io::Error::other("the child's output pipes are missing"));
+    };
+    Ok(Spawned {
+        pid,
+        exit,
+        stdout: pipe::Receiver::from_owned_fd(stdout.into())?,
+        stderr: pipe::Receiver::from_owned_fd(stderr.into())?,
+    })
+}
+
+/// Runs a helper command (readiness `exec`) in its own session, output discarded.
+pub fn spawn_quiet(
+    reaper: &Reaper,
+    shell_cmd: &str,
+    spec: &InstanceSpec,
+) -> io::Result<(i32, oneshot::Receiver<Exit>)> {
+    let mut command = Command::new("/bin/sh");
+    command
+        .arg("-c")
+        .arg(shell_cmd)
+        .current_dir(&spec.cwd)
+        .envs(&spec.env)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    new_session(&mut command);
+    let (child, exit) = reaper.spawn(&mut command)?;
+    Ok((pid_of(&child), exit))
+}
+
+/// The child calls setsid() before exec: it leads a new session and process
+/// group, so signals to the group reach everything it starts, and a Ctrl-C
+/// in eco's terminal never reaches it directly.
+#[allow(unsafe_code)]
+fn new_session(command: &mut Command) {
+    // SAFETY: setsid() is async-signal-safe and the closure allocates nothing;
+    // it runs in the forked child before exec.
+    unsafe {
+        command.pre_exec(|| {
+            nix::unistd::setsid().map_err(io::Error::from)?;
+            Ok(())
+        });
+    }
+}
