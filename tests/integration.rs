@@ -1,4 +1,5 @@
 //! The one integration-test binary (see Cargo.toml: autotests = false).
 
 mod config;
+mod engine;
 mod support;

@@ -381,20 +381,22 @@ impl Actor {
             s.started = Some(SystemTime::now());
         });
         self.event(&Event::Started { pid });
-        tokio::spawn(pump(
-            spawned.stdout,
-            Arc::clone(&self.id),
-            Stream::Out,
-            Arc::clone(&self.observer),
-            matcher,
-        ));
-        tokio::spawn(pump(
-            spawned.stderr,
-            Arc::clone(&self.id),
-            Stream::Err,
-            Arc::clone(&self.observer),
-            None,
-        ));
+        let pumps = [
+            tokio::spawn(pump(
+                spawned.stdout,
+                Arc::clone(&self.id),
+                Stream::Out,
+                Arc::clone(&self.observer),
+                matcher,
+            )),
+            tokio::spawn(pump(
+                spawned.stderr,
+                Arc::clone(&self.id),
+                Stream::Err,
+                Arc::clone(&self.observer),
+                None,
+            )),
+        ];
         let mut exit_rx = spawned.exit;
         let (ready_tx, mut ready_rx) = oneshot::channel::<Result<(), String>>();
         let mut awaiting_ready = false;
@@ -425,6 +427,7 @@ impl Actor {
                 exit = &mut exit_rx => {
                     let exit = exit.unwrap_or(Exit::Signal(libc::SIGKILL));
                     kill::clean_up_after(&self.reaper, pid, &mark).await;
+                    drain(pumps).await;
                     self.set(|s| s.last_exit = Some(exit));
                     self.event(&Event::Exited { exit });
                     break RunEnd::Exited { exit, ran_for: started.elapsed() };
@@ -442,17 +445,17 @@ impl Actor {
                         continue;
                     };
                     self.event(&Event::NotReady { reason });
-                    let exit = self.stop_process(pid, &mark, &mut exit_rx).await;
+                    let exit = self.stop_process_and_drain(pid, &mark, &mut exit_rx, pumps).await;
                     break RunEnd::Exited { exit, ran_for: Duration::ZERO };
                 }
                 control = self.control.recv() => match control {
                     None | Some(Control::Stop) => {
-                        let exit = self.stop_process(pid, &mark, &mut exit_rx).await;
+                        let exit = self.stop_process_and_drain(pid, &mark, &mut exit_rx, pumps).await;
                         self.event(&Event::Stopped { exit });
                         break RunEnd::Stopped;
                     }
                     Some(Control::Restart(reason)) => {
-                        let exit = self.stop_process(pid, &mark, &mut exit_rx).await;
+                        let exit = self.stop_process_and_drain(pid, &mark, &mut exit_rx, pumps).await;
                         self.event(&Event::Stopped { exit });
                         break RunEnd::Restart(reason);
                     }
@@ -464,6 +467,18 @@ impl Actor {
             task.abort();
         }
         end
+    }
+
+    async fn stop_process_and_drain(
+        &mut self,
+        pid: i32,
+        mark: &str,
+        exit_rx: &mut oneshot::Receiver<Exit>,
+        pumps: [tokio::task::JoinHandle<()>; 2],
+    ) -> Exit {
+        let exit = self.stop_process(pid, mark, exit_rx).await;
+        drain(pumps).await;
+        exit
     }
 
     async fn stop_process(
@@ -488,4 +503,18 @@ impl Actor {
         });
         exit
     }
+}
+
+/// How long an exit waits for the last output of its process: the pipes
+/// close once the group is gone, unless an escaped process still holds them.
+const DRAIN_LIMIT: Duration = Duration::from_secs(1);
+
+/// Lets the output readers finish, so an exit is reported after the last line.
+async fn drain(pumps: [tokio::task::JoinHandle<()>; 2]) {
+    let _ = timeout(DRAIN_LIMIT, async {
+        for pump in pumps {
+            let _ = pump.await;
+        }
+    })
+    .await;
 }

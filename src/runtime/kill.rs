@@ -46,7 +46,10 @@ pub async fn stop(
     grace: Duration,
 ) -> Exit {
     let deadline = Instant::now() + grace;
-    let strays = strays(reaper, mark);
+    // Escapees still below the leader now, and those already adopted by eco.
+    let mut strays = descendants(pid);
+    strays.retain(|p| !reaper.is_tracked(*p));
+    strays.extend(self::strays(reaper, mark));
     signal_group(pid, signal.0);
     for stray in &strays {
         signal_pid(*stray, signal.0);
@@ -57,6 +60,13 @@ pub async fn stop(
         Ok(Err(_)) => Some(Exit::Signal(libc::SIGKILL)),
         Err(_) => None,
     };
+    // Intermediates that died with the leader handed their children to eco.
+    for stray in self::strays(reaper, mark) {
+        if !strays.contains(&stray) {
+            signal_pid(stray, signal.0);
+            strays.push(stray);
+        }
+    }
     // Wait for the rest of the group (and the strays) until the deadline.
     while Instant::now() < deadline
         && (group_alive(pid) || strays.iter().any(|s| process_alive(*s)))
@@ -133,9 +143,29 @@ fn strays(reaper: &Reaper, mark: &str) -> Vec<i32> {
         .collect()
 }
 
-/// Direct children of this process, from /proc/self/task/*/children.
+/// Every process below `pid` (children, their children, ...).
+fn descendants(pid: i32) -> Vec<i32> {
+    let mut found = Vec::new();
+    let mut queue = vec![pid];
+    while let Some(parent) = queue.pop() {
+        for child in children_of(&format!("/proc/{parent}/task")) {
+            if !found.contains(&child) && child != pid {
+                found.push(child);
+                queue.push(child);
+            }
+        }
+    }
+    found
+}
+
+/// Direct children of this process.
 fn adopted_children() -> Vec<i32> {
-    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+    children_of("/proc/self/task")
+}
+
+/// Children of every thread under a `/proc/PID/task` folder.
+fn children_of(task_dir: &str) -> Vec<i32> {
+    let Ok(tasks) = std::fs::read_dir(task_dir) else {
         return Vec::new();
     };
     tasks

@@ -38,21 +38,44 @@ pub async fn pump(
             Err(_) => break,
         };
         buf.extend_from_slice(&chunk[..n]);
-        let complete = buf.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
-        if complete > 0 {
-            deliver(&buf[..complete], &id, stream, &*observer, &mut matcher);
-            buf.drain(..complete);
-        }
-        while buf.len() >= MAX_LINE {
-            let mut piece: Vec<u8> = buf.drain(..MAX_LINE).collect();
-            piece.push(b'\n');
-            deliver(&piece, &id, stream, &*observer, &mut matcher);
-        }
+        let used = split_lines(&buf, |lines| {
+            deliver(lines, &id, stream, &*observer, &mut matcher);
+        });
+        buf.drain(..used);
     }
     if !buf.is_empty() {
         buf.push(b'\n');
         deliver(&buf, &id, stream, &*observer, &mut matcher);
     }
+}
+
+/// Hands `emit` runs of complete lines from `buf` (each ending in `\n`),
+/// cutting any line longer than [`MAX_LINE`]. Returns the bytes consumed;
+/// the rest is an unfinished line.
+fn split_lines(buf: &[u8], mut emit: impl FnMut(&[u8])) -> usize {
+    let (mut batch, mut at) = (0, 0);
+    loop {
+        let rest = &buf[at..];
+        let window = &rest[..rest.len().min(MAX_LINE + 1)];
+        match window.iter().position(|b| *b == b'\n') {
+            Some(i) => at += i + 1,
+            None if rest.len() >= MAX_LINE => {
+                if at > batch {
+                    emit(&buf[batch..at]);
+                }
+                let mut piece = rest[..MAX_LINE].to_vec();
+                piece.push(b'\n');
+                emit(&piece);
+                at += MAX_LINE;
+                batch = at;
+            }
+            None => break,
+        }
+    }
+    if at > batch {
+        emit(&buf[batch..at]);
+    }
+    at
 }
 
 fn deliver(
@@ -71,4 +94,40 @@ fn deliver(
         }
     }
     observer.output(id, stream, lines);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn split(buf: &[u8]) -> (Vec<Vec<u8>>, usize) {
+        let mut out = Vec::new();
+        let used = split_lines(buf, |lines| out.push(lines.to_vec()));
+        (out, used)
+    }
+
+    #[test]
+    fn complete_lines_go_out_together_and_the_rest_waits() {
+        let (out, used) = split(b"a\nbb\ncc");
+        assert_eq!(out, vec![b"a\nbb\n".to_vec()]);
+        assert_eq!(used, 5);
+    }
+
+    #[test]
+    fn long_lines_are_cut_at_64k() {
+        let mut buf = vec![b'x'; MAX_LINE * 2 + 10];
+        buf.push(b'\n');
+        let (out, used) = split(&buf);
+        assert_eq!(used, buf.len());
+        let sizes: Vec<usize> = out.iter().map(Vec::len).collect();
+        assert_eq!(sizes, vec![MAX_LINE + 1, MAX_LINE + 1, 11]);
+    }
+
+    #[test]
+    fn a_line_of_exactly_64k_is_whole() {
+        let mut buf = vec![b'x'; MAX_LINE];
+        buf.push(b'\n');
+        let (out, _) = split(&buf);
+        assert_eq!(out.len(), 1);
+    }
 }
