@@ -31,7 +31,9 @@ fn crash_loop_backs_off_then_errors() {
         "apps:\n  crash:\n    cmd: [sh, -c, 'echo boom; exit 3']\n    restart_delay: 40ms\n    max_restarts: 4\n",
     );
     let eco = Foreground::start(dir.path(), dir.path(), &file);
-    eco.lines.wait_for("errored", LIMIT, |l| l.contains("crash.0 errored (exit code 3)"));
+    eco.lines.wait_for("errored", LIMIT, |l| {
+        l.contains("crash.0 errored (exit code 3)")
+    });
     let delays: Vec<u64> = eco
         .lines
         .all()
@@ -41,7 +43,8 @@ fn crash_loop_backs_off_then_errors() {
         .collect();
     assert_eq!(delays, vec![40, 80, 160, 320]);
     // stdout and stderr are separate pipes: wait for the output to catch up.
-    eco.stdout.wait_count("5 runs", 5, LIMIT, |l| l == "crash.0 | boom");
+    eco.stdout
+        .wait_count("5 runs", 5, LIMIT, |l| l == "crash.0 | boom");
 }
 
 #[test]
@@ -62,7 +65,10 @@ fn term_ignoring_app_is_killed_after_stop_timeout() {
     assert!(took >= Duration::from_millis(400), "stopped after {took:?}");
     assert!(took < Duration::from_secs(3), "stopped after {took:?}");
     assert!(
-        eco.lines.all().iter().any(|l| l == "eco: stubborn.0 stopped (signal SIGKILL)"),
+        eco.lines
+            .all()
+            .iter()
+            .any(|l| l == "eco: stubborn.0 stopped (signal SIGKILL)"),
         "{:?}",
         eco.lines.all()
     );
@@ -82,8 +88,11 @@ fn stop_leaves_no_process_of_the_tree() {
         ),
     );
     let mut eco = Foreground::start(dir.path(), dir.path(), &file);
-    eco.stdout.wait_count("both up", 2, LIMIT, |l| l.ends_with("| up"));
-    eventually("4 marked processes", LIMIT, || processes_with_env(&marker).len() >= 5);
+    eco.stdout
+        .wait_count("both up", 2, LIMIT, |l| l.ends_with("| up"));
+    eventually("4 marked processes", LIMIT, || {
+        processes_with_env(&marker).len() >= 5
+    });
     eco.signal(libc::SIGINT);
     let (code, took) = eco.wait_exit(LIMIT);
     assert_eq!(code, Some(0));
@@ -102,9 +111,12 @@ fn no_zombies_while_apps_crash_and_leave_children() {
         "apps:\n  leaky:\n    cmd: [sh, -c, '(sleep 0.05 &); sleep 0.01 & exit 1']\n    restart_delay: 10ms\n    max_restart_delay: 20ms\n    max_restarts: 10\n",
     );
     let eco = Foreground::start(dir.path(), dir.path(), &file);
-    eco.lines.wait_for("errored", LIMIT, |l| l.contains("leaky.0 errored"));
+    eco.lines
+        .wait_for("errored", LIMIT, |l| l.contains("leaky.0 errored"));
     let pid = eco.pid();
-    eventually("no zombie children", Duration::from_secs(2), || zombie_children(pid).is_empty());
+    eventually("no zombie children", Duration::from_secs(2), || {
+        zombie_children(pid).is_empty()
+    });
 }
 
 #[test]
@@ -145,7 +157,8 @@ fn env_and_increment_var_reach_instances() {
          instances: 3\n    increment_var: PORT\n    env: { PORT: 8000 }\n",
     );
     let eco = Foreground::start(dir.path(), dir.path(), &file);
-    eco.stdout.wait_count("3 lines", 3, LIMIT, |l| l.starts_with("web."));
+    eco.stdout
+        .wait_count("3 lines", 3, LIMIT, |l| l.starts_with("web."));
     let mut lines: Vec<String> = eco.stdout.all();
     lines.sort();
     assert_eq!(
@@ -168,14 +181,22 @@ fn every_line_arrives_complete() {
          instances: 2\n    restart: never\n",
     );
     let eco = Foreground::start(dir.path(), dir.path(), &file);
-    eco.lines.wait_count("both exit", 2, Duration::from_secs(60), |l| l.contains("exited"));
-    eco.stdout.wait_count("every line", 100_000, LIMIT, |l| l.starts_with("chatty."));
+    eco.lines
+        .wait_count("both exit", 2, Duration::from_secs(60), |l| {
+            l.contains("exited")
+        });
+    eco.stdout
+        .wait_count("every line", 100_000, LIMIT, |l| l.starts_with("chatty."));
     let lines = eco.stdout.all();
     assert_eq!(lines.len(), 100_000);
     let mut next = [0u32; 2];
     for line in &lines {
         let (prefix, body) = line.split_once(" | ").expect("prefixed");
-        let instance: usize = prefix.strip_prefix("chatty.").expect("app").parse().expect("index");
+        let instance: usize = prefix
+            .strip_prefix("chatty.")
+            .expect("app")
+            .parse()
+            .expect("index");
         let expected = format!(
             "{instance}:{}:abcdefghijklmnopqrstuvwxyz0123456789abcdefghijklmnopqrstuvwxyz0123456789",
             next[instance]
@@ -223,7 +244,8 @@ mod readiness {
     }
 
     fn ready(eco: &Foreground) {
-        eco.lines.wait_for("ready", LIMIT, |l| l == "eco: svc.0 ready");
+        eco.lines
+            .wait_for("ready", LIMIT, |l| l == "eco: svc.0 ready");
     }
 
     #[test]
@@ -241,7 +263,11 @@ mod readiness {
     #[test]
     fn log_line() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let eco = ready_app(dir.path(), "{ log: 'listening on \\d+' }", "echo listening on 80;");
+        let eco = ready_app(
+            dir.path(),
+            "{ log: 'listening on \\d+' }",
+            "echo listening on 80;",
+        );
         ready(&eco);
     }
 
@@ -260,7 +286,11 @@ mod readiness {
     fn tcp() {
         let dir = tempfile::tempdir().expect("tempdir");
         // Reserve a port, free it, and only listen once the app runs.
-        let port = TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+        let port = TcpListener::bind("127.0.0.1:0")
+            .expect("bind")
+            .local_addr()
+            .expect("addr")
+            .port();
         let eco = ready_app(dir.path(), &format!("{{ tcp: '127.0.0.1:{port}' }}"), "");
         eco.lines.wait_for("started", LIMIT, started("svc.0"));
         let _listener = TcpListener::bind(("127.0.0.1", port)).expect("listen");
@@ -278,11 +308,21 @@ mod readiness {
                 let Ok(mut stream) = stream else { continue };
                 let mut buf = [0u8; 1024];
                 let _ = stream.read(&mut buf);
-                let status = if i == 0 { "503 Service Unavailable" } else { "200 OK" };
-                let _ = stream.write_all(format!("HTTP/1.1 {status}\r\nContent-Length: 0\r\n\r\n").as_bytes());
+                let status = if i == 0 {
+                    "503 Service Unavailable"
+                } else {
+                    "200 OK"
+                };
+                let _ = stream.write_all(
+                    format!("HTTP/1.1 {status}\r\nContent-Length: 0\r\n\r\n").as_bytes(),
+                );
             }
         });
-        let eco = ready_app(dir.path(), &format!("{{ http: 'http://127.0.0.1:{port}/health' }}"), "");
+        let eco = ready_app(
+            dir.path(),
+            &format!("{{ http: 'http://127.0.0.1:{port}/health' }}"),
+            "",
+        );
         ready(&eco);
     }
 
@@ -298,7 +338,9 @@ mod readiness {
         eco.lines.wait_for("not ready", LIMIT, |l| {
             l.starts_with("eco: svc.0 failed its readiness check: not ready after 300ms")
         });
-        eco.lines.wait_for("restart", LIMIT, |l| l.starts_with("eco: svc.0 restarting in 50 ms"));
+        eco.lines.wait_for("restart", LIMIT, |l| {
+            l.starts_with("eco: svc.0 restarting in 50 ms")
+        });
     }
 }
 
@@ -306,7 +348,8 @@ mod readiness {
 fn minimal_example_runs_and_stops_within_2s() {
     let home = tempfile::tempdir().expect("tempdir");
     let mut eco = Foreground::start(home.path(), &root(), &root().join("examples/minimal.yaml"));
-    eco.stdout.wait_for("a tick", LIMIT, |l| l == "ticker.0 | tick 1");
+    eco.stdout
+        .wait_for("a tick", LIMIT, |l| l == "ticker.0 | tick 1");
     let pid = eco.latest_pid("ticker.0").expect("pid");
     eco.signal(libc::SIGINT);
     let (code, took) = eco.wait_exit(LIMIT);
@@ -330,13 +373,20 @@ fn saving_the_file_changes_only_the_edited_app() {
     eco.stdout.wait_for("b", LIMIT, |l| l == "b.0 | b");
     let (a1, b1) = (eco.latest_pid("a.0"), eco.latest_pid("b.0"));
     write(dir.path(), "ecosystem.yaml", &text("bonjour"));
-    eco.stdout.wait_for("a again", LIMIT, |l| l == "a.0 | a bonjour");
+    eco.stdout
+        .wait_for("a again", LIMIT, |l| l == "a.0 | a bonjour");
     assert_ne!(eco.latest_pid("a.0"), a1);
     assert_eq!(eco.latest_pid("b.0"), b1);
     // An invalid edit is reported and changes nothing.
-    write(dir.path(), "ecosystem.yaml", "apps:\n  a:\n    cmd: x\n    instances: many\n");
-    eco.lines.wait_for("error", LIMIT, |l| l.contains("apps.a.instances"));
-    eco.lines.wait_for("kept", LIMIT, |l| l.contains("the edit was not applied"));
+    write(
+        dir.path(),
+        "ecosystem.yaml",
+        "apps:\n  a:\n    cmd: x\n    instances: many\n",
+    );
+    eco.lines
+        .wait_for("error", LIMIT, |l| l.contains("apps.a.instances"));
+    eco.lines
+        .wait_for("kept", LIMIT, |l| l.contains("the edit was not applied"));
     std::thread::sleep(Duration::from_millis(100));
     assert!(crate::support::state_of(eco.latest_pid("a.0").expect("pid")).is_some());
     assert!(crate::support::state_of(b1.expect("pid")).is_some());

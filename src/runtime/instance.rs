@@ -297,6 +297,17 @@ impl Actor {
 
     /// The backoff pause; a restart request cuts it short.
     async fn pause(&mut self, delay: Duration) -> Wake {
+        if delay.is_zero() {
+            // No timer: tokio's 1 ms granularity would be most of a respawn.
+            while let Ok(control) = self.control.try_recv() {
+                match control {
+                    Control::Stop => return Wake::End,
+                    Control::Restart(reason) => return Wake::Start(Some(reason)),
+                    Control::Update(settings) => self.settings = *settings,
+                }
+            }
+            return Wake::Start(None);
+        }
         let deadline = Instant::now() + delay;
         loop {
             tokio::select! {

@@ -14,6 +14,9 @@ use super::{InstanceId, Observer, Stream};
 /// The longest line handed on in one piece.
 pub const MAX_LINE: usize = 64 * 1024;
 
+/// The first read's size; reads that fill it double it, up to [`MAX_LINE`].
+const READ_MIN: usize = 4096;
+
 /// Waits for the first output line matching a regex (`ready: {log: ...}`).
 pub struct LineMatcher {
     pub regex: Regex,
@@ -28,16 +31,19 @@ pub async fn pump(
     observer: Arc<dyn Observer>,
     mut matcher: Option<LineMatcher>,
 ) {
-    let mut buf: Vec<u8> = Vec::with_capacity(MAX_LINE);
-    let mut chunk = vec![0u8; MAX_LINE];
+    // Reads straight into the line buffer (no zeroing, no copy); it starts
+    // small, since most processes print little, and grows for chatty ones.
+    let mut buf: Vec<u8> = Vec::new();
+    let mut want = READ_MIN;
     loop {
-        let n = match pipe.read(&mut chunk).await {
+        buf.reserve(want);
+        match pipe.read_buf(&mut buf).await {
             Ok(0) => break,
-            Ok(n) => n,
+            Ok(n) if n == want => want = (want * 2).min(MAX_LINE),
+            Ok(_) => {}
             Err(err) if err.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(_) => break,
-        };
-        buf.extend_from_slice(&chunk[..n]);
+        }
         let used = split_lines(&buf, |lines| {
             deliver(lines, &id, stream, &*observer, &mut matcher);
         });

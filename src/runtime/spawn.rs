@@ -73,17 +73,11 @@ pub fn spawn_quiet(
     Ok((pid_of(&child), exit))
 }
 
-/// The child calls setsid() before exec: it leads a new session and process
-/// group, so signals to the group reach everything it starts, and a Ctrl-C
-/// in eco's terminal never reaches it directly.
-#[allow(unsafe_code)]
+/// The child leads a new process group, so signals to the group reach
+/// everything it starts, and a Ctrl-C in eco's terminal (which signals only
+/// the terminal's foreground group) never reaches it directly. The daemon
+/// runs in its own session without a terminal, so its apps have none either.
+/// A group rather than `setsid` keeps std on its fast `posix_spawn` path.
 fn new_session(command: &mut Command) {
-    // SAFETY: setsid() is async-signal-safe and the closure allocates nothing;
-    // it runs in the forked child before exec.
-    unsafe {
-        command.pre_exec(|| {
-            nix::unistd::setsid().map_err(io::Error::from)?;
-            Ok(())
-        });
-    }
+    command.process_group(0);
 }

@@ -48,19 +48,33 @@ pub(crate) struct Lines {
 impl Lines {
     fn push(&self, line: String) {
         let (lock, cv) = &*self.inner;
-        lock.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(line);
+        lock.lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(line);
         cv.notify_all();
     }
 
     pub(crate) fn all(&self) -> Vec<String> {
-        self.inner.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+        self.inner
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
     }
 
     /// Waits until `count` lines satisfy `pred`; panics with the output after `limit`.
-    pub(crate) fn wait_count(&self, what: &str, count: usize, limit: Duration, pred: impl Fn(&str) -> bool) {
+    pub(crate) fn wait_count(
+        &self,
+        what: &str,
+        count: usize,
+        limit: Duration,
+        pred: impl Fn(&str) -> bool,
+    ) {
         let (lock, cv) = &*self.inner;
         let deadline = Instant::now() + limit;
-        let mut lines = lock.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut lines = lock
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let (mut scanned, mut matched) = (0, 0);
         loop {
             matched += lines[scanned..].iter().filter(|l| pred(l)).count();
@@ -69,12 +83,21 @@ impl Lines {
                 return;
             }
             let now = Instant::now();
-            assert!(now < deadline, "timed out waiting for {what}; output so far:\n{}", lines.join("\n"));
+            assert!(
+                now < deadline,
+                "timed out waiting for {what}; output so far:\n{}",
+                lines.join("\n")
+            );
             lines = cv.wait_timeout(lines, deadline - now).expect("lines").0;
         }
     }
 
-    pub(crate) fn wait_for(&self, what: &str, limit: Duration, pred: impl Fn(&str) -> bool) -> String {
+    pub(crate) fn wait_for(
+        &self,
+        what: &str,
+        limit: Duration,
+        pred: impl Fn(&str) -> bool,
+    ) -> String {
         self.wait_count(what, 1, limit, &pred);
         self.all().into_iter().find(|l| pred(l)).expect("found")
     }
@@ -117,7 +140,11 @@ impl Foreground {
                 all.push(line);
             }
         });
-        Foreground { child, lines, stdout }
+        Foreground {
+            child,
+            lines,
+            stdout,
+        }
     }
 
     pub(crate) fn pid(&self) -> i32 {
@@ -139,7 +166,11 @@ impl Foreground {
             if let Some(status) = self.child.try_wait().expect("try_wait") {
                 return (status.code(), start.elapsed());
             }
-            assert!(start.elapsed() < limit, "eco did not exit within {limit:?}:\n{}", self.lines.all().join("\n"));
+            assert!(
+                start.elapsed() < limit,
+                "eco did not exit within {limit:?}:\n{}",
+                self.lines.all().join("\n")
+            );
             std::thread::sleep(Duration::from_millis(10));
         }
     }
@@ -147,11 +178,10 @@ impl Foreground {
     /// The pid from the latest `eco: APP started (pid N)` line.
     pub(crate) fn latest_pid(&self, instance: &str) -> Option<i32> {
         let prefix = format!("eco: {instance} started (pid ");
-        self.lines
-            .all()
-            .iter()
-            .rev()
-            .find_map(|l| l.strip_prefix(&prefix).and_then(|r| r.trim_end_matches(')').parse().ok()))
+        self.lines.all().iter().rev().find_map(|l| {
+            l.strip_prefix(&prefix)
+                .and_then(|r| r.trim_end_matches(')').parse().ok())
+        })
     }
 }
 
@@ -174,8 +204,12 @@ pub(crate) fn processes_with_env(var: &str) -> Vec<i32> {
     let needle = var.as_bytes();
     let mut found = Vec::new();
     for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else { continue };
-        let Ok(env) = std::fs::read(entry.path().join("environ")) else { continue };
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(env) = std::fs::read(entry.path().join("environ")) else {
+            continue;
+        };
         if env.split(|b| *b == 0).any(|v| v == needle) && state_of(pid).is_some_and(|s| s != 'Z') {
             found.push(pid);
         }
@@ -186,18 +220,31 @@ pub(crate) fn processes_with_env(var: &str) -> Vec<i32> {
 /// The one-letter state of a process (`R`, `S`, `Z`, ...).
 pub(crate) fn state_of(pid: i32) -> Option<char> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    stat.rsplit_once(')')?.1.split_whitespace().next()?.chars().next()
+    stat.rsplit_once(')')?
+        .1
+        .split_whitespace()
+        .next()?
+        .chars()
+        .next()
 }
 
 /// Zombie children of `parent`.
 pub(crate) fn zombie_children(parent: i32) -> Vec<i32> {
     let mut found = Vec::new();
     for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else { continue };
-        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else { continue };
-        let Some((_, rest)) = stat.rsplit_once(')') else { continue };
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        let Some((_, rest)) = stat.rsplit_once(')') else {
+            continue;
+        };
         let fields: Vec<&str> = rest.split_whitespace().collect();
-        if fields.first() == Some(&"Z") && fields.get(1).and_then(|p| p.parse::<i32>().ok()) == Some(parent) {
+        if fields.first() == Some(&"Z")
+            && fields.get(1).and_then(|p| p.parse::<i32>().ok()) == Some(parent)
+        {
             found.push(pid);
         }
     }
