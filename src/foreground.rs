@@ -24,7 +24,7 @@ pub async fn run(file: PathBuf, profile: Option<String>, spec: ProjectSpec) -> a
     let mut sigterm = signal(SignalKind::terminate())?;
     let reaper = Reaper::start()?;
     let console = Arc::new(Console::new());
-    let engine = Engine::new(reaper, console.clone());
+    let engine = Engine::new(reaper, console.clone(), "fg".into());
     let actions = engine.apply(spec).await;
     for line in render::plan_lines(&actions) {
         console.notice(&format!("eco: {line}"));

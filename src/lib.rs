@@ -8,13 +8,19 @@
 //! - `runtime`: the engine; the only module that touches processes.
 //! - `console`: output and events on the terminal (`up -F`).
 //! - `watch`: file watching. `foreground`: `eco up -F`.
+//! - `daemon`: the engine behind a socket, persisted state; `ipc`: the
+//!   protocol and both ends of the socket; `logs`: output files; `paths`.
 //! - `cli`: the commands, and all text formatting (`cli::render`).
 
 pub mod cli;
 pub mod config;
 pub mod console;
+pub mod daemon;
 pub mod error;
 pub mod foreground;
+pub mod ipc;
+pub mod logs;
+pub mod paths;
 pub mod plan;
 pub mod policy;
 pub mod runtime;

@@ -2,6 +2,16 @@ use clap::Parser;
 
 fn main() {
     let cli = eco::cli::args::Cli::parse();
+    if matches!(cli.command, eco::cli::args::Command::Daemon) {
+        tracing_subscriber::fmt()
+            .with_env_filter(
+                tracing_subscriber::EnvFilter::try_from_env("ECO_LOG")
+                    .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+            )
+            .with_ansi(false)
+            .with_writer(std::io::stderr)
+            .init();
+    }
     let code = match eco::cli::run(cli) {
         Ok(code) => code,
         Err(err) => {

@@ -1,29 +1,28 @@
 //! `eco`'s commands: one function per subcommand.
 
+pub mod adhoc;
 pub mod args;
+pub mod daemon_cmds;
 pub mod render;
-
-use std::io::Write;
 
 use anyhow::Result;
 
 use crate::config::{self, ConfigErrors};
 use crate::error::UsageError;
-use crate::plan;
-use crate::state::Observed;
+use crate::ipc::proto::Request;
 use args::{Cli, Command, FileArgs, ProfileArgs};
 
 /// Runs one command; returns the process exit code.
 pub fn run(cli: Cli) -> Result<i32> {
     match cli.command {
         Command::Validate { file, profile } => validate(&file, &profile),
-        Command::Diff { file, profile } => diff(&file, &profile),
+        Command::Diff { file, profile } => daemon_cmds::diff(&file, &profile),
         Command::Up {
             file,
             profile,
             dry_run: true,
             ..
-        } => diff(&file, &profile).map(|_| 0),
+        } => daemon_cmds::diff(&file, &profile).map(|_| 0),
         Command::Up {
             file,
             profile,
@@ -31,6 +30,44 @@ pub fn run(cli: Cli) -> Result<i32> {
             ..
         } => up_foreground(&file, &profile),
         Command::Notify { messages } => notify(&messages),
+        Command::Up {
+            file,
+            profile,
+            wait,
+            timeout,
+            ..
+        } => daemon_cmds::up(&file, &profile, wait, timeout.as_deref()),
+        Command::Down { file, project } => daemon_cmds::down(&file, project.as_deref()),
+        Command::Reload {
+            file,
+            profile,
+            targets,
+        } => daemon_cmds::reload(&file, &profile, &targets),
+        Command::Ls { json } => daemon_cmds::ls(json),
+        Command::Describe { target, json } => daemon_cmds::describe(&target, json),
+        Command::Start {
+            target,
+            name,
+            instances,
+            watch,
+            args,
+        } => daemon_cmds::start(&target, name.as_deref(), instances.as_deref(), watch, &args),
+        Command::Stop { target } => daemon_cmds::simple(Request::Stop { target }),
+        Command::Restart { target } => daemon_cmds::simple(Request::Restart { target }),
+        Command::Delete { target } => daemon_cmds::simple(Request::Delete { target }),
+        Command::Scale { app, instances } => daemon_cmds::scale(&app, instances),
+        Command::Logs {
+            target,
+            lines,
+            follow,
+            out,
+            err,
+        } => daemon_cmds::logs(target.as_deref(), lines, follow, out, err),
+        Command::Kill => daemon_cmds::kill(),
+        Command::Daemon => {
+            crate::daemon::main(crate::paths::Paths::from_env())?;
+            Ok(0)
+        }
         Command::Schema => {
             print!("{}", config::raw::schema_json());
             Ok(0)
@@ -48,18 +85,6 @@ fn validate(file: &FileArgs, profile: &ProfileArgs) -> Result<i32> {
     let spec = load(file, profile)?;
     println!("ok: {}: {}", spec.file.display(), render::summary(&spec));
     Ok(0)
-}
-
-/// The plan against what runs now. Exit 0 when empty, 1 otherwise.
-fn diff(file: &FileArgs, profile: &ProfileArgs) -> Result<i32> {
-    let spec = load(file, profile)?;
-    let observed = Observed::new();
-    let actions = plan::plan(&spec, &observed);
-    let mut out = std::io::stdout().lock();
-    for line in render::plan_lines(&actions) {
-        writeln!(out, "{line}")?;
-    }
-    Ok(i32::from(!plan::is_empty(&actions)))
 }
 
 fn up_foreground(file: &FileArgs, profile: &ProfileArgs) -> Result<i32> {

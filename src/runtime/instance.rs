@@ -111,6 +111,7 @@ pub struct Launch {
     pub settings: Settings,
     pub reason: Option<Reason>,
     pub gate: Gate,
+    pub mark_prefix: String,
     pub reaper: Arc<Reaper>,
     pub observer: Arc<dyn Observer>,
 }
@@ -131,6 +132,7 @@ pub fn launch(launch: Launch) -> InstanceHandle {
     let index = launch.id.index;
     let actor = Actor {
         id: Arc::new(launch.id),
+        mark_prefix: launch.mark_prefix,
         spec: launch.spec,
         settings: launch.settings,
         control: control_rx,
@@ -148,6 +150,7 @@ pub fn launch(launch: Launch) -> InstanceHandle {
 
 struct Actor {
     id: Arc<InstanceId>,
+    mark_prefix: String,
     spec: InstanceSpec,
     settings: Settings,
     control: mpsc::UnboundedReceiver<Control>,
@@ -335,7 +338,8 @@ impl Actor {
     #[allow(clippy::too_many_lines)]
     async fn run_once(&mut self) -> RunEnd {
         let mark = format!(
-            "{}.{}",
+            "{}.{}.{}",
+            self.mark_prefix,
             std::process::id(),
             SPAWN_COUNTER.fetch_add(1, Ordering::Relaxed)
         );

@@ -4,6 +4,7 @@
 //! actions by sending controls to per-instance tasks and never waits on a
 //! process while holding its state lock.
 
+pub mod commands;
 pub mod instance;
 pub mod kill;
 pub mod output;
@@ -106,14 +107,21 @@ pub struct Engine {
     reaper: Arc<Reaper>,
     observer: Arc<dyn Observer>,
     projects: Mutex<BTreeMap<String, ProjectRuntime>>,
+    /// Starts every spawn mark: names this engine's world (see `daemon::leftovers`).
+    mark_prefix: String,
 }
 
 impl Engine {
-    pub fn new(reaper: Arc<Reaper>, observer: Arc<dyn Observer>) -> Arc<Engine> {
+    pub fn new(
+        reaper: Arc<Reaper>,
+        observer: Arc<dyn Observer>,
+        mark_prefix: String,
+    ) -> Arc<Engine> {
         Arc::new(Engine {
             reaper,
             observer,
             projects: Mutex::new(BTreeMap::new()),
+            mark_prefix,
         })
     }
 
@@ -280,6 +288,7 @@ impl Engine {
             settings: app.settings.clone(),
             reason,
             gate: Gate { after, deps },
+            mark_prefix: self.mark_prefix.clone(),
             reaper: Arc::clone(&self.reaper),
             observer: Arc::clone(&self.observer),
         })

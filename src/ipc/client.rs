@@ -1,0 +1,138 @@
+//! The CLI's end: connect (starting the daemon when needed), send one
+//! request, read the answer(s). Blocking std I/O: a CLI call is one
+//! round trip, and no async runtime is worth starting for it.
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::proto::{Envelope, MAX_MESSAGE, PROTOCOL_VERSION, Request, Response};
+use crate::paths::{Paths, create_private_dir};
+
+/// How long a command waits for a daemon it started.
+const START_LIMIT: Duration = Duration::from_secs(10);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("no eco daemon runs for {home}")]
+    NotRunning { home: String },
+    #[error("the eco daemon did not come up within {secs} s; see {log}")]
+    DidNotStart { secs: u64, log: String },
+    #[error("cannot start the eco daemon: {0}")]
+    Spawn(std::io::Error),
+    #[error("lost the connection to the daemon: {0}; see {log}", log = .1)]
+    Io(std::io::Error, String),
+    #[error("the daemon's answer is malformed: {0}")]
+    Malformed(serde_json::Error),
+}
+
+/// A connection to the daemon.
+pub struct Client {
+    reader: BufReader<UnixStream>,
+    writer: UnixStream,
+    log: String,
+}
+
+impl Client {
+    /// Connects; starts the daemon first if none runs and `start` is set.
+    pub fn connect(paths: &Paths, start: bool) -> Result<Client, ClientError> {
+        let log = paths.daemon_log().display().to_string();
+        if let Ok(stream) = UnixStream::connect(paths.socket()) {
+            return Client::wrap(stream, log);
+        }
+        if !start {
+            return Err(ClientError::NotRunning {
+                home: paths.home.display().to_string(),
+            });
+        }
+        spawn_daemon(paths)?;
+        let deadline = Instant::now() + START_LIMIT;
+        loop {
+            if let Ok(stream) = UnixStream::connect(paths.socket()) {
+                return Client::wrap(stream, log);
+            }
+            if Instant::now() > deadline {
+                return Err(ClientError::DidNotStart {
+                    secs: START_LIMIT.as_secs(),
+                    log,
+                });
+            }
+            std::thread::sleep(Duration::from_millis(3));
+        }
+    }
+
+    fn wrap(stream: UnixStream, log: String) -> Result<Client, ClientError> {
+        let writer = stream
+            .try_clone()
+            .map_err(|e| ClientError::Io(e, log.clone()))?;
+        Ok(Client {
+            reader: BufReader::new(stream),
+            writer,
+            log,
+        })
+    }
+
+    /// Sends the request.
+    pub fn send(&mut self, request: Request) -> Result<(), ClientError> {
+        let envelope = Envelope {
+            version: PROTOCOL_VERSION,
+            request,
+        };
+        let mut bytes = serde_json::to_vec(&envelope).map_err(ClientError::Malformed)?;
+        bytes.push(b'\n');
+        self.writer
+            .write_all(&bytes)
+            .map_err(|e| ClientError::Io(e, self.log.clone()))
+    }
+
+    /// Reads the next response; `None` when the daemon closed the connection.
+    pub fn receive(&mut self) -> Result<Option<Response>, ClientError> {
+        let mut line = Vec::new();
+        let n = (&mut self.reader)
+            .take(MAX_MESSAGE as u64 + 1)
+            .read_until(b'\n', &mut line)
+            .map_err(|e| ClientError::Io(e, self.log.clone()))?;
+        if n == 0 {
+            return Ok(None);
+        }
+        serde_json::from_slice(&line)
+            .map(Some)
+            .map_err(ClientError::Malformed)
+    }
+
+    /// One request, one response.
+    pub fn call(&mut self, request: Request) -> Result<Response, ClientError> {
+        self.send(request)?;
+        self.receive()?.ok_or_else(|| {
+            ClientError::Io(
+                std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "no answer"),
+                self.log.clone(),
+            )
+        })
+    }
+}
+
+use std::io::Read;
+
+/// Starts `eco daemon` detached: its own session (it calls setsid), stdio
+/// to `daemon.log`. If two commands race, the daemon lock keeps one.
+fn spawn_daemon(paths: &Paths) -> Result<(), ClientError> {
+    create_private_dir(&paths.home).map_err(ClientError::Spawn)?;
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(paths.daemon_log())
+        .map_err(ClientError::Spawn)?;
+    let err = log.try_clone().map_err(ClientError::Spawn)?;
+    let exe = std::env::current_exe().map_err(ClientError::Spawn)?;
+    Command::new(exe)
+        .arg("daemon")
+        .env("ECO_HOME", &paths.home)
+        .stdin(Stdio::null())
+        .stdout(log)
+        .stderr(err)
+        .spawn()
+        .map_err(ClientError::Spawn)?;
+    Ok(())
+}

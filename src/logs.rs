@@ -1,0 +1,383 @@
+//! Captured output on disk: `<app>.out.log` and `<app>.err.log` per app,
+//! lines prefixed `app.N | ` when the app has several instances and with an
+//! RFC 3339 time when `log_time` is set, rotated by size. One writer thread
+//! does all file I/O, so a slow disk never blocks an app or the engine;
+//! whole lines are written at once and rotation happens between writes, so
+//! no line is torn or lost. New lines are also broadcast for `logs -f`.
+
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::io::{self, BufRead, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{Receiver, Sender, channel};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use tokio::sync::broadcast;
+
+use crate::paths::Paths;
+use crate::runtime::{Event, InstanceId, Observer, Stream};
+use crate::spec::ProjectSpec;
+
+/// How an app's output is written.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LogSettings {
+    pub out: PathBuf,
+    pub err: PathBuf,
+    pub prefix_instances: bool,
+    pub time: bool,
+    pub max_size: u64,
+    pub keep: u32,
+}
+
+/// A line as broadcast to followers.
+#[derive(Clone, Debug)]
+pub struct LiveLine {
+    pub project: String,
+    pub app: String,
+    pub stream: Stream,
+    pub text: String,
+}
+
+enum Job {
+    Write {
+        file: PathBuf,
+        settings: Arc<LogSettings>,
+        bytes: Vec<u8>,
+    },
+    Flush(std::sync::mpsc::Sender<()>),
+}
+
+/// The daemon's observer: output to files, events to the daemon log.
+pub struct LogFiles {
+    paths: Paths,
+    settings: Mutex<HashMap<(String, String), Arc<LogSettings>>>,
+    jobs: Mutex<Sender<Job>>,
+    live: broadcast::Sender<Arc<LiveLine>>,
+    /// The last write error per file (a full disk), shown by `describe`.
+    errors: Arc<Mutex<HashMap<PathBuf, String>>>,
+}
+
+impl LogFiles {
+    pub fn new(paths: Paths) -> Arc<LogFiles> {
+        let (tx, rx) = channel();
+        let errors = Arc::new(Mutex::new(HashMap::new()));
+        let thread_errors = Arc::clone(&errors);
+        std::thread::Builder::new()
+            .name("eco-logs".into())
+            .spawn(move || writer(&rx, &thread_errors))
+            .ok();
+        let (live, _) = broadcast::channel(4096);
+        Arc::new(LogFiles {
+            paths,
+            settings: Mutex::new(HashMap::new()),
+            jobs: Mutex::new(tx),
+            live,
+            errors,
+        })
+    }
+
+    /// Records where and how each app of `spec` logs.
+    pub fn configure(&self, spec: &ProjectSpec) {
+        let mut map = self.settings.lock().unwrap_or_else(PoisonError::into_inner);
+        map.retain(|(project, _), _| project != &spec.name);
+        for app in spec.apps.values() {
+            map.insert(
+                (spec.name.clone(), app.name.clone()),
+                Arc::new(self.settings_for(&spec.name, app)),
+            );
+        }
+    }
+
+    /// The log settings of one app.
+    pub fn settings_for(&self, project: &str, app: &crate::spec::AppSpec) -> LogSettings {
+        let s = &app.settings;
+        LogSettings {
+            out: s
+                .out_file
+                .clone()
+                .unwrap_or_else(|| self.paths.app_log(project, &app.name, "out")),
+            err: s
+                .err_file
+                .clone()
+                .unwrap_or_else(|| self.paths.app_log(project, &app.name, "err")),
+            prefix_instances: app.instances > 1,
+            time: s.log_time,
+            max_size: s.log_max_size,
+            keep: s.log_keep,
+        }
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<LiveLine>> {
+        self.live.subscribe()
+    }
+
+    /// The last write error of a file, if the latest write failed.
+    pub fn error_for(&self, file: &Path) -> Option<String> {
+        self.errors
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(file)
+            .cloned()
+    }
+
+    /// Waits until everything queued so far is on disk.
+    pub fn flush(&self) {
+        let (tx, rx) = channel();
+        let sent = self
+            .jobs
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .send(Job::Flush(tx));
+        if sent.is_ok() {
+            let _ = rx.recv();
+        }
+    }
+}
+
+impl Observer for LogFiles {
+    fn output(&self, id: &InstanceId, stream: Stream, lines: &[u8]) {
+        let settings = self
+            .settings
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&(id.project.clone(), id.app.clone()))
+            .cloned();
+        let Some(settings) = settings else { return };
+        let prefix = settings
+            .prefix_instances
+            .then(|| format!("{}.{} | ", id.app, id.index));
+        let bytes = if prefix.is_none() && !settings.time {
+            lines.to_vec()
+        } else {
+            let stamp = settings.time.then(|| {
+                let mut t =
+                    humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string();
+                t.push(' ');
+                t
+            });
+            let mut out = Vec::with_capacity(lines.len() + 48);
+            for line in lines.split_inclusive(|b| *b == b'\n') {
+                if let Some(stamp) = &stamp {
+                    out.extend_from_slice(stamp.as_bytes());
+                }
+                if let Some(prefix) = &prefix {
+                    out.extend_from_slice(prefix.as_bytes());
+                }
+                out.extend_from_slice(line);
+            }
+            out
+        };
+        if self.live.receiver_count() > 0 {
+            let text = String::from_utf8_lossy(&bytes);
+            for line in text.lines() {
+                let _ = self.live.send(Arc::new(LiveLine {
+                    project: id.project.clone(),
+                    app: id.app.clone(),
+                    stream,
+                    text: line.to_owned(),
+                }));
+            }
+        }
+        let file = match stream {
+            Stream::Out => settings.out.clone(),
+            Stream::Err => settings.err.clone(),
+        };
+        let _ = self
+            .jobs
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .send(Job::Write {
+                file,
+                settings,
+                bytes,
+            });
+    }
+
+    fn event(&self, id: &InstanceId, event: &Event) {
+        let instance = format!("{}/{}.{}", id.project, id.app, id.index);
+        match event {
+            Event::Started { pid } => tracing::info!(%instance, pid, "started"),
+            Event::Ready => tracing::info!(%instance, "ready"),
+            Event::NotReady { reason } => tracing::warn!(%instance, %reason, "not ready"),
+            Event::Exited { exit } => tracing::info!(%instance, %exit, "exited"),
+            Event::Restarting { delay } => {
+                tracing::info!(%instance, delay_ms = delay.as_millis(), "restarting");
+            }
+            Event::Errored { exit } => tracing::warn!(%instance, %exit, "errored"),
+            Event::Stopped { exit } => tracing::info!(%instance, %exit, "stopped"),
+            Event::SpawnFailed { error } => tracing::warn!(%instance, %error, "spawn failed"),
+        }
+    }
+}
+
+/// An open log file and its size.
+struct OpenLog {
+    file: File,
+    size: u64,
+}
+
+/// The writer thread: appends, rotates, records errors.
+fn writer(jobs: &Receiver<Job>, errors: &Mutex<HashMap<PathBuf, String>>) {
+    let mut open: HashMap<PathBuf, OpenLog> = HashMap::new();
+    while let Ok(job) = jobs.recv() {
+        match job {
+            Job::Flush(done) => {
+                let _ = done.send(());
+            }
+            Job::Write {
+                file,
+                settings,
+                bytes,
+            } => {
+                let result = append(&mut open, &file, &settings, &bytes);
+                let mut errors = errors.lock().unwrap_or_else(PoisonError::into_inner);
+                match result {
+                    Ok(()) => {
+                        errors.remove(&file);
+                    }
+                    Err(err) => {
+                        open.remove(&file);
+                        errors.insert(file, format!("cannot write: {err}"));
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn append(
+    open: &mut HashMap<PathBuf, OpenLog>,
+    path: &Path,
+    settings: &LogSettings,
+    bytes: &[u8],
+) -> io::Result<()> {
+    if let Some(log) = open.get(path) {
+        let over = settings.max_size > 0
+            && log.size > 0
+            && log.size + bytes.len() as u64 > settings.max_size;
+        if over {
+            open.remove(path);
+            rotate(path, settings.keep)?;
+        }
+    }
+    if !open.contains_key(path) {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let file = OpenOptions::new().create(true).append(true).open(path)?;
+        let size = file.metadata()?.len();
+        open.insert(path.to_path_buf(), OpenLog { file, size });
+    }
+    if let Some(log) = open.get_mut(path) {
+        log.file.write_all(bytes)?;
+        log.size += bytes.len() as u64;
+    }
+    Ok(())
+}
+
+/// `app.out.log` → `app.out.log.1` → … → `app.out.log.KEEP`; the oldest goes.
+fn rotate(path: &Path, keep: u32) -> io::Result<()> {
+    let numbered = |n: u32| {
+        let mut name = path.as_os_str().to_owned();
+        name.push(format!(".{n}"));
+        PathBuf::from(name)
+    };
+    if keep == 0 {
+        return std::fs::remove_file(path).or_else(ignore_missing);
+    }
+    std::fs::remove_file(numbered(keep)).or_else(ignore_missing)?;
+    for n in (1..keep).rev() {
+        std::fs::rename(numbered(n), numbered(n + 1)).or_else(ignore_missing)?;
+    }
+    std::fs::rename(path, numbered(1)).or_else(ignore_missing)
+}
+
+fn ignore_missing(err: io::Error) -> io::Result<()> {
+    if err.kind() == io::ErrorKind::NotFound {
+        Ok(())
+    } else {
+        Err(err)
+    }
+}
+
+/// The last `n` lines of a file (reading backwards from the end).
+pub fn tail(path: &Path, n: usize) -> Vec<String> {
+    let Ok(mut file) = File::open(path) else {
+        return Vec::new();
+    };
+    let Ok(len) = file.metadata().map(|m| m.len()) else {
+        return Vec::new();
+    };
+    let mut start = len;
+    let mut chunk = 64 * 1024u64;
+    loop {
+        start = start.saturating_sub(chunk);
+        if file.seek(SeekFrom::Start(start)).is_err() {
+            return Vec::new();
+        }
+        let mut buf = Vec::new();
+        if Read::by_ref(&mut file)
+            .take(len - start)
+            .read_to_end(&mut buf)
+            .is_err()
+        {
+            return Vec::new();
+        }
+        let lines: Vec<String> = buf.lines().map_while(Result::ok).collect();
+        if lines.len() > n || start == 0 {
+            let skip = lines.len().saturating_sub(n);
+            return lines.into_iter().skip(skip).collect();
+        }
+        chunk *= 4;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rotation_keeps_the_newest_files() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("a.out.log");
+        let settings = LogSettings {
+            out: path.clone(),
+            err: path.clone(),
+            prefix_instances: false,
+            time: false,
+            max_size: 10,
+            keep: 2,
+        };
+        let mut open = HashMap::new();
+        for i in 0..5 {
+            append(
+                &mut open,
+                &path,
+                &settings,
+                format!("line {i}\n").as_bytes(),
+            )
+            .expect("append");
+        }
+        assert_eq!(std::fs::read_to_string(&path).expect("current"), "line 4\n");
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("a.out.log.1")).expect("1"),
+            "line 3\n"
+        );
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("a.out.log.2")).expect("2"),
+            "line 2\n"
+        );
+        assert!(!dir.path().join("a.out.log.3").exists());
+    }
+
+    #[test]
+    fn tail_reads_the_last_lines() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("t.log");
+        let text: String = (0..1000).map(|i| format!("line {i}\n")).collect();
+        std::fs::write(&path, text).expect("write");
+        assert_eq!(tail(&path, 2), vec!["line 998", "line 999"]);
+        assert_eq!(tail(&path, 5000).len(), 1000);
+        assert!(tail(&dir.path().join("missing"), 3).is_empty());
+    }
+}
