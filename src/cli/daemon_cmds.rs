@@ -259,8 +259,8 @@ pub fn logs(target: Option<&str>, lines: usize, follow: bool, out: bool, err: bo
         .filter(|f| (f.stream == "out" && want_out) || (f.stream == "err" && want_err))
         .collect();
     let mut stdout = std::io::stdout().lock();
-    let headers = files.len() > 1;
-    for file in &files {
+    let headers = files.len() > 1 && lines > 0;
+    for file in files.iter().filter(|_| lines > 0) {
         let tail = crate::logs::tail(&file.path, lines);
         if headers {
             writeln!(stdout, "==> {} <==", file.path.display())?;

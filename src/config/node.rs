@@ -178,7 +178,10 @@ pub fn parse(text: &str) -> Result<Node, SyntaxError> {
             value: Value::Null,
         });
     }
-    match serde_saphyr::from_str::<SpannedNode>(text) {
+    // YAML 1.2 booleans only: an app named `off` or `no` stays a name.
+    let mut options = serde_saphyr::Options::default();
+    options.strict_booleans = true;
+    match serde_saphyr::from_str_with_options::<SpannedNode>(text, options) {
         Ok(SpannedNode(node)) => Ok(node),
         Err(err) => {
             let pos = err
@@ -225,6 +228,17 @@ mod tests {
                 column: 16
             }
         );
+    }
+
+    #[test]
+    fn yaml_1_1_booleans_are_strings() {
+        let doc = parse("off: yes\non: true\n").expect("parses");
+        let Value::Map(top) = &doc.value else {
+            panic!("top is a map")
+        };
+        assert_eq!(top[0].0.value, Value::Str("off".into()));
+        assert_eq!(top[0].1.value, Value::Str("yes".into()));
+        assert_eq!(top[1].1.value, Value::Bool(true));
     }
 
     #[test]

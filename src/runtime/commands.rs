@@ -492,7 +492,7 @@ impl Engine {
                         name.clone(),
                         AppRuntime {
                             spec: app.clone(),
-                            instances: Vec::new(),
+                            instances: (0..app.instances).map(super::instance::stopped).collect(),
                             user_stopped: true,
                         },
                     );

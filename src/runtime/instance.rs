@@ -116,6 +116,27 @@ pub struct Launch {
     pub observer: Arc<dyn Observer>,
 }
 
+/// A handle for an instance that is not running (restored as user-stopped):
+/// its task has already ended, so `start` launches a fresh one.
+pub fn stopped(index: u32) -> InstanceHandle {
+    let (control, _) = mpsc::unbounded_channel();
+    let (_, state) = watch::channel(InstanceState {
+        status: Status::Stopped,
+        pid: None,
+        started: None,
+        restarts: 0,
+        last_exit: None,
+        last_reason: None,
+        history: VecDeque::new(),
+        mark: String::new(),
+    });
+    InstanceHandle {
+        index,
+        state,
+        control,
+    }
+}
+
 /// Starts the task and returns its handle.
 pub fn launch(launch: Launch) -> InstanceHandle {
     let (control, control_rx) = mpsc::unbounded_channel();

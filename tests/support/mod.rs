@@ -271,3 +271,97 @@ pub(crate) fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
     std::fs::write(&path, text).expect("write");
     path
 }
+
+/// A temp ECO_HOME (also the project folder) whose daemon is killed on drop.
+pub(crate) struct Home {
+    pub dir: tempfile::TempDir,
+}
+
+impl Home {
+    pub(crate) fn new() -> Home {
+        Home {
+            dir: tempfile::tempdir().expect("tempdir"),
+        }
+    }
+
+    pub(crate) fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Runs `eco ARGS` against this home, in its folder.
+    pub(crate) fn eco(&self, args: &[&str]) -> Output {
+        eco(self.path(), self.path(), args)
+    }
+
+    /// Runs `eco ARGS`, asserting exit code 0; returns stdout.
+    pub(crate) fn ok(&self, args: &[&str]) -> String {
+        let out = self.eco(args);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "eco {args:?} failed:\nstdout: {}\nstderr: {}",
+            stdout(&out),
+            stderr(&out)
+        );
+        stdout(&out)
+    }
+
+    pub(crate) fn write(&self, name: &str, text: &str) -> PathBuf {
+        write(self.path(), name, text)
+    }
+
+    /// `eco ls --json`.
+    pub(crate) fn rows(&self) -> Vec<serde_json::Value> {
+        serde_json::from_str(&self.ok(&["ls", "--json"])).expect("ls --json is JSON")
+    }
+
+    /// The row of `app` instance `index`.
+    pub(crate) fn row(&self, app: &str, index: u64) -> serde_json::Value {
+        self.rows()
+            .into_iter()
+            .find(|r| r["app"] == app && r["instance"] == index)
+            .unwrap_or_else(|| panic!("no row for {app}:{index}"))
+    }
+
+    /// Polls `ls --json` until `check` holds for the rows.
+    pub(crate) fn wait_rows(
+        &self,
+        what: &str,
+        check: impl Fn(&[serde_json::Value]) -> bool,
+    ) -> Vec<serde_json::Value> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let rows = self.rows();
+            if check(&rows) {
+                return rows;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}; rows: {rows:#?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub(crate) fn daemon_pid(&self) -> Option<i32> {
+        std::fs::read_to_string(self.path().join("daemon.pid"))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    }
+}
+
+impl Drop for Home {
+    fn drop(&mut self) {
+        let _ = Command::new(eco_bin())
+            .arg("kill")
+            .env("ECO_HOME", self.path())
+            .output();
+    }
+}
+
+/// Every row is online.
+pub(crate) fn all_online(rows: &[serde_json::Value]) -> bool {
+    !rows.is_empty() && rows.iter().all(|r| r["status"] == "online")
+}
