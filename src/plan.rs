@@ -248,6 +248,7 @@ mod tests {
             name: "p".into(),
             file: PathBuf::from("/tmp/ecosystem.yaml"),
             profile: None,
+            env_files: Vec::new(),
             apps: apps.into_iter().map(|a| (a.name.clone(), a)).collect(),
         }
     }

@@ -18,6 +18,9 @@ pub struct ProjectSpec {
     pub file: PathBuf,
     /// The `--env` profile it was resolved with.
     pub profile: Option<String>,
+    /// The env files it read (absolute): a change to one reloads the project.
+    #[serde(default)]
+    pub env_files: Vec<PathBuf>,
     /// Ordered by name, so every walk over it is deterministic.
     pub apps: BTreeMap<String, AppSpec>,
 }

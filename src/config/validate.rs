@@ -41,6 +41,7 @@ pub fn validate(input: &Input<'_>) -> Result<ProjectSpec, ConfigErrors> {
         lines: input.text.lines().collect(),
         errors: Vec::new(),
         graph: Vec::new(),
+        env_files: Vec::new(),
     };
     let spec = match node::parse(input.text) {
         Ok(root) => walker.project(&root),
@@ -71,6 +72,8 @@ struct Walker<'a> {
     /// Every app's name, key position and dependencies, including apps
     /// with errors, so dependency checks still run on them.
     graph: DependencyGraph,
+    /// Env files read (absolute), for the daemon to watch.
+    env_files: Vec<PathBuf>,
 }
 
 /// Top-level values every app inherits.
@@ -404,6 +407,7 @@ impl Walker<'_> {
             name,
             file: self.input.file.clone(),
             profile: self.input.profile.map(str::to_owned),
+            env_files: std::mem::take(&mut self.env_files),
             apps,
         })
     }
@@ -715,6 +719,9 @@ impl Walker<'_> {
 
     fn env_file(&mut self, file: &str, pos: Pos, path: &str, into: &mut BTreeMap<String, String>) {
         let resolved = self.resolve(file);
+        if !self.env_files.contains(&resolved) {
+            self.env_files.push(resolved.clone());
+        }
         let text = match self.input.fs.read_to_string(&resolved) {
             Ok(text) => text,
             Err(err) => {

@@ -273,6 +273,7 @@ impl Daemon {
                         name: DEFAULT_PROJECT.into(),
                         file: std::path::PathBuf::new(),
                         profile: None,
+                        env_files: Vec::new(),
                         apps: std::collections::BTreeMap::new(),
                     });
                 spec.apps.insert(app.name.clone(), *app);

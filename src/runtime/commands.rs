@@ -58,6 +58,10 @@ impl Engine {
             if let Some(app) = app_mut(&mut projects, sel) {
                 if sel.instance.is_none() {
                     app.user_stopped = true;
+                    for handle in app.retiring.drain(..) {
+                        handle.send(Control::Stop);
+                        waiting.push(handle.finished());
+                    }
                 }
                 for handle in pick(&app.instances, sel.instance) {
                     handle.send(Control::Stop);
@@ -99,7 +103,7 @@ impl Engine {
                         &sel.project,
                         &app_spec,
                         index,
-                        None,
+                        super::instance::Gate::default(),
                         Some(Reason::User),
                     );
                     if let Some(app) = project.apps.get_mut(&sel.app) {
@@ -223,7 +227,7 @@ impl Engine {
         for sel in &selected {
             if let Some(project) = projects.get_mut(&sel.project) {
                 if let Some(app) = project.apps.remove(&sel.app) {
-                    removed.extend(app.instances);
+                    removed.extend(app.all_handles().cloned());
                 }
                 project.spec.apps.remove(&sel.app);
             }
@@ -490,11 +494,11 @@ impl Engine {
                 if let Some(app) = spec.apps.get(name) {
                     project.apps.insert(
                         name.clone(),
-                        AppRuntime {
-                            spec: app.clone(),
-                            instances: (0..app.instances).map(super::instance::stopped).collect(),
-                            user_stopped: true,
-                        },
+                        AppRuntime::new(
+                            app.clone(),
+                            (0..app.instances).map(super::instance::stopped).collect(),
+                            true,
+                        ),
                     );
                 }
             }

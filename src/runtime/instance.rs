@@ -100,7 +100,8 @@ impl InstanceHandle {
 pub struct Gate {
     /// The instance this one replaces: start only once it has ended.
     pub after: Option<watch::Receiver<InstanceState>>,
-    /// Dependencies' instances: start once each is online.
+    /// Instances that must be online first: the dependencies' instances,
+    /// and in a rolling replacement the previous new instance.
     pub deps: Vec<watch::Receiver<InstanceState>>,
 }
 
@@ -110,6 +111,8 @@ pub struct Launch {
     pub spec: InstanceSpec,
     pub settings: Settings,
     pub reason: Option<Reason>,
+    /// The replaced instance's restart count and history, carried over.
+    pub carry: Option<InstanceState>,
     pub gate: Gate,
     pub mark_prefix: String,
     pub reaper: Arc<Reaper>,
@@ -140,14 +143,31 @@ pub fn stopped(index: u32) -> InstanceHandle {
 /// Starts the task and returns its handle.
 pub fn launch(launch: Launch) -> InstanceHandle {
     let (control, control_rx) = mpsc::unbounded_channel();
+    let (restarts, history, last_exit) = match launch.carry {
+        Some(old) => {
+            let mut history = old.history;
+            if let Some(reason) = &launch.reason {
+                if history.len() == HISTORY {
+                    history.pop_front();
+                }
+                history.push_back(HistoryEntry {
+                    at: SystemTime::now(),
+                    reason: reason.clone(),
+                    exit: old.last_exit,
+                });
+            }
+            (old.restarts + 1, history, old.last_exit)
+        }
+        None => (0, VecDeque::new(), None),
+    };
     let (state_tx, state) = watch::channel(InstanceState {
         status: Status::Starting,
         pid: None,
         started: None,
-        restarts: 0,
-        last_exit: None,
+        restarts,
+        last_exit,
         last_reason: launch.reason.clone(),
-        history: VecDeque::new(),
+        history,
         mark: String::new(),
     });
     let index = launch.id.index;

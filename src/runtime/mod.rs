@@ -62,7 +62,32 @@ pub trait Observer: Send + Sync {
 struct AppRuntime {
     spec: AppSpec,
     instances: Vec<InstanceHandle>,
+    /// Replaced instances still serving until their successor is online
+    /// (rolling replacement); not listed, but stopped and killed with the app.
+    retiring: Vec<InstanceHandle>,
     user_stopped: bool,
+}
+
+impl AppRuntime {
+    fn new(spec: AppSpec, instances: Vec<InstanceHandle>, user_stopped: bool) -> AppRuntime {
+        AppRuntime {
+            spec,
+            instances,
+            retiring: Vec::new(),
+            user_stopped,
+        }
+    }
+
+    /// Every handle, listed or retiring.
+    fn all_handles(&self) -> impl Iterator<Item = &InstanceHandle> {
+        self.instances.iter().chain(&self.retiring)
+    }
+}
+
+/// True for apps replaced one instance at a time, each new one online
+/// before the old one stops: cluster apps and apps with a readiness check.
+pub fn replaced_rolling(app: &AppSpec) -> bool {
+    app.settings.ready.is_some() || app.process.mode == crate::spec::Mode::Cluster
 }
 
 struct ProjectRuntime {
@@ -84,6 +109,7 @@ impl ProjectRuntime {
                         AppRuntime {
                             spec: app.spec.clone(),
                             instances: app.instances.clone(),
+                            retiring: app.retiring.clone(),
                             user_stopped: app.user_stopped,
                         },
                     )
@@ -177,49 +203,69 @@ impl Engine {
             Action::Start { instances, .. } => {
                 let app = spec.apps[name].clone();
                 let handles = (0..*instances)
-                    .map(|i| self.launch(project, &spec.name, &app, i, None, None))
+                    .map(|i| self.launch(project, &spec.name, &app, i, Gate::default(), None))
                     .collect();
-                project.apps.insert(
-                    name.to_owned(),
-                    AppRuntime {
-                        spec: app,
-                        instances: handles,
-                        user_stopped: false,
-                    },
-                );
+                project
+                    .apps
+                    .insert(name.to_owned(), AppRuntime::new(app, handles, false));
             }
             Action::Stop { .. } => {
                 if let Some(app) = project.apps.remove(name) {
-                    for handle in &app.instances {
+                    let handles: Vec<InstanceHandle> = app.all_handles().cloned().collect();
+                    for handle in &handles {
                         handle.send(Control::Stop);
                     }
-                    removed.push(app.instances);
+                    removed.push(handles);
                 }
             }
             Action::Replace { to, .. } => {
                 let app = spec.apps[name].clone();
+                let rolling = replaced_rolling(&app);
                 let old = project
                     .apps
                     .get_mut(name)
                     .map(|a| std::mem::take(&mut a.instances))
                     .unwrap_or_default();
-                for handle in &old {
-                    handle.send(Control::Stop);
+                let mut handles: Vec<InstanceHandle> = Vec::new();
+                for i in 0..*to {
+                    let previous = old.get(i as usize);
+                    let mut gate = Gate::default();
+                    if rolling {
+                        // Start once the previous new instance is online;
+                        // the old one keeps serving until this one is.
+                        gate.deps.extend(handles.last().map(|h| h.state.clone()));
+                    } else {
+                        // Same ports, same files: start once the old one ended.
+                        gate.after = previous.map(|h| h.state.clone());
+                        if let Some(h) = previous {
+                            h.send(Control::Stop);
+                        }
+                    }
+                    let carry = previous.map(|h| h.state.borrow().clone());
+                    let handle = self.launch_carrying(
+                        project,
+                        &spec.name,
+                        &app,
+                        i,
+                        gate,
+                        Some(Reason::ConfigChange),
+                        carry,
+                    );
+                    if rolling && let Some(old) = previous {
+                        retire_when_online(old.clone(), handle.state.clone());
+                    }
+                    handles.push(handle);
                 }
-                let handles = (0..*to)
-                    .map(|i| {
-                        let after = old.get(i as usize).map(|h| h.state.clone());
-                        self.launch(
-                            project,
-                            &spec.name,
-                            &app,
-                            i,
-                            after,
-                            Some(Reason::ConfigChange),
-                        )
-                    })
-                    .collect();
+                // Old instances beyond the new count stop now.
+                for h in old.iter().skip(*to as usize) {
+                    h.send(Control::Stop);
+                }
                 if let Some(rt) = project.apps.get_mut(name) {
+                    rt.retiring.retain(|h| !h.is_finished());
+                    if rolling {
+                        rt.retiring.extend(old.iter().take(*to as usize).cloned());
+                    }
+                    rt.retiring.extend(old.iter().skip(*to as usize).cloned());
                     rt.spec = app;
                     rt.instances = handles;
                 }
@@ -228,7 +274,7 @@ impl Engine {
                 let app = spec.apps[name].clone();
                 if to > from {
                     let added: Vec<InstanceHandle> = (*from..*to)
-                        .map(|i| self.launch(project, &spec.name, &app, i, None, None))
+                        .map(|i| self.launch(project, &spec.name, &app, i, Gate::default(), None))
                         .collect();
                     if let Some(rt) = project.apps.get_mut(name) {
                         rt.instances.extend(added);
@@ -261,23 +307,39 @@ impl Engine {
     }
 
     /// Starts instance `index` of `app`, gated on its dependencies being
-    /// online and on `after` (the instance it replaces) having ended.
+    /// online and on `gate`.
     fn launch(
         &self,
         project: &ProjectRuntime,
         project_name: &str,
         app: &AppSpec,
         index: u32,
-        after: Option<tokio::sync::watch::Receiver<InstanceState>>,
+        gate: Gate,
         reason: Option<Reason>,
     ) -> InstanceHandle {
-        let deps = app
-            .settings
-            .depends_on
-            .iter()
-            .filter_map(|dep| project.apps.get(dep))
-            .flat_map(|dep| dep.instances.iter().map(|h| h.state.clone()))
-            .collect();
+        self.launch_carrying(project, project_name, app, index, gate, reason, None)
+    }
+
+    /// `launch`, carrying over the restart count and history of the
+    /// instance it replaces.
+    #[allow(clippy::too_many_arguments)]
+    fn launch_carrying(
+        &self,
+        project: &ProjectRuntime,
+        project_name: &str,
+        app: &AppSpec,
+        index: u32,
+        mut gate: Gate,
+        reason: Option<Reason>,
+        carry: Option<InstanceState>,
+    ) -> InstanceHandle {
+        gate.deps.extend(
+            app.settings
+                .depends_on
+                .iter()
+                .filter_map(|dep| project.apps.get(dep))
+                .flat_map(|dep| dep.instances.iter().map(|h| h.state.clone())),
+        );
         instance::launch(Launch {
             id: InstanceId {
                 project: project_name.to_owned(),
@@ -287,7 +349,8 @@ impl Engine {
             spec: app.instance(project_name, index),
             settings: app.settings.clone(),
             reason,
-            gate: Gate { after, deps },
+            carry,
+            gate,
             mark_prefix: self.mark_prefix.clone(),
             reaper: Arc::clone(&self.reaper),
             observer: Arc::clone(&self.observer),
@@ -324,7 +387,7 @@ impl Engine {
     pub async fn kill_all(&self) {
         let projects = self.projects.lock().await;
         for app in projects.values().flat_map(|p| p.apps.values()) {
-            for handle in &app.instances {
+            for handle in app.all_handles() {
                 let state = handle.state.borrow().clone();
                 if let Some(pid) = state.pid {
                     kill::kill_now(&self.reaper, pid, &state.mark);
@@ -416,7 +479,7 @@ async fn stop_project(project: &ProjectRuntime) {
             .apps
             .iter()
             .filter(|(name, _)| level.get(name.as_str()) == Some(&depth))
-            .flat_map(|(_, app)| app.instances.iter())
+            .flat_map(|(_, app)| app.all_handles())
             .collect();
         for handle in &handles {
             handle.send(Control::Stop);
@@ -425,4 +488,18 @@ async fn stop_project(project: &ProjectRuntime) {
             handle.finished().await;
         }
     }
+}
+
+/// Stops `old` once `new` is online (rolling replacement). If `new` never
+/// gets there, `old` keeps serving until the app is stopped or replaced.
+fn retire_when_online(old: InstanceHandle, mut new: tokio::sync::watch::Receiver<InstanceState>) {
+    tokio::spawn(async move {
+        let online = new
+            .wait_for(|s| s.status == crate::state::Status::Online)
+            .await
+            .is_ok();
+        if online {
+            old.send(Control::Stop);
+        }
+    });
 }

@@ -1,4 +1,4 @@
-//! Watching the ecosystem file for saves. Watches the file's folder (not the
+//! Watching one file for saves (`eco up -F`). Watches the file's folder (not the
 //! file), so saves by rename-over and delete-and-recreate are seen too.
 
 use std::path::{Path, PathBuf};
