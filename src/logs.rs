@@ -245,21 +245,51 @@ fn writer(jobs: &Receiver<Job>, errors: &Mutex<HashMap<PathBuf, String>>) {
     }
 }
 
+/// Appends whole lines, rotating first whenever the next lines would take
+/// the file over `max_size` (a single longer line gets a file of its own).
 fn append(
     open: &mut HashMap<PathBuf, OpenLog>,
     path: &Path,
     settings: &LogSettings,
-    bytes: &[u8],
+    mut bytes: &[u8],
 ) -> io::Result<()> {
-    if let Some(log) = open.get(path) {
-        let over = settings.max_size > 0
-            && log.size > 0
-            && log.size + bytes.len() as u64 > settings.max_size;
-        if over {
+    while !bytes.is_empty() {
+        let log = open_log(open, path)?;
+        let room = if settings.max_size == 0 {
+            usize::MAX
+        } else {
+            usize::try_from(settings.max_size.saturating_sub(log.size)).unwrap_or(usize::MAX)
+        };
+        let take = if bytes.len() <= room {
+            bytes.len()
+        } else {
+            match bytes[..room].iter().rposition(|b| *b == b'\n') {
+                Some(end) => end + 1,
+                None if log.size > 0 => 0,
+                // A line longer than the limit, into an empty file.
+                None => bytes
+                    .iter()
+                    .position(|b| *b == b'\n')
+                    .map_or(bytes.len(), |e| e + 1),
+            }
+        };
+        if take > 0 {
+            log.file.write_all(&bytes[..take])?;
+            log.size += take as u64;
+            bytes = &bytes[take..];
+        }
+        if !bytes.is_empty() {
             open.remove(path);
             rotate(path, settings.keep)?;
         }
     }
+    Ok(())
+}
+
+fn open_log<'a>(
+    open: &'a mut HashMap<PathBuf, OpenLog>,
+    path: &Path,
+) -> io::Result<&'a mut OpenLog> {
     if !open.contains_key(path) {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)?;
@@ -268,11 +298,8 @@ fn append(
         let size = file.metadata()?.len();
         open.insert(path.to_path_buf(), OpenLog { file, size });
     }
-    if let Some(log) = open.get_mut(path) {
-        log.file.write_all(bytes)?;
-        log.size += bytes.len() as u64;
-    }
-    Ok(())
+    open.get_mut(path)
+        .ok_or_else(|| io::Error::other("this is a bug in eco: the log file vanished"))
 }
 
 /// `app.out.log` → `app.out.log.1` → … → `app.out.log.KEEP`; the oldest goes.

@@ -375,6 +375,8 @@ fn saving_the_file_changes_only_the_edited_app() {
     write(dir.path(), "ecosystem.yaml", &text("bonjour"));
     eco.stdout
         .wait_for("a again", LIMIT, |l| l == "a.0 | a bonjour");
+    eco.lines
+        .wait_count("a started twice", 2, LIMIT, started("a.0"));
     assert_ne!(eco.latest_pid("a.0"), a1);
     assert_eq!(eco.latest_pid("b.0"), b1);
     // An invalid edit is reported and changes nothing.

@@ -3,4 +3,5 @@
 mod config;
 mod daemon;
 mod engine;
+mod reload;
 mod support;

@@ -36,9 +36,25 @@ fn connect(start: bool) -> Result<Client> {
 }
 
 /// Sends one request and returns the answer; errors become exit codes.
+/// A connection dropped before any answer (a daemon that was dying as we
+/// connected) is retried once, against a fresh daemon.
 fn call(request: Request) -> Result<Response> {
     let mut client = connect(true)?;
-    match client.call(request)? {
+    let answer = match client.call(request.clone()) {
+        Err(ClientError::Io(err, _))
+            if matches!(
+                err.kind(),
+                std::io::ErrorKind::ConnectionReset
+                    | std::io::ErrorKind::UnexpectedEof
+                    | std::io::ErrorKind::BrokenPipe
+            ) =>
+        {
+            std::thread::sleep(Duration::from_millis(50));
+            connect(true)?.call(request)?
+        }
+        other => other?,
+    };
+    match answer {
         Response::Error { message, hint } => Err(DaemonError { message, hint }.into()),
         other => Ok(other),
     }
@@ -172,13 +188,24 @@ pub fn diff(file: &FileArgs, profile: &ProfileArgs) -> Result<i32> {
 }
 
 pub fn ls(json: bool) -> Result<i32> {
-    let Response::List { rows } = call(Request::List)? else {
+    let Response::List { rows, problems } = call(Request::List)? else {
         bail!("unexpected answer from the daemon");
     };
     if json {
         println!("{}", serde_json::to_string(&rows)?);
+        for (project, error) in problems {
+            eprintln!("project {project}: the last save was not applied:\n{error}");
+        }
     } else {
         print!("{}", render::table(&rows, render::use_color()));
+        for (project, error) in problems {
+            println!(
+                "\nproject {project}: the last save was not applied (the apps run as before):"
+            );
+            for line in error.lines() {
+                println!("  {line}");
+            }
+        }
     }
     Ok(0)
 }

@@ -56,7 +56,16 @@ pub fn table(rows: &[Value], color: bool) -> String {
         return "no apps run: `eco up` starts the apps of ./ecosystem.yaml\n".into();
     }
     let headers = [
-        "project", "app", "id", "pid", "status", "restarts", "uptime", "cpu", "memory",
+        "project",
+        "app",
+        "id",
+        "pid",
+        "status",
+        "restarts",
+        "uptime",
+        "cpu",
+        "memory",
+        "last restart",
     ];
     let cells: Vec<Vec<String>> = rows
         .iter()
@@ -75,6 +84,7 @@ pub fn table(rows: &[Value], color: bool) -> String {
                     .as_f64()
                     .map_or("-".into(), |c| format!("{c:.1}%")),
                 r["memory_bytes"].as_u64().map_or("-".into(), bytes),
+                r["last_restart_reason"].as_str().unwrap_or("").to_owned(),
             ]
         })
         .collect();
@@ -273,6 +283,26 @@ pub fn summary(spec: &ProjectSpec) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn table_aligns_every_column() {
+        let rows = vec![
+            serde_json::json!({"project": "shop", "app": "web", "instance": 0, "pid": 42,
+                "status": "online", "restarts": 1, "uptime_ms": 61_000, "cpu_percent": null,
+                "memory_bytes": 2_097_152, "last_restart_reason": "crash"}),
+            serde_json::json!({"project": "shop", "app": "worker", "instance": 1, "pid": null,
+                "status": "stopped", "restarts": 0, "uptime_ms": null, "cpu_percent": null,
+                "memory_bytes": null, "last_restart_reason": null}),
+        ];
+        let text = table(&rows, false);
+        assert_eq!(
+            text,
+            "project  app     id  pid  status   restarts  uptime  cpu  memory   last restart\n\
+             shop     web     0   42   online   1         1m 1s   -    2.0 MiB  crash\n\
+             shop     worker  1   -    stopped  0         -       -    -\n"
+        );
+        assert!(table(&rows, true).contains("\x1b[32monline\x1b[0m"));
+    }
 
     #[test]
     fn instance_ranges() {

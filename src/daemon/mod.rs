@@ -21,6 +21,7 @@ use crate::paths::{Paths, create_private_dir};
 use crate::runtime::reaper::Reaper;
 use crate::runtime::{Engine, Stream};
 use crate::state::Reason;
+use crate::watch::{Change, Watches};
 
 /// Runs `eco daemon` until SIGTERM/SIGINT or `eco kill`. Returns early (Ok)
 /// when another daemon already holds this ECO_HOME.
@@ -85,6 +86,8 @@ pub async fn run(paths: Paths, shutdown: impl Future<Output = ()>) -> anyhow::Re
         }
         Err(message) => tracing::error!(%message, "state not restored"),
     }
+    let (watches, changes) = Watches::new(paths.logs());
+    watches.set(&engine.projects().await);
     let listener = server::bind(&paths.socket())
         .with_context(|| format!("cannot listen on {}", paths.socket().display()))?;
     tracing::info!(socket = %paths.socket().display(), fd = listener.as_raw_fd(), "listening");
@@ -94,7 +97,10 @@ pub async fn run(paths: Paths, shutdown: impl Future<Output = ()>) -> anyhow::Re
         logs,
         paths: paths.clone(),
         killed: Arc::clone(&killed),
+        watches,
+        config_errors: std::sync::Mutex::new(std::collections::BTreeMap::new()),
     });
+    tokio::spawn(Arc::clone(&handler).react(changes));
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -120,13 +126,20 @@ pub async fn run(paths: Paths, shutdown: impl Future<Output = ()>) -> anyhow::Re
 /// The project of apps started with `eco start SCRIPT`.
 pub const DEFAULT_PROJECT: &str = "default";
 
-/// Answers requests against the engine.
+/// Answers requests against the engine, and reacts to file changes.
 struct Daemon {
     engine: Arc<Engine>,
     logs: Arc<LogFiles>,
     paths: Paths,
     killed: Arc<Notify>,
+    watches: Arc<Watches>,
+    /// The last save of a project's file that could not be applied.
+    config_errors: std::sync::Mutex<std::collections::BTreeMap<String, String>>,
 }
+
+/// Quiet time after the last event on an ecosystem file before reloading it
+/// (editors write a file in several steps).
+const SAVE_SETTLE: Duration = Duration::from_millis(50);
 
 fn error(message: impl Into<String>, hint: Option<String>) -> Response {
     Response::Error {
@@ -142,10 +155,121 @@ fn ok(message: impl Into<String>) -> Response {
 }
 
 impl Daemon {
+    /// Persists the state and points the watches at what is applied now.
     async fn save(&self) {
         let snapshot = self.engine.snapshot_for_state().await;
         if let Err(err) = state::save(&self.paths.state(), snapshot) {
             tracing::error!(%err, "cannot save the state");
+        }
+        self.watches.set(&self.engine.projects().await);
+    }
+
+    fn set_config_error(&self, project: &str, error: Option<String>) {
+        let mut errors = self
+            .config_errors
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match error {
+            Some(e) => errors.insert(project.to_owned(), e),
+            None => errors.remove(project),
+        };
+    }
+
+    fn config_error(&self, project: &str) -> Option<String> {
+        self.config_errors
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(project)
+            .cloned()
+    }
+
+    /// Debounces file changes and acts on them: a saved ecosystem file is
+    /// re-read and applied; changed sources restart their app once per burst.
+    async fn react(self: Arc<Self>, mut changes: tokio::sync::mpsc::UnboundedReceiver<Change>) {
+        use std::collections::BTreeMap;
+        use tokio::time::Instant;
+        let mut configs: BTreeMap<String, Instant> = BTreeMap::new();
+        let mut sources: BTreeMap<(String, String), (Instant, String)> = BTreeMap::new();
+        loop {
+            let next = configs
+                .values()
+                .chain(sources.values().map(|(t, _)| t))
+                .min()
+                .copied();
+            let change = match next {
+                Some(deadline) => tokio::select! {
+                    change = changes.recv() => change,
+                    () = tokio::time::sleep_until(deadline) => {
+                        let now = Instant::now();
+                        let due: Vec<String> = configs.iter().filter(|(_, t)| **t <= now).map(|(p, _)| p.clone()).collect();
+                        for project in due {
+                            configs.remove(&project);
+                            self.reload_project(&project).await;
+                        }
+                        let due: Vec<(String, String)> = sources.iter().filter(|(_, (t, _))| *t <= now).map(|(k, _)| k.clone()).collect();
+                        for key in due {
+                            if let Some((_, path)) = sources.remove(&key) {
+                                self.engine.restart_for_change(&key.0, &key.1, Reason::FileChange(path)).await;
+                            }
+                        }
+                        continue;
+                    }
+                },
+                None => changes.recv().await,
+            };
+            let Some(change) = change else { return };
+            match change {
+                Change::Config { project } => {
+                    configs.insert(project, Instant::now() + SAVE_SETTLE);
+                }
+                Change::Sources {
+                    project,
+                    app,
+                    path,
+                    delay,
+                } => {
+                    let entry = sources
+                        .entry((project, app))
+                        .or_insert((Instant::now(), path));
+                    // Trailing debounce: the restart waits for a quiet `watch_delay`.
+                    entry.0 = Instant::now() + delay;
+                }
+                Change::NewFolder(folder) => self.watches.add_folder(&folder),
+            }
+        }
+    }
+
+    /// Re-reads a project's file and applies it; an invalid file changes
+    /// nothing and its errors are kept for `ls` and `describe`.
+    async fn reload_project(&self, project: &str) {
+        let Some(current) = self.engine.project_spec(project).await else {
+            return;
+        };
+        if current.file.as_os_str().is_empty() {
+            return;
+        }
+        match crate::config::load(&current.file, current.profile.as_deref()) {
+            Ok(spec) if spec.name == project => {
+                self.set_config_error(project, None);
+                self.logs.configure(&spec);
+                let actions = self.engine.apply(spec).await;
+                tracing::info!(%project, plan = ?render::plan_lines(&actions), "file saved; applied");
+                self.save().await;
+            }
+            Ok(spec) => {
+                self.set_config_error(
+                    project,
+                    Some(format!(
+                        "{}: the project's name changed to `{}`; run `eco down {project}` and `eco up` to rename it",
+                        current.file.display(),
+                        spec.name
+                    )),
+                );
+            }
+            Err(errors) => {
+                tracing::warn!(%project, %errors, "file saved with errors; nothing changed");
+                self.set_config_error(project, Some(errors.to_string()));
+            }
         }
     }
 
@@ -174,6 +298,7 @@ impl Daemon {
                     };
                 }
                 self.logs.configure(&spec);
+                self.set_config_error(&spec.name, None);
                 let actions = self.engine.apply(*spec).await;
                 self.save().await;
                 Response::Plan {
@@ -194,9 +319,22 @@ impl Daemon {
             }
             Request::List => Response::List {
                 rows: self.engine.list_json().await,
+                problems: self
+                    .config_errors
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .iter()
+                    .map(|(p, e)| (p.clone(), e.clone()))
+                    .collect(),
             },
             Request::Describe { target } => match self.engine.describe(&target, &self.logs).await {
-                Ok(details) => Response::Describe { details },
+                Ok(mut details) => {
+                    for app in details.as_array_mut().into_iter().flatten() {
+                        let project = app["project"].as_str().unwrap_or_default().to_owned();
+                        app["config_error"] = self.config_error(&project).into();
+                    }
+                    Response::Describe { details }
+                }
                 Err(e) => error(e.message, e.hint),
             },
             Request::Stop { target } => {

@@ -46,7 +46,7 @@ impl Client {
                 home: paths.home.display().to_string(),
             });
         }
-        spawn_daemon(paths)?;
+        let mut daemon = spawn_daemon(paths)?;
         let deadline = Instant::now() + START_LIMIT;
         loop {
             if let Ok(stream) = UnixStream::connect(paths.socket()) {
@@ -57,6 +57,15 @@ impl Client {
                     secs: START_LIMIT.as_secs(),
                     log,
                 });
+            }
+            // The daemon we started gave way to another one (which holds the
+            // lock); if that one is only dying (a killed daemon's last
+            // threads), start ours again once it is gone.
+            if let Ok(Some(_)) = daemon.try_wait() {
+                std::thread::sleep(Duration::from_millis(20));
+                if UnixStream::connect(paths.socket()).is_err() {
+                    daemon = spawn_daemon(paths)?;
+                }
             }
             std::thread::sleep(Duration::from_millis(3));
         }
@@ -117,7 +126,7 @@ use std::io::Read;
 
 /// Starts `eco daemon` detached: its own session (it calls setsid), stdio
 /// to `daemon.log`. If two commands race, the daemon lock keeps one.
-fn spawn_daemon(paths: &Paths) -> Result<(), ClientError> {
+fn spawn_daemon(paths: &Paths) -> Result<std::process::Child, ClientError> {
     create_private_dir(&paths.home).map_err(ClientError::Spawn)?;
     let log = std::fs::OpenOptions::new()
         .create(true)
@@ -133,6 +142,5 @@ fn spawn_daemon(paths: &Paths) -> Result<(), ClientError> {
         .stdout(log)
         .stderr(err)
         .spawn()
-        .map_err(ClientError::Spawn)?;
-    Ok(())
+        .map_err(ClientError::Spawn)
 }

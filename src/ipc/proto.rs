@@ -92,9 +92,11 @@ pub enum Response {
         lines: Vec<String>,
         changes: bool,
     },
-    /// `ls --json` rows.
+    /// `ls --json` rows, and per project the error of a save not applied.
     List {
         rows: Vec<serde_json::Value>,
+        #[serde(default)]
+        problems: Vec<(String, String)>,
     },
     Describe {
         details: serde_json::Value,

@@ -153,8 +153,36 @@ impl Engine {
         Ok(selected)
     }
 
+    /// Restarts an app for a file change (or a schedule, or memory):
+    /// rolling for cluster and ready-gated apps, all at once otherwise.
+    pub async fn restart_for_change(&self, project: &str, app: &str, reason: Reason) {
+        let target = format!("{project}/{app}");
+        let rolling = {
+            let projects = self.projects.lock().await;
+            let Some(rt) = projects.get(project).and_then(|p| p.apps.get(app)) else {
+                return;
+            };
+            if rt.user_stopped {
+                return;
+            }
+            super::replaced_rolling(&rt.spec)
+        };
+        tracing::info!(%target, %reason, "restarting");
+        if rolling {
+            if let Err(err) = self.reload_with(&target, reason).await {
+                tracing::warn!(%target, %err, "rolling restart stopped");
+            }
+        } else {
+            let _ = self.restart(&target, reason).await;
+        }
+    }
+
     /// Restarts instances one at a time, each online again before the next.
     pub async fn reload(&self, target: &str) -> Result<Vec<Selected>, String> {
+        self.reload_with(target, Reason::User).await
+    }
+
+    async fn reload_with(&self, target: &str, reason: Reason) -> Result<Vec<Selected>, String> {
         let selected = self.select(target).await.map_err(|e| e.message)?;
         for sel in &selected {
             let handles: Vec<InstanceHandle> = {
@@ -170,7 +198,7 @@ impl Engine {
                     continue;
                 }
                 let restarts = handle.state.borrow().restarts;
-                handle.send(Control::Restart(Reason::User));
+                handle.send(Control::Restart(reason.clone()));
                 let mut state = handle.state.clone();
                 let outcome = tokio::time::timeout(
                     Duration::from_secs(120),

@@ -55,6 +55,8 @@ pub enum Change {
         project: String,
         app: String,
         path: String,
+        /// The app's `watch_delay` (debounce).
+        delay: std::time::Duration,
     },
     /// A new folder appeared under a watched tree: it needs a watch.
     NewFolder(PathBuf),
@@ -64,6 +66,7 @@ pub enum Change {
 struct SourceWatch {
     project: String,
     app: String,
+    delay: std::time::Duration,
     root: PathBuf,
     /// None: everything under root (`watch: true`).
     include: Option<GlobSet>,
@@ -101,6 +104,7 @@ impl Registry {
                     project: source.project.clone(),
                     app: source.app.clone(),
                     path: relative.display().to_string(),
+                    delay: source.delay,
                 });
             }
         }
@@ -217,6 +221,7 @@ impl Watches {
                 registry.sources.push(SourceWatch {
                     project: spec.name.clone(),
                     app: app.name.clone(),
+                    delay: app.settings.watch_delay,
                     root,
                     include,
                     ignore,
@@ -312,6 +317,7 @@ mod tests {
             sources: vec![SourceWatch {
                 project: "p".into(),
                 app: "web".into(),
+                delay: std::time::Duration::from_millis(200),
                 root: PathBuf::from("/p/web"),
                 include: Some(globset(&strings(&["src/**/*.js", "*.json"])).expect("globs")),
                 ignore: globset(&ignores).expect("ignores"),

@@ -299,9 +299,10 @@ impl Home {
         assert_eq!(
             out.status.code(),
             Some(0),
-            "eco {args:?} failed:\nstdout: {}\nstderr: {}",
+            "eco {args:?} failed:\nstdout: {}\nstderr: {}\ndaemon.log:\n{}",
             stdout(&out),
-            stderr(&out)
+            stderr(&out),
+            std::fs::read_to_string(self.path().join("daemon.log")).unwrap_or_default()
         );
         stdout(&out)
     }
