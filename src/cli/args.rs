@@ -147,4 +147,17 @@ pub enum Command {
     },
     /// Print the JSON Schema of the ecosystem file
     Schema,
+    /// (internal) Put cluster sockets on fds 3, 4, … and exec the app
+    #[command(name = "__listen", hide = true)]
+    Listen {
+        #[arg(long, value_delimiter = ',')]
+        fds: Vec<i32>,
+        #[arg(long, default_value = "")]
+        names: String,
+        #[arg(last = true, required = true)]
+        argv: Vec<String>,
+    },
+    /// (internal) A tiny HTTP server on the inherited socket, for tests and benchmarks
+    #[command(name = "__fixture-http", hide = true)]
+    FixtureHttp,
 }

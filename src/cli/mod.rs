@@ -3,6 +3,7 @@
 pub mod adhoc;
 pub mod args;
 pub mod daemon_cmds;
+pub mod fixture;
 pub mod render;
 
 use anyhow::Result;
@@ -30,6 +31,11 @@ pub fn run(cli: Cli) -> Result<i32> {
             ..
         } => up_foreground(&file, &profile),
         Command::Notify { messages } => notify(&messages),
+        Command::Listen { fds, names, argv } => {
+            let err = crate::runtime::listen::exec_with_fds(&fds, &names, &argv);
+            Err(anyhow::anyhow!("cannot start `{}`: {err}", argv.join(" ")))
+        }
+        Command::FixtureHttp => fixture::serve_http(),
         Command::Up {
             file,
             profile,
@@ -97,7 +103,7 @@ fn up_foreground(file: &FileArgs, profile: &ProfileArgs) -> Result<i32> {
 }
 
 /// `eco notify READY=1`: what systemd-notify does, for shell-script apps.
-fn notify(messages: &[String]) -> Result<i32> {
+pub(crate) fn notify(messages: &[String]) -> Result<i32> {
     use std::os::linux::net::SocketAddrExt;
     let Some(target) = std::env::var_os("NOTIFY_SOCKET") else {
         return Err(UsageError(

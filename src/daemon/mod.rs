@@ -424,6 +424,11 @@ impl Daemon {
                 }
             }
             Request::Kill => {
+                // An explicit kill forgets what ran: the next daemon starts empty
+                // (a crash or SIGTERM keeps the state, to be restored).
+                if let Err(err) = state::save(&self.paths.state(), Vec::new()) {
+                    tracing::error!(%err, "cannot clear the state");
+                }
                 self.killed.notify_one();
                 ok("stopping every app, then the daemon")
             }

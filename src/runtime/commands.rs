@@ -38,6 +38,13 @@ pub struct WaitFailure {
     pub reason: String,
 }
 
+/// A new instance without a readiness check must stay up this long before
+/// the one it replaces is stopped.
+const ROLLOUT_SETTLE: Duration = Duration::from_millis(250);
+
+/// Added to `ready_timeout` for how long a rollout step may take.
+const ROLLOUT_SLACK: Duration = Duration::from_secs(2);
+
 /// How long every instance must stay online before `up --wait` succeeds:
 /// an app that exits at once is seen crashing instead of briefly online.
 const WAIT_SETTLE: Duration = Duration::from_millis(300);
@@ -185,23 +192,35 @@ impl Engine {
     async fn reload_with(&self, target: &str, reason: Reason) -> Result<Vec<Selected>, String> {
         let selected = self.select(target).await.map_err(|e| e.message)?;
         for sel in &selected {
-            let handles: Vec<InstanceHandle> = {
+            let (handles, rolling, limit) = {
                 let projects = self.projects.lock().await;
-                projects
+                let Some(app) = projects
                     .get(&sel.project)
                     .and_then(|p| p.apps.get(&sel.app))
-                    .map(|a| pick(&a.instances, sel.instance).cloned().collect())
-                    .unwrap_or_default()
+                else {
+                    continue;
+                };
+                let handles: Vec<InstanceHandle> =
+                    pick(&app.instances, sel.instance).cloned().collect();
+                let limit = app.spec.settings.ready_timeout
+                    + app.spec.settings.stop_timeout
+                    + ROLLOUT_SLACK;
+                (handles, super::replaced_rolling(&app.spec), limit)
             };
             for handle in handles {
                 if handle.is_finished() {
+                    continue;
+                }
+                if rolling {
+                    self.replace_one(sel, &handle, reason.clone(), limit)
+                        .await?;
                     continue;
                 }
                 let restarts = handle.state.borrow().restarts;
                 handle.send(Control::Restart(reason.clone()));
                 let mut state = handle.state.clone();
                 let outcome = tokio::time::timeout(
-                    Duration::from_secs(120),
+                    limit,
                     state.wait_for(|s| {
                         s.restarts > restarts
                             && matches!(
@@ -221,6 +240,101 @@ impl Engine {
             }
         }
         Ok(selected)
+    }
+
+    /// One step of a rolling replacement: start a new instance beside `old`,
+    /// wait until it is ready (or has run `ROLLOUT_SETTLE` without a
+    /// readiness check), then stop `old`. If the new one fails, it is stopped
+    /// and `old` keeps serving.
+    async fn replace_one(
+        &self,
+        sel: &Selected,
+        old: &InstanceHandle,
+        reason: Reason,
+        limit: Duration,
+    ) -> Result<(), String> {
+        let (new, has_ready) = {
+            let mut projects = self.projects.lock().await;
+            let Some(project) = projects.get_mut(&sel.project) else {
+                return Ok(());
+            };
+            let Some(spec) = project.apps.get(&sel.app).map(|a| a.spec.clone()) else {
+                return Ok(());
+            };
+            let carry = Some(old.state.borrow().clone());
+            let new = self.launch_carrying(
+                project,
+                &sel.project,
+                &spec,
+                old.index,
+                super::instance::Gate::default(),
+                Some(reason),
+                carry,
+            );
+            if let Some(app) = project.apps.get_mut(&sel.app) {
+                if let Some(slot) = app.instances.iter_mut().find(|h| h.index == old.index) {
+                    *slot = new.clone();
+                }
+                app.retiring.push(old.clone());
+            }
+            (new, spec.settings.ready.is_some())
+        };
+        let mut state = new.state.clone();
+        let outcome = tokio::time::timeout(
+            limit,
+            state.wait_for(|s| {
+                matches!(s.status, Status::Online | Status::Errored | Status::Backoff)
+            }),
+        )
+        .await;
+        let mut ok = outcome.ok().and_then(Result::ok).map(|s| s.status) == Some(Status::Online);
+        if ok && !has_ready {
+            // No readiness check: make sure it does not die at once.
+            tokio::time::sleep(ROLLOUT_SETTLE).await;
+            ok = new.state.borrow().status == Status::Online;
+        }
+        if ok {
+            old.send(Control::Stop);
+            old.finished().await;
+            let mut projects = self.projects.lock().await;
+            if let Some(app) = projects
+                .get_mut(&sel.project)
+                .and_then(|p| p.apps.get_mut(&sel.app))
+            {
+                app.retiring.retain(|h| !h.is_finished());
+            }
+            return Ok(());
+        }
+        {
+            let mut projects = self.projects.lock().await;
+            if let Some(app) = projects
+                .get_mut(&sel.project)
+                .and_then(|p| p.apps.get_mut(&sel.app))
+            {
+                if let Some(slot) = app.instances.iter_mut().find(|h| h.index == old.index) {
+                    *slot = old.clone();
+                }
+                app.retiring
+                    .retain(|h| h.index != old.index || h.is_finished());
+            }
+        }
+        let why = {
+            let s = new.state.borrow();
+            match (s.status, s.last_exit) {
+                (Status::Online | Status::Starting, _) => format!(
+                    "not ready within {}",
+                    humantime::format_duration(limit - ROLLOUT_SLACK)
+                ),
+                (_, Some(exit)) => format!("it failed ({exit})"),
+                (status, None) => format!("it is {}", status.as_str()),
+            }
+        };
+        new.send(Control::Stop);
+        new.finished().await;
+        Err(format!(
+            "the new {}:{} did not become ready: {why}; the rollout stopped and the old instances keep serving",
+            sel.app, old.index
+        ))
     }
 
     async fn start_finished(&self, selected: &[Selected]) -> Result<(), TargetError> {
@@ -261,6 +375,7 @@ impl Engine {
             }
         }
         projects.retain(|_, p| !p.apps.is_empty() || !p.spec.apps.is_empty());
+        self.listeners.sync(&super::wanted_sockets(&projects));
         drop(projects);
         super::stop_all(&removed).await;
         Ok(selected)

@@ -115,6 +115,9 @@ pub struct Launch {
     pub carry: Option<InstanceState>,
     pub gate: Gate,
     pub mark_prefix: String,
+    /// Cluster sockets, and which of them this app listens on.
+    pub listeners: Arc<super::listen::Listeners>,
+    pub listen: Vec<crate::spec::ListenAddr>,
     pub reaper: Arc<Reaper>,
     pub observer: Arc<dyn Observer>,
 }
@@ -172,6 +175,8 @@ pub fn launch(launch: Launch) -> InstanceHandle {
     });
     let index = launch.id.index;
     let actor = Actor {
+        listeners: launch.listeners,
+        listen: launch.listen,
         id: Arc::new(launch.id),
         mark_prefix: launch.mark_prefix,
         spec: launch.spec,
@@ -190,6 +195,8 @@ pub fn launch(launch: Launch) -> InstanceHandle {
 }
 
 struct Actor {
+    listeners: Arc<super::listen::Listeners>,
+    listen: Vec<crate::spec::ListenAddr>,
     id: Arc<InstanceId>,
     mark_prefix: String,
     spec: InstanceSpec,
@@ -418,7 +425,11 @@ impl Actor {
             s.status = Status::Starting;
             s.mark.clone_from(&mark);
         });
-        let spawned = match spawn(&self.reaper, &self.spec, &extra) {
+        let sockets = super::spawn::Sockets {
+            listeners: &self.listeners,
+            addrs: &self.listen,
+        };
+        let spawned = match spawn(&self.reaper, &self.spec, &extra, Some(sockets)) {
             Ok(spawned) => spawned,
             Err(err) => {
                 self.event(&Event::SpawnFailed {

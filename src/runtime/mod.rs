@@ -7,6 +7,7 @@
 pub mod commands;
 pub mod instance;
 pub mod kill;
+pub mod listen;
 pub mod output;
 pub mod ready;
 pub mod reaper;
@@ -135,6 +136,7 @@ pub struct Engine {
     projects: Mutex<BTreeMap<String, ProjectRuntime>>,
     /// Starts every spawn mark: names this engine's world (see `daemon::leftovers`).
     mark_prefix: String,
+    listeners: Arc<listen::Listeners>,
 }
 
 impl Engine {
@@ -148,6 +150,7 @@ impl Engine {
             observer,
             projects: Mutex::new(BTreeMap::new()),
             mark_prefix,
+            listeners: Arc::default(),
         })
     }
 
@@ -173,6 +176,11 @@ impl Engine {
                 apps: BTreeMap::new(),
             });
         let actions = plan::plan(&spec, &observe(project));
+        project.spec = spec.clone();
+        self.listeners.sync(&wanted_sockets(&projects));
+        let Some(project) = projects.get_mut(&spec.name) else {
+            return actions;
+        };
         let mut removed: Vec<Vec<InstanceHandle>> = Vec::new();
         for action in &actions {
             self.carry_out(project, &spec, action, &mut removed);
@@ -352,6 +360,8 @@ impl Engine {
             carry,
             gate,
             mark_prefix: self.mark_prefix.clone(),
+            listeners: Arc::clone(&self.listeners),
+            listen: app.process.listen.clone(),
             reaper: Arc::clone(&self.reaper),
             observer: Arc::clone(&self.observer),
         })
@@ -360,8 +370,13 @@ impl Engine {
     /// Stops every app of a project (dependents first) and forgets it.
     /// Returns false when no such project runs.
     pub async fn down(&self, project: &str) -> bool {
-        let Some(runtime) = self.projects.lock().await.remove(project) else {
-            return false;
+        let runtime = {
+            let mut projects = self.projects.lock().await;
+            let Some(runtime) = projects.remove(project) else {
+                return false;
+            };
+            self.listeners.sync(&wanted_sockets(&projects));
+            runtime
         };
         stop_project(&runtime).await;
         true
@@ -381,6 +396,7 @@ impl Engine {
             stop_project(project).await;
         }
         self.projects.lock().await.clear();
+        self.listeners.sync(&std::collections::BTreeSet::new());
     }
 
     /// SIGKILL to every instance's process group at once (a second Ctrl-C).
@@ -424,6 +440,17 @@ impl Engine {
             .map(|p| p.spec.clone())
             .collect()
     }
+}
+
+/// Every address some applied app listens on.
+fn wanted_sockets(
+    projects: &BTreeMap<String, ProjectRuntime>,
+) -> std::collections::BTreeSet<crate::spec::ListenAddr> {
+    projects
+        .values()
+        .flat_map(|p| p.spec.apps.values())
+        .flat_map(|a| a.process.listen.iter().cloned())
+        .collect()
 }
 
 fn observe(project: &ProjectRuntime) -> Observed {

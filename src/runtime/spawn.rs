@@ -8,8 +8,9 @@ use std::process::{Command, Stdio};
 use tokio::net::unix::pipe;
 use tokio::sync::oneshot;
 
+use super::listen::{Listeners, fd_name};
 use super::reaper::{Reaper, pid_of};
-use crate::spec::InstanceSpec;
+use crate::spec::{InstanceSpec, ListenAddr};
 use crate::state::Exit;
 
 /// The environment variable that marks every process an instance starts,
@@ -24,15 +25,52 @@ pub struct Spawned {
     pub stderr: pipe::Receiver,
 }
 
-/// Starts `spec` with `extra` env on top (NOTIFY_SOCKET, the spawn mark).
+/// Cluster sockets for one spawn.
+pub struct Sockets<'a> {
+    pub listeners: &'a Listeners,
+    pub addrs: &'a [ListenAddr],
+}
+
+/// Starts `spec` with `extra` env on top (NOTIFY_SOCKET, the spawn mark),
+/// and with its cluster sockets when it has any (through `eco __listen`).
 pub fn spawn(
     reaper: &Reaper,
     spec: &InstanceSpec,
     extra: &[(&str, String)],
+    sockets: Option<Sockets<'_>>,
 ) -> io::Result<Spawned> {
-    let mut command = Command::new(&spec.argv[0]);
+    match sockets {
+        Some(sockets) if !sockets.addrs.is_empty() => {
+            sockets.listeners.with_inheritable(sockets.addrs, |fds| {
+                let names: Vec<String> = sockets.addrs.iter().map(fd_name).collect();
+                let fds: Vec<String> = fds.iter().map(ToString::to_string).collect();
+                let exe = std::env::current_exe()?;
+                let mut argv = vec![
+                    exe.display().to_string(),
+                    "__listen".to_owned(),
+                    "--fds".to_owned(),
+                    fds.join(","),
+                    "--names".to_owned(),
+                    names.join(":"),
+                    "--".to_owned(),
+                ];
+                argv.extend(spec.argv.iter().cloned());
+                spawn_argv(reaper, &argv, spec, extra)
+            })
+        }
+        _ => spawn_argv(reaper, &spec.argv, spec, extra),
+    }
+}
+
+fn spawn_argv(
+    reaper: &Reaper,
+    argv: &[String],
+    spec: &InstanceSpec,
+    extra: &[(&str, String)],
+) -> io::Result<Spawned> {
+    let mut command = Command::new(&argv[0]);
     command
-        .args(&spec.argv[1..])
+        .args(&argv[1..])
         .current_dir(&spec.cwd)
         .envs(&spec.env)
         .envs(extra.iter().map(|(k, v)| (*k, v.as_str())))
