@@ -2,7 +2,6 @@
 import os
 import signal
 import socket
-import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
@@ -37,15 +36,19 @@ else:
     server.server_bind()
     server.server_activate()
 server.daemon_threads = False
-server.block_on_close = True
+server.block_on_close = True  # server_close() waits for requests in flight
+server.timeout = 0.2  # handle_request() returns at least this often
+
+stopping = False
 
 
 def stop(*_):
-    # shutdown() waits for serve_forever; run it off the main thread.
-    threading.Thread(target=server.shutdown).start()
+    global stopping
+    stopping = True
 
 
 signal.signal(signal.SIGTERM, stop)
 notify(b"READY=1")
-server.serve_forever()
+while not stopping:
+    server.handle_request()
 server.server_close()
