@@ -4,6 +4,7 @@ pub mod adhoc;
 pub mod args;
 pub mod daemon_cmds;
 pub mod fixture;
+pub mod monit;
 pub mod render;
 
 use anyhow::Result;
@@ -70,6 +71,7 @@ pub fn run(cli: Cli) -> Result<i32> {
             err,
         } => daemon_cmds::logs(target.as_deref(), lines, follow, out, err),
         Command::Kill => daemon_cmds::kill(),
+        Command::Monit => monit::run(),
         Command::Daemon => {
             crate::daemon::main(crate::paths::Paths::from_env())?;
             Ok(0)
@@ -78,7 +80,6 @@ pub fn run(cli: Cli) -> Result<i32> {
             print!("{}", config::raw::schema_json());
             Ok(0)
         }
-        other => Err(UsageError(format!("`{other:?}` is not available yet")).into()),
     }
 }
 

@@ -2,6 +2,7 @@
 //! daemon, output on disk. `run` wires it together; shutdown is injected.
 
 pub mod leftovers;
+pub mod monitor;
 pub mod state;
 
 use std::future::Future;
@@ -99,7 +100,12 @@ pub async fn run(paths: Paths, shutdown: impl Future<Output = ()>) -> anyhow::Re
         killed: Arc::clone(&killed),
         watches,
         config_errors: std::sync::Mutex::new(std::collections::BTreeMap::new()),
+        specs_changed: Arc::new(Notify::new()),
     });
+    tokio::spawn(monitor::run(
+        Arc::clone(&engine),
+        Arc::clone(&handler.specs_changed),
+    ));
     tokio::spawn(Arc::clone(&handler).react(changes));
     tokio::pin!(shutdown);
     loop {
@@ -135,6 +141,8 @@ struct Daemon {
     watches: Arc<Watches>,
     /// The last save of a project's file that could not be applied.
     config_errors: std::sync::Mutex<std::collections::BTreeMap<String, String>>,
+    /// Wakes the monitor (memory limits, schedules) after spec changes.
+    specs_changed: Arc<Notify>,
 }
 
 /// Quiet time after the last event on an ecosystem file before reloading it
@@ -162,6 +170,7 @@ impl Daemon {
             tracing::error!(%err, "cannot save the state");
         }
         self.watches.set(&self.engine.projects().await);
+        self.specs_changed.notify_one();
     }
 
     fn set_config_error(&self, project: &str, error: Option<String>) {

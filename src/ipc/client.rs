@@ -82,6 +82,11 @@ impl Client {
         })
     }
 
+    /// A handle on the connection, to shut it down from another thread.
+    pub fn stream_handle(&self) -> Option<UnixStream> {
+        self.writer.try_clone().ok()
+    }
+
     /// Sends the request.
     pub fn send(&mut self, request: Request) -> Result<(), ClientError> {
         let envelope = Envelope {

@@ -184,6 +184,16 @@ impl Engine {
         }
     }
 
+    /// Restarts one instance for a limit or a schedule: rolling (new beside
+    /// old) for cluster and ready-gated apps, stop-then-start otherwise.
+    pub async fn restart_instance(&self, project: &str, app: &str, index: u32, reason: Reason) {
+        let target = format!("{project}/{app}:{index}");
+        tracing::info!(%target, %reason, "restarting");
+        if let Err(err) = self.reload_with(&target, reason).await {
+            tracing::warn!(%target, %err, "restart did not complete");
+        }
+    }
+
     /// Restarts instances one at a time, each online again before the next.
     pub async fn reload(&self, target: &str) -> Result<Vec<Selected>, String> {
         self.reload_with(target, Reason::User).await
@@ -509,8 +519,28 @@ impl Engine {
         }
     }
 
+    /// CPU and memory of every running instance tree, by leader pid.
+    pub async fn metrics(&self) -> std::collections::HashMap<i32, crate::metrics::Metrics> {
+        let rows = self.rows().await;
+        let leaders: Vec<(i32, Duration)> = rows
+            .iter()
+            .filter_map(|r| {
+                let age = r
+                    .state
+                    .started
+                    .and_then(|t| SystemTime::now().duration_since(t).ok());
+                r.state.pid.map(|p| (p, age.unwrap_or_default()))
+            })
+            .collect();
+        self.sampler
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .sample(&leaders)
+    }
+
     /// `ls --json` rows.
     pub async fn list_json(&self) -> Vec<Value> {
+        let metrics = self.metrics().await;
         self.rows()
             .await
             .iter()
@@ -534,8 +564,8 @@ impl Engine {
                     "restarts": s.restarts,
                     "uptime_ms": uptime,
                     "exit_code": s.last_exit.map(crate::state::Exit::code),
-                    "cpu_percent": Value::Null,
-                    "memory_bytes": s.pid.and_then(rss_bytes),
+                    "cpu_percent": s.pid.and_then(|p| metrics.get(&p)).map(|m| m.cpu_percent),
+                    "memory_bytes": s.pid.and_then(|p| metrics.get(&p)).map(|m| m.memory_bytes),
                     "last_restart_reason": s.last_reason.as_ref().map(ToString::to_string),
                 })
             })
@@ -548,6 +578,7 @@ impl Engine {
         target: &str,
         logs: &crate::logs::LogFiles,
     ) -> Result<Value, TargetError> {
+        let metrics = self.metrics().await;
         let projects = self.projects.lock().await;
         let selected = select_in(&projects, target)?;
         let mut apps = Vec::new();
@@ -575,7 +606,10 @@ impl Engine {
                         "exit_code": s.last_exit.map(crate::state::Exit::code),
                         "last_exit": s.last_exit.map(|e| e.to_string()),
                         "last_restart_reason": s.last_reason.as_ref().map(ToString::to_string),
-                        "memory_bytes": s.pid.and_then(rss_bytes),
+                        "metrics": s.pid.and_then(|p| metrics.get(&p)).map(|m| json!({
+                            "cpu_percent": m.cpu_percent,
+                            "memory_bytes": m.memory_bytes,
+                        })),
                         "history": s.history.iter().map(|h| json!({
                             "at_ms": h.at.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis()),
                             "reason": h.reason.to_string(),
@@ -769,13 +803,6 @@ fn pick(
     handles
         .iter()
         .filter(move |h| instance.is_none_or(|i| h.index == i))
-}
-
-/// Resident memory of one process, from /proc/PID/statm.
-fn rss_bytes(pid: i32) -> Option<u64> {
-    let statm = std::fs::read_to_string(format!("/proc/{pid}/statm")).ok()?;
-    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
-    Some(pages * 4096)
 }
 
 /// Resolves when any of the watches changes (or all are closed).

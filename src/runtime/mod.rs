@@ -137,6 +137,8 @@ pub struct Engine {
     /// Starts every spawn mark: names this engine's world (see `daemon::leftovers`).
     mark_prefix: String,
     listeners: Arc<listen::Listeners>,
+    /// CPU/memory of instance trees, sampled on demand.
+    sampler: std::sync::Mutex<crate::metrics::Sampler>,
 }
 
 impl Engine {
@@ -151,6 +153,7 @@ impl Engine {
             projects: Mutex::new(BTreeMap::new()),
             mark_prefix,
             listeners: Arc::default(),
+            sampler: std::sync::Mutex::default(),
         })
     }
 

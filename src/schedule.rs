@@ -1,0 +1,68 @@
+//! `cron_restart` schedules: standard 5-field expressions (an optional
+//! leading seconds field, and `@hourly`-style shortcuts) in local time.
+//! Pure: the clock is an argument.
+
+use chrono::{DateTime, TimeZone};
+
+/// The first run strictly after `after`, or None for an expression that
+/// never fires (or does not parse; validation rejects those).
+pub fn next_run<Tz: TimeZone>(expr: &str, after: &DateTime<Tz>) -> Option<DateTime<Tz>>
+where
+    Tz::Offset: Copy,
+{
+    let cron: croner::Cron = expr.parse().ok()?;
+    cron.find_next_occurrence(after, false).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::{Duration, TimeZone, Timelike, Utc};
+
+    use super::*;
+
+    #[test]
+    fn every_minute_fires_exactly_once_per_minute() {
+        let start = Utc
+            .with_ymd_and_hms(2026, 11, 29, 10, 0, 30)
+            .single()
+            .expect("time");
+        let mut runs = Vec::new();
+        let mut at = start;
+        while let Some(next) = next_run("* * * * *", &at) {
+            if next > start + Duration::hours(1) {
+                break;
+            }
+            runs.push(next);
+            at = next;
+        }
+        assert_eq!(runs.len(), 60);
+        assert!(runs.iter().all(|r| r.second() == 0));
+        assert!(runs.windows(2).all(|w| w[1] - w[0] == Duration::minutes(1)));
+        assert_eq!(
+            runs[0],
+            Utc.with_ymd_and_hms(2026, 11, 29, 10, 1, 0)
+                .single()
+                .expect("time")
+        );
+    }
+
+    #[test]
+    fn daily_at_three_and_shortcuts() {
+        let now = Utc
+            .with_ymd_and_hms(2026, 11, 29, 3, 0, 0)
+            .single()
+            .expect("time");
+        let next = next_run("0 3 * * *", &now).expect("next");
+        assert_eq!(
+            next,
+            Utc.with_ymd_and_hms(2026, 11, 30, 3, 0, 0)
+                .single()
+                .expect("time")
+        );
+        let hourly = next_run("@hourly", &now).expect("next");
+        assert_eq!(hourly.hour(), 4);
+        let secs = next_run("*/2 * * * * *", &now).expect("next");
+        assert_eq!(secs - now, Duration::seconds(2));
+        assert!(next_run("not cron", &now).is_none());
+    }
+}
