@@ -4,5 +4,6 @@ mod cluster;
 mod config;
 mod daemon;
 mod engine;
+mod observe;
 mod reload;
 mod support;

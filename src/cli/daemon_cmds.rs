@@ -331,7 +331,13 @@ pub fn kill() -> Result<i32> {
     let mut client = match Client::connect(&paths, false) {
         Ok(client) => client,
         Err(ClientError::NotRunning { .. }) => {
-            println!("no eco daemon runs");
+            // A daemon that died may have left its apps running.
+            let left = crate::daemon::leftovers::stop(&paths.token());
+            if left > 0 {
+                println!("no eco daemon runs; stopped {left} processes a dead one left behind");
+            } else {
+                println!("no eco daemon runs");
+            }
             return Ok(0);
         }
         Err(err) => return Err(err.into()),

@@ -14,7 +14,9 @@ use crate::runtime::spawn::SPAWN_MARK;
 const GRACE: Duration = Duration::from_secs(5);
 
 /// Stops every process marked with `token`; returns how many there were.
-pub async fn stop(token: &str) -> usize {
+/// Blocking (at most `GRACE`): it runs before the daemon serves anything,
+/// or from `eco kill` when no daemon runs.
+pub fn stop(token: &str) -> usize {
     let needle = format!("{SPAWN_MARK}={token}.");
     let own = std::process::id();
     let found: Vec<i32> = std::fs::read_dir("/proc")
@@ -41,9 +43,9 @@ pub async fn stop(token: &str) -> usize {
         let _ = killpg(Pid::from_raw(*pid), Signal::SIGTERM);
         let _ = kill(Pid::from_raw(*pid), Signal::SIGTERM);
     }
-    let deadline = tokio::time::Instant::now() + GRACE;
-    while tokio::time::Instant::now() < deadline && found.iter().any(|p| alive(*p)) {
-        tokio::time::sleep(Duration::from_millis(20)).await;
+    let deadline = std::time::Instant::now() + GRACE;
+    while std::time::Instant::now() < deadline && found.iter().any(|p| alive(*p)) {
+        std::thread::sleep(Duration::from_millis(20));
     }
     for pid in &found {
         let _ = killpg(Pid::from_raw(*pid), Signal::SIGKILL);

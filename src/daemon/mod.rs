@@ -71,7 +71,7 @@ pub fn main(paths: Paths) -> anyhow::Result<()> {
 pub async fn run(paths: Paths, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     tracing::info!(home = %paths.home.display(), pid = std::process::id(), "daemon starting");
     std::fs::write(paths.pid(), format!("{}\n", std::process::id()))?;
-    let left = leftovers::stop(&paths.token()).await;
+    let left = leftovers::stop(&paths.token());
     if left > 0 {
         tracing::info!(left, "stopped the previous daemon's processes");
     }
