@@ -25,7 +25,14 @@ pub async fn run(file: PathBuf, profile: Option<String>, spec: ProjectSpec) -> a
     let reaper = Reaper::start()?;
     let console = Arc::new(Console::new());
     let engine = Engine::new(reaper, console.clone(), "fg".into());
+    // Memory limits and schedules act in the foreground too.
+    let specs_changed = Arc::new(tokio::sync::Notify::new());
+    tokio::spawn(crate::daemon::monitor::run(
+        Arc::clone(&engine),
+        Arc::clone(&specs_changed),
+    ));
     let actions = engine.apply(spec).await;
+    specs_changed.notify_one();
     for line in render::plan_lines(&actions) {
         console.notice(&format!("eco: {line}"));
     }
@@ -44,6 +51,7 @@ pub async fn run(file: PathBuf, profile: Option<String>, spec: ProjectSpec) -> a
                 match config::load(&file, profile.as_deref()) {
                     Ok(spec) => {
                         let actions = engine.apply(spec).await;
+                        specs_changed.notify_one();
                         if !crate::plan::is_empty(&actions) {
                             console.notice("eco: file changed, applying:");
                             for line in render::plan_lines(&actions) {
