@@ -24,6 +24,7 @@ pub mod metrics;
 pub mod paths;
 pub mod plan;
 pub mod policy;
+pub mod procfs;
 pub mod runtime;
 pub mod schedule;
 pub mod spec;

@@ -73,7 +73,7 @@ impl Sampler {
 /// (RSS bytes, CPU ticks) summed over `pid` and all its descendants.
 pub fn tree_usage(pid: i32) -> Option<(u64, u64)> {
     let (mut rss, mut ticks) = process_usage(pid)?;
-    let mut stack = children(pid);
+    let mut stack = crate::procfs::children(pid);
     let mut seen = vec![pid];
     while let Some(child) = stack.pop() {
         if seen.contains(&child) {
@@ -84,7 +84,7 @@ pub fn tree_usage(pid: i32) -> Option<(u64, u64)> {
             rss += r;
             ticks += t;
         }
-        stack.extend(children(child));
+        stack.extend(crate::procfs::children(child));
     }
     Some((rss, ticks))
 }
@@ -104,21 +104,6 @@ fn process_usage(pid: i32) -> Option<(u64, u64)> {
         .and_then(|v| v.parse().ok())
         .unwrap_or(0);
     Some((rss_kb * 1024, utime + stime))
-}
-
-fn children(pid: i32) -> Vec<i32> {
-    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-        return Vec::new();
-    };
-    tasks
-        .flatten()
-        .filter_map(|t| std::fs::read_to_string(t.path().join("children")).ok())
-        .flat_map(|list| {
-            list.split_whitespace()
-                .filter_map(|p| p.parse().ok())
-                .collect::<Vec<i32>>()
-        })
-        .collect()
 }
 
 #[cfg(test)]

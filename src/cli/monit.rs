@@ -337,6 +337,34 @@ pub fn run() -> Result<i32> {
     std::thread::spawn(move || {
         if signals.wait().is_ok() {
             flag.store(true, Ordering::SeqCst);
+            // The main loop checks the flag at least every 250 ms; if it is
+            // stuck (e.g. in a terminal read), restore and leave from here.
+            std::thread::sleep(Duration::from_millis(500));
+            ratatui::restore();
+            std::process::exit(0);
+        }
+    });
+    // If the terminal goes away (ssh dropped, pty closed), leave: without a
+    // terminal there is nothing to show and nothing to restore.
+    std::thread::spawn(|| {
+        let stdin = std::io::stdin();
+        let mut fds = [nix::poll::PollFd::new(
+            std::os::fd::AsFd::as_fd(&stdin),
+            nix::poll::PollFlags::empty(),
+        )];
+        loop {
+            match nix::poll::poll(&mut fds, nix::poll::PollTimeout::NONE) {
+                Ok(_) => {
+                    let hung_up = fds[0].revents().is_some_and(|r| {
+                        r.intersects(nix::poll::PollFlags::POLLHUP | nix::poll::PollFlags::POLLERR)
+                    });
+                    if hung_up {
+                        std::process::exit(0);
+                    }
+                }
+                Err(nix::errno::Errno::EINTR) => {}
+                Err(_) => return,
+            }
         }
     });
     let paths = Paths::from_env();

@@ -8,6 +8,7 @@ use std::time::Duration;
 use nix::sys::signal::{Signal, kill, killpg};
 use nix::unistd::Pid;
 
+use crate::procfs;
 use crate::runtime::spawn::SPAWN_MARK;
 
 /// How long leftovers get to stop after SIGTERM before SIGKILL.
@@ -25,12 +26,7 @@ pub fn stop(token: &str) -> usize {
         .flatten()
         .filter_map(|e| e.file_name().to_string_lossy().parse::<i32>().ok())
         .filter(|pid| u32::try_from(*pid).is_ok_and(|p| p != own))
-        .filter(|pid| {
-            std::fs::read(format!("/proc/{pid}/environ")).is_ok_and(|env| {
-                env.split(|b| *b == 0)
-                    .any(|var| var.starts_with(needle.as_bytes()))
-            })
-        })
+        .filter(|pid| procfs::env_has(*pid, |var| var.starts_with(needle.as_bytes())))
         .collect();
     if found.is_empty() {
         return 0;
@@ -44,7 +40,7 @@ pub fn stop(token: &str) -> usize {
         let _ = kill(Pid::from_raw(*pid), Signal::SIGTERM);
     }
     let deadline = std::time::Instant::now() + GRACE;
-    while std::time::Instant::now() < deadline && found.iter().any(|p| alive(*p)) {
+    while std::time::Instant::now() < deadline && found.iter().any(|p| procfs::alive(*p)) {
         std::thread::sleep(Duration::from_millis(20));
     }
     for pid in &found {
@@ -52,12 +48,4 @@ pub fn stop(token: &str) -> usize {
         let _ = kill(Pid::from_raw(*pid), Signal::SIGKILL);
     }
     found.len()
-}
-
-fn alive(pid: i32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
-        stat.rsplit_once(')')
-            .and_then(|(_, rest)| rest.split_whitespace().next())
-            .is_some_and(|s| s != "Z" && s != "X")
-    })
 }

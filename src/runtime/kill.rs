@@ -12,6 +12,7 @@ use tokio::time::{Instant, sleep, sleep_until, timeout_at};
 
 use super::reaper::Reaper;
 use super::spawn::SPAWN_MARK;
+use crate::procfs;
 use crate::spec::Signal;
 use crate::state::Exit;
 
@@ -47,7 +48,7 @@ pub async fn stop(
 ) -> Exit {
     let deadline = Instant::now() + grace;
     // Escapees still below the leader now, and those already adopted by eco.
-    let mut strays = descendants(pid);
+    let mut strays = procfs::descendants(pid);
     strays.retain(|p| !reaper.is_tracked(*p));
     strays.extend(self::strays(reaper, mark));
     signal_group(pid, signal.0);
@@ -69,7 +70,7 @@ pub async fn stop(
     }
     // Wait for the rest of the group (and the strays) until the deadline.
     while Instant::now() < deadline
-        && (group_alive(pid) || strays.iter().any(|s| process_alive(*s)))
+        && (group_alive(pid) || strays.iter().any(|s| procfs::alive(*s)))
     {
         sleep(GROUP_POLL).await;
     }
@@ -112,20 +113,9 @@ pub fn kill_now(reaper: &Reaper, pid: i32, mark: &str) {
 /// Waits (bounded) until SIGKILLed processes are gone and reaped.
 async fn wait_gone(pgid: i32, strays: &[i32]) {
     let limit = Instant::now() + Duration::from_secs(2);
-    while (group_alive(pgid) || strays.iter().any(|s| process_alive(*s))) && Instant::now() < limit
+    while (group_alive(pgid) || strays.iter().any(|s| procfs::alive(*s))) && Instant::now() < limit
     {
         sleep_until(Instant::now() + GROUP_POLL).await;
-    }
-}
-
-/// A process counts as gone once it is reaped, or is a zombie awaiting the reaper.
-fn process_alive(pid: i32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => stat
-            .rsplit_once(')')
-            .and_then(|(_, rest)| rest.split_whitespace().next())
-            .is_some_and(|state| state != "Z" && state != "X"),
-        Err(_) => false,
     }
 }
 
@@ -133,48 +123,9 @@ fn process_alive(pid: i32) -> bool {
 /// that carry `mark` in their environment.
 fn strays(reaper: &Reaper, mark: &str) -> Vec<i32> {
     let needle = format!("{SPAWN_MARK}={mark}");
-    adopted_children()
+    procfs::own_children()
         .into_iter()
         .filter(|pid| !reaper.is_tracked(*pid))
-        .filter(|pid| {
-            std::fs::read(format!("/proc/{pid}/environ"))
-                .is_ok_and(|env| env.split(|b| *b == 0).any(|var| var == needle.as_bytes()))
-        })
-        .collect()
-}
-
-/// Every process below `pid` (children, their children, ...).
-fn descendants(pid: i32) -> Vec<i32> {
-    let mut found = Vec::new();
-    let mut queue = vec![pid];
-    while let Some(parent) = queue.pop() {
-        for child in children_of(&format!("/proc/{parent}/task")) {
-            if !found.contains(&child) && child != pid {
-                found.push(child);
-                queue.push(child);
-            }
-        }
-    }
-    found
-}
-
-/// Direct children of this process.
-fn adopted_children() -> Vec<i32> {
-    children_of("/proc/self/task")
-}
-
-/// Children of every thread under a `/proc/PID/task` folder.
-fn children_of(task_dir: &str) -> Vec<i32> {
-    let Ok(tasks) = std::fs::read_dir(task_dir) else {
-        return Vec::new();
-    };
-    tasks
-        .flatten()
-        .filter_map(|task| std::fs::read_to_string(task.path().join("children")).ok())
-        .flat_map(|list| {
-            list.split_whitespace()
-                .filter_map(|p| p.parse::<i32>().ok())
-                .collect::<Vec<_>>()
-        })
+        .filter(|pid| procfs::env_has(*pid, |var| var == needle.as_bytes()))
         .collect()
 }

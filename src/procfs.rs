@@ -1,0 +1,87 @@
+//! The few /proc reads eco needs: a process's children and descendants,
+//! whether it still runs, and whether its environment carries a variable.
+
+/// Direct children of `pid` (all its threads' children).
+pub fn children(pid: i32) -> Vec<i32> {
+    children_in(&format!("/proc/{pid}/task"))
+}
+
+/// Direct children of this process (including orphans it adopted as subreaper).
+pub fn own_children() -> Vec<i32> {
+    children_in("/proc/self/task")
+}
+
+/// Every process below `pid` (children, their children, ...).
+pub fn descendants(pid: i32) -> Vec<i32> {
+    let mut found = Vec::new();
+    let mut queue = vec![pid];
+    while let Some(parent) = queue.pop() {
+        for child in children(parent) {
+            if !found.contains(&child) && child != pid {
+                found.push(child);
+                queue.push(child);
+            }
+        }
+    }
+    found
+}
+
+/// A process counts as gone once reaped, or as a zombie awaiting its reaper.
+pub fn alive(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        stat.rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_some_and(|state| state != "Z" && state != "X")
+    })
+}
+
+/// True when `pid`'s environment has a variable for which `matches` holds
+/// (on the `KEY=VALUE` bytes).
+pub fn env_has(pid: i32, matches: impl Fn(&[u8]) -> bool) -> bool {
+    std::fs::read(format!("/proc/{pid}/environ"))
+        .is_ok_and(|env| env.split(|b| *b == 0).any(matches))
+}
+
+fn children_in(task_dir: &str) -> Vec<i32> {
+    let Ok(tasks) = std::fs::read_dir(task_dir) else {
+        return Vec::new();
+    };
+    tasks
+        .flatten()
+        .filter_map(|task| std::fs::read_to_string(task.path().join("children")).ok())
+        .flat_map(|list| {
+            list.split_whitespace()
+                .filter_map(|p| p.parse::<i32>().ok())
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sees_a_child_and_its_end() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("5")
+            .env("PROCFS_TEST", "yes")
+            .spawn()
+            .expect("sleep");
+        let pid = i32::try_from(child.id()).expect("pid");
+        assert!(alive(pid));
+        assert!(own_children().contains(&pid));
+        // The environment is readable once the child has exec'd.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+        while !env_has(pid, |v| v == b"PROCFS_TEST=yes") {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "environment never seen"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        child.kill().expect("kill");
+        child.wait().expect("wait");
+        assert!(!alive(pid));
+    }
+}
