@@ -1,0 +1,81 @@
+"""eco (target/release/eco) with a private ECO_HOME per run."""
+import json
+import os
+import time
+
+from .. import common
+from .base import Manager
+
+ECO_BIN = os.path.join(common.REPO, "target", "release", "eco")
+PROJECT = "bench"
+
+
+def yaml_str(s):
+    return json.dumps(s)   # a JSON string is a valid YAML flow scalar
+
+
+class Eco(Manager):
+    name = "eco"
+    online_word = "online"
+
+    def missing(self):
+        if not os.access(ECO_BIN, os.X_OK):
+            return "not built (%s missing)" % ECO_BIN
+        return None
+
+    def version(self):
+        return common.run([ECO_BIN, "--version"], common.base_env()).stdout.decode().strip()
+
+    def setup(self):
+        super().setup()
+        self.env["ECO_HOME"] = os.path.join(self.home, "ecohome")
+        os.makedirs(self.env["ECO_HOME"])
+        os.makedirs(os.path.join(self.home, "out"))
+        self.file = os.path.join(self.home, "ecosystem.yaml")
+
+    def eco(self, *args, timeout=120, check=True):
+        return common.run([ECO_BIN, *args], self.env, timeout=timeout, check=check)
+
+    def write_file(self, apps):
+        lines = ["name: %s" % PROJECT, "apps:" if apps else "apps: {}"]
+        for a in apps:
+            lines += [
+                "  %s:" % a.name,
+                "    cmd: [%s]" % ", ".join(yaml_str(x) for x in a.cmd),
+                "    cwd: %s" % yaml_str(self.home),
+                "    env: {%s}" % ", ".join("%s: %s" % (k, yaml_str(v))
+                                            for k, v in self.app_env().items()),
+                "    out_file: %s" % yaml_str(self.out_path(a)),
+                "    log_max_size: 0",     # no rotation (PM2 and supervisord as configured here neither)
+            ]
+            if a.fast_restart:
+                lines += ["    restart_delay: 0ms", "    max_restarts: 1000000",
+                          "    min_uptime: 0ms"]
+        with open(self.file, "w") as f:
+            f.write("\n".join(lines) + "\n")
+
+    def pidfile(self):
+        return os.path.join(self.env["ECO_HOME"], "daemon.pid")
+
+    def start_daemon(self):
+        self.write_file([])
+        self.eco("up", "-f", self.file)
+        common.wait_for(lambda: os.path.exists(self.pidfile()), 30, what="eco daemon.pid")
+        common.wait_for(lambda: self.eco("ls", "--json", check=False).returncode == 0, 30,
+                        what="eco ls")
+
+    def start_apps(self, apps):
+        self.write_file(apps)
+        self.eco("up", "-f", self.file)
+
+    def statuses(self):
+        rows = json.loads(self.eco("ls", "--json").stdout or b"[]")
+        return {r["app"]: r["status"] for r in rows if r.get("project") == PROJECT}
+
+    def list_argv(self):
+        return [ECO_BIN, "ls", "--json"]
+
+    def stop_daemon(self):
+        if os.path.exists(self.pidfile()):
+            self.eco("kill", timeout=60, check=False)
+            time.sleep(0.05)

@@ -1,0 +1,267 @@
+"""Shared helpers: /proc sampling, stats, the run marker and cleanup.
+
+Every process the suite starts (CLIs, daemons, apps) carries the environment
+variable MARK_VAR=<token of this run>; apps also carry APP_VAR=1. That gives
+two things without trusting any manager's bookkeeping:
+  * the manager's own processes = marked processes without APP_VAR
+    (daemon plus any helper, wherever it was reparented);
+  * cleanup = every process still marked with this run's token is killed.
+"""
+import atexit
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+MARK_VAR = "ECO_BENCH_PEERS_RUN"
+APP_VAR = "ECO_BENCH_PEERS_APP"
+HOME_VAR = "ECO_BENCH_PEERS_HOME"   # which manager instance (its private home) a process belongs to
+TOKEN = "r%d-%d" % (os.getpid(), int(time.time()))
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+PAGE = os.sysconf("SC_PAGE_SIZE")
+
+BENCH_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(BENCH_DIR)
+PEERS_DIR = os.environ.get("BENCH_PEERS_DIR") or os.path.join(BENCH_DIR, ".peers")
+RESULTS_DIR = os.path.join(BENCH_DIR, "results")
+APPS_SRC = os.path.join(BENCH_DIR, "peers", "apps")
+
+# A real interpreter path (not a pyenv shim, whose bash start-up would be timed).
+PYTHON = os.path.realpath(sys.executable)
+
+
+def log(msg):
+    print(msg, file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------- /proc
+
+def pids():
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            yield int(name)
+
+
+def environ(pid):
+    try:
+        with open("/proc/%d/environ" % pid, "rb") as f:
+            return f.read().split(b"\0")
+    except OSError:
+        return []
+
+
+def cmdline(pid):
+    try:
+        with open("/proc/%d/cmdline" % pid, "rb") as f:
+            return f.read().replace(b"\0", b" ").decode(errors="replace").strip()
+    except OSError:
+        return ""
+
+
+def stat_fields(pid):
+    """Fields of /proc/PID/stat after the comm, so index 0 is field 3 (state)."""
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            s = f.read()
+    except OSError:
+        return None
+    return s[s.rindex(")") + 2:].split()
+
+
+def ppid(pid):
+    f = stat_fields(pid)
+    return int(f[1]) if f else None
+
+
+def is_zombie(pid):
+    f = stat_fields(pid)
+    return f is None or f[0] in ("Z", "X")
+
+
+def rss_bytes(pid):
+    """VmRSS from /proc/PID/status, in bytes (0 if gone)."""
+    try:
+        with open("/proc/%d/status" % pid) as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def cpu_ticks(pid):
+    """utime+stime of the process (all its threads; children excluded)."""
+    f = stat_fields(pid)
+    if not f:
+        return 0
+    return int(f[11]) + int(f[12])
+
+
+def marked(home=None):
+    """pid -> is_app for every live process carrying this run's marker
+    (and, with home, that manager instance's marker)."""
+    want = ("%s=%s" % (MARK_VAR, TOKEN)).encode()
+    mine = ("%s=%s" % (HOME_VAR, home)).encode() if home else None
+    app = ("%s=1" % APP_VAR).encode()
+    me = os.getpid()
+    out = {}
+    for pid in pids():
+        if pid == me:
+            continue
+        env = environ(pid)
+        if want in env and (mine is None or mine in env) and not is_zombie(pid):
+            out[pid] = app in env
+    return out
+
+
+def manager_pids(home):
+    """The manager's own processes: marked, not apps, not transient CLIs we run."""
+    me = os.getpid()
+    return sorted(p for p, is_app in marked(home).items() if not is_app and ppid(p) != me)
+
+
+def app_pids(home=None):
+    return sorted(p for p, is_app in marked(home).items() if is_app)
+
+
+# ---------------------------------------------------------------- env, runs
+
+def base_env(home=None):
+    env = dict(os.environ)
+    env[MARK_VAR] = TOKEN
+    env.pop(APP_VAR, None)
+    env.pop(HOME_VAR, None)
+    if home:
+        env[HOME_VAR] = home
+    return env
+
+
+def app_env(home=None):
+    env = {MARK_VAR: TOKEN, APP_VAR: "1"}
+    if home:
+        env[HOME_VAR] = home
+    return env
+
+
+def run(argv, env, timeout=120, check=True, cwd=None):
+    p = subprocess.run(argv, env=env, stdin=subprocess.DEVNULL, cwd=cwd,
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=timeout)
+    if check and p.returncode != 0:
+        raise RuntimeError("%s exited %d: %s%s" % (" ".join(argv), p.returncode,
+                           p.stdout.decode(errors="replace")[-800:],
+                           p.stderr.decode(errors="replace")[-800:]))
+    return p
+
+
+def wait_for(pred, timeout, step=0.02, what="condition"):
+    end = time.monotonic() + timeout
+    while True:
+        v = pred()
+        if v:
+            return v
+        if time.monotonic() > end:
+            raise TimeoutError("timed out after %.0f s waiting for %s" % (timeout, what))
+        time.sleep(step)
+
+
+def median(xs):
+    xs = [x for x in xs if x is not None]
+    return statistics.median(xs) if xs else None
+
+
+def percentile(xs, q):
+    xs = sorted(xs)
+    if not xs:
+        return None
+    k = (len(xs) - 1) * q
+    lo = int(k)
+    hi = min(lo + 1, len(xs) - 1)
+    return xs[lo] + (xs[hi] - xs[lo]) * (k - lo)
+
+
+# ---------------------------------------------------------------- cleanup
+
+_tmpdirs = []
+_cleanups = []
+
+
+# Scratch dirs live under bench/.peers/run, not /tmp: shep running as root refuses
+# to open log files below a world-writable directory such as /tmp. Paths stay
+# short because supervisord's and shep's unix sockets are inside them.
+SCRATCH = os.environ.get("BENCH_SCRATCH") or os.path.join(PEERS_DIR, "run")
+
+
+def tmpdir(prefix):
+    """A private scratch dir (mode 0700) for one manager run."""
+    os.makedirs(SCRATCH, exist_ok=True)
+    d = tempfile.mkdtemp(prefix=prefix + "-", dir=SCRATCH)
+    _tmpdirs.append(d)
+    return d
+
+
+def remove_tmpdir(d):
+    shutil.rmtree(d, ignore_errors=True)
+    if d in _tmpdirs:
+        _tmpdirs.remove(d)
+
+
+def on_cleanup(fn):
+    _cleanups.append(fn)
+    return fn
+
+
+def kill_leftovers(home=None, grace=2.0):
+    """SIGTERM then SIGKILL every process still carrying this run's marker
+    (with home: only that manager instance's)."""
+    left = marked(home)
+    if not left:
+        return []
+    names = ["%d %s" % (p, cmdline(p)[:80]) for p in left]
+    for p in left:
+        try:
+            os.kill(p, signal.SIGTERM)
+        except OSError:
+            pass
+    end = time.monotonic() + grace
+    while time.monotonic() < end and marked(home):
+        time.sleep(0.05)
+    for p in marked(home):
+        try:
+            os.kill(p, signal.SIGKILL)
+        except OSError:
+            pass
+    time.sleep(0.1)
+    return names
+
+
+def cleanup_all():
+    while _cleanups:
+        fn = _cleanups.pop()
+        try:
+            fn()
+        except Exception as e:  # noqa: BLE001 - cleanup must go on
+            log("cleanup: %s" % e)
+    left = kill_leftovers()
+    if left:
+        log("cleanup: killed %d leftover process(es): %s" % (len(left), "; ".join(left[:5])))
+    for d in list(_tmpdirs):
+        remove_tmpdir(d)
+    try:
+        os.rmdir(SCRATCH)
+    except OSError:
+        pass
+
+
+def _on_signal(signum, _frame):
+    raise KeyboardInterrupt("signal %d" % signum)
+
+
+def install_handlers():
+    atexit.register(cleanup_all)
+    signal.signal(signal.SIGTERM, _on_signal)
+    signal.signal(signal.SIGHUP, _on_signal)
