@@ -2,6 +2,7 @@
 //! leads its own process group), stdin from /dev/null, output through pipes.
 
 use std::io;
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 
@@ -16,6 +17,10 @@ use crate::state::Exit;
 /// The environment variable that marks every process an instance starts,
 /// so processes that escape its group (double-forked daemons) are found.
 pub const SPAWN_MARK: &str = "ECO_SPAWN_ID";
+
+/// Capacity asked for each output pipe (Linux caps it at
+/// /proc/sys/fs/pipe-max-size, 1 MiB by default).
+const PIPE_SIZE: i32 = 1024 * 1024;
 
 /// A started instance.
 pub struct Spawned {
@@ -83,11 +88,17 @@ fn spawn_argv(
     let (Some(stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
         return Err(io::Error::other("the child's output pipes are missing"));
     };
+    let (stdout, stderr): (OwnedFd, OwnedFd) = (stdout.into(), stderr.into());
+    for fd in [&stdout, &stderr] {
+        // A roomier pipe: a chatty app keeps writing while eco is briefly
+        // busy elsewhere (2 cores are shared by the app, eco and the disk).
+        let _ = nix::fcntl::fcntl(fd.as_fd(), nix::fcntl::FcntlArg::F_SETPIPE_SZ(PIPE_SIZE));
+    }
     Ok(Spawned {
         pid,
         exit,
-        stdout: pipe::Receiver::from_owned_fd(stdout.into())?,
-        stderr: pipe::Receiver::from_owned_fd(stderr.into())?,
+        stdout: pipe::Receiver::from_owned_fd(stdout)?,
+        stderr: pipe::Receiver::from_owned_fd(stderr)?,
     })
 }
 
