@@ -448,3 +448,23 @@ fn ad_hoc_scripts_start_like_pm2() {
     });
     home.wait_rows("back", |r| r.len() == 2 && all_online(r));
 }
+
+#[test]
+fn a_full_disk_is_reported_and_the_daemon_carries_on() {
+    let home = Home::new();
+    // /dev/full fails every write with ENOSPC, like a full disk.
+    home.write(
+        "ecosystem.yaml",
+        "apps:\n  noisy:\n    cmd: [sh, -c, 'while :; do echo hello; sleep 0.05; done']\n    out_file: /dev/full\n",
+    );
+    home.ok(&["up"]);
+    eventually("the error in describe", Duration::from_secs(5), || {
+        home.ok(&["describe", "noisy"])
+            .contains("No space left on device")
+    });
+    assert_eq!(home.row("noisy", 0)["status"], "online");
+    assert!(
+        home.ok(&["describe", "noisy", "--json"])
+            .contains("/dev/full: cannot write")
+    );
+}

@@ -393,3 +393,27 @@ fn saving_the_file_changes_only_the_edited_app() {
     assert!(crate::support::state_of(eco.latest_pid("a.0").expect("pid")).is_some());
     assert!(crate::support::state_of(b1.expect("pid")).is_some());
 }
+
+#[test]
+fn a_second_ctrl_c_kills_at_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = write(
+        dir.path(),
+        "ecosystem.yaml",
+        "apps:\n  stubborn:\n    cmd: [sh, -c, 'trap \"\" TERM; echo up; while :; do sleep 0.05; done']\n    stop_timeout: 30s\n",
+    );
+    let mut eco = Foreground::start(dir.path(), dir.path(), &file);
+    eco.stdout.wait_for("up", LIMIT, |l| l == "stubborn.0 | up");
+    let start = Instant::now();
+    eco.signal(libc::SIGINT);
+    eco.lines
+        .wait_for("stopping", LIMIT, |l| l.contains("Ctrl-C again"));
+    eco.signal(libc::SIGINT);
+    let (code, _) = eco.wait_exit(LIMIT);
+    assert_eq!(code, Some(0));
+    assert!(
+        start.elapsed() < Duration::from_secs(3),
+        "took {:?}",
+        start.elapsed()
+    );
+}
