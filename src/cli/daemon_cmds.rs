@@ -267,6 +267,13 @@ pub fn start(
 }
 
 pub fn scale(app: &str, instances: u32) -> Result<i32> {
+    let max = crate::config::validate::MAX_INSTANCES;
+    if instances > max {
+        return Err(UsageError(format!(
+            "{instances} instances is more than eco runs per app ({max})"
+        ))
+        .into());
+    }
     simple(Request::Scale {
         target: app.to_owned(),
         instances,

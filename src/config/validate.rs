@@ -16,6 +16,10 @@ use crate::spec::{
     Watch,
 };
 
+/// The most instances one app may ask for: a typo such as `instances: 40000`
+/// should be an error, not 40,000 processes.
+pub const MAX_INSTANCES: u32 = 10_000;
+
 /// The file-system questions validation needs answered.
 pub trait FileSystem {
     fn is_dir(&self, path: &Path) -> bool;
@@ -496,7 +500,18 @@ impl Walker<'_> {
                 },
                 "instances" => match &value.value {
                     Value::Str(s) if s == "max" => instances = self.input.cpus.max(1),
-                    Value::Int(_) => instances = self.count(value, path).unwrap_or(1),
+                    Value::Int(_) => match self.count(value, path) {
+                        Some(n) if n > MAX_INSTANCES => self.error(
+                            value.pos,
+                            path,
+                            format!(
+                                "{n} instances is more than eco runs per app ({MAX_INSTANCES})"
+                            ),
+                            Some("split the app, or use fewer instances".into()),
+                        ),
+                        Some(n) => instances = n,
+                        None => {}
+                    },
                     _ => self.expected(value, path, "a whole number >= 0 or \"max\""),
                 },
                 "increment_var" => increment_var = self.string(value, path),
