@@ -323,15 +323,7 @@ fn a_killed_daemon_comes_back_with_the_same_apps_once() {
     home.ok(&["stop", "off"]);
     let before = processes_with_env(&marker);
     assert_eq!(before.len(), 5, "2 × (sh + sleep) + db");
-    let daemon = home.daemon_pid().expect("pid");
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(daemon),
-        nix::sys::signal::Signal::SIGKILL,
-    )
-    .expect("kill -9");
-    eventually("daemon gone", Duration::from_secs(5), || {
-        state_of(daemon).is_none_or(|s| s == 'Z')
-    });
+    home.kill_daemon_hard();
     let rows = home.wait_rows("back online", |rows| {
         rows.iter()
             .filter(|r| r["app"] != "off")
@@ -437,15 +429,7 @@ fn ad_hoc_scripts_start_like_pm2() {
             .contains("serving on 8080")
     });
     // It survives the daemon like file apps do.
-    let daemon = home.daemon_pid().expect("pid");
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(daemon),
-        nix::sys::signal::Signal::SIGKILL,
-    )
-    .expect("kill -9");
-    eventually("daemon gone", Duration::from_secs(5), || {
-        state_of(daemon).is_none_or(|s| s == 'Z')
-    });
+    home.kill_daemon_hard();
     home.wait_rows("back", |r| r.len() == 2 && all_online(r));
 }
 

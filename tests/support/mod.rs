@@ -344,6 +344,19 @@ impl Home {
         }
     }
 
+    /// `kill -9` of the daemon; returns once it is gone.
+    pub(crate) fn kill_daemon_hard(&self) {
+        let daemon = self.daemon_pid().expect("daemon pid");
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(daemon),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .expect("kill -9");
+        eventually("daemon gone", Duration::from_secs(5), || {
+            state_of(daemon).is_none_or(|s| s == 'Z')
+        });
+    }
+
     pub(crate) fn daemon_pid(&self) -> Option<i32> {
         std::fs::read_to_string(self.path().join("daemon.pid"))
             .ok()?
