@@ -32,6 +32,7 @@ APPS_SRC = os.path.join(BENCH_DIR, "peers", "apps")
 
 # A real interpreter path (not a pyenv shim, whose bash start-up would be timed).
 PYTHON = os.path.realpath(sys.executable)
+NODE = os.path.realpath(shutil.which("node") or "/usr/bin/node")
 
 
 def log(msg):
@@ -107,7 +108,6 @@ def marked(home=None):
     (and, with home, that manager instance's marker)."""
     want = ("%s=%s" % (MARK_VAR, TOKEN)).encode()
     mine = ("%s=%s" % (HOME_VAR, home)).encode() if home else None
-    app = ("%s=1" % APP_VAR).encode()
     me = os.getpid()
     out = {}
     for pid in pids():
@@ -115,8 +115,19 @@ def marked(home=None):
             continue
         env = environ(pid)
         if want in env and (mine is None or mine in env) and not is_zombie(pid):
-            out[pid] = app in env
+            out[pid] = is_app(env)
     return out
+
+
+_APP = ("%s=1" % APP_VAR).encode()
+_PM2_APP = ('"%s":"1"' % APP_VAR).encode()
+
+
+def is_app(env):
+    """APP_VAR=1 in the environment; or a PM2 cluster worker, forked by the PM2
+    daemon with the daemon's environment plus the app's env as JSON in pm2_env
+    (its ProcessContainer sets them only once node runs)."""
+    return _APP in env or any(e.startswith(b"pm2_env=") and _PM2_APP in e for e in env)
 
 
 def manager_pids(home):

@@ -63,3 +63,15 @@ def install_peers(names):
         if not _run(["cargo", "install", "--root", os.path.join(common.PEERS_DIR, "shep"),
                      "shep"], "cargo install shep (is crates.io reachable?)"):
             common.log("!! skipping shep")
+
+
+def install_wrk():
+    """wrk for 7a/7b, from the distribution (Debian/Ubuntu) when it is missing."""
+    if shutil.which("wrk"):
+        return
+    if not shutil.which("apt-get") or os.geteuid() != 0:
+        common.log("!! wrk is not installed and apt-get cannot install it here: 7a/7b will be skipped")
+        return
+    common.log("== installing wrk (apt-get install -y wrk)")
+    if not _run(["apt-get", "install", "-y", "wrk"], "apt-get install -y wrk", timeout=600):
+        common.log("!! wrk install failed: 7a/7b will be skipped")

@@ -4,28 +4,35 @@ import datetime
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import time
 import traceback
 
-from . import common, install, report, scenarios
+from . import common, install, report, scenarios, web
 from .adapters.eco import Eco
 from .adapters.pm2 import PM2
 from .adapters.shep import Shep
 from .adapters.supervisord import Supervisord
 
 MANAGERS = {"eco": Eco, "pm2": PM2, "supervisord": Supervisord, "shep": Shep}
-SCENARIOS = ["memory", "converge", "respawn", "cli", "cpu", "logs"]
+SCENARIOS = ["memory", "converge", "respawn", "cli", "cpu", "logs", "cluster", "reload", "edit"]
 
 FULL = dict(settle=5, memory_apps=100, memory_runs=3, converge_runs={10: 5, 100: 3},
             respawn_starts=60, respawn_cap=30, respawn_runs=3,
             cpu_window=60, cpu_runs=3, cli_warmup=3, cli_runs=20,
-            log_lines=1_000_000, log_runs=3, log_cap=180)
+            log_lines=1_000_000, log_runs=3, log_cap=180,
+            cluster_runs=3, wrk_warmup=2, wrk_duration=10,
+            reload_runs=3, reload_duration=24, reload_at=(4, 10, 16),
+            edit_runs=5, edit_settle=1.0)
 QUICK = dict(settle=2, memory_apps=100, memory_runs=1, converge_runs={10: 2, 100: 1},
              respawn_starts=20, respawn_cap=8, respawn_runs=1,
              cpu_window=10, cpu_runs=1, cli_warmup=2, cli_runs=10,
-             log_lines=100_000, log_runs=1, log_cap=60)
+             log_lines=100_000, log_runs=1, log_cap=60,
+             cluster_runs=1, wrk_warmup=1, wrk_duration=3,
+             reload_runs=1, reload_duration=24, reload_at=(4, 10, 16),
+             edit_runs=2, edit_settle=0.5)
 
 
 def parse_args(argv):
@@ -155,6 +162,55 @@ def run_suite(args, cfg, managers, res):
             res.attempt("logs", "direct", scenarios.logs_direct, cfg)
             for name, cls in managers.items():
                 res.attempt("logs", name, scenarios.logs, cls(), cfg)
+    web_suite(only, cfg, managers, res)
+
+
+def web_missing():
+    if not shutil.which("node"):
+        return "node is not installed"
+    if not shutil.which("wrk"):
+        return "wrk is not installed (apt-get install -y wrk)"
+    return None
+
+
+def web_suite(only, cfg, managers, res):
+    """7a-7c. Managers without a shared-port cluster mode and rolling reload
+    (supervisord) sit 7a/7b out; 7c runs where the manager can apply an edit of one app."""
+    want = [s for s in ("cluster", "reload") if s in only]
+    why = web_missing() if want else None
+    if why:
+        common.log("== 7a/7b. skipped (%s): %s" % (", ".join(want), why))
+        for s in want:
+            res.errors.append((s, "all", "skipped: " + why))
+        want = []
+    cl = {}
+    for name, cls in managers.items():
+        if cls.cluster_missing is None:
+            cl[name] = cls
+        elif want:
+            common.log("  %s sits out 7a/7b: %s" % (name, cls.cluster_missing))
+    if "cluster" in want:
+        common.log("== 7a. cluster throughput (wrk -t1 -c50 -d%ds after a %d s warm-up)"
+                   % (cfg["wrk_duration"], cfg["wrk_warmup"]))
+        for i in range(cfg["cluster_runs"]):
+            res.attempt("cluster", "direct", web.cluster_direct, cfg)
+            for n in (1, 2):
+                for name, cls in cl.items():
+                    res.attempt("cluster", name, web.cluster, cls(), cfg, n)
+    if "reload" in want:
+        common.log("== 7b. rolling reload under load (2 instances, wrk -d%ds, reloads at %s s)"
+                   % (cfg["reload_duration"], ", ".join(map(str, cfg["reload_at"]))))
+        for i in range(cfg["reload_runs"]):
+            for name, cls in cl.items():
+                res.attempt("reload", name, web.reload, cls(), cfg)
+    if "edit" in only:
+        common.log("== 7c. edit to converged (3 apps, one app's env changed in the file)")
+        ed = {n: c for n, c in managers.items() if c.edit_how}
+        for name, cls in ed.items():
+            common.log("  %s: %s" % (name, cls.edit_how))
+        for i in range(cfg["edit_runs"]):
+            for name, cls in ed.items():
+                res.attempt("edit", name, web.edit, cls(), cfg)
 
 
 def main(argv):
@@ -172,6 +228,8 @@ def main(argv):
         install.build_eco()
     if not args.no_install:
         install.install_peers(args.managers)
+        if {"cluster", "reload"} & set(args.only):
+            install.install_wrk()
 
     managers = {}
     for name in args.managers:

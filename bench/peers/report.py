@@ -1,5 +1,11 @@
 """The table: rows = scenarios, columns = direct baseline, managers, peer÷eco ratios."""
 from . import common
+from .adapters.eco import Eco
+from .adapters.pm2 import PM2
+from .adapters.shep import Shep
+from .adapters.supervisord import Supervisord
+
+CLASSES = {c.name: c for c in (Eco, PM2, Supervisord, Shep)}
 
 PEERS = ["pm2", "supervisord", "shep"]
 
@@ -28,6 +34,18 @@ def fmt_cpu(s):
     return "" if s is None else "%.0f CPU-ms" % (s * 1e3)
 
 
+def fmt_rps(x):
+    return "" if x is None else "{:,.0f}".format(x)
+
+
+def fmt_pct(x):
+    return "" if x is None else "%.0f %%" % (x * 100)
+
+
+def fmt_int(x):
+    return "" if x is None else "%d" % x
+
+
 ROWS = [
     # scenario, metric, label, formatter, has a 'direct' baseline
     ("memory", "rss_0", "1. supervisor RSS, idle, 0 apps", fmt_mb),
@@ -40,6 +58,25 @@ ROWS = [
     ("logs", "log_complete", "6. log: {lines} lines all in file", fmt_time),
     ("logs", "log_writer", "6. log: writer finished", fmt_time),
     ("logs", "log_peak_rss", "6. log: supervisor peak RSS", fmt_mb),
+    # optional 5th field: "up" = higher is better; "runs" = every run's value, no ratio;
+    # "noratio" = median, no ratio
+    ("cluster", "rps_1", "7a. HTTP req/s, 1 instance ↑", fmt_rps, "up"),
+    ("cluster", "p99_1", "7a. HTTP p99 latency, 1 instance", fmt_time),
+    ("cluster", "mgr_cpu_1", "7a. manager CPU during the {wrk} s wrk, 1 instance", fmt_cpu),
+    ("cluster", "rps_2", "7a. HTTP req/s, 2 instances ↑", fmt_rps, "up"),
+    ("cluster", "p99_2", "7a. HTTP p99 latency, 2 instances", fmt_time),
+    ("cluster", "mgr_cpu_2", "7a. manager CPU during the {wrk} s wrk, 2 instances", fmt_cpu),
+    ("cluster", "busiest_share_2", "7a. busiest instance's share of the app CPU, 2 instances",
+     fmt_pct, "noratio"),
+    ("reload", "rl_rps", "7b. reload: req/s over {rl} s, 3 reloads ↑", fmt_rps, "up"),
+    ("reload", "rl_sock_err", "7b. reload: wrk socket errors, each run", fmt_int, "runs"),
+    ("reload", "rl_non2xx", "7b. reload: wrk non-2xx answers, each run", fmt_int, "runs"),
+    ("reload", "probe_fail", "7b. reload: failed probes (of ~{probes}), each run", fmt_int, "runs"),
+    ("reload", "rl_failed", "7b. reload: reloads failed or not done, each run", fmt_int, "runs"),
+    ("reload", "rl_cli", "7b. reload: command returned (median of the 3)", fmt_time),
+    ("reload", "rl_done", "7b. reload: 2 new instances online (median of the 3)", fmt_time),
+    ("reload", "rl_mgr_cpu", "7b. reload: manager CPU over the {rl} s", fmt_cpu),
+    ("edit", "edit_converge", "7c. edit: file written → app restarted, 2 others kept", fmt_time),
 ]
 ANOMALIES = ("lost", "corrupt", "duplicated", "out_of_order")
 
@@ -66,22 +103,34 @@ def table(raw, managers, cfg):
     peers = [p for p in PEERS if p in managers] if "eco" in managers else []
     head = ["scenario (median; n = runs)"] + cols + ["%s÷eco" % p for p in peers]
     rows = []
-    for scenario, metric, label, f in ROWS:
+    probes = [r["probe_n"] for rs in raw.get("reload", {}).values() for r in rs]
+    for row in ROWS:
+        scenario, metric, label, f = row[:4]
+        kind = row[4] if len(row) > 4 else ""
         if scenario not in raw:
             continue
-        label = label.format(window=cfg["cpu_window"], lines=lines_label(cfg["log_lines"]))
+        label = label.format(window=cfg["cpu_window"], lines=lines_label(cfg["log_lines"]),
+                             wrk=cfg.get("wrk_duration"), rl=cfg.get("reload_duration"),
+                             probes="{:,.0f}".format(common.median(probes) or 0))
         meds = {}
         ns = set()
+        cells = []
         for m in cols:
             v = values(raw, scenario, m, metric)
             meds[m] = common.median(v)
             if v and m != "direct":
                 ns.add(len(v))
+            if kind == "runs":
+                cells.append(", ".join(f(x) for x in v))
+            else:
+                cells.append(f(meds[m]) if meds[m] is not None else "")
         if all(meds[m] is None for m in cols):
             continue
         n = "/".join(str(x) for x in sorted(ns))
-        cells = [f(meds[m]) if meds[m] is not None else "" for m in cols]
-        cells += [ratio(meds.get(p), meds.get("eco")) for p in peers]
+        if kind in ("runs", "noratio"):
+            cells += [""] * len(peers)
+        else:
+            cells += [ratio(meds.get(p), meds.get("eco")) for p in peers]
         rows.append(["%s (n=%s)" % (label, n)] + cells)
         if metric == "respawn_gap":
             capped = [m for m in managers if any(r.get("respawn_capped") for r in
@@ -101,9 +150,13 @@ def table(raw, managers, cfg):
             r.pop(1)
     out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     out += ["| " + " | ".join(r) + " |" for r in rows]
-    notes = ["", "peer÷eco = the peer's median divided by eco's. Every row is lower-is-better, "
-                 "so 3.0x means eco is 3 times better (lower), 0.50x means eco is 2 times worse.",
-             "Idle CPU is counted in 10 ms ticks (CLK_TCK=100); 'inf (eco 0)': eco used no tick at all."]
+    ups = any("↑" in r[0] for r in rows)
+    notes = ["", "peer÷eco = the peer's median divided by eco's. Every row is lower-is-better%s, "
+                 "so 3.0x means eco is 3 times better (lower), 0.50x means eco is 2 times worse."
+             % (" except those marked ↑ (requests per second: higher is better, so there a "
+                "ratio below 1 means eco is ahead)" if ups else ""),
+             "CPU is counted in 10 ms ticks (CLK_TCK=100); 'inf (eco 0)': eco used no tick at all."]
+    notes += web_notes(raw, managers, cfg)
     if any("¹" in r[0] for r in rows):
         capped = sorted({m for m in managers for r in raw["respawn"].get(m, [])
                          if r.get("respawn_capped")})
@@ -112,6 +165,50 @@ def table(raw, managers, cfg):
                      "gaps seen (%s)." % (", ".join(capped), cfg["respawn_starts"], cfg["respawn_cap"],
                                           ", ".join("%s %d gaps" % kv for kv in ngaps.items())))
     return "\n".join(out + notes)
+
+
+def web_notes(raw, managers, cfg):
+    out = []
+    if "cluster" in raw or "reload" in raw:
+        out.append("7a/7b: `node apps/http_server.js PORT`; eco and shep bind the port and hand it to "
+                   "every instance as fd 3 (LISTEN_FDS, `listen`), PM2's cluster module shares the "
+                   "port the workers bind; 'direct' = the server alone, binding the port itself. "
+                   "Manager CPU = utime+stime of the manager's own processes over the measured wrk run "
+                   "(PM2's daemon is the cluster master that accepts and hands out connections).")
+        out += ["7a/7b: %s not measured: %s." % (m, CLASSES[m].cluster_missing)
+                for m in managers if m in CLASSES and CLASSES[m].cluster_missing]
+    if "cluster" in raw:
+        errs = {m: sum(r.get(k, 0) for r in rs for k in ("errors_1", "errors_2"))
+                for m, rs in raw["cluster"].items()}
+        bad = ", ".join("%s %d" % kv for kv in errs.items() if kv[1])
+        out.append("7a: wrk socket errors and non-2xx answers, all runs: %s." % (bad or "none"))
+    if "reload" in raw:
+        for m in managers:
+            runs = raw["reload"].get(m, [])
+            kinds = {}
+            for r in runs:
+                for k in ("connect", "read", "write", "timeout"):
+                    kinds[k] = kinds.get(k, 0) + r.get("rl_sock_" + k, 0)
+                for k, v in (r.get("probe_fail_kinds") or {}).items():
+                    kinds["probe " + k] = kinds.get("probe " + k, 0) + v
+            bad = ", ".join("%s %d" % kv for kv in kinds.items() if kv[1])
+            if bad:
+                out.append("7b: %s, errors by kind over %d runs: %s." % (m, len(runs), bad))
+        if "shep" in raw["reload"]:
+            out.append("7b: `shep reload` returns once the shepherd accepts the reload; the swap "
+                       "goes on after it ('2 new instances online' is comparable, 'command returned' is not; "
+                       "it is polled every 50 ms).")
+    if "edit" in raw:
+        how = ["%s: %s" % (m, CLASSES[m].edit_how) for m in managers
+               if m in CLASSES and CLASSES[m].edit_how]
+        rest = [m for m in managers if m in CLASSES and not CLASSES[m].edit_how]
+        out.append("7c: 3 `sleep` apps, one app's env changed by rewriting the file in place; until the "
+                   "listing shows it online with a new pid (checked again after a pause: the two others "
+                   "kept their pids, the new process has the new env). Applied by " + "; ".join(how) + "."
+                   + (" `pm2 start FILE` and `pm2 reload FILE --update-env` without --only restart "
+                      "all three apps." if "pm2" in raw["edit"] else "")
+                   + (" Not measured: %s." % ", ".join(rest) if rest else ""))
+    return out
 
 
 def header(info):

@@ -12,6 +12,7 @@ class App:
     cmd: list            # argv; cmd[0] is an absolute path
     fast_restart: bool = False   # restart delay 0, huge max restarts, no min uptime
     out_file: str = None         # where stdout must land (None: a file the adapter picks)
+    env: dict = None             # extra environment, over the run markers
 
 
 class Manager:
@@ -22,6 +23,11 @@ class Manager:
     """
     name = "?"
     online_word = "online"
+    # Scenarios 7a/7b (cluster, reload): None if the manager runs N instances
+    # of a server on one port and has a rolling reload, else why not.
+    cluster_missing = "no shared-port cluster mode"
+    # Scenario 7c (edit): how an edited file reaches the manager, None if not measured.
+    edit_how = None
 
     def __init__(self):
         self.home = None
@@ -79,6 +85,30 @@ class Manager:
                            % (self.name, len(left), "; ".join(left[:3])))
             if self.home:
                 common.remove_tmpdir(self.home)
+
+    # -- cluster, reload, edit (7a-7c) --------------------------------
+    def start_cluster(self, name, server, port, n):
+        """Run `node server PORT` as n instances sharing 127.0.0.1:PORT; returns when the CLI returns."""
+        raise NotImplementedError
+
+    def instances(self):
+        """[(app name, pid, status)] for every instance, from the manager's own listing."""
+        raise NotImplementedError
+
+    def reload(self, name):
+        """The manager's rolling reload of app `name`; returns the CompletedProcess."""
+        raise NotImplementedError
+
+    def write_config(self, apps):
+        """(Re)write the manager's file for apps, without telling the manager."""
+        raise NotImplementedError
+
+    def apply_edit(self, changed):
+        """After write_config: whatever the manager needs to apply the edit of app `changed`."""
+        raise NotImplementedError
+
+    def app_env_of(self, app):
+        return {**self.app_env(), **(app.env or {})}
 
     # -- helpers ------------------------------------------------------
     def wait_online(self, names, timeout=120):

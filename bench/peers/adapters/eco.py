@@ -17,6 +17,8 @@ def yaml_str(s):
 class Eco(Manager):
     name = "eco"
     online_word = "online"
+    cluster_missing = None
+    edit_how = "the file write alone (the daemon watches ecosystem.yaml)"
 
     def missing(self):
         if not os.access(ECO_BIN, os.X_OK):
@@ -44,7 +46,7 @@ class Eco(Manager):
                 "    cmd: [%s]" % ", ".join(yaml_str(x) for x in a.cmd),
                 "    cwd: %s" % yaml_str(self.home),
                 "    env: {%s}" % ", ".join("%s: %s" % (k, yaml_str(v))
-                                            for k, v in self.app_env().items()),
+                                            for k, v in self.app_env_of(a).items()),
                 "    out_file: %s" % yaml_str(self.out_path(a)),
                 "    log_max_size: 0",     # no rotation (PM2 and supervisord as configured here neither)
             ]
@@ -53,6 +55,39 @@ class Eco(Manager):
                           "    min_uptime: 0ms"]
         with open(self.file, "w") as f:
             f.write("\n".join(lines) + "\n")
+
+    write_config = write_file
+
+    def apply_edit(self, changed):
+        pass   # the daemon sees the save and applies it
+
+    def start_cluster(self, name, server, port, n):
+        out = os.path.join(self.home, "out", name + ".out.log")
+        lines = [
+            "name: %s" % PROJECT,
+            "apps:",
+            "  %s:" % name,
+            "    cmd: [%s]" % ", ".join(yaml_str(x) for x in (common.NODE, server, str(port))),
+            "    cwd: %s" % yaml_str(self.home),
+            "    mode: cluster",
+            "    instances: %d" % n,
+            "    listen: [%s]" % yaml_str("127.0.0.1:%d" % port),
+            '    ready: { log: "^listening" }',
+            "    stop_timeout: 5s",
+            "    env: {%s}" % ", ".join("%s: %s" % (k, yaml_str(v)) for k, v in self.app_env().items()),
+            "    out_file: %s" % yaml_str(out),
+            "    log_max_size: 0",
+        ]
+        with open(self.file, "w") as f:
+            f.write("\n".join(lines) + "\n")
+        self.eco("up", "-f", self.file)
+
+    def instances(self):
+        rows = json.loads(self.eco("ls", "--json").stdout or b"[]")
+        return [(r["app"], r.get("pid"), r["status"]) for r in rows if r.get("project") == PROJECT]
+
+    def reload(self, name):
+        return self.eco("reload", name, check=False)
 
     def pidfile(self):
         return os.path.join(self.env["ECO_HOME"], "daemon.pid")

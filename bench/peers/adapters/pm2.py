@@ -13,6 +13,8 @@ PM2_BIN = os.path.join(common.PEERS_DIR, "pm2", "node_modules", "pm2", "bin", "p
 class PM2(Manager):
     name = "pm2"
     online_word = "online"
+    cluster_missing = None
+    edit_how = "`pm2 reload ecosystem.json --update-env --only APP` right after the write"
 
     def missing(self):
         if not shutil.which("node"):
@@ -42,6 +44,9 @@ class PM2(Manager):
                         30, what="pm2.pid")
 
     def start_apps(self, apps):
+        self.pm2("start", self.write_config(apps))
+
+    def write_config(self, apps):
         conf = {"apps": []}
         for a in apps:
             out = self.out_path(a)
@@ -52,7 +57,7 @@ class PM2(Manager):
                 "interpreter": "none",
                 "exec_mode": "fork",
                 "cwd": self.home,
-                "env": self.app_env(),
+                "env": self.app_env_of(a),
                 "autorestart": True,
                 "out_file": out,
                 "error_file": out[:-len(".out.log")] + ".err.log" if out.endswith(".out.log") else out + ".err",
@@ -62,16 +67,51 @@ class PM2(Manager):
             if a.fast_restart:
                 entry.update(restart_delay=0, max_restarts=1000000, min_uptime=0)
             conf["apps"].append(entry)
+        return self._write(conf)
+
+    def _write(self, conf):
         path = os.path.join(self.home, "ecosystem.json")
         with open(path, "w") as f:
             json.dump(conf, f)
-        self.pm2("start", path)
+        return path
 
-    def statuses(self):
+    def apply_edit(self, changed):
+        # `pm2 start FILE` and `pm2 reload FILE --update-env` both restart every
+        # app of the file; --only limits it to the edited one, as eco does.
+        self.pm2("reload", os.path.join(self.home, "ecosystem.json"), "--update-env",
+                 "--only", changed)
+
+    def start_cluster(self, name, server, port, n):
+        out = os.path.join(self.home, "out", name + ".out.log")
+        conf = {"apps": [{
+            "name": name,
+            "script": server,            # run by PM2's node, as a cluster worker
+            "args": [str(port)],         # the server binds it; PM2's cluster module shares it
+            "exec_mode": "cluster",
+            "instances": n,
+            "cwd": self.home,
+            "env": self.app_env(),
+            "kill_timeout": 5000,        # eco's stop_timeout: 5s (PM2's default: 1.6 s)
+            "out_file": out,
+            "error_file": out[:-len(".out.log")] + ".err.log",
+            "merge_logs": True,
+            "vizion": False,
+        }]}
+        self.pm2("start", self._write(conf))
+
+    def jlist(self):
         out = self.pm2("jlist").stdout.decode(errors="replace")
         i = out.find("[")
-        procs = json.loads(out[i:]) if i >= 0 else []
-        return {p["name"]: p.get("pm2_env", {}).get("status") for p in procs}
+        return json.loads(out[i:]) if i >= 0 else []
+
+    def instances(self):
+        return [(p["name"], p.get("pid"), p.get("pm2_env", {}).get("status")) for p in self.jlist()]
+
+    def reload(self, name):
+        return self.pm2("reload", name, check=False)
+
+    def statuses(self):
+        return {p["name"]: p.get("pm2_env", {}).get("status") for p in self.jlist()}
 
     def list_argv(self):
         return [PM2_BIN, "jlist"]

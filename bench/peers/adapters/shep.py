@@ -25,6 +25,7 @@ def toml_str(s):
 class Shep(Manager):
     name = "shep"
     online_word = "online"
+    cluster_missing = None
 
     def missing(self):
         if not os.access(SHEP_BIN, os.X_OK):
@@ -65,7 +66,7 @@ class Shep(Manager):
                 "args = [%s]" % ", ".join(toml_str(x) for x in a.cmd[1:]),
                 "cwd = %s" % toml_str(self.home),
                 "env = { %s }" % ", ".join("%s = %s" % (k, toml_str(v))
-                                           for k, v in self.app_env().items()),
+                                           for k, v in self.app_env_of(a).items()),
                 "out_file = %s" % toml_str(out),
                 "err_file = %s" % toml_str(out + ".err"),
                 "log_timestamps = false",
@@ -77,10 +78,47 @@ class Shep(Manager):
             f.write("\n".join(lines))
         self.shep("start", self.file)
 
-    def statuses(self):
+    def start_cluster(self, name, server, port, n):
+        # A listen table: the shepherd binds the port once and hands it to every
+        # instance as fd 3 (LISTEN_FDS), like eco; `wait_ready`: the server sends
+        # {"kind":"ready"} on SHEP_CHANNEL_FD once it listens (eco: the "listening"
+        # line), which also makes `shep reload` overlap old and new instances.
+        out = os.path.join(self.home, "out", name + ".out.log")
+        lines = [
+            "[[app]]",
+            "name = %s" % toml_str(name),
+            "script = %s" % toml_str(common.NODE),
+            "args = [%s]" % ", ".join(toml_str(x) for x in (server, str(port))),
+            "cwd = %s" % toml_str(self.home),
+            "instances = %d" % n,
+            "listen = { http = %s }" % toml_str("127.0.0.1:%d" % port),
+            "wait_ready = true",
+            'kill_timeout = "5s"',
+            'graceful_timeout = "5s"',
+            "env = { %s }" % ", ".join("%s = %s" % (k, toml_str(v)) for k, v in self.app_env().items()),
+            "out_file = %s" % toml_str(out),
+            "err_file = %s" % toml_str(out + ".err"),
+            "merge_logs = true",
+            "log_timestamps = false",
+            "",
+        ]
+        with open(self.file, "w") as f:
+            f.write("\n".join(lines))
+        self.shep("start", self.file)
+
+    def listing(self):
         out = self.shep("ls", "--format", "json").stdout
-        data = json.loads(out)["data"]
-        return {x["name"]: x["status"] for x in data if not x.get("dog")}
+        return [x for x in json.loads(out)["data"] if not x.get("dog")]
+
+    def instances(self):
+        return [(x["name"], x.get("pid"), x["status"]) for x in self.listing()]
+
+    def reload(self, name):
+        # returns once the shepherd accepts; the swap goes on in the background
+        return self.shep("reload", name, check=False)
+
+    def statuses(self):
+        return {x["name"]: x["status"] for x in self.listing()}
 
     def list_argv(self):
         return [SHEP_BIN, "ls", "--format", "json"]

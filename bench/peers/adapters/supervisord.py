@@ -39,6 +39,8 @@ files = conf.d/*.ini
 class Supervisord(Manager):
     name = "supervisord"
     online_word = "RUNNING"
+    cluster_missing = ("no rolling reload, and numprocs copies cannot share a port a plain "
+                       "HTTP server binds (fcgi-program's socket is for FastCGI programs)")
 
     def missing(self):
         if not os.path.exists(SUPERVISORD):
@@ -73,7 +75,7 @@ class Supervisord(Manager):
         lines = []
         for a in apps:
             out = self.out_path(a)
-            env = ",".join('%s="%s"' % kv for kv in self.app_env().items())
+            env = ",".join('%s="%s"' % kv for kv in self.app_env_of(a).items())
             lines += [
                 "[program:%s]" % a.name,
                 "command=%s" % " ".join(shlex.quote(x) for x in a.cmd).replace("%", "%%"),
