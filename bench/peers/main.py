@@ -20,7 +20,7 @@ MANAGERS = {"eco": Eco, "pm2": PM2, "supervisord": Supervisord, "shep": Shep}
 SCENARIOS = ["memory", "converge", "respawn", "cli", "cpu", "logs", "cluster", "reload", "edit"]
 
 FULL = dict(settle=5, memory_apps=100, memory_runs=3, converge_runs={10: 5, 100: 3},
-            respawn_starts=60, respawn_cap=30, respawn_runs=3,
+            respawn_starts=60, respawn_cap=15, respawn_runs=3,
             cpu_window=60, cpu_runs=3, cli_warmup=3, cli_runs=20,
             log_lines=1_000_000, log_runs=3, log_cap=180,
             cluster_runs=3, wrk_warmup=2, wrk_duration=10,
