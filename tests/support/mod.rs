@@ -175,6 +175,17 @@ impl Foreground {
         }
     }
 
+    /// Waits for an `eco: APP started` line (stderr may lag behind stdout),
+    /// then returns the latest pid.
+    pub(crate) fn wait_pid(&self, instance: &str) -> i32 {
+        let prefix = format!("eco: {instance} started (pid ");
+        self.lines
+            .wait_for("a started line", Duration::from_secs(10), |l| {
+                l.starts_with(&prefix)
+            });
+        self.latest_pid(instance).expect("pid")
+    }
+
     /// The pid from the latest `eco: APP started (pid N)` line.
     pub(crate) fn latest_pid(&self, instance: &str) -> Option<i32> {
         let prefix = format!("eco: {instance} started (pid ");
