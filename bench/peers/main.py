@@ -23,15 +23,15 @@ FULL = dict(settle=5, memory_apps=100, memory_runs=3, converge_runs={10: 5, 100:
             respawn_starts=60, respawn_cap=15, respawn_runs=3,
             cpu_window=60, cpu_runs=3, cli_warmup=3, cli_runs=20,
             log_lines=1_000_000, log_runs=3, log_cap=180,
-            cluster_runs=3, wrk_warmup=2, wrk_duration=10,
-            reload_runs=3, reload_duration=24, reload_at=(4, 10, 16),
+            cluster_runs=3, wrk_warmup=2, wrk_duration=6,
+            reload_runs=3, reload_duration=15, reload_at=(3, 7, 11),
             edit_runs=5, edit_settle=1.0)
 QUICK = dict(settle=2, memory_apps=100, memory_runs=1, converge_runs={10: 2, 100: 1},
              respawn_starts=20, respawn_cap=8, respawn_runs=1,
              cpu_window=10, cpu_runs=1, cli_warmup=2, cli_runs=10,
              log_lines=100_000, log_runs=1, log_cap=60,
              cluster_runs=1, wrk_warmup=1, wrk_duration=3,
-             reload_runs=1, reload_duration=24, reload_at=(4, 10, 16),
+             reload_runs=1, reload_duration=15, reload_at=(3, 7, 11),
              edit_runs=2, edit_settle=0.5)
 
 

@@ -3,10 +3,10 @@ load, and an edit of the file. Each function runs one run (fresh private home
 and daemon) and returns {metric: value}, like scenarios.py.
 
   7a cluster: `node apps/http_server.js PORT`, requests per second and p99 with
-     `wrk -t1 -c50 -d10s --latency` after a 2 s wrk warm-up; direct (the server
+     `wrk -t1 -c50 -d6s --latency` after a 2 s wrk warm-up; direct (the server
      alone), and 1 and 2 instances under each manager's shared-port mode.
-  7b reload: 2 instances under `wrk -t1 -c50 -d24s`, the manager's rolling
-     reload at t = 4, 10 and 16 s; wrk's errors plus a prober thread opening a
+  7b reload: 2 instances under `wrk -t1 -c50 -d15s`, the manager's rolling
+     reload at t = 3, 7 and 11 s; wrk's errors plus a prober thread opening a
      fresh connection every 10 ms (1 s timeout).
   7c edit: 3 `sleep` apps, one app's env changed in the file; time from the
      write until the listing shows that app with a new pid, online, the two
