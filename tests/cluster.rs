@@ -228,3 +228,22 @@ fn instances_receive_systemd_socket_activation_variables() {
         assert!(logs.contains(&expected), "{expected:?} not in\n{logs}");
     }
 }
+
+#[test]
+fn a_stopped_cluster_app_restored_by_a_new_daemon_starts_with_its_socket() {
+    let home = Home::new();
+    let port = free_port();
+    home.write("ecosystem.yaml", &cluster_file(port, "notify", "plain"));
+    home.ok(&["up", "--wait"]);
+    home.ok(&["stop", "api"]);
+    home.kill_daemon_hard();
+    let rows = home.rows();
+    assert!(rows.iter().all(|r| r["status"] == "stopped"), "{rows:?}");
+    home.ok(&["start", "api"]);
+    home.wait_rows("online again", |rows| rows.len() == 2 && all_online(rows));
+    let load = Load::start(port, 1);
+    wait_requests(&load, 10);
+    let (_, refused, failed) = load.finish();
+    assert_eq!(refused, 0);
+    assert!(failed.is_empty(), "{failed:?}");
+}

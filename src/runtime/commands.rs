@@ -87,6 +87,8 @@ impl Engine {
     pub async fn start(&self, target: &str) -> Result<Vec<Selected>, TargetError> {
         let mut projects = self.projects.lock().await;
         let selected = select_in(&projects, target)?;
+        // Restored user-stopped apps were not bound yet: bind what they need.
+        self.listeners.sync(&super::wanted_sockets(&projects));
         for sel in &selected {
             let Some(project) = projects.get_mut(&sel.project) else {
                 continue;
