@@ -452,3 +452,36 @@ fn a_full_disk_is_reported_and_the_daemon_carries_on() {
             .contains("/dev/full: cannot write")
     );
 }
+
+#[test]
+fn another_user_is_refused_by_peer_credentials() {
+    if !nix::unistd::getuid().is_root() {
+        eprintln!("skipped: needs root to run a client as another user");
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
+    let home = Home::new();
+    home.write("ecosystem.yaml", "apps:\n  a:\n    cmd: [sleep, '1000']\n");
+    home.ok(&["up"]);
+    // Open the door the permissions normally keep shut (0700 home, 0600
+    // socket), so that only the peer-credential check stands in the way.
+    std::fs::set_permissions(home.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let socket = home.path().join("eco.sock");
+    std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o666)).expect("chmod");
+    let out = Command::new(eco_bin())
+        .args(["ls", "--json"])
+        .env("ECO_HOME", home.path())
+        .uid(65534)
+        .gid(65534)
+        .output()
+        .expect("eco as nobody");
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    assert!(
+        stderr(&out).contains("belongs to another user"),
+        "{}",
+        stderr(&out)
+    );
+    // The owner is still served.
+    assert_eq!(home.rows().len(), 1);
+}
