@@ -5,19 +5,22 @@
 //! - `spec`: the desired state. `state`: the observed state.
 //! - `plan`: the pure planner, desired × observed → actions.
 //! - `policy`: the pure restart decision (backoff, crash loops).
+//! - `target`: what `app`, `project/app`, `app:N`, `all` name (pure).
+//! - `view`: what `ls` and `describe` show (plain data).
 //! - `runtime`: the engine; the only module that touches processes.
-//! - `console`: output and events on the terminal (`up -F`).
-//! - `watch`: file watching. `foreground`: `eco up -F`.
-//! - `daemon`: the engine behind a socket, persisted state; `ipc`: the
-//!   protocol and both ends of the socket; `logs`: output files; `paths`.
-//! - `cli`: the commands, and all text formatting (`cli::render`).
+//! - `reconcile`: the one loop that drives the engine, for `up -F` and the
+//!   daemon: file saves, watched sources, memory and cron, signals, shutdown.
+//! - `watch`: file watching. `metrics`, `procfs`, `schedule`: what the
+//!   monitor reads.
+//! - `daemon`: the reconciler behind a socket, persisted state; `ipc`: the
+//!   typed protocol and both ends of the socket; `logs`: output files; `paths`.
+//! - `cli`: the commands, and all user-facing text (`cli::render`,
+//!   `cli::console`); `cli::foreground` is `eco up -F`.
 
 pub mod cli;
 pub mod config;
-pub mod console;
 pub mod daemon;
 pub mod error;
-pub mod foreground;
 pub mod ipc;
 pub mod logs;
 pub mod metrics;
@@ -25,8 +28,11 @@ pub mod paths;
 pub mod plan;
 pub mod policy;
 pub mod procfs;
+pub mod reconcile;
 pub mod runtime;
 pub mod schedule;
 pub mod spec;
 pub mod state;
+pub mod target;
+pub mod view;
 pub mod watch;

@@ -77,31 +77,44 @@ impl std::fmt::Display for Exit {
     }
 }
 
-/// Why an instance was (re)started, for `ls` and `describe`.
+/// Why an instance was (re)started. `ls --json` shows [`Reason::name`],
+/// exactly one of the names CONTRACT section 5 lists; details such as the
+/// changed path go to `describe`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "kind", content = "detail")]
 pub enum Reason {
     /// It exited (crash or normal exit) and the restart policy brought it back.
     Crash,
-    /// A watched file changed (the first changed path).
-    FileChange(String),
+    /// A watched source changed (the first changed path, relative to the app's cwd).
+    Watch(String),
     /// Its spec changed in the ecosystem file.
     ConfigChange,
-    /// `eco restart` / `eco reload`.
+    /// `eco restart`, `eco reload`, `eco start`.
     User,
+    /// Its tree outgrew `max_memory`.
     Memory,
+    /// `cron_restart` came due.
     Cron,
 }
 
-impl std::fmt::Display for Reason {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+impl Reason {
+    /// The name `ls --json` shows in `last_restart_reason`.
+    pub fn name(&self) -> &'static str {
         match self {
-            Reason::Crash => f.write_str("crash"),
-            Reason::FileChange(path) => write!(f, "file change ({path})"),
-            Reason::ConfigChange => f.write_str("config change"),
-            Reason::User => f.write_str("user command"),
-            Reason::Memory => f.write_str("memory"),
-            Reason::Cron => f.write_str("cron"),
+            Reason::Crash => "crash",
+            Reason::Watch(_) => "watch",
+            Reason::ConfigChange => "config change",
+            Reason::User => "user",
+            Reason::Memory => "memory",
+            Reason::Cron => "cron",
+        }
+    }
+
+    /// What `describe` adds to the name, if anything.
+    pub fn detail(&self) -> Option<&str> {
+        match self {
+            Reason::Watch(path) => Some(path),
+            _ => None,
         }
     }
 }

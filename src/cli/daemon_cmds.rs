@@ -4,40 +4,25 @@ use std::io::Write;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use anyhow::{Result, bail};
+use anyhow::Result;
 
 use super::args::{FileArgs, ProfileArgs};
 use super::render;
 use crate::config;
-use crate::error::UsageError;
+use crate::error::{DaemonError, UsageError};
 use crate::ipc::client::{Client, ClientError};
-use crate::ipc::proto::{Request, Response};
+use crate::ipc::proto::{LogStream, Request, Response};
 use crate::paths::Paths;
-
-/// A daemon-side failure, printed with its hint: exit 1.
-#[derive(Debug, thiserror::Error)]
-#[error("{message}{}", hint.as_ref().map(|h| format!("\n  help: {h}")).unwrap_or_default())]
-pub struct DaemonError {
-    pub message: String,
-    pub hint: Option<String>,
-}
-
-/// A target the daemon does not know: invalid input, exit 2.
-fn target_error(message: String, hint: Option<String>) -> anyhow::Error {
-    let text = match hint {
-        Some(h) => format!("{message}\n  help: {h}"),
-        None => message,
-    };
-    UsageError(text).into()
-}
+use crate::view::Problem;
 
 fn connect(start: bool) -> Result<Client> {
     Ok(Client::connect(&Paths::from_env(), start)?)
 }
 
-/// Sends one request and returns the answer; errors become exit codes.
-/// A connection dropped before any answer (a daemon that was dying as we
-/// connected) is retried once, against a fresh daemon.
+/// Sends one request and returns the answer; an error answer becomes an
+/// error whose kind gives the exit code. A connection dropped before any
+/// answer (a daemon that was dying as we connected) is retried once,
+/// against a fresh daemon.
 fn call(request: Request) -> Result<Response> {
     let mut client = connect(true)?;
     let answer = match client.call(request.clone()) {
@@ -55,33 +40,27 @@ fn call(request: Request) -> Result<Response> {
         other => other?,
     };
     match answer {
-        Response::Error { message, hint } => Err(DaemonError { message, hint }.into()),
+        Response::Error(reply) => Err(DaemonError(reply).into()),
         other => Ok(other),
     }
 }
 
-/// Like `call`, but an error about the target is invalid input (exit 2).
-fn call_target(request: Request) -> Result<Response> {
-    match call(request) {
-        Err(err) => match err.downcast::<DaemonError>() {
-            Ok(DaemonError { message, hint })
-                if message.starts_with("no app named")
-                    || message.contains("exists in")
-                    || message.contains("has no instance")
-                    || message.contains("is not an instance number") =>
-            {
-                Err(target_error(message, hint))
-            }
-            Ok(other) => Err(other.into()),
-            Err(err) => Err(err),
-        },
-        ok => ok,
-    }
+fn unexpected(response: &Response) -> anyhow::Error {
+    anyhow::anyhow!("unexpected answer from the daemon: {response:?}")
 }
 
-fn print_message(response: &Response) {
-    if let Response::Ok { message } = response {
-        println!("{message}");
+/// Prints what a command did.
+fn print_done(response: &Response) -> Result<()> {
+    match response {
+        Response::Done { command, targets } => {
+            println!("{}", render::done(*command, targets));
+            Ok(())
+        }
+        Response::Down { project } => {
+            println!("project {project} is down");
+            Ok(())
+        }
+        other => Err(unexpected(other)),
     }
 }
 
@@ -109,10 +88,11 @@ pub fn up(
         spec: Box::new(spec),
         dry_run: false,
     })?;
-    if let Response::Plan { lines, .. } = &response {
-        for line in lines {
-            println!("{line}");
-        }
+    let Response::Plan { actions, .. } = &response else {
+        return Err(unexpected(&response));
+    };
+    for line in render::plan_lines(actions) {
+        println!("{line}");
     }
     if !wait {
         return Ok(0);
@@ -121,8 +101,8 @@ pub fn up(
         project,
         timeout_ms: u64::try_from(limit.as_millis()).unwrap_or(u64::MAX),
     })? {
-        Response::WaitFailed { reason, log_tail } => {
-            eprintln!("error: {reason}");
+        Response::WaitFailed { failure, log_tail } => {
+            eprintln!("error: {}", render::wait_failure(&failure));
             if !log_tail.is_empty() {
                 eprintln!("last log lines:");
                 for line in log_tail {
@@ -131,10 +111,11 @@ pub fn up(
             }
             Ok(1)
         }
-        _ => {
+        Response::AllOnline => {
             println!("every instance is online");
             Ok(0)
         }
+        other => Err(unexpected(&other)),
     }
 }
 
@@ -143,7 +124,7 @@ pub fn down(file: &FileArgs, project: Option<&str>) -> Result<i32> {
         Some(p) => p.to_owned(),
         None => load(file, &ProfileArgs { profile: None })?.name,
     };
-    print_message(&call(Request::Down { project })?);
+    print_done(&call(Request::Down { project })?)?;
     Ok(0)
 }
 
@@ -152,9 +133,9 @@ pub fn reload(file: &FileArgs, profile: &ProfileArgs, targets: &[String]) -> Res
         return up(file, profile, false, None);
     }
     for target in targets {
-        print_message(&call_target(Request::Reload {
+        print_done(&call(Request::Reload {
             target: target.clone(),
-        })?);
+        })?)?;
     }
     Ok(0)
 }
@@ -162,43 +143,40 @@ pub fn reload(file: &FileArgs, profile: &ProfileArgs, targets: &[String]) -> Res
 /// The plan against the live state (or against nothing when no daemon runs).
 pub fn diff(file: &FileArgs, profile: &ProfileArgs) -> Result<i32> {
     let spec = load(file, profile)?;
-    let (lines, changes) = match Client::connect(&Paths::from_env(), false) {
+    let actions = match Client::connect(&Paths::from_env(), false) {
         Ok(mut client) => match client.call(Request::Apply {
             spec: Box::new(spec),
             dry_run: true,
         })? {
-            Response::Plan { lines, changes } => (lines, changes),
-            Response::Error { message, hint } => return Err(DaemonError { message, hint }.into()),
-            _ => bail!("unexpected answer from the daemon"),
+            Response::Plan { actions, .. } => actions,
+            Response::Error(reply) => return Err(DaemonError(reply).into()),
+            other => return Err(unexpected(&other)),
         },
         Err(ClientError::NotRunning { .. }) => {
-            let actions = crate::plan::plan(&spec, &crate::state::Observed::new());
-            (
-                render::plan_lines(&actions),
-                !crate::plan::is_empty(&actions),
-            )
+            crate::plan::plan(&spec, &crate::state::Observed::new())
         }
         Err(err) => return Err(err.into()),
     };
     let mut out = std::io::stdout().lock();
-    for line in lines {
+    for line in render::plan_lines(&actions) {
         writeln!(out, "{line}")?;
     }
-    Ok(i32::from(changes))
+    Ok(i32::from(!crate::plan::is_empty(&actions)))
 }
 
 pub fn ls(json: bool) -> Result<i32> {
-    let Response::List { rows, problems } = call(Request::List)? else {
-        bail!("unexpected answer from the daemon");
+    let response = call(Request::List)?;
+    let Response::List { rows, problems } = response else {
+        return Err(unexpected(&response));
     };
     if json {
         println!("{}", serde_json::to_string(&rows)?);
-        for (project, error) in problems {
+        for Problem { project, error } in problems {
             eprintln!("project {project}: the last save was not applied:\n{error}");
         }
     } else {
         print!("{}", render::table(&rows, render::use_color()));
-        for (project, error) in problems {
+        for Problem { project, error } in problems {
             println!(
                 "\nproject {project}: the last save was not applied (the apps run as before):"
             );
@@ -211,22 +189,23 @@ pub fn ls(json: bool) -> Result<i32> {
 }
 
 pub fn describe(target: &str, json: bool) -> Result<i32> {
-    let Response::Describe { details } = call_target(Request::Describe {
+    let response = call(Request::Describe {
         target: target.to_owned(),
-    })?
-    else {
-        bail!("unexpected answer from the daemon");
+    })?;
+    let Response::Describe { apps } = response else {
+        return Err(unexpected(&response));
     };
     if json {
-        println!("{}", serde_json::to_string_pretty(&details)?);
+        println!("{}", serde_json::to_string_pretty(&apps)?);
     } else {
-        print!("{}", render::describe(&details));
+        print!("{}", render::describe(&apps));
     }
     Ok(0)
 }
 
+/// stop, restart, delete: one request, what was done printed.
 pub fn simple(request: Request) -> Result<i32> {
-    print_message(&call_target(request)?);
+    print_done(&call(request)?)?;
     Ok(0)
 }
 
@@ -249,19 +228,20 @@ pub fn start(
         && instances.is_none()
         && !watch
         && args.is_empty()
-        && let Ok(Response::Ok { message }) = call(Request::Start {
+        && let Ok(response @ Response::Done { .. }) = call(Request::Start {
             target: target.to_owned(),
         })
     {
-        println!("{message}");
+        print_done(&response)?;
         return Ok(0);
     }
     let app = super::adhoc::app(target, name, instances, watch, args)?;
     let response = call(Request::AddApp { app: Box::new(app) })?;
-    if let Response::Plan { lines, .. } = response {
-        for line in lines {
-            println!("{line}");
-        }
+    let Response::Plan { actions, .. } = &response else {
+        return Err(unexpected(&response));
+    };
+    for line in render::plan_lines(actions) {
+        println!("{line}");
     }
     Ok(0)
 }
@@ -282,15 +262,18 @@ pub fn scale(app: &str, instances: u32) -> Result<i32> {
 
 pub fn logs(target: Option<&str>, lines: usize, follow: bool, out: bool, err: bool) -> Result<i32> {
     let (want_out, want_err) = if out || err { (out, err) } else { (true, true) };
-    let Response::LogFiles { files } = call_target(Request::LogFiles {
+    let response = call(Request::LogFiles {
         target: target.map(str::to_owned),
-    })?
-    else {
-        bail!("unexpected answer from the daemon");
+    })?;
+    let Response::LogFiles { files } = response else {
+        return Err(unexpected(&response));
     };
     let files: Vec<_> = files
         .into_iter()
-        .filter(|f| (f.stream == "out" && want_out) || (f.stream == "err" && want_err))
+        .filter(|f| match f.stream {
+            LogStream::Out => want_out,
+            LogStream::Err => want_err,
+        })
         .collect();
     let mut stdout = std::io::stdout().lock();
     let headers = files.len() > 1 && lines > 0;
@@ -315,18 +298,18 @@ pub fn logs(target: Option<&str>, lines: usize, follow: bool, out: bool, err: bo
         err: want_err,
     })?;
     while let Some(response) = client.receive()? {
-        match response {
-            Response::Line { text } => {
-                let mut stdout = std::io::stdout().lock();
-                if writeln!(stdout, "{text}")
-                    .and_then(|()| stdout.flush())
-                    .is_err()
-                {
-                    return Ok(0);
-                }
-            }
-            Response::Error { message, hint } => return Err(DaemonError { message, hint }.into()),
-            _ => {}
+        let text = match response {
+            Response::Line { text } => text,
+            Response::Skipped { count } => render::skipped(count),
+            Response::Error(reply) => return Err(DaemonError(reply).into()),
+            _ => continue,
+        };
+        let mut stdout = std::io::stdout().lock();
+        if writeln!(stdout, "{text}")
+            .and_then(|()| stdout.flush())
+            .is_err()
+        {
+            return Ok(0);
         }
     }
     Ok(0)
@@ -352,8 +335,11 @@ pub fn kill() -> Result<i32> {
     let pid = std::fs::read_to_string(paths.pid())
         .ok()
         .and_then(|p| p.trim().parse::<i32>().ok());
-    let response = client.call(Request::Kill)?;
-    print_message(&response);
+    match client.call(Request::Kill)? {
+        Response::Stopping => println!("stopping every app, then the daemon"),
+        Response::Error(reply) => return Err(DaemonError(reply).into()),
+        other => return Err(unexpected(&other)),
+    }
     let deadline = Instant::now() + Duration::from_secs(120);
     if let Some(pid) = pid {
         let pid = nix::unistd::Pid::from_raw(pid);

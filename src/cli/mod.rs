@@ -1,9 +1,13 @@
-//! `eco`'s commands: one function per subcommand.
+//! `eco`'s commands: one function per subcommand, and all user-facing
+//! text (`render`, `console`). `foreground` runs the reconciler in this
+//! terminal (`up -F`); the other commands talk to the daemon.
 
 pub mod adhoc;
 pub mod args;
+pub mod console;
 pub mod daemon_cmds;
 pub mod fixture;
+pub mod foreground;
 pub mod monit;
 pub mod render;
 
@@ -95,12 +99,11 @@ fn validate(file: &FileArgs, profile: &ProfileArgs) -> Result<i32> {
 }
 
 fn up_foreground(file: &FileArgs, profile: &ProfileArgs) -> Result<i32> {
-    let path = config::locate(file.file.as_deref())?;
-    let spec = config::load(&path, profile.profile.as_deref())?;
+    let spec = load(file, profile)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    runtime.block_on(crate::foreground::run(path, profile.profile.clone(), spec))
+    runtime.block_on(foreground::run(spec))
 }
 
 /// `eco notify READY=1`: what systemd-notify does, for shell-script apps.

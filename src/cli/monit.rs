@@ -9,6 +9,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
+use crate::state::Status;
+use crate::view;
 use anyhow::Result;
 use nix::sys::signal::{SigSet, Signal};
 use ratatui::Frame;
@@ -17,7 +19,6 @@ use ratatui::layout::{Constraint, Layout};
 use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::Line;
 use ratatui::widgets::{Block, Borders, Paragraph, Row, Table, TableState};
-use serde_json::Value;
 
 use super::render;
 use crate::ipc::client::Client;
@@ -95,8 +96,8 @@ impl Drop for Follower {
 
 struct Monit {
     paths: Paths,
-    rows: Vec<Value>,
-    memory: HashMap<(String, String, u64), VecDeque<u64>>,
+    rows: Vec<view::Row>,
+    memory: HashMap<(String, String, u32), VecDeque<u64>>,
     table: TableState,
     filter: String,
     filtering: bool,
@@ -109,13 +110,9 @@ impl Monit {
         let mut client = Client::connect(&self.paths, true)?;
         if let Response::List { rows, .. } = client.call(Request::List)? {
             for row in &rows {
-                let key = (
-                    row["project"].as_str().unwrap_or_default().to_owned(),
-                    row["app"].as_str().unwrap_or_default().to_owned(),
-                    row["instance"].as_u64().unwrap_or(0),
-                );
+                let key = (row.project.clone(), row.app.clone(), row.instance);
                 let history = self.memory.entry(key).or_default();
-                history.push_back(row["memory_bytes"].as_u64().unwrap_or(0));
+                history.push_back(row.memory_bytes.unwrap_or(0));
                 while history.len() > HISTORY {
                     history.pop_front();
                 }
@@ -129,22 +126,14 @@ impl Monit {
         Ok(())
     }
 
-    fn visible(&self) -> Vec<&Value> {
+    fn visible(&self) -> Vec<&view::Row> {
         let filter = self.filter.to_lowercase();
         self.rows
             .iter()
             .filter(|r| {
                 filter.is_empty()
-                    || r["app"]
-                        .as_str()
-                        .unwrap_or_default()
-                        .to_lowercase()
-                        .contains(&filter)
-                    || r["project"]
-                        .as_str()
-                        .unwrap_or_default()
-                        .to_lowercase()
-                        .contains(&filter)
+                    || r.app.to_lowercase().contains(&filter)
+                    || r.project.to_lowercase().contains(&filter)
             })
             .collect()
     }
@@ -153,11 +142,7 @@ impl Monit {
     fn selected_app(&self) -> Option<String> {
         let rows = self.visible();
         let row = rows.get(self.table.selected()?)?;
-        Some(format!(
-            "{}/{}",
-            row["project"].as_str().unwrap_or_default(),
-            row["app"].as_str().unwrap_or_default()
-        ))
+        Some(format!("{}/{}", row.project, row.app))
     }
 
     fn follow_selected(&mut self) {
@@ -184,8 +169,8 @@ impl Monit {
             },
         };
         self.message = match Client::connect(&self.paths, true).and_then(|mut c| c.call(request)) {
-            Ok(Response::Ok { message }) => message,
-            Ok(Response::Error { message, .. }) => format!("error: {message}"),
+            Ok(Response::Done { command, targets }) => render::done(command, &targets),
+            Ok(Response::Error(reply)) => format!("error: {}", reply.message),
             Ok(_) => String::new(),
             Err(err) => format!("error: {err}"),
         };
@@ -208,42 +193,35 @@ impl Monit {
             .visible()
             .iter()
             .map(|r| {
-                let project = r["project"].as_str().unwrap_or_default().to_owned();
+                let project = r.project.clone();
                 let shown_project = if project == last_project {
                     String::new()
                 } else {
                     project.clone()
                 };
                 last_project = project.clone();
-                let status = r["status"].as_str().unwrap_or_default().to_owned();
-                let color = match status.as_str() {
-                    "online" => Color::Green,
-                    "errored" => Color::Red,
-                    "stopped" => Color::DarkGray,
+                let color = match r.status {
+                    Status::Online => Color::Green,
+                    Status::Errored => Color::Red,
+                    Status::Stopped => Color::DarkGray,
                     _ => Color::Yellow,
                 };
-                let key = (
-                    project,
-                    r["app"].as_str().unwrap_or_default().to_owned(),
-                    r["instance"].as_u64().unwrap_or(0),
-                );
+                let key = (project, r.app.clone(), r.instance);
                 Row::new(vec![
                     ratatui::widgets::Cell::from(shown_project),
-                    r["app"].as_str().unwrap_or_default().to_owned().into(),
-                    r["instance"].to_string().into(),
-                    ratatui::text::Span::styled(status, Style::default().fg(color)).into(),
-                    r["cpu_percent"]
-                        .as_f64()
+                    r.app.clone().into(),
+                    r.instance.to_string().into(),
+                    ratatui::text::Span::styled(r.status.as_str(), Style::default().fg(color))
+                        .into(),
+                    r.cpu_percent
                         .map_or_else(|| "-".to_owned(), |c| format!("{c:.1}%"))
                         .into(),
-                    r["memory_bytes"]
-                        .as_u64()
+                    r.memory_bytes
                         .map_or_else(|| "-".to_owned(), render::bytes)
                         .into(),
                     sparkline(self.memory.get(&key)).into(),
-                    r["restarts"].to_string().into(),
-                    r["uptime_ms"]
-                        .as_u64()
+                    r.restarts.to_string().into(),
+                    r.uptime_ms
                         .map_or_else(|| "-".to_owned(), render::uptime)
                         .into(),
                 ])

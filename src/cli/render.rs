@@ -3,10 +3,13 @@
 use std::fmt::Write;
 use std::io::IsTerminal;
 
-use serde_json::Value;
-
+use crate::ipc::proto::Command;
 use crate::plan::Action;
+use crate::reconcile::Report;
 use crate::spec::ProjectSpec;
+use crate::state::Status;
+use crate::target::Selected;
+use crate::view::{AppView, Row, WaitCause, WaitFailure};
 
 /// Colour on a terminal, unless NO_COLOR is set.
 pub fn use_color() -> bool {
@@ -41,17 +44,17 @@ pub fn bytes(n: u64) -> String {
     }
 }
 
-fn status_color(status: &str) -> &'static str {
+fn status_color(status: Status) -> &'static str {
     match status {
-        "online" => "32",
-        "starting" | "stopping" | "backoff" => "33",
-        "errored" => "31",
-        _ => "90",
+        Status::Online => "32",
+        Status::Starting | Status::Stopping | Status::Backoff => "33",
+        Status::Errored => "31",
+        Status::Stopped => "90",
     }
 }
 
 /// The `eco ls` table.
-pub fn table(rows: &[Value], color: bool) -> String {
+pub fn table(rows: &[Row], color: bool) -> String {
     if rows.is_empty() {
         return "no apps run: `eco up` starts the apps of ./ecosystem.yaml\n".into();
     }
@@ -67,24 +70,21 @@ pub fn table(rows: &[Value], color: bool) -> String {
         "memory",
         "last restart",
     ];
+    let dash = || "-".to_owned();
     let cells: Vec<Vec<String>> = rows
         .iter()
         .map(|r| {
-            let text = |k: &str| r[k].as_str().unwrap_or("").to_owned();
-            let num = |k: &str| r[k].as_u64().map_or("-".to_owned(), |n| n.to_string());
             vec![
-                text("project"),
-                text("app"),
-                num("instance"),
-                num("pid"),
-                text("status"),
-                num("restarts"),
-                r["uptime_ms"].as_u64().map_or("-".into(), uptime),
-                r["cpu_percent"]
-                    .as_f64()
-                    .map_or("-".into(), |c| format!("{c:.1}%")),
-                r["memory_bytes"].as_u64().map_or("-".into(), bytes),
-                r["last_restart_reason"].as_str().unwrap_or("").to_owned(),
+                r.project.clone(),
+                r.app.clone(),
+                r.instance.to_string(),
+                r.pid.map_or_else(dash, |p| p.to_string()),
+                r.status.as_str().to_owned(),
+                r.restarts.to_string(),
+                r.uptime_ms.map_or_else(dash, uptime),
+                r.cpu_percent.map_or_else(dash, |c| format!("{c:.1}%")),
+                r.memory_bytes.map_or_else(dash, bytes),
+                r.last_restart_reason.clone().unwrap_or_default(),
             ]
         })
         .collect();
@@ -99,18 +99,21 @@ pub fn table(rows: &[Value], color: bool) -> String {
         })
         .collect();
     let mut out = String::new();
-    let line = |out: &mut String, values: &[String], status_col: bool| {
+    let line = |out: &mut String, values: &[String], status: Option<Status>| {
         for (i, v) in values.iter().enumerate() {
             let pad = widths[i] - v.len();
-            if status_col && i == 4 && color {
-                let _ = write!(
-                    out,
-                    "\x1b[{}m{v}\x1b[0m{}",
-                    status_color(v),
-                    " ".repeat(pad)
-                );
-            } else {
-                let _ = write!(out, "{v}{}", " ".repeat(pad));
+            match status {
+                Some(status) if i == 4 && color => {
+                    let _ = write!(
+                        out,
+                        "\x1b[{}m{v}\x1b[0m{}",
+                        status_color(status),
+                        " ".repeat(pad)
+                    );
+                }
+                _ => {
+                    let _ = write!(out, "{v}{}", " ".repeat(pad));
+                }
             }
             out.push_str(if i + 1 < values.len() { "  " } else { "" });
         }
@@ -121,96 +124,91 @@ pub fn table(rows: &[Value], color: bool) -> String {
     let header: Vec<String> = headers.iter().map(|h| (*h).to_owned()).collect();
     if color {
         out.push_str("\x1b[1m");
-        line(&mut out, &header, false);
+        line(&mut out, &header, None);
         out.insert_str(out.len() - 1, "\x1b[0m");
     } else {
-        line(&mut out, &header, false);
+        line(&mut out, &header, None);
     }
-    for c in &cells {
-        line(&mut out, c, true);
+    for (c, r) in cells.iter().zip(rows) {
+        line(&mut out, c, Some(r.status));
     }
     out
 }
 
+fn reason_text(reason: &str, detail: Option<&str>) -> String {
+    match detail {
+        Some(d) => format!("{reason} ({d})"),
+        None => reason.to_owned(),
+    }
+}
+
 /// `eco describe` as text.
-pub fn describe(details: &Value) -> String {
+pub fn describe(apps: &[AppView]) -> String {
     let mut out = String::new();
-    for app in details.as_array().into_iter().flatten() {
-        let s = |k: &str| {
-            app[k]
-                .as_str()
-                .map(str::to_owned)
-                .unwrap_or_else(|| app[k].to_string())
-        };
-        let _ = writeln!(out, "{}/{}", s("project"), s("app"));
-        let _ = writeln!(out, "  file:      {}", s("file"));
-        if let Some(p) = app["profile"].as_str() {
+    for app in apps {
+        let _ = writeln!(out, "{}/{}", app.project, app.app);
+        let _ = writeln!(out, "  file:      {}", app.file.display());
+        if let Some(p) = &app.profile {
             let _ = writeln!(out, "  profile:   {p}");
         }
-        let argv: Vec<String> = app["argv"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .map(|a| a.as_str().unwrap_or_default().to_owned())
-            .collect();
-        let _ = writeln!(out, "  cmd:       {}", argv.join(" "));
-        let _ = writeln!(out, "  cwd:       {}", s("cwd"));
-        let _ = writeln!(out, "  out log:   {}", s("out_log"));
-        let _ = writeln!(out, "  err log:   {}", s("err_log"));
-        for err in app["log_errors"].as_array().into_iter().flatten() {
-            let _ = writeln!(out, "  LOG ERROR: {}", err.as_str().unwrap_or_default());
+        let _ = writeln!(out, "  cmd:       {}", app.argv.join(" "));
+        let _ = writeln!(out, "  cwd:       {}", app.cwd.display());
+        let _ = writeln!(out, "  out log:   {}", app.out_log.display());
+        let _ = writeln!(out, "  err log:   {}", app.err_log.display());
+        for err in &app.log_errors {
+            let _ = writeln!(out, "  LOG ERROR: {err}");
         }
-        if app["user_stopped"].as_bool() == Some(true) {
+        if let Some(err) = &app.config_error {
+            let _ = writeln!(out, "  the last save of the file was not applied:");
+            for line in err.lines() {
+                let _ = writeln!(out, "    {line}");
+            }
+        }
+        if app.user_stopped {
             let _ = writeln!(out, "  stopped by the user (eco start to start it)");
         }
-        let settings = &app["spec"]["settings"];
+        let settings = &app.spec.settings;
         let _ = writeln!(
             out,
             "  restart:   {} (max {} in a row, delay {} ms up to {} ms)",
-            settings["restart"].as_str().unwrap_or_default(),
-            settings["max_restarts"],
-            settings["restart_delay"],
-            settings["max_restart_delay"]
+            settings.restart.as_str(),
+            settings.max_restarts,
+            settings.restart_delay.as_millis(),
+            settings.max_restart_delay.as_millis()
         );
-        for inst in app["instances"].as_array().into_iter().flatten() {
+        for inst in &app.instances {
             let _ = writeln!(
                 out,
                 "  instance {}: {} pid {} restarts {}{}{}",
-                inst["instance"],
-                inst["status"].as_str().unwrap_or_default(),
-                inst["pid"].as_i64().map_or("-".into(), |p| p.to_string()),
-                inst["restarts"],
-                inst["last_exit"]
-                    .as_str()
+                inst.instance,
+                inst.status.as_str(),
+                inst.pid.map_or("-".into(), |p| p.to_string()),
+                inst.restarts,
+                inst.last_exit
                     .map(|e| format!(", last {e}"))
                     .unwrap_or_default(),
-                inst["last_restart_reason"]
-                    .as_str()
-                    .map(|r| format!(", last restart: {r}"))
+                inst.last_restart_reason
+                    .as_deref()
+                    .map(|r| format!(
+                        ", last restart: {}",
+                        reason_text(r, inst.last_restart_detail.as_deref())
+                    ))
                     .unwrap_or_default(),
             );
-            for h in inst["history"].as_array().into_iter().flatten() {
-                let at = h["at_ms"].as_u64().map_or_else(String::new, |ms| {
-                    humantime::format_rfc3339_seconds(
-                        std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms),
-                    )
-                    .to_string()
-                });
+            for h in &inst.history {
+                let at = humantime::format_rfc3339_seconds(
+                    std::time::UNIX_EPOCH + std::time::Duration::from_millis(h.at_ms),
+                );
                 let _ = writeln!(
                     out,
                     "    {at} restart: {}{}",
-                    h["reason"].as_str().unwrap_or_default(),
-                    h["exit"]
-                        .as_str()
-                        .map(|e| format!(" after {e}"))
-                        .unwrap_or_default()
+                    reason_text(&h.reason, h.detail.as_deref()),
+                    h.exit.map(|e| format!(" after {e}")).unwrap_or_default()
                 );
             }
-            if let Some(env) = inst["env"].as_object() {
-                let _ = writeln!(out, "    env:");
-                for (k, v) in env {
-                    let _ = writeln!(out, "      {k}={}", v.as_str().unwrap_or_default());
-                }
+            let _ = writeln!(out, "    env:");
+            for (k, v) in &inst.env {
+                let _ = writeln!(out, "      {k}={v}");
             }
         }
     }
@@ -268,6 +266,84 @@ pub fn plan_lines(actions: &[Action]) -> Vec<String> {
         .collect()
 }
 
+/// What a command did: `stopped web, api:1`.
+pub fn done(command: Command, targets: &[Selected]) -> String {
+    if targets.is_empty() {
+        return "nothing to do: no app runs".into();
+    }
+    let mut names: Vec<String> = targets.iter().map(ToString::to_string).collect();
+    names.dedup();
+    let names = names.join(", ");
+    match command {
+        Command::Start => format!("started {names}"),
+        Command::Stop => format!("stopped {names}"),
+        Command::Restart => format!("restarted {names}"),
+        Command::Reload => format!("reloaded {names}"),
+        Command::Delete => format!("deleted {names}"),
+        Command::Scale { instances } => format!("scaled {names} to {instances}"),
+    }
+}
+
+/// Why `up --wait` gave up.
+pub fn wait_failure(failure: &WaitFailure) -> String {
+    let app = &failure.app;
+    let exit =
+        |exit: &Option<crate::state::Exit>| exit.map(|e| format!(" ({e})")).unwrap_or_default();
+    match &failure.cause {
+        WaitCause::NotRunning => format!("project `{}` is not running", failure.project),
+        WaitCause::Errored { instance, exit: e } => format!("{app}:{instance} errored{}", exit(e)),
+        WaitCause::Crashed { instance, exit: e } => {
+            format!("{app}:{instance} crashed{} and is restarting", exit(e))
+        }
+        WaitCause::TimedOut { after_ms, pending } => format!(
+            "timed out after {}; not online: {}",
+            humantime::format_duration(std::time::Duration::from_millis(*after_ms)),
+            pending
+                .iter()
+                .map(|(app, i, status)| format!("{app}:{i} ({})", status.as_str()))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    }
+}
+
+/// The line `logs -f` prints when it could not keep up.
+pub fn skipped(count: u64) -> String {
+    format!(
+        "eco: {count} lines skipped (the terminal is slower than the app; the log files have them)"
+    )
+}
+
+/// What `up -F` prints of the reconciler's reports.
+pub fn report(report: &Report) -> Vec<String> {
+    match report {
+        Report::Applied { actions, .. } if crate::plan::is_empty(actions) => Vec::new(),
+        Report::Applied { actions, .. } => std::iter::once("eco: file changed, applying:".into())
+            .chain(plan_lines(actions).into_iter().map(|l| format!("eco: {l}")))
+            .collect(),
+        Report::NotApplied { errors, .. } => vec![format!(
+            "{errors}\neco: the edit was not applied; the apps keep running as they are"
+        )],
+        Report::Restarting(trigger) => {
+            let target = match trigger.instance {
+                Some(i) => format!("{}:{i}", trigger.app),
+                None => trigger.app.clone(),
+            };
+            let why = match trigger.reason.detail() {
+                Some(detail) => format!("{} ({detail})", trigger.reason.name()),
+                None => trigger.reason.name().to_owned(),
+            };
+            vec![format!("eco: restarting {target}: {why}")]
+        }
+        Report::RolloutFailed { error, .. } => vec![format!("eco: {error}")],
+        Report::Stopping => {
+            vec!["eco: stopping every app (Ctrl-C again to kill them at once)".into()]
+        }
+        Report::Killing => vec!["eco: killing every app".into()],
+        Report::Stopped => vec!["eco: all apps stopped".into()],
+    }
+}
+
 /// `project shop: 3 apps, 5 instances`.
 pub fn summary(spec: &ProjectSpec) -> String {
     let apps = spec.apps.len();
@@ -286,14 +362,15 @@ mod tests {
 
     #[test]
     fn table_aligns_every_column() {
-        let rows = vec![
-            serde_json::json!({"project": "shop", "app": "web", "instance": 0, "pid": 42,
+        let rows: Vec<Row> = serde_json::from_value(serde_json::json!([
+            {"project": "shop", "app": "web", "instance": 0, "pid": 42,
                 "status": "online", "restarts": 1, "uptime_ms": 61_000, "cpu_percent": null,
-                "memory_bytes": 2_097_152, "last_restart_reason": "crash"}),
-            serde_json::json!({"project": "shop", "app": "worker", "instance": 1, "pid": null,
+                "memory_bytes": 2_097_152, "exit_code": null, "last_restart_reason": "crash"},
+            {"project": "shop", "app": "worker", "instance": 1, "pid": null,
                 "status": "stopped", "restarts": 0, "uptime_ms": null, "cpu_percent": null,
-                "memory_bytes": null, "last_restart_reason": null}),
-        ];
+                "memory_bytes": null, "exit_code": null, "last_restart_reason": null},
+        ]))
+        .expect("rows");
         let text = table(&rows, false);
         assert_eq!(
             text,

@@ -2,12 +2,13 @@
 //! request, read the answer(s). Blocking std I/O: a CLI call is one
 //! round trip, and no async runtime is worth starting for it.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::BufReader;
 use std::os::unix::net::UnixStream;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::proto::{Envelope, MAX_MESSAGE, PROTOCOL_VERSION, Request, Response};
+use super::codec::{self, CodecError};
+use super::proto::{Envelope, PROTOCOL_VERSION, Request, Response};
 use crate::paths::{Paths, create_private_dir};
 
 /// How long a command waits for a daemon it started.
@@ -23,8 +24,8 @@ pub enum ClientError {
     Spawn(std::io::Error),
     #[error("lost the connection to the daemon: {0}; see {log}", log = .1)]
     Io(std::io::Error, String),
-    #[error("the daemon's answer is malformed: {0}")]
-    Malformed(serde_json::Error),
+    #[error("a message to or from the daemon is malformed: {0}")]
+    Malformed(CodecError),
 }
 
 /// A connection to the daemon.
@@ -93,26 +94,19 @@ impl Client {
             version: PROTOCOL_VERSION,
             request,
         };
-        let mut bytes = serde_json::to_vec(&envelope).map_err(ClientError::Malformed)?;
-        bytes.push(b'\n');
-        self.writer
-            .write_all(&bytes)
-            .map_err(|e| ClientError::Io(e, self.log.clone()))
+        codec::write_blocking(&mut self.writer, &envelope).map_err(|e| self.codec_error(e))
     }
 
     /// Reads the next response; `None` when the daemon closed the connection.
     pub fn receive(&mut self) -> Result<Option<Response>, ClientError> {
-        let mut line = Vec::new();
-        let n = (&mut self.reader)
-            .take(MAX_MESSAGE as u64 + 1)
-            .read_until(b'\n', &mut line)
-            .map_err(|e| ClientError::Io(e, self.log.clone()))?;
-        if n == 0 {
-            return Ok(None);
+        codec::read_blocking(&mut self.reader).map_err(|e| self.codec_error(e))
+    }
+
+    fn codec_error(&self, err: CodecError) -> ClientError {
+        match err {
+            CodecError::Io(e) => ClientError::Io(e, self.log.clone()),
+            other => ClientError::Malformed(other),
         }
-        serde_json::from_slice(&line)
-            .map(Some)
-            .map_err(ClientError::Malformed)
     }
 
     /// One request, one response.
@@ -126,8 +120,6 @@ impl Client {
         })
     }
 }
-
-use std::io::Read;
 
 /// Starts `eco daemon` detached: its own session (it calls setsid), stdio
 /// to `daemon.log`. If two commands race, the daemon lock keeps one.

@@ -1,12 +1,15 @@
 //! The contract between the CLI and the daemon: requests, responses and the
-//! protocol version. JSON, one message per line. No I/O here.
+//! protocol version. JSON, one message per line (see `codec`). No I/O here.
 
 use serde::{Deserialize, Serialize};
 
+use crate::plan::Action;
 use crate::spec::ProjectSpec;
+use crate::target::{Selected, TargetError};
+use crate::view::{AppView, Problem, Row, WaitFailure};
 
 /// Bumped on any incompatible change; checked on every request.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// The largest message accepted, either way (a 1,000-app spec is ~1 MiB).
 pub const MAX_MESSAGE: usize = 16 * 1024 * 1024;
@@ -77,42 +80,118 @@ pub enum Request {
     Kill,
 }
 
+/// Every answer of the daemon. Typed facts only: the CLI renders them.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Response {
-    Ok {
-        message: String,
-    },
-    Error {
-        message: String,
-        hint: Option<String>,
+    Pong,
+    /// A command carried out on these targets (empty: nothing matched).
+    Done {
+        command: Command,
+        targets: Vec<Selected>,
     },
     /// The plan carried out (or, for a dry run, to be carried out).
     Plan {
-        lines: Vec<String>,
-        changes: bool,
+        project: String,
+        actions: Vec<Action>,
     },
-    /// `ls --json` rows, and per project the error of a save not applied.
+    /// A project was taken down.
+    Down {
+        project: String,
+    },
+    /// `ls --json` rows, and the projects whose last save was not applied.
     List {
-        rows: Vec<serde_json::Value>,
+        rows: Vec<Row>,
         #[serde(default)]
-        problems: Vec<(String, String)>,
+        problems: Vec<Problem>,
     },
     Describe {
-        details: serde_json::Value,
+        apps: Vec<AppView>,
     },
+    /// `up --wait`: every instance is online.
+    AllOnline,
     /// `up --wait` gave up: which instance, why, and its last log lines.
     WaitFailed {
-        reason: String,
+        failure: WaitFailure,
         log_tail: Vec<String>,
     },
     LogFiles {
         files: Vec<LogFile>,
     },
+    /// Output lines follow.
+    Following,
     /// One output line, while following.
     Line {
         text: String,
     },
+    /// Lines the follower was too slow for (the log files have them).
+    Skipped {
+        count: u64,
+    },
+    /// `eco kill` was accepted: every app stops, then the daemon.
+    Stopping,
+    Error(ErrorReply),
+}
+
+/// The commands answered with [`Response::Done`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Command {
+    Start,
+    Stop,
+    Restart,
+    Reload,
+    Delete,
+    Scale { instances: u32 },
+}
+
+/// What kind of failure an error is; the exit code follows from it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorKind {
+    /// The request named something that does not exist, or is ambiguous (exit 2).
+    Target,
+    /// The operation was tried and failed (exit 1).
+    Failed,
+    /// The request was refused: another user, another protocol version (exit 1).
+    Refused,
+}
+
+/// A failed request: what, and what to do next.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[error("{message}")]
+pub struct ErrorReply {
+    pub kind: ErrorKind,
+    pub message: String,
+    pub hint: Option<String>,
+}
+
+impl ErrorReply {
+    pub fn failed(message: impl Into<String>, hint: Option<String>) -> ErrorReply {
+        ErrorReply {
+            kind: ErrorKind::Failed,
+            message: message.into(),
+            hint,
+        }
+    }
+}
+
+impl From<TargetError> for ErrorReply {
+    fn from(err: TargetError) -> ErrorReply {
+        ErrorReply {
+            kind: ErrorKind::Target,
+            message: err.to_string(),
+            hint: err.hint(),
+        }
+    }
+}
+
+/// Which stream of an app a log file holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogStream {
+    Out,
+    Err,
 }
 
 /// One log file of one app.
@@ -120,6 +199,6 @@ pub enum Response {
 pub struct LogFile {
     pub project: String,
     pub app: String,
-    pub stream: String,
+    pub stream: LogStream,
     pub path: std::path::PathBuf,
 }

@@ -10,7 +10,7 @@ use tokio::io::BufReader;
 use tokio::net::{UnixListener, UnixStream};
 
 use super::codec::{self, CodecError};
-use super::proto::{Envelope, PROTOCOL_VERSION, Request, Response};
+use super::proto::{Envelope, ErrorKind, ErrorReply, PROTOCOL_VERSION, Request, Response};
 
 /// Answers requests; may write several responses (streams) to `reply`.
 pub trait Handler: Send + Sync + 'static {
@@ -52,10 +52,11 @@ pub async fn serve<H: Handler>(stream: UnixStream, handler: Arc<H>) {
             let (_, writer) = stream.into_split();
             let mut reply = Reply { writer };
             reply
-                .send(&Response::Error {
+                .send(&Response::Error(ErrorReply {
+                    kind: ErrorKind::Refused,
                     message: "this eco daemon belongs to another user".into(),
                     hint: Some("set ECO_HOME to a folder of your own".into()),
-                })
+                }))
                 .await;
             return;
         }
@@ -78,23 +79,25 @@ pub async fn serve<H: Handler>(stream: UnixStream, handler: Arc<H>) {
             };
             tracing::warn!(%message, "bad request");
             reply
-                .send(&Response::Error {
+                .send(&Response::Error(ErrorReply {
+                    kind: ErrorKind::Refused,
                     message,
                     hint: Some("requests are one JSON object per line; use the eco command".into()),
-                })
+                }))
                 .await;
             return;
         }
     };
     if envelope.version != PROTOCOL_VERSION {
         reply
-            .send(&Response::Error {
+            .send(&Response::Error(ErrorReply {
+                kind: ErrorKind::Refused,
                 message: format!(
                     "client speaks protocol v{}, daemon v{PROTOCOL_VERSION}",
                     envelope.version
                 ),
                 hint: Some("run `eco kill`, then any eco command starts the new daemon".into()),
-            })
+            }))
             .await;
         return;
     }

@@ -10,6 +10,7 @@ use std::time::{Duration, SystemTime};
 
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::{Instant, timeout};
+use tokio_util::task::TaskTracker;
 
 use super::output::{LineMatcher, pump};
 use super::ready::{self, NotifySocket, Probes};
@@ -42,21 +43,11 @@ pub struct InstanceState {
 }
 
 /// One restart, for `describe`.
-#[derive(Clone, Debug, serde::Serialize)]
+#[derive(Clone, Debug)]
 pub struct HistoryEntry {
-    #[serde(with = "epoch_ms")]
     pub at: SystemTime,
     pub reason: Reason,
     pub exit: Option<Exit>,
-}
-
-mod epoch_ms {
-    use std::time::{SystemTime, UNIX_EPOCH};
-
-    pub(crate) fn serialize<S: serde::Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
-        let ms = t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis());
-        s.serialize_u64(u64::try_from(ms).unwrap_or(u64::MAX))
-    }
 }
 
 /// Messages to an instance.
@@ -120,6 +111,8 @@ pub struct Launch {
     pub listen: Vec<crate::spec::ListenAddr>,
     pub reaper: Arc<Reaper>,
     pub observer: Arc<dyn Observer>,
+    /// The engine's tracker: the instance's task and its helpers belong to it.
+    pub tasks: TaskTracker,
 }
 
 /// A handle for an instance that is not running (restored as user-stopped):
@@ -185,8 +178,9 @@ pub fn launch(launch: Launch) -> InstanceHandle {
         state: state_tx,
         reaper: launch.reaper,
         observer: launch.observer,
+        tasks: launch.tasks.clone(),
     };
-    tokio::spawn(actor.run(launch.gate));
+    launch.tasks.spawn(actor.run(launch.gate));
     InstanceHandle {
         index,
         state,
@@ -205,6 +199,7 @@ struct Actor {
     state: watch::Sender<InstanceState>,
     reaper: Arc<Reaper>,
     observer: Arc<dyn Observer>,
+    tasks: TaskTracker,
 }
 
 /// How one run of the process ended.
@@ -449,14 +444,14 @@ impl Actor {
         });
         self.event(&Event::Started { pid });
         let pumps = [
-            tokio::spawn(pump(
+            self.tasks.spawn(pump(
                 spawned.stdout,
                 Arc::clone(&self.id),
                 Stream::Out,
                 Arc::clone(&self.observer),
                 matcher,
             )),
-            tokio::spawn(pump(
+            self.tasks.spawn(pump(
                 spawned.stderr,
                 Arc::clone(&self.id),
                 Stream::Err,
@@ -475,7 +470,7 @@ impl Actor {
                 let spec = self.spec.clone();
                 let limit = self.settings.ready_timeout;
                 let probes = Probes { notify, log_line };
-                ready_task = Some(tokio::spawn(async move {
+                ready_task = Some(self.tasks.spawn(async move {
                     let result =
                         match timeout(limit, ready::wait(&kind, probes, &reaper, &spec)).await {
                             Ok(result) => result,

@@ -1,23 +1,38 @@
 //! The engine: carries out plans on real processes and keeps them alive.
 //! The only module that touches processes. It serves both `eco up -F` and
-//! the daemon. Policy lives in `plan` and `policy`; the engine executes
-//! actions by sending controls to per-instance tasks and never waits on a
-//! process while holding its state lock.
+//! the daemon (through `reconcile`). Policy lives in `plan`, `policy` and
+//! `rollout::next_steps`; the engine executes actions by sending controls to
+//! per-instance tasks and never waits on a process while holding its state
+//! lock. Every task it starts belongs to its tracker, and nothing starts
+//! once it is closing.
+//!
+//! - `mod.rs`: the engine, `apply` (a plan carried out), shutdown.
+//! - `ops`: user commands (stop, start, restart, reload, delete, scale).
+//! - `rollout`: the one rolling replacement (new beside old, readiness-gated).
+//! - `wait`: `up --wait`. `views`: what `ls` and `describe` show.
+//! - `instance`: one instance's task; `spawn`, `kill`, `ready`, `output`,
+//!   `listen`, `reaper`: the system calls behind it.
 
-pub mod commands;
 pub mod instance;
 pub mod kill;
 pub mod listen;
+pub mod ops;
 pub mod output;
 pub mod ready;
 pub mod reaper;
+pub mod rollout;
 pub mod spawn;
+pub mod views;
+pub mod wait;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::Mutex;
+use tokio::sync::{Mutex, OwnedMutexGuard};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::plan::{self, Action};
 use crate::spec::{AppSpec, ProjectSpec};
@@ -129,6 +144,24 @@ pub struct InstanceRow {
     pub state: InstanceState,
 }
 
+/// Serialises the operations on one app (rollouts, user commands, saves),
+/// and lets a newer one interrupt a rollout in progress.
+#[derive(Default)]
+struct AppOps {
+    lock: Arc<Mutex<()>>,
+    /// Cancelled to interrupt the operation holding `lock`.
+    current: std::sync::Mutex<CancellationToken>,
+}
+
+/// Held while an operation runs on one app.
+pub struct AppGuard {
+    _guard: OwnedMutexGuard<()>,
+    /// Cancelled when a newer operation (or shutdown) interrupts this one.
+    pub cancel: CancellationToken,
+}
+
+type AppKey = (String, String);
+
 /// The supervisor engine.
 pub struct Engine {
     reaper: Arc<Reaper>,
@@ -139,6 +172,11 @@ pub struct Engine {
     listeners: Arc<listen::Listeners>,
     /// CPU/memory of instance trees, sampled on demand.
     sampler: std::sync::Mutex<crate::metrics::Sampler>,
+    /// Owns every task the engine starts (instances, output pumps, probes, rollouts).
+    tasks: TaskTracker,
+    /// Cancelled when shutdown begins: from then on nothing is launched.
+    closing: CancellationToken,
+    app_ops: std::sync::Mutex<HashMap<AppKey, Arc<AppOps>>>,
 }
 
 impl Engine {
@@ -154,7 +192,54 @@ impl Engine {
             mark_prefix,
             listeners: Arc::default(),
             sampler: std::sync::Mutex::default(),
+            tasks: TaskTracker::new(),
+            closing: CancellationToken::new(),
+            app_ops: std::sync::Mutex::default(),
         })
+    }
+
+    /// Runs `task` as one of the engine's own tasks (awaited at shutdown).
+    pub fn spawn<F>(&self, task: F) -> tokio::task::JoinHandle<F::Output>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        self.tasks.spawn(task)
+    }
+
+    /// True once shutdown has begun.
+    pub fn is_closing(&self) -> bool {
+        self.closing.is_cancelled()
+    }
+
+    fn ops_of(&self, project: &str, app: &str) -> Arc<AppOps> {
+        let mut ops = self
+            .app_ops
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        Arc::clone(ops.entry((project.to_owned(), app.to_owned())).or_default())
+    }
+
+    /// Waits for the operations already running on an app, then holds it.
+    /// `interrupt`: cancel the one in progress first (a stop, a delete or a
+    /// newer save supersedes a rollout).
+    pub async fn lock_app(&self, project: &str, app: &str, interrupt: bool) -> AppGuard {
+        let ops = self.ops_of(project, app);
+        if interrupt {
+            ops.current
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .cancel();
+        }
+        let guard = Arc::clone(&ops.lock).lock_owned().await;
+        let cancel = self.closing.child_token();
+        *ops.current
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = cancel.clone();
+        AppGuard {
+            _guard: guard,
+            cancel,
+        }
     }
 
     /// What the planner sees of a project now.
@@ -169,9 +254,29 @@ impl Engine {
     }
 
     /// Converges a project to `spec` and returns the plan carried out.
-    /// Returns at once: processes start and stop in their own tasks.
-    pub async fn apply(&self, spec: ProjectSpec) -> Vec<Action> {
+    /// Returns once the plan is under way: processes start and stop in their
+    /// own tasks, rolling replacements in an owned task per app. An app's
+    /// operation in progress is interrupted by a change to that app.
+    pub async fn apply(self: &Arc<Self>, spec: ProjectSpec) -> Vec<Action> {
+        if self.is_closing() {
+            return Vec::new();
+        }
+        let touched: Vec<String> = self
+            .preview(&spec)
+            .await
+            .iter()
+            .filter(|a| !a.is_noop() && !matches!(a, Action::Update { .. }))
+            .map(|a| a.app().to_owned())
+            .collect();
+        let mut guards: BTreeMap<String, AppGuard> = BTreeMap::new();
+        for app in touched {
+            let guard = self.lock_app(&spec.name, &app, true).await;
+            guards.insert(app, guard);
+        }
         let mut projects = self.projects.lock().await;
+        if self.is_closing() {
+            return Vec::new();
+        }
         let project = projects
             .entry(spec.name.clone())
             .or_insert_with(|| ProjectRuntime {
@@ -185,17 +290,36 @@ impl Engine {
             return actions;
         };
         let mut removed: Vec<Vec<InstanceHandle>> = Vec::new();
+        let mut rollouts: Vec<(String, u32)> = Vec::new();
         for action in &actions {
-            self.carry_out(project, &spec, action, &mut removed);
+            self.carry_out(project, &spec, action, &mut removed, &mut rollouts);
         }
-        project.spec = spec;
+        project.spec = spec.clone();
         drop(projects);
         // Removed apps stop one after the other, in the plan's order
         // (dependents before their dependencies).
         if !removed.is_empty() {
-            tokio::spawn(async move {
+            self.spawn(async move {
                 for handles in removed {
                     stop_all(&handles).await;
+                }
+            });
+        }
+        for (app, count) in rollouts {
+            let guard = match guards.remove(&app) {
+                Some(guard) => guard,
+                None => self.lock_app(&spec.name, &app, false).await,
+            };
+            let engine = Arc::clone(self);
+            let project = spec.name.clone();
+            self.spawn(async move {
+                let target = rollout::Target {
+                    project,
+                    app,
+                    instances: Some((0..count).collect()),
+                };
+                if let Err(err) = engine.roll(&target, Reason::ConfigChange, &guard).await {
+                    tracing::warn!(app = %target.app, %err, "rollout of the new spec stopped");
                 }
             });
         }
@@ -208,6 +332,7 @@ impl Engine {
         spec: &ProjectSpec,
         action: &Action,
         removed: &mut Vec<Vec<InstanceHandle>>,
+        rollouts: &mut Vec<(String, u32)>,
     ) {
         let name = action.app();
         match action {
@@ -229,56 +354,59 @@ impl Engine {
                     removed.push(handles);
                 }
             }
-            Action::Replace { to, .. } => {
+            Action::Replace { from, to, .. } => {
                 let app = spec.apps[name].clone();
                 let rolling = replaced_rolling(&app);
-                let old = project
-                    .apps
-                    .get_mut(name)
-                    .map(|a| std::mem::take(&mut a.instances))
-                    .unwrap_or_default();
-                let mut handles: Vec<InstanceHandle> = Vec::new();
-                for i in 0..*to {
-                    let previous = old.get(i as usize);
-                    let mut gate = Gate::default();
-                    if rolling {
-                        // Start once the previous new instance is online;
-                        // the old one keeps serving until this one is.
-                        gate.deps.extend(handles.last().map(|h| h.state.clone()));
-                    } else {
-                        // Same ports, same files: start once the old one ended.
-                        gate.after = previous.map(|h| h.state.clone());
-                        if let Some(h) = previous {
-                            h.send(Control::Stop);
-                        }
-                    }
-                    let carry = previous.map(|h| h.state.borrow().clone());
-                    let handle = self.launch_carrying(
-                        project,
-                        &spec.name,
-                        &app,
-                        i,
-                        gate,
-                        Some(Reason::ConfigChange),
-                        carry,
-                    );
-                    if rolling && let Some(old) = previous {
-                        retire_when_online(old.clone(), handle.state.clone());
-                    }
-                    handles.push(handle);
-                }
+                let Some(rt) = project.apps.get_mut(name) else {
+                    return;
+                };
+                rt.retiring.retain(|h| !h.is_finished());
                 // Old instances beyond the new count stop now.
-                for h in old.iter().skip(*to as usize) {
+                for h in rt.instances.split_off((*to).min(*from) as usize) {
                     h.send(Control::Stop);
+                    rt.retiring.push(h);
                 }
-                if let Some(rt) = project.apps.get_mut(name) {
-                    rt.retiring.retain(|h| !h.is_finished());
-                    if rolling {
-                        rt.retiring.extend(old.iter().take(*to as usize).cloned());
+                rt.spec = app.clone();
+                if rolling {
+                    // The rollout replaces 0..min(from, to) one by one, each
+                    // new instance beside the old one until it is ready.
+                    rollouts.push((name.to_owned(), (*from).min(*to)));
+                } else {
+                    // Same ports, same files: each new one starts once the
+                    // old one has ended.
+                    let old = std::mem::take(&mut rt.instances);
+                    for h in &old {
+                        h.send(Control::Stop);
                     }
-                    rt.retiring.extend(old.iter().skip(*to as usize).cloned());
-                    rt.spec = app;
-                    rt.instances = handles;
+                    let handles: Vec<InstanceHandle> = old
+                        .iter()
+                        .map(|previous| {
+                            let gate = Gate {
+                                after: Some(previous.state.clone()),
+                                ..Gate::default()
+                            };
+                            let carry = Some(previous.state.borrow().clone());
+                            self.launch_carrying(
+                                project,
+                                &spec.name,
+                                &app,
+                                previous.index,
+                                gate,
+                                Some(Reason::ConfigChange),
+                                carry,
+                            )
+                        })
+                        .collect();
+                    if let Some(rt) = project.apps.get_mut(name) {
+                        rt.retiring.extend(old);
+                        rt.instances = handles;
+                    }
+                }
+                let added: Vec<InstanceHandle> = (*from..*to)
+                    .map(|i| self.launch(project, &spec.name, &app, i, Gate::default(), None))
+                    .collect();
+                if let Some(rt) = project.apps.get_mut(name) {
+                    rt.instances.extend(added);
                 }
             }
             Action::Scale { from, to, .. } => {
@@ -295,6 +423,7 @@ impl Engine {
                     for handle in &gone {
                         handle.send(Control::Stop);
                     }
+                    rt.retiring.extend(gone);
                 }
                 if let Some(rt) = project.apps.get_mut(name) {
                     rt.spec.instances = *to;
@@ -344,6 +473,10 @@ impl Engine {
         reason: Option<Reason>,
         carry: Option<InstanceState>,
     ) -> InstanceHandle {
+        if self.is_closing() {
+            // Shutdown has begun: nothing new starts.
+            return instance::stopped(index);
+        }
         gate.deps.extend(
             app.settings
                 .depends_on
@@ -367,12 +500,21 @@ impl Engine {
             listen: app.process.listen.clone(),
             reaper: Arc::clone(&self.reaper),
             observer: Arc::clone(&self.observer),
+            tasks: self.tasks.clone(),
         })
     }
 
     /// Stops every app of a project (dependents first) and forgets it.
     /// Returns false when no such project runs.
     pub async fn down(&self, project: &str) -> bool {
+        let apps: Vec<String> = match self.projects.lock().await.get(project) {
+            Some(p) => p.apps.keys().cloned().collect(),
+            None => return false,
+        };
+        let mut guards = Vec::new();
+        for app in &apps {
+            guards.push(self.lock_app(project, app, true).await);
+        }
         let runtime = {
             let mut projects = self.projects.lock().await;
             let Some(runtime) = projects.remove(project) else {
@@ -385,9 +527,12 @@ impl Engine {
         true
     }
 
-    /// Stops everything, each project in reverse dependency order. The
+    /// Stops everything, each project in reverse dependency order, and
+    /// waits for every task of the engine. From its first line on, nothing
+    /// new is launched, and operations in progress are interrupted. The
     /// projects stay listed while they stop, so `kill_all` can still reach them.
     pub async fn shutdown(&self) {
+        self.closing.cancel();
         let projects: Vec<ProjectRuntime> = self
             .projects
             .lock()
@@ -400,6 +545,8 @@ impl Engine {
         }
         self.projects.lock().await.clear();
         self.listeners.sync(&std::collections::BTreeSet::new());
+        self.tasks.close();
+        self.tasks.wait().await;
     }
 
     /// SIGKILL to every instance's process group at once (a second Ctrl-C).
@@ -474,7 +621,7 @@ fn observe(project: &ProjectRuntime) -> Observed {
 }
 
 /// Sends Stop to every handle and waits until all have ended.
-async fn stop_all(handles: &[InstanceHandle]) {
+pub(crate) async fn stop_all(handles: &[InstanceHandle]) {
     for handle in handles {
         handle.send(Control::Stop);
     }
@@ -518,18 +665,4 @@ async fn stop_project(project: &ProjectRuntime) {
             handle.finished().await;
         }
     }
-}
-
-/// Stops `old` once `new` is online (rolling replacement). If `new` never
-/// gets there, `old` keeps serving until the app is stopped or replaced.
-fn retire_when_online(old: InstanceHandle, mut new: tokio::sync::watch::Receiver<InstanceState>) {
-    tokio::spawn(async move {
-        let online = new
-            .wait_for(|s| s.status == crate::state::Status::Online)
-            .await
-            .is_ok();
-        if online {
-            old.send(Control::Stop);
-        }
-    });
 }

@@ -12,6 +12,8 @@ use nix::errno::Errno;
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::state::Exit;
 
@@ -23,8 +25,9 @@ pub struct Reaper {
 }
 
 impl Reaper {
-    /// Becomes a child subreaper and starts reaping. Needs a tokio runtime.
-    pub fn start() -> io::Result<Arc<Reaper>> {
+    /// Becomes a child subreaper and starts reaping, in a task of `tasks`
+    /// that ends with `stop` (once every child is gone). Needs a tokio runtime.
+    pub fn start(tasks: &TaskTracker, stop: CancellationToken) -> io::Result<Arc<Reaper>> {
         // Orphaned grandchildren come to us instead of init, so a stop can
         // find and end them and nothing is left unreaped.
         nix::sys::prctl::set_child_subreaper(true).map_err(io::Error::from)?;
@@ -33,10 +36,18 @@ impl Reaper {
             waiters: Mutex::new(HashMap::new()),
         });
         let task_reaper = Arc::clone(&reaper);
-        tokio::spawn(async move {
+        tasks.spawn(async move {
             task_reaper.reap();
-            while sigchld.recv().await.is_some() {
-                task_reaper.reap();
+            loop {
+                tokio::select! {
+                    () = stop.cancelled() => return,
+                    received = sigchld.recv() => {
+                        if received.is_none() {
+                            return;
+                        }
+                        task_reaper.reap();
+                    }
+                }
             }
         });
         Ok(reaper)

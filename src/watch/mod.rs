@@ -1,13 +1,11 @@
-//! File watching. `file`: one file's saves (for `up -F`). `Watches`: the
-//! daemon's watches over every applied ecosystem file and env file, and
-//! over apps' sources (`watch` globs, relative to the app's cwd).
+//! File watching: every applied ecosystem file and env file, and apps'
+//! sources (`watch` globs, relative to the app's cwd), for the reconciler
+//! of the daemon and of `up -F` alike.
 //!
 //! Folders are watched one by one (non-recursively) rather than whole trees,
 //! so ignored folders such as `node_modules` cost no inotify watch; a new
 //! folder gets its watch when it appears. Saves by rename-over and by
 //! delete-and-recreate are seen because the folder, not the file, is watched.
-
-pub mod file;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -16,8 +14,6 @@ use std::sync::{Arc, Mutex, PoisonError};
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
 use notify::{RecommendedWatcher, RecursiveMode, Watcher};
 use tokio::sync::mpsc;
-
-pub use file::{FileWatch, file_changes};
 
 use crate::spec::{ProjectSpec, Watch};
 
@@ -118,8 +114,8 @@ pub struct Watches {
     registry: Arc<Mutex<Registry>>,
     /// Folders watched now.
     folders: Mutex<BTreeSet<PathBuf>>,
-    /// Folders the logs go to: never watched for sources.
-    log_root: PathBuf,
+    /// eco's own log folder, never watched (the daemon's; none in `up -F`).
+    log_root: Option<PathBuf>,
 }
 
 fn globset(patterns: &[String]) -> Result<GlobSet, globset::Error> {
@@ -136,7 +132,7 @@ fn globset(patterns: &[String]) -> Result<GlobSet, globset::Error> {
 
 impl Watches {
     /// Starts the watcher; changes arrive on the returned channel.
-    pub fn new(log_root: PathBuf) -> (Arc<Watches>, mpsc::UnboundedReceiver<Change>) {
+    pub fn new(log_root: Option<PathBuf>) -> (Arc<Watches>, mpsc::UnboundedReceiver<Change>) {
         let (tx, rx) = mpsc::unbounded_channel();
         let registry: Arc<Mutex<Registry>> = Arc::default();
         let routing = Arc::clone(&registry);
@@ -215,7 +211,7 @@ impl Watches {
                     }
                 };
                 let root = app.process.cwd.clone();
-                for folder in folders_under(&root, &ignore, &self.log_root) {
+                for folder in folders_under(&root, &ignore, self.log_root.as_deref()) {
                     wanted.insert(folder);
                 }
                 registry.sources.push(SourceWatch {
@@ -252,7 +248,7 @@ impl Watches {
         for source in &registry.sources {
             if folder.starts_with(&source.root) {
                 add.extend(
-                    folders_under(folder, &source.ignore, &self.log_root)
+                    folders_under(folder, &source.ignore, self.log_root.as_deref())
                         .into_iter()
                         .map(|f| (f, source.root.clone())),
                 );
@@ -273,12 +269,12 @@ impl Watches {
 }
 
 /// `root` and every folder below it that is not ignored (nor eco's logs).
-fn folders_under(root: &Path, ignore: &GlobSet, log_root: &Path) -> Vec<PathBuf> {
+fn folders_under(root: &Path, ignore: &GlobSet, log_root: Option<&Path>) -> Vec<PathBuf> {
     let mut found = Vec::new();
     let base = root.to_path_buf();
     let mut stack = vec![root.to_path_buf()];
     while let Some(folder) = stack.pop() {
-        if folder.starts_with(log_root) {
+        if log_root.is_some_and(|r| folder.starts_with(r)) {
             continue;
         }
         found.push(folder.clone());

@@ -8,9 +8,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Local};
-use tokio::sync::Notify;
+use tokio::sync::{Notify, mpsc};
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
+use super::Trigger;
 use crate::runtime::Engine;
 use crate::schedule::next_run;
 use crate::state::Reason;
@@ -23,9 +25,14 @@ const OVER_LIMIT_SAMPLES: u32 = 2;
 
 type AppKey = (String, String);
 
-/// Runs until the daemon ends. `changed` is notified after every change
-/// of the applied specs.
-pub async fn run(engine: Arc<Engine>, changed: Arc<Notify>) {
+/// Runs until `stop`. `changed` is notified after every change of the
+/// applied specs; restarts go to the reconciler as triggers.
+pub async fn run(
+    engine: Arc<Engine>,
+    changed: Arc<Notify>,
+    triggers: mpsc::UnboundedSender<Trigger>,
+    stop: CancellationToken,
+) {
     let mut schedule: BTreeMap<AppKey, (String, DateTime<Local>)> = BTreeMap::new();
     let mut over: HashMap<(AppKey, u32, i32), u32> = HashMap::new();
     loop {
@@ -58,28 +65,24 @@ pub async fn run(engine: Arc<Engine>, changed: Arc<Notify>) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
-        match wake {
-            None => {
-                changed.notified().await;
-                continue;
-            }
-            Some(at) => tokio::select! {
-                () = changed.notified() => continue,
-                () = tokio::time::sleep_until(at) => {}
-            },
+        let far = Instant::now() + Duration::from_secs(86_400 * 365);
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = changed.notified() => continue,
+            () = tokio::time::sleep_until(wake.unwrap_or(far)), if wake.is_some() => {}
         }
         if !limits.is_empty() {
-            check_memory(&engine, &limits, &mut over).await;
+            check_memory(&engine, &limits, &mut over, &triggers).await;
         }
         let now = Local::now();
         for (key, (expr, at)) in &mut schedule {
             if *at <= now + chrono::Duration::milliseconds(5) {
-                let engine = Arc::clone(&engine);
                 let (project, app) = key.clone();
-                tokio::spawn(async move {
-                    engine
-                        .restart_for_change(&project, &app, Reason::Cron)
-                        .await;
+                let _ = triggers.send(Trigger {
+                    project,
+                    app,
+                    instance: None,
+                    reason: Reason::Cron,
                 });
                 match next_run(expr, at) {
                     Some(next) => *at = next,
@@ -94,6 +97,7 @@ async fn check_memory(
     engine: &Arc<Engine>,
     limits: &BTreeMap<AppKey, u64>,
     over: &mut HashMap<(AppKey, u32, i32), u32>,
+    triggers: &mpsc::UnboundedSender<Trigger>,
 ) {
     let metrics = engine.metrics().await;
     let mut still_over = HashMap::new();
@@ -113,12 +117,11 @@ async fn check_memory(
                 project = %row.project, app = %row.app, instance = row.index,
                 memory = m.memory_bytes, limit, "over max_memory; restarting"
             );
-            let engine = Arc::clone(engine);
-            let (project, app, index) = (row.project.clone(), row.app.clone(), row.index);
-            tokio::spawn(async move {
-                engine
-                    .restart_instance(&project, &app, index, Reason::Memory)
-                    .await;
+            let _ = triggers.send(Trigger {
+                project: row.project.clone(),
+                app: row.app.clone(),
+                instance: Some(row.index),
+                reason: Reason::Memory,
             });
         } else {
             still_over.insert(id, count);

@@ -1,0 +1,294 @@
+//! One function per request: each asks the reconciler or the engine and
+//! answers with typed facts (`ipc::proto::Response`); the CLI renders them.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Notify;
+
+use super::DEFAULT_PROJECT;
+use crate::ipc::proto::{Command, ErrorKind, ErrorReply, LogFile, LogStream, Request, Response};
+use crate::ipc::server::{Handler, Reply};
+use crate::logs::LogFiles;
+use crate::paths::Paths;
+use crate::reconcile::Reconciler;
+use crate::runtime::Stream;
+use crate::spec::{AppSpec, ProjectSpec};
+use crate::target::{Selected, TargetError};
+use crate::view::Problem;
+
+/// What the requests act on.
+pub struct Daemon {
+    pub reconciler: Arc<Reconciler>,
+    pub logs: Arc<LogFiles>,
+    pub paths: Paths,
+    /// Notified by `kill`: the daemon stops serving and shuts down.
+    pub killed: Notify,
+}
+
+impl Handler for Daemon {
+    async fn handle(self: Arc<Self>, request: Request, mut reply: Reply) {
+        if let Request::Follow { target, out, err } = request {
+            follow(&self, target.as_deref(), out, err, reply).await;
+            return;
+        }
+        let response = answer(&self, request).await;
+        reply.send(&response).await;
+    }
+}
+
+async fn answer(daemon: &Daemon, request: Request) -> Response {
+    let engine = daemon.reconciler.engine();
+    match request {
+        Request::Ping => Response::Pong,
+        Request::Apply { spec, dry_run } => apply(daemon, *spec, dry_run).await,
+        Request::Down { project } => down(daemon, project).await,
+        Request::List => list(daemon).await,
+        Request::Describe { target } => describe(daemon, &target).await,
+        Request::Stop { target } => {
+            let result = engine.stop(&target).await;
+            daemon.reconciler.saved().await;
+            done(Command::Stop, result)
+        }
+        Request::Start { target } => {
+            let result = engine.start(&target).await;
+            daemon.reconciler.saved().await;
+            done(Command::Start, result)
+        }
+        Request::Restart { target } => done(Command::Restart, engine.restart(&target).await),
+        Request::Reload { target } => reload(daemon, &target).await,
+        Request::Delete { target } => {
+            let result = engine.delete(&target).await;
+            daemon.reconciler.saved().await;
+            done(Command::Delete, result)
+        }
+        Request::Scale { target, instances } => scale(daemon, &target, instances).await,
+        Request::Wait {
+            project,
+            timeout_ms,
+        } => wait(daemon, &project, Duration::from_millis(timeout_ms)).await,
+        Request::LogFiles { target } => log_files(daemon, target.as_deref()).await,
+        Request::Follow { .. } => {
+            Response::Error(ErrorReply::failed("follow is answered as a stream", None))
+        }
+        Request::AddApp { app } => add_app(daemon, *app).await,
+        Request::Kill => kill(daemon),
+    }
+}
+
+fn done(command: Command, result: Result<Vec<Selected>, TargetError>) -> Response {
+    match result {
+        Ok(targets) => Response::Done { command, targets },
+        Err(err) => Response::Error(err.into()),
+    }
+}
+
+async fn apply(daemon: &Daemon, spec: ProjectSpec, dry_run: bool) -> Response {
+    let project = spec.name.clone();
+    let result = if dry_run {
+        daemon.reconciler.preview(&spec).await
+    } else {
+        daemon.reconciler.apply(spec).await
+    };
+    match result {
+        Ok(actions) => Response::Plan { project, actions },
+        Err(err) => Response::Error(err),
+    }
+}
+
+async fn down(daemon: &Daemon, project: String) -> Response {
+    if daemon.reconciler.engine().down(&project).await {
+        daemon.reconciler.saved().await;
+        Response::Down { project }
+    } else {
+        Response::Error(ErrorReply {
+            kind: ErrorKind::Target,
+            message: format!("no project `{project}` runs"),
+            hint: Some("`eco ls` lists what runs".into()),
+        })
+    }
+}
+
+async fn list(daemon: &Daemon) -> Response {
+    Response::List {
+        rows: daemon.reconciler.engine().list().await,
+        problems: daemon
+            .reconciler
+            .config_errors()
+            .into_iter()
+            .map(|(project, error)| Problem { project, error })
+            .collect(),
+    }
+}
+
+async fn describe(daemon: &Daemon, target: &str) -> Response {
+    match daemon
+        .reconciler
+        .engine()
+        .describe(target, Some(&daemon.logs))
+        .await
+    {
+        Ok(mut apps) => {
+            for app in &mut apps {
+                app.config_error = daemon.reconciler.config_error(&app.project);
+            }
+            Response::Describe { apps }
+        }
+        Err(err) => Response::Error(err.into()),
+    }
+}
+
+async fn reload(daemon: &Daemon, target: &str) -> Response {
+    match daemon.reconciler.engine().reload(target).await {
+        Ok(Ok(targets)) => Response::Done {
+            command: Command::Reload,
+            targets,
+        },
+        Ok(Err(err)) => Response::Error(ErrorReply::failed(
+            err.to_string(),
+            Some("the instances not yet replaced keep running; see `eco logs`".into()),
+        )),
+        Err(err) => Response::Error(err.into()),
+    }
+}
+
+async fn scale(daemon: &Daemon, target: &str, instances: u32) -> Response {
+    match daemon.reconciler.engine().scale(target, instances).await {
+        Ok((selected, spec)) => {
+            daemon.logs.configure(&spec);
+            daemon.reconciler.saved().await;
+            Response::Done {
+                command: Command::Scale { instances },
+                targets: vec![selected],
+            }
+        }
+        Err(err) => Response::Error(err.into()),
+    }
+}
+
+async fn wait(daemon: &Daemon, project: &str, limit: Duration) -> Response {
+    let engine = daemon.reconciler.engine();
+    match engine.wait(project, limit).await {
+        Ok(()) => Response::AllOnline,
+        Err(failure) => {
+            daemon.logs.flush();
+            let mut log_tail = Vec::new();
+            if let Some(spec) = engine.project_spec(&failure.project).await
+                && let Some(app) = spec.apps.get(&failure.app)
+            {
+                let settings = daemon.logs.settings_for(&failure.project, app);
+                log_tail.extend(crate::logs::tail(&settings.out, 20));
+                log_tail.extend(crate::logs::tail(&settings.err, 20));
+            }
+            Response::WaitFailed { failure, log_tail }
+        }
+    }
+}
+
+async fn log_files(daemon: &Daemon, target: Option<&str>) -> Response {
+    let engine = daemon.reconciler.engine();
+    let selected = match engine.select(target.unwrap_or("all")).await {
+        Ok(s) => s,
+        Err(err) => return Response::Error(err.into()),
+    };
+    let mut files = Vec::new();
+    for sel in selected {
+        let Some(spec) = engine.project_spec(&sel.project).await else {
+            continue;
+        };
+        let Some(app) = spec.apps.get(&sel.app) else {
+            continue;
+        };
+        let settings = daemon.logs.settings_for(&sel.project, app);
+        for (stream, path) in [
+            (LogStream::Out, settings.out),
+            (LogStream::Err, settings.err),
+        ] {
+            files.push(LogFile {
+                project: sel.project.clone(),
+                app: sel.app.clone(),
+                stream,
+                path,
+            });
+        }
+    }
+    Response::LogFiles { files }
+}
+
+/// Adds (or replaces) an ad-hoc app in the `default` project.
+async fn add_app(daemon: &Daemon, app: AppSpec) -> Response {
+    let mut spec = daemon
+        .reconciler
+        .engine()
+        .project_spec(DEFAULT_PROJECT)
+        .await
+        .unwrap_or_else(|| ProjectSpec {
+            name: DEFAULT_PROJECT.into(),
+            file: std::path::PathBuf::new(),
+            profile: None,
+            env_files: Vec::new(),
+            apps: std::collections::BTreeMap::new(),
+        });
+    spec.apps.insert(app.name.clone(), app);
+    let actions = daemon.reconciler.apply_unchecked(spec).await;
+    Response::Plan {
+        project: DEFAULT_PROJECT.into(),
+        actions,
+    }
+}
+
+fn kill(daemon: &Daemon) -> Response {
+    // An explicit kill forgets what ran: the next daemon starts empty
+    // (a crash or SIGTERM keeps the state, to be restored).
+    if let Err(err) = super::state::save(&daemon.paths.state(), Vec::new()) {
+        tracing::error!(%err, "cannot clear the state");
+    }
+    daemon.killed.notify_one();
+    Response::Stopping
+}
+
+/// Streams new output lines of the target until the client leaves.
+async fn follow(daemon: &Daemon, target: Option<&str>, out: bool, err: bool, mut reply: Reply) {
+    let selected = match daemon
+        .reconciler
+        .engine()
+        .select(target.unwrap_or("all"))
+        .await
+    {
+        Ok(s) => s,
+        Err(e) => {
+            reply.send(&Response::Error(e.into())).await;
+            return;
+        }
+    };
+    let mut lines = daemon.logs.subscribe();
+    if !reply.send(&Response::Following).await {
+        return;
+    }
+    loop {
+        let response = match lines.recv().await {
+            Ok(line) => {
+                let wanted = selected
+                    .iter()
+                    .any(|s| s.project == line.project && s.app == line.app)
+                    && match line.stream {
+                        Stream::Out => out,
+                        Stream::Err => err,
+                    };
+                if !wanted {
+                    continue;
+                }
+                Response::Line {
+                    text: line.text.clone(),
+                }
+            }
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(count)) => {
+                Response::Skipped { count }
+            }
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+        };
+        if !reply.send(&response).await {
+            return;
+        }
+    }
+}

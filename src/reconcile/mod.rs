@@ -1,0 +1,368 @@
+//! The reconciler: one loop drives the engine, for `eco up -F` and the
+//! daemon alike. Its inputs are saves of ecosystem and env files, watched
+//! sources, memory and cron triggers (`monitor`), user commands, signals
+//! (`signals`) and shutdown; its output is plans carried out by the engine
+//! and typed [`Report`]s to its [`Host`] (the terminal of `up -F`, or the
+//! daemon's state file and log). Every task it starts is owned: the loop
+//! and the monitor by its tracker, restarts by the engine's.
+
+pub mod monitor;
+pub mod signals;
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use tokio::sync::{Notify, mpsc};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config;
+use crate::ipc::proto::ErrorReply;
+use crate::plan::Action;
+use crate::runtime::Engine;
+use crate::runtime::rollout::RolloutError;
+use crate::spec::ProjectSpec;
+use crate::state::Reason;
+use crate::watch::{Change, Watches};
+use signals::{Asked, Signals};
+
+/// Quiet time after the last event on an ecosystem or env file before it
+/// is re-read (editors write a file in several steps).
+const SAVE_SETTLE: Duration = Duration::from_millis(50);
+
+/// Where the reconciler's effects beyond the engine go.
+pub trait Host: Send + Sync + 'static {
+    /// A project is about to be applied (the daemon points its logs).
+    fn configure(&self, _spec: &ProjectSpec) {}
+    /// What is applied changed (the daemon saves it).
+    fn persist(&self, _projects: Vec<(ProjectSpec, Vec<String>)>) {}
+    /// Something the user should hear of.
+    fn report(&self, report: Report);
+}
+
+/// What the reconciler tells its host.
+#[derive(Debug)]
+pub enum Report {
+    /// A saved file (or SIGHUP) was applied with this plan.
+    Applied {
+        project: String,
+        actions: Vec<Action>,
+    },
+    /// A saved file could not be applied; the apps run as they are.
+    NotApplied { project: String, errors: String },
+    /// A watched source, a memory limit or a schedule restarts an app.
+    Restarting(Trigger),
+    /// A rolling restart stopped before the end.
+    RolloutFailed {
+        project: String,
+        error: RolloutError,
+    },
+    /// Shutdown began: every app stops gracefully.
+    Stopping,
+    /// A second stop signal: every app is killed.
+    Killing,
+    /// Every app has stopped.
+    Stopped,
+}
+
+/// A restart asked for by a watched source, a memory limit or a schedule.
+#[derive(Clone, Debug)]
+pub struct Trigger {
+    pub project: String,
+    pub app: String,
+    /// `None`: every instance.
+    pub instance: Option<u32>,
+    pub reason: Reason,
+}
+
+/// The loop and what it keeps between inputs.
+pub struct Reconciler {
+    engine: Arc<Engine>,
+    host: Arc<dyn Host>,
+    watches: Arc<Watches>,
+    /// Per project, the error of the last save that could not be applied.
+    config_errors: Mutex<BTreeMap<String, String>>,
+    /// Wakes the monitor after the applied specs changed.
+    specs_changed: Arc<Notify>,
+    /// Owns the loop and the monitor.
+    services: TaskTracker,
+    /// Cancelled when shutdown begins: the loop and the monitor end.
+    stop: CancellationToken,
+}
+
+impl Reconciler {
+    /// Starts the loop and the monitor. `log_root`: eco's own log folder,
+    /// which source watches skip.
+    pub fn start(
+        engine: Arc<Engine>,
+        host: Arc<dyn Host>,
+        log_root: Option<PathBuf>,
+    ) -> Arc<Reconciler> {
+        let (watches, changes) = Watches::new(log_root);
+        let (triggers, trigger_rx) = mpsc::unbounded_channel();
+        let reconciler = Arc::new(Reconciler {
+            engine: Arc::clone(&engine),
+            host,
+            watches,
+            config_errors: Mutex::default(),
+            specs_changed: Arc::new(Notify::new()),
+            services: TaskTracker::new(),
+            stop: CancellationToken::new(),
+        });
+        reconciler.services.spawn(monitor::run(
+            engine,
+            Arc::clone(&reconciler.specs_changed),
+            triggers,
+            reconciler.stop.clone(),
+        ));
+        reconciler
+            .services
+            .spawn(Arc::clone(&reconciler).run(changes, trigger_rx));
+        reconciler
+    }
+
+    pub fn engine(&self) -> &Arc<Engine> {
+        &self.engine
+    }
+
+    /// The loop: debounced file changes and triggers, until shutdown.
+    async fn run(
+        self: Arc<Self>,
+        mut changes: mpsc::UnboundedReceiver<Change>,
+        mut triggers: mpsc::UnboundedReceiver<Trigger>,
+    ) {
+        let mut configs: BTreeMap<String, Instant> = BTreeMap::new();
+        let mut sources: BTreeMap<(String, String), (Instant, String)> = BTreeMap::new();
+        loop {
+            let next = configs
+                .values()
+                .chain(sources.values().map(|(t, _)| t))
+                .min()
+                .copied();
+            let far = Instant::now() + Duration::from_secs(86_400);
+            tokio::select! {
+                () = self.stop.cancelled() => return,
+                change = changes.recv() => match change {
+                    None => return,
+                    Some(Change::Config { project }) => {
+                        configs.insert(project, Instant::now() + SAVE_SETTLE);
+                    }
+                    Some(Change::Sources { project, app, path, delay }) => {
+                        let entry = sources
+                            .entry((project, app))
+                            .or_insert((Instant::now(), path));
+                        // Trailing debounce: the restart waits for a quiet `watch_delay`.
+                        entry.0 = Instant::now() + delay;
+                    }
+                    Some(Change::NewFolder(folder)) => self.watches.add_folder(&folder),
+                },
+                Some(trigger) = triggers.recv() => self.restart_for(trigger),
+                () = tokio::time::sleep_until(next.unwrap_or(far)), if next.is_some() => {
+                    let now = Instant::now();
+                    let due: Vec<String> = configs
+                        .iter()
+                        .filter(|(_, t)| **t <= now)
+                        .map(|(p, _)| p.clone())
+                        .collect();
+                    for project in due {
+                        configs.remove(&project);
+                        self.reload_project(&project).await;
+                    }
+                    let due: Vec<(String, String)> = sources
+                        .iter()
+                        .filter(|(_, (t, _))| *t <= now)
+                        .map(|(k, _)| k.clone())
+                        .collect();
+                    for (project, app) in due {
+                        if let Some((_, path)) = sources.remove(&(project.clone(), app.clone())) {
+                            self.restart_for(Trigger { project, app, instance: None, reason: Reason::Watch(path) });
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Carries out a trigger in its own task (operations on one app are
+    /// serialised by the engine).
+    fn restart_for(&self, trigger: Trigger) {
+        if self.engine.is_closing() {
+            return;
+        }
+        self.host.report(Report::Restarting(trigger.clone()));
+        let engine = Arc::clone(&self.engine);
+        let host = Arc::clone(&self.host);
+        self.engine.spawn(async move {
+            let Trigger {
+                project,
+                app,
+                instance,
+                reason,
+            } = trigger;
+            if let Err(error) = engine.restart_for(&project, &app, instance, reason).await {
+                host.report(Report::RolloutFailed { project, error });
+            }
+        });
+    }
+
+    /// Refuses a project name already applied from another file.
+    async fn check_same_file(&self, spec: &ProjectSpec) -> Result<(), ErrorReply> {
+        match self.engine.project_spec(&spec.name).await {
+            Some(running) if running.file != spec.file => Err(ErrorReply::failed(
+                format!(
+                    "project `{}` is already applied from {}; {} uses the same name",
+                    spec.name,
+                    running.file.display(),
+                    spec.file.display()
+                ),
+                Some(
+                    "give one of the files another `name:`, or `eco down` the other project".into(),
+                ),
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// The plan `apply` would carry out.
+    pub async fn preview(&self, spec: &ProjectSpec) -> Result<Vec<Action>, ErrorReply> {
+        self.check_same_file(spec).await?;
+        Ok(self.engine.preview(spec).await)
+    }
+
+    /// Applies a project as `eco up` asks.
+    pub async fn apply(&self, spec: ProjectSpec) -> Result<Vec<Action>, ErrorReply> {
+        self.check_same_file(&spec).await?;
+        Ok(self.apply_unchecked(spec).await)
+    }
+
+    /// Applies a spec with no file check (ad-hoc apps, restored state).
+    pub async fn apply_unchecked(&self, spec: ProjectSpec) -> Vec<Action> {
+        self.host.configure(&spec);
+        self.set_config_error(&spec.name, None);
+        let actions = self.engine.apply(spec).await;
+        self.saved().await;
+        actions
+    }
+
+    /// Re-reads a project's file and applies it; an invalid file changes
+    /// nothing and its errors are kept for `ls` and `describe`.
+    pub async fn reload_project(&self, project: &str) {
+        let Some(current) = self.engine.project_spec(project).await else {
+            return;
+        };
+        if current.file.as_os_str().is_empty() {
+            return;
+        }
+        let errors = match config::load(&current.file, current.profile.as_deref()) {
+            Ok(spec) if spec.name == project => {
+                let actions = self.apply_unchecked(spec).await;
+                self.host.report(Report::Applied {
+                    project: project.to_owned(),
+                    actions,
+                });
+                return;
+            }
+            Ok(spec) => format!(
+                "{}: the project's name changed to `{}`; run `eco down {project}` and `eco up` to rename it",
+                current.file.display(),
+                spec.name
+            ),
+            Err(errors) => errors.to_string(),
+        };
+        self.set_config_error(project, Some(errors.clone()));
+        self.host.report(Report::NotApplied {
+            project: project.to_owned(),
+            errors,
+        });
+    }
+
+    /// Re-reads and applies every applied file (SIGHUP).
+    pub async fn reload_all(&self) {
+        for project in self.engine.projects().await {
+            self.reload_project(&project.name).await;
+        }
+    }
+
+    /// After any change of what is applied: persist it, point the watches
+    /// at it, wake the monitor.
+    pub async fn saved(&self) {
+        let projects = self.engine.projects().await;
+        self.watches.set(&projects);
+        self.host.persist(self.engine.snapshot_for_state().await);
+        self.specs_changed.notify_one();
+    }
+
+    fn set_config_error(&self, project: &str, error: Option<String>) {
+        let mut errors = self
+            .config_errors
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        match error {
+            Some(e) => errors.insert(project.to_owned(), e),
+            None => errors.remove(project),
+        };
+    }
+
+    /// The error of a project's last save, if it was not applied.
+    pub fn config_error(&self, project: &str) -> Option<String> {
+        self.config_errors
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(project)
+            .cloned()
+    }
+
+    /// Every project whose last save was not applied, with its error.
+    pub fn config_errors(&self) -> Vec<(String, String)> {
+        self.config_errors
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .map(|(p, e)| (p.clone(), e.clone()))
+            .collect()
+    }
+
+    /// Stops everything gracefully and ends the loop and the monitor.
+    pub async fn shutdown(&self) {
+        self.host.report(Report::Stopping);
+        self.stop.cancel();
+        self.engine.shutdown().await;
+        self.services.close();
+        self.services.wait().await;
+        self.host.report(Report::Stopped);
+    }
+
+    /// Serves until a stop signal or `until` resolves, then shuts down
+    /// gracefully; a second stop signal meanwhile kills every app at once.
+    /// SIGHUP applies every file again; SIGUSR1 and SIGUSR2 are ignored.
+    pub async fn serve(&self, signals: &mut Signals, until: impl Future<Output = ()>) {
+        tokio::pin!(until);
+        loop {
+            tokio::select! {
+                () = &mut until => break,
+                asked = signals.next() => match asked {
+                    Asked::Stop => break,
+                    Asked::Reload => {
+                        tracing::info!("SIGHUP: applying every file again");
+                        self.reload_all().await;
+                    }
+                    Asked::Nothing(name) => tracing::info!(signal = name, "ignored"),
+                },
+            }
+        }
+        let shutdown = self.shutdown();
+        tokio::pin!(shutdown);
+        tokio::select! {
+            () = &mut shutdown => {}
+            () = signals.next_stop() => {
+                self.host.report(Report::Killing);
+                self.engine.kill_all().await;
+                shutdown.await;
+            }
+        }
+    }
+}
