@@ -3,10 +3,12 @@
 //! and no input makes the parser panic.
 
 use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 use proptest::prelude::*;
 
-use crate::support::{eco, root, stderr, stdout};
+use crate::support::{self, eco, root, stderr, stdout};
 
 fn validate_text(text: &str) -> Result<eco::spec::ProjectSpec, eco::config::ConfigErrors> {
     eco::config::validate(&eco::config::Input {
@@ -162,6 +164,189 @@ fn missing_file_is_exit_2() {
         "{}",
         stderr(&out)
     );
+}
+
+/// Runs `eco validate -f FILE` in `dir`, failing (not hanging) the test if
+/// it takes more than 10 s: a FIFO that blocks the reader must be a failure.
+fn validate_within(home: &Path, dir: &Path, file: &str) -> Output {
+    let mut child = Command::new(support::eco_bin())
+        .args(["validate", "-f", file])
+        .current_dir(dir)
+        .env("ECO_HOME", home)
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("eco runs");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while child.try_wait().expect("wait").is_none() {
+        if Instant::now() > deadline {
+            child.kill().expect("kill");
+            let out = child.wait_with_output().expect("output");
+            panic!("eco validate -f {file} hung:\n{}", stderr(&out));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().expect("output")
+}
+
+/// A FIFO, a character device, a folder and a file over 1 MiB named by
+/// `env_file` are each refused at the `env_file` entry, without blocking on
+/// the FIFO or reading `/dev/zero` forever.
+#[test]
+fn env_file_must_be_a_small_regular_file() {
+    let home = tempfile::tempdir().expect("tempdir");
+    let dir = tempfile::tempdir().expect("tempdir");
+    nix::unistd::mkfifo(&dir.path().join("fifo.env"), nix::sys::stat::Mode::S_IRWXU)
+        .expect("mkfifo");
+    std::fs::create_dir(dir.path().join("folder.env")).expect("mkdir");
+    std::fs::write(dir.path().join("big.env"), "A=1\n".repeat(300_000)).expect("big");
+    std::fs::write(dir.path().join("ok.env"), "A=1\n").expect("ok");
+    let file = dir.path().join("eco.yaml");
+    std::fs::write(
+        &file,
+        "apps:\n  a:\n    cmd: x\n    env_file: fifo.env\n  b:\n    cmd: x\n    env_file: /dev/zero\n  c:\n    cmd: x\n    env_file: [ok.env, folder.env]\n  d:\n    cmd: x\n    env_file: big.env\n",
+    )
+    .expect("write");
+    let out = validate_within(home.path(), dir.path(), "eco.yaml");
+    assert_eq!(out.status.code(), Some(2), "{}", stdout(&out));
+    let err = stderr(&out);
+    let shown = file.display();
+    let folder = dir.path().display();
+    for needle in [
+        format!(
+            "error: {shown}:4:15: apps.a.env_file: cannot read env file {folder}/fifo.env: not a regular file (it is a named pipe)"
+        ),
+        format!(
+            "error: {shown}:7:15: apps.b.env_file: cannot read env file /dev/zero: not a regular file (it is a character device)"
+        ),
+        format!(
+            "error: {shown}:10:24: apps.c.env_file[1]: cannot read env file {folder}/folder.env: not a regular file (it is a folder)"
+        ),
+        format!(
+            "error: {shown}:13:15: apps.d.env_file: cannot read env file {folder}/big.env: file too large (1200000 bytes; the limit is 1 MiB)"
+        ),
+    ] {
+        assert!(err.contains(&needle), "missing {needle:?} in\n{err}");
+    }
+    assert!(err.contains("4 errors in"), "{err}");
+}
+
+/// The ecosystem file itself: a FIFO, a device, a folder or more than
+/// 1 MiB is refused in eco's words, and never blocks.
+#[test]
+fn ecosystem_file_must_be_a_small_regular_file() {
+    let home = tempfile::tempdir().expect("tempdir");
+    let dir = tempfile::tempdir().expect("tempdir");
+    nix::unistd::mkfifo(&dir.path().join("fifo.yaml"), nix::sys::stat::Mode::S_IRWXU)
+        .expect("mkfifo");
+    std::fs::create_dir(dir.path().join("folder.yaml")).expect("mkdir");
+    let big = format!("apps:\n  a:\n    cmd: x\n{}", "#\n".repeat(2_621_440));
+    std::fs::write(dir.path().join("big.yaml"), big).expect("big");
+    let cases = [
+        ("fifo.yaml", "not a regular file (it is a named pipe)"),
+        ("/dev/zero", "not a regular file (it is a character device)"),
+        ("folder.yaml", "not a regular file (it is a folder)"),
+        (
+            "big.yaml",
+            "file too large (5242902 bytes; the limit is 1 MiB)",
+        ),
+    ];
+    for (file, message) in cases {
+        let out = validate_within(home.path(), dir.path(), file);
+        assert_eq!(out.status.code(), Some(2), "{file}: {}", stdout(&out));
+        let shown = if file.starts_with('/') {
+            file.to_owned()
+        } else {
+            dir.path().join(file).display().to_string()
+        };
+        let needle = format!("error: {shown}: {message}\n");
+        assert!(
+            stderr(&out).starts_with(&needle),
+            "{file}: want {needle:?}, got\n{}",
+            stderr(&out)
+        );
+    }
+}
+
+/// A file under 1 MiB with more values than the parser's node budget says
+/// "file too large" with a position, not the parser's budget internals.
+#[test]
+fn too_many_values_is_file_too_large() {
+    let home = tempfile::tempdir().expect("tempdir");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let text = format!(
+        "apps: {{ a: {{ cmd: x }} }}\nx: [{}1]\n",
+        "1,".repeat(300_000)
+    );
+    assert!(text.len() < 1024 * 1024);
+    std::fs::write(dir.path().join("eco.yaml"), text).expect("write");
+    let out = validate_within(home.path(), dir.path(), "eco.yaml");
+    assert_eq!(out.status.code(), Some(2), "{}", stdout(&out));
+    let err = stderr(&out);
+    let first = err.lines().next().unwrap_or_default();
+    assert!(
+        first.starts_with(&format!(
+            "error: {}:2:",
+            dir.path().join("eco.yaml").display()
+        )) && first.ends_with(": file too large: too many values for eco to read"),
+        "{err}"
+    );
+    for internal in ["budget", "Nodes", "Options", "Policy"] {
+        assert!(!err.contains(internal), "{internal:?} leaked:\n{err}");
+    }
+}
+
+/// No message about any broken file names serde-saphyr's options or budgets.
+#[test]
+fn messages_never_name_parser_internals() {
+    let home = tempfile::tempdir().expect("tempdir");
+    for file in std::fs::read_dir(root().join("tests/broken")).expect("corpus") {
+        let file = file.expect("entry").path();
+        let out = eco(
+            home.path(),
+            &root(),
+            &["validate", "-f", file.to_str().expect("utf-8")],
+        );
+        let err = stderr(&out);
+        for internal in ["DuplicateKeyPolicy", "Options", "budget", "serde"] {
+            assert!(
+                !err.contains(internal),
+                "{}: {internal:?} in\n{err}",
+                file.display()
+            );
+        }
+    }
+}
+
+/// A 200 KB line is shown cut to 200 characters and an ellipsis, in the
+/// snippet and in the quoted value; an error further right puts the caret
+/// on the ellipsis.
+#[test]
+fn long_lines_are_cut_in_messages() {
+    let home = tempfile::tempdir().expect("tempdir");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let long = "z".repeat(200_000);
+    std::fs::write(
+        dir.path().join("eco.yaml"),
+        format!("apps:\n  a: {{ cmd: x, mode: {long} }}\n  b: {{ cmd: x, env: {{ K: {long} }}, mode: bad }}\n"),
+    )
+    .expect("write");
+    let out = validate_within(home.path(), dir.path(), "eco.yaml");
+    assert_eq!(out.status.code(), Some(2), "{}", stdout(&out));
+    let err = stderr(&out);
+    assert!(err.len() < 3_000, "{} bytes of messages", err.len());
+    let cut = format!("{}…", "z".repeat(200));
+    assert!(
+        err.contains(&format!("expected `fork` or `cluster`, found \"{cut}\"")),
+        "{err}"
+    );
+    let snippet = format!(" 2 |   a: {{ cmd: x, mode: {}…\n", "z".repeat(179));
+    assert!(err.contains(&snippet), "{err}");
+    let snippet = format!(" 3 |   b: {{ cmd: x, env: {{ K: {}…\n", "z".repeat(175));
+    assert!(err.contains(&snippet), "{err}");
+    let caret = format!("   | {}^\n", " ".repeat(200));
+    assert!(err.contains(&caret), "{err}");
 }
 
 fn example_text() -> String {

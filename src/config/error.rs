@@ -16,7 +16,8 @@ pub struct ConfigError {
     pub message: String,
     /// A suggestion (did-you-mean, the accepted forms).
     pub hint: Option<String>,
-    /// The source line, for the caret snippet.
+    /// The source line, for the caret snippet; at most 200 characters and an
+    /// ellipsis, so a huge line does not bury the message.
     pub source_line: Option<String>,
 }
 
@@ -34,7 +35,11 @@ impl fmt::Display for ConfigError {
         if let Some(line) = &self.source_line {
             let number = self.pos.line.to_string();
             let pad = " ".repeat(number.len());
-            let caret_at = usize::try_from(self.pos.column.saturating_sub(1)).unwrap_or(0);
+            // A clipped line ends in `…`; a column past it points at the `…`.
+            let mut caret_at = usize::try_from(self.pos.column.saturating_sub(1)).unwrap_or(0);
+            if line.ends_with('…') {
+                caret_at = caret_at.min(line.chars().count().saturating_sub(1));
+            }
             let indent: String = line
                 .chars()
                 .take(caret_at)
@@ -70,5 +75,36 @@ impl fmt::Display for ConfigErrors {
                 .first()
                 .map_or(String::new(), |e| e.file.display().to_string())
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn error(column: u64, line: &str) -> String {
+        ConfigError {
+            file: "/e.yaml".into(),
+            pos: Pos { line: 7, column },
+            path: "apps.a".into(),
+            message: "bad".into(),
+            hint: None,
+            source_line: Some(line.into()),
+        }
+        .to_string()
+    }
+
+    #[test]
+    fn the_caret_stays_on_a_clipped_line() {
+        assert_eq!(
+            error(9000, "abc…"),
+            "/e.yaml:7:9000: apps.a: bad\n   |\n 7 | abc…\n   |    ^"
+        );
+        // An unclipped line keeps the caret where the column says, even
+        // past its end (an error at the end of a line).
+        assert_eq!(
+            error(4, "abc"),
+            "/e.yaml:7:4: apps.a: bad\n   |\n 7 | abc\n   |    ^"
+        );
     }
 }

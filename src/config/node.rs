@@ -7,7 +7,8 @@ use std::fmt;
 
 use serde::Deserialize;
 use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
-use serde_saphyr::Spanned;
+use serde_saphyr::budget::BudgetBreach;
+use serde_saphyr::{Budget, DuplicateKeyPolicy, Spanned};
 
 /// Where a value was written: 1-based line and column (0 when unknown).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -163,6 +164,11 @@ impl<'de> Visitor<'de> for BareVisitor {
     }
 }
 
+/// The deepest nesting eco reads. A real ecosystem file nests about 5
+/// levels (`apps.web.ready.http`); the parser's own default (64) can
+/// overflow a thread's stack in a debug build.
+pub const MAX_DEPTH: usize = 24;
+
 /// A YAML syntax error: where, and what the parser said.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SyntaxError {
@@ -181,6 +187,15 @@ pub fn parse(text: &str) -> Result<Node, SyntaxError> {
     // YAML 1.2 booleans only: an app named `off` or `no` stays a name.
     let mut options = serde_saphyr::Options::default();
     options.strict_booleans = true;
+    // Repeated keys reach the tree, so validation reports each one with the
+    // line of the first (see [`duplicate_keys`]) instead of the parser's
+    // advice about its own options.
+    options.duplicate_keys = DuplicateKeyPolicy::PassThrough;
+    // The tree is built by recursion, one level per nesting level: a tight
+    // cap keeps a hostile file from overflowing a 2 MiB thread stack.
+    let mut budget = Budget::default();
+    budget.max_depth = MAX_DEPTH;
+    options.budget = Some(budget);
     match serde_saphyr::from_str_with_options::<SpannedNode>(text, options) {
         Ok(SpannedNode(node)) => Ok(node),
         Err(err) => {
@@ -191,13 +206,149 @@ pub fn parse(text: &str) -> Result<Node, SyntaxError> {
                     column: l.column(),
                 })
                 .unwrap_or_default();
-            let mut message = err.without_snippet().to_string();
-            // The position is reported separately; drop the parser's copy of it.
-            if let Some(cut) = message.find(" at line ") {
-                message.truncate(cut);
-            }
+            let message = describe(&err).unwrap_or_else(|| {
+                let mut message = err.without_snippet().to_string();
+                // The position is reported separately; drop the parser's copy of it.
+                if let Some(cut) = message.find(" at line ") {
+                    message.truncate(cut);
+                }
+                // The scanner's own nesting cap on `[[[…`, before the budget's.
+                if message == "recursion limit exceeded" {
+                    return too_deep();
+                }
+                message
+            });
             Err(SyntaxError { pos, message })
         }
+    }
+}
+
+/// The parser errors whose own wording names its internals (budgets,
+/// options, alias counters), said in eco's words. `None`: the parser's
+/// message is fine as it is.
+fn describe(err: &serde_saphyr::Error) -> Option<String> {
+    use serde_saphyr::Error as E;
+    let mut err = err;
+    while let E::AliasError { error, .. } | E::WithSnippet { error, .. } = err {
+        err = error;
+    }
+    Some(match err {
+        E::Budget { breach, .. } => match breach {
+            BudgetBreach::Depth { .. } => too_deep(),
+            BudgetBreach::Aliases { .. }
+            | BudgetBreach::Anchors { .. }
+            | BudgetBreach::AliasAnchorRatio { .. }
+            | BudgetBreach::RecordedAnchorEvents { .. }
+            | BudgetBreach::RecordedAnchorBytes { .. } => {
+                "file too large: too many anchors or aliases (`&name`, `*name`) for eco to read"
+                    .into()
+            }
+            BudgetBreach::Documents { .. } => {
+                "file too large: too many YAML documents (`---`) for eco to read".into()
+            }
+            _ => "file too large: too many values for eco to read".into(),
+        },
+        E::AliasReplayLimitExceeded { .. }
+        | E::AliasExpansionLimitExceeded { .. }
+        | E::AliasReplayStackDepthExceeded { .. }
+        | E::AliasReplayCounterOverflow { .. } => {
+            "file too large: aliases (`*name`) expand to too many values for eco to read".into()
+        }
+        E::DuplicateMappingKey { key, .. } => match key {
+            Some(key) => format!("duplicate key `{key}`"),
+            None => "duplicate key".into(),
+        },
+        E::BinaryNotUtf8 { .. } => "a `!!binary` value is not valid UTF-8 text".into(),
+        _ => return None,
+    })
+}
+
+fn too_deep() -> String {
+    format!("file too large: values nested more than {MAX_DEPTH} levels deep")
+}
+
+/// A key written twice in one mapping: the key, where it is first written,
+/// and where it is repeated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DuplicateKey {
+    pub key: String,
+    pub first: Pos,
+    pub again: Pos,
+    /// The key path of the repeated key, e.g. `apps.web.env.PORT`.
+    pub path: String,
+}
+
+/// Every key repeated within one mapping, anywhere in the tree, in file order.
+pub fn duplicate_keys(root: &Node) -> Vec<DuplicateKey> {
+    let mut out = Vec::new();
+    walk_duplicates(root, "", &mut out);
+    out
+}
+
+fn walk_duplicates(node: &Node, path: &str, out: &mut Vec<DuplicateKey>) {
+    match &node.value {
+        Value::Map(entries) => {
+            let mut seen: Vec<(String, Pos)> = Vec::new();
+            for (key, value) in entries {
+                let Some(name) = key.scalar_string() else {
+                    continue;
+                };
+                let full = if path.is_empty() {
+                    name.clone()
+                } else {
+                    format!("{path}.{name}")
+                };
+                if let Some((_, first)) = seen.iter().find(|(k, _)| *k == name) {
+                    out.push(DuplicateKey {
+                        key: name,
+                        first: *first,
+                        again: key.pos,
+                        path: full,
+                    });
+                    continue;
+                }
+                walk_duplicates(value, &full, out);
+                seen.push((name, key.pos));
+            }
+        }
+        Value::Seq(items) => {
+            for (i, item) in items.iter().enumerate() {
+                walk_duplicates(item, &format!("{path}[{i}]"), out);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Every string value (not key) holding a NUL byte, with its key path: an
+/// exec argument or environment value cannot carry one, so the app would
+/// only crash-loop at spawn.
+pub fn nul_strings(root: &Node) -> Vec<(String, Pos)> {
+    let mut out = Vec::new();
+    walk_nul(root, "", &mut out);
+    out
+}
+
+fn walk_nul(node: &Node, path: &str, out: &mut Vec<(String, Pos)>) {
+    match &node.value {
+        Value::Str(s) if s.contains('\0') => out.push((path.to_owned(), node.pos)),
+        Value::Map(entries) => {
+            for (key, value) in entries {
+                let name = key.scalar_string().unwrap_or_default();
+                let full = if path.is_empty() {
+                    name
+                } else {
+                    format!("{path}.{name}")
+                };
+                walk_nul(value, &full, out);
+            }
+        }
+        Value::Seq(items) => {
+            for (i, item) in items.iter().enumerate() {
+                walk_nul(item, &format!("{path}[{i}]"), out);
+            }
+        }
+        _ => {}
     }
 }
 
@@ -239,6 +390,77 @@ mod tests {
         assert_eq!(top[0].0.value, Value::Str("off".into()));
         assert_eq!(top[0].1.value, Value::Str("yes".into()));
         assert_eq!(top[1].1.value, Value::Bool(true));
+    }
+
+    #[test]
+    fn repeated_keys_reach_the_tree_and_are_found() {
+        let doc = parse("apps:\n  a:\n    env: {X: 1, X: 2}\n  a: {}\n").expect("parses");
+        let dups = duplicate_keys(&doc);
+        assert_eq!(
+            dups,
+            vec![
+                DuplicateKey {
+                    key: "X".into(),
+                    first: Pos {
+                        line: 3,
+                        column: 11
+                    },
+                    again: Pos {
+                        line: 3,
+                        column: 17
+                    },
+                    path: "apps.a.env.X".into(),
+                },
+                DuplicateKey {
+                    key: "a".into(),
+                    first: Pos { line: 2, column: 3 },
+                    again: Pos { line: 4, column: 3 },
+                    path: "apps.a".into(),
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn nul_strings_are_found_with_their_path() {
+        let doc = parse("a: [x, \"y\\0\"]\nb: {c: \"\\x00\", d: ok}\n").expect("parses");
+        assert_eq!(
+            nul_strings(&doc),
+            vec![
+                ("a[1]".to_owned(), Pos { line: 1, column: 8 }),
+                ("b.c".to_owned(), Pos { line: 2, column: 8 }),
+            ]
+        );
+    }
+
+    #[test]
+    fn budget_breaches_are_said_in_eco_words() {
+        let text = format!("x: [{}1]\n", "1,".repeat(300_000));
+        let err = parse(&text).expect_err("too many nodes");
+        assert_eq!(
+            err.message,
+            "file too large: too many values for eco to read"
+        );
+        // Runs on a test thread's 2 MiB stack: deep input must be refused
+        // before the recursive visitor overflows it.
+        let deep = format!("x: {}1{}\n", "[".repeat(1000), "]".repeat(1000));
+        let err = parse(&deep).expect_err("too deep");
+        assert_eq!(
+            err.message,
+            "file too large: values nested more than 24 levels deep"
+        );
+        let deep = format!("x: {}1{}\n", "[".repeat(30), "]".repeat(30));
+        let err = parse(&deep).expect_err("too deep");
+        assert_eq!(
+            err.message,
+            "file too large: values nested more than 24 levels deep"
+        );
+        let ok = format!(
+            "x: {}1{}\n",
+            "[".repeat(MAX_DEPTH - 1),
+            "]".repeat(MAX_DEPTH - 1)
+        );
+        assert!(parse(&ok).is_ok());
     }
 
     #[test]

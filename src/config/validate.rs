@@ -20,10 +20,59 @@ use crate::spec::{
 /// should be an error, not 40,000 processes.
 pub const MAX_INSTANCES: u32 = 10_000;
 
+/// The most bytes eco reads from an ecosystem file or an env file. Both are
+/// a few KB; the cap keeps `/dev/zero` or a mistaken `-f` on a log file from
+/// growing the daemon without bound.
+pub const MAX_FILE_BYTES: u64 = 1024 * 1024;
+
+/// The longest project or app name: names become log file names
+/// (`<project>/<app>-<instance>.out.log`), which the file system caps at 255
+/// bytes, and they must fit in a status table.
+pub const MAX_NAME_LEN: usize = 64;
+
+/// App names the CLI gives a meaning of its own: `all` is the "every app"
+/// target, so an app called `all` could never be named alone.
+pub const RESERVED_APP_NAMES: &[&str] = &["all"];
+
+/// The most characters of a source line shown under an error: a 200 KB line
+/// would bury the message.
+pub const MAX_SNIPPET_CHARS: usize = 200;
+
+/// The most characters of one error message (a backstop: values quoted in
+/// messages are clipped to [`MAX_SNIPPET_CHARS`] where they are quoted).
+const MAX_MESSAGE_CHARS: usize = 1000;
+
+/// Why a file could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    /// A FIFO, device, folder or socket: reading it could block or never end.
+    #[error("not a regular file (it is {kind})")]
+    NotRegular { kind: &'static str },
+    #[error("file too large ({size} bytes; the limit is {})", limit_text(*.limit))]
+    TooLarge { size: u64, limit: u64 },
+    #[error("the file is not UTF-8 text")]
+    NotUtf8,
+    #[error("{0}")]
+    Io(#[from] io::Error),
+}
+
+/// `1048576` → "1 MiB", for messages.
+fn limit_text(limit: u64) -> String {
+    if limit >= 1024 * 1024 && limit.is_multiple_of(1024 * 1024) {
+        format!("{} MiB", limit / (1024 * 1024))
+    } else {
+        format!("{limit} bytes")
+    }
+}
+
 /// The file-system questions validation needs answered.
 pub trait FileSystem {
     fn is_dir(&self, path: &Path) -> bool;
-    fn read_to_string(&self, path: &Path) -> io::Result<String>;
+    /// Whether anything (file, folder, FIFO …) is at `path`.
+    fn exists(&self, path: &Path) -> bool;
+    /// Reads a regular file of at most `limit` bytes, without blocking on a
+    /// FIFO and without reading (or allocating) more than `limit + 1` bytes.
+    fn read_limited(&self, path: &Path, limit: u64) -> Result<String, ReadError>;
 }
 
 /// Everything validation needs besides the text.
@@ -47,17 +96,16 @@ pub fn validate(input: &Input<'_>) -> Result<ProjectSpec, ConfigErrors> {
         graph: Vec::new(),
         env_files: Vec::new(),
     };
-    let spec = match node::parse(input.text) {
-        Ok(root) => walker.project(&root),
-        Err(syntax) => {
-            walker.error(
-                syntax.pos,
-                "",
-                format!("invalid YAML: {}", syntax.message),
-                None,
-            );
-            None
-        }
+    let spec = if let Some(pos) = nul_byte(input.text) {
+        walker.error(
+            pos,
+            "",
+            "the file contains a NUL byte".into(),
+            Some("an ecosystem file is YAML text; check that -f names the right file".into()),
+        );
+        None
+    } else {
+        walker.parsed(input.text)
     };
     let mut errors = walker.errors;
     match spec {
@@ -65,6 +113,67 @@ pub fn validate(input: &Input<'_>) -> Result<ProjectSpec, ConfigErrors> {
         _ => {
             errors.sort_by_key(|e| (e.pos.line, e.pos.column));
             Err(ConfigErrors(errors))
+        }
+    }
+}
+
+/// Where the first raw NUL byte is in `text`.
+fn nul_byte(text: &str) -> Option<Pos> {
+    text.lines().enumerate().find_map(|(i, line)| {
+        let at = line.find('\0')?;
+        Some(Pos {
+            line: u64::try_from(i + 1).unwrap_or(u64::MAX),
+            column: u64::try_from(line[..at].chars().count() + 1).unwrap_or(u64::MAX),
+        })
+    })
+}
+
+/// `s`, cut to [`MAX_SNIPPET_CHARS`] characters with an ellipsis.
+fn clip(s: &str) -> String {
+    match s.char_indices().nth(MAX_SNIPPET_CHARS) {
+        Some((at, _)) => format!("{}…", &s[..at]),
+        None => s.to_owned(),
+    }
+}
+
+impl Walker<'_> {
+    /// Parses the text and walks the tree; `None` when it is not YAML.
+    fn parsed(&mut self, text: &str) -> Option<ProjectSpec> {
+        match node::parse(text) {
+            Ok(root) => {
+                for dup in node::duplicate_keys(&root) {
+                    self.error(
+                        dup.again,
+                        &dup.path,
+                        format!(
+                            "duplicate key `{}`, first at line {}",
+                            clip(&dup.key),
+                            dup.first.line
+                        ),
+                        Some("remove one of the two, or merge them".into()),
+                    );
+                }
+                for (path, pos) in node::nul_strings(&root) {
+                    self.error(
+                        pos,
+                        &path,
+                        "contains a NUL byte (\\0), which no argument or environment value can carry"
+                            .into(),
+                        Some("remove the \\0 (or \\x00) escape".into()),
+                    );
+                }
+                self.project(&root)
+            }
+            Err(syntax) => {
+                if syntax.message.starts_with("file too large") {
+                    let hint = "an ecosystem file is a few KB; check that -f names the right file";
+                    self.error(syntax.pos, "", syntax.message, Some(hint.into()));
+                } else {
+                    let message = format!("invalid YAML: {}", syntax.message);
+                    self.error(syntax.pos, "", message, None);
+                }
+                None
+            }
         }
     }
 }
@@ -100,11 +209,16 @@ impl Walker<'_> {
             .ok()
             .and_then(|l| l.checked_sub(1))
             .and_then(|l| self.lines.get(l))
-            .map(|l| (*l).to_owned());
+            .map(|l| clip(l));
+        // Messages quote values; a value of a few hundred KB must not be echoed whole.
+        let message = match message.char_indices().nth(MAX_MESSAGE_CHARS) {
+            Some((at, _)) => format!("{}…", &message[..at]),
+            None => message,
+        };
         self.errors.push(ConfigError {
             file: self.input.file.clone(),
             pos,
-            path: path.to_owned(),
+            path: clip(path),
             message,
             hint,
             source_line,
@@ -113,7 +227,7 @@ impl Walker<'_> {
 
     fn expected(&mut self, node: &Node, path: &str, expected: &str) {
         let found = match &node.value {
-            Value::Str(s) => format!("the string {s:?}"),
+            Value::Str(s) => format!("the string {:?}", clip(s)),
             Value::Int(i) => format!("the integer {i}"),
             Value::Float(x) => format!("the number {x}"),
             Value::Bool(b) => format!("the boolean {b}"),
@@ -181,8 +295,11 @@ impl Walker<'_> {
         out
     }
 
+    /// A string value; `None` for one holding a NUL byte (already reported
+    /// by `parsed`), so no path or command is built from it.
     fn string(&mut self, node: &Node, path: &str) -> Option<String> {
         match &node.value {
+            Value::Str(s) if s.contains('\0') => None,
             Value::Str(s) => Some(s.clone()),
             _ => {
                 self.expected(node, path, "a string");
@@ -246,7 +363,7 @@ impl Walker<'_> {
     /// A string or a list of strings.
     fn strings(&mut self, node: &Node, path: &str) -> Option<Vec<String>> {
         match &node.value {
-            Value::Str(s) => Some(vec![s.clone()]),
+            Value::Str(_) => self.string(node, path).map(|s| vec![s]),
             Value::Seq(items) => {
                 let mut out = Vec::new();
                 let mut ok = true;
@@ -284,7 +401,7 @@ impl Walker<'_> {
                 self.error(
                     key.pos,
                     &full,
-                    format!("{name:?} is not a valid environment variable name"),
+                    format!("{:?} is not a valid environment variable name", clip(&name)),
                     None,
                 );
                 continue;
@@ -322,15 +439,15 @@ impl Walker<'_> {
             match key.as_str() {
                 "name" => {
                     if let Some(n) = self.string(value, "name") {
-                        if valid_name(&n) {
-                            name = Some(n);
-                        } else {
+                        if let Some(problem) = name_problem(&n) {
                             self.error(
                                 value.pos,
                                 "name",
-                                format!("project name {n:?} may only use A-Z a-z 0-9 _ . -"),
-                                None,
+                                format!("project name {:?} {problem}", clip(&n)),
+                                Some("rename the project, e.g. `my-project`".into()),
                             );
+                        } else {
+                            name = Some(n);
                         }
                     }
                 }
@@ -366,22 +483,26 @@ impl Walker<'_> {
                     self.expected(key, "apps", "an app name");
                     continue;
                 };
-                if !valid_name(&app) {
+                if let Some(problem) = name_problem(&app) {
                     self.error(
                         key.pos,
-                        &join("apps", &app),
-                        format!("app name {app:?} may only use A-Z a-z 0-9 _ . -"),
+                        &join("apps", &clip(&app)),
+                        format!("app name {:?} {problem}", clip(&app)),
                         Some("rename the app, e.g. `my-app`".into()),
                     );
                     continue;
                 }
-                if !seen.insert(app.clone()) {
+                if RESERVED_APP_NAMES.contains(&app.as_str()) {
                     self.error(
                         key.pos,
                         &join("apps", &app),
-                        format!("app `{app}` is defined twice"),
-                        None,
+                        format!("`{app}` is reserved: on the command line it means every app"),
+                        Some(format!("rename the app, e.g. `{app}-app` or `main`")),
                     );
+                    continue;
+                }
+                // A repeated app is reported as a duplicate key (see `parsed`).
+                if !seen.insert(app.clone()) {
                     continue;
                 }
                 if let Some(p) = self.app(&app, key.pos, value, &shared, &mut profiles_seen) {
@@ -428,7 +549,8 @@ impl Walker<'_> {
         if cleaned.is_empty() {
             "default".into()
         } else {
-            cleaned
+            // A long folder name must not make log paths too long either.
+            cleaned.chars().take(MAX_NAME_LEN).collect()
         }
     }
 
@@ -469,6 +591,13 @@ impl Walker<'_> {
                         let resolved = self.resolve(&dir);
                         if self.input.fs.is_dir(&resolved) {
                             cwd = resolved;
+                        } else if self.input.fs.exists(&resolved) {
+                            self.error(
+                                value.pos,
+                                path,
+                                format!("{} is a file, not a folder", resolved.display()),
+                                Some("cwd names the folder the app runs in; give that folder (relative paths start at the file's folder)".into()),
+                            );
                         } else {
                             self.error(
                                 value.pos,
@@ -482,8 +611,17 @@ impl Walker<'_> {
                 "env" => app_env = self.env(value, path),
                 "env_file" => {
                     if let Some(files) = self.strings(value, path) {
-                        for file in files {
-                            self.env_file(&file, value.pos, path, &mut file_env);
+                        // Each error points at its own list item.
+                        let at: Vec<(Pos, String)> = match &value.value {
+                            Value::Seq(items) => items
+                                .iter()
+                                .enumerate()
+                                .map(|(i, n)| (n.pos, format!("{path}[{i}]")))
+                                .collect(),
+                            _ => vec![(value.pos, path.to_owned())],
+                        };
+                        for (file, (pos, item_path)) in files.iter().zip(at) {
+                            self.env_file(file, pos, &item_path, &mut file_env);
                         }
                     }
                 }
@@ -493,7 +631,7 @@ impl Walker<'_> {
                     Some(other) => self.error(
                         value.pos,
                         path,
-                        format!("expected `fork` or `cluster`, found {other:?}"),
+                        format!("expected `fork` or `cluster`, found {:?}", clip(other)),
                         None,
                     ),
                     None => {}
@@ -539,7 +677,10 @@ impl Walker<'_> {
                     Some(other) => self.error(
                         value.pos,
                         path,
-                        format!("expected `always`, `on-failure` or `never`, found {other:?}"),
+                        format!(
+                            "expected `always`, `on-failure` or `never`, found {:?}",
+                            clip(other)
+                        ),
                         None,
                     ),
                     None => {}
@@ -596,7 +737,7 @@ impl Walker<'_> {
                             Err(err) => self.error(
                                 value.pos,
                                 path,
-                                format!("invalid cron expression {expr:?}: {err}"),
+                                format!("invalid cron expression {:?}: {err}", clip(&expr)),
                                 Some("use 5 fields: minute hour day-of-month month day-of-week, e.g. \"0 3 * * *\"".into()),
                             ),
                         }
@@ -700,7 +841,10 @@ impl Walker<'_> {
                     self.error(
                         node.pos,
                         path,
-                        format!("cannot split {s:?} into words: a quote is not closed"),
+                        format!(
+                            "cannot split {:?} into words: a quote is not closed",
+                            clip(s)
+                        ),
                         Some("close the quote, or write cmd as a list".into()),
                     );
                     return None;
@@ -737,23 +881,44 @@ impl Walker<'_> {
         if !self.env_files.contains(&resolved) {
             self.env_files.push(resolved.clone());
         }
-        let text = match self.input.fs.read_to_string(&resolved) {
+        let text = match self.input.fs.read_limited(&resolved, MAX_FILE_BYTES) {
             Ok(text) => text,
             Err(err) => {
+                let hint = match err {
+                    ReadError::NotRegular { .. } => {
+                        "env_file must name a regular file of KEY=value lines"
+                    }
+                    ReadError::TooLarge { .. } => {
+                        "an env file holds a few KEY=value lines; check the path"
+                    }
+                    ReadError::NotUtf8 | ReadError::Io(_) => {
+                        "create it, or fix the path (relative paths start at the file's folder)"
+                    }
+                };
                 self.error(
                     pos,
                     path,
                     format!("cannot read env file {}: {err}", resolved.display()),
-                    Some(
-                        "create it, or fix the path (relative paths start at the file's folder)"
-                            .into(),
-                    ),
+                    Some(hint.into()),
                 );
                 return;
             }
         };
         for item in dotenvy::from_read_iter(text.as_bytes()) {
             match item {
+                Ok((k, v)) if k.contains('\0') || v.contains('\0') => {
+                    self.error(
+                        pos,
+                        path,
+                        format!(
+                            "env file {}: variable {:?} contains a NUL byte, which no environment value can carry",
+                            resolved.display(),
+                            clip(&k)
+                        ),
+                        None,
+                    );
+                    return;
+                }
                 Ok((k, v)) => {
                     into.insert(k, v);
                 }
@@ -777,7 +942,7 @@ impl Walker<'_> {
                 self.error(
                     pos,
                     path,
-                    format!("invalid glob {glob:?}: {}", err.kind()),
+                    format!("invalid glob {:?}: {}", clip(glob), err.kind()),
                     None,
                 );
                 ok = false;
@@ -830,7 +995,7 @@ impl Walker<'_> {
                             self.error(
                                 value.pos,
                                 &path,
-                                format!("expected host:port, found {text:?}"),
+                                format!("expected host:port, found {:?}", clip(&text)),
                                 None,
                             );
                             None
@@ -845,7 +1010,7 @@ impl Walker<'_> {
                             self.error(
                                 value.pos,
                                 &path,
-                                format!("expected an http:// URL, found {text:?}"),
+                                format!("expected an http:// URL, found {:?}", clip(&text)),
                                 Some("e.g. http://127.0.0.1:8080/health (https is not supported for readiness)".into()),
                             );
                             None
@@ -967,6 +1132,20 @@ pub fn valid_name(name: &str) -> bool {
     !name.is_empty() && name != "." && name != ".." && name.chars().all(is_name_char)
 }
 
+/// What is wrong with a project or app name, said after the name
+/// (`app name "x" …`); `None` when it is fine.
+pub fn name_problem(name: &str) -> Option<String> {
+    if !valid_name(name) {
+        return Some("may only use A-Z a-z 0-9 _ . - (and is not `.` or `..`)".into());
+    }
+    let len = name.chars().count();
+    (len > MAX_NAME_LEN).then(|| {
+        format!(
+            "is {len} characters long; the limit is {MAX_NAME_LEN} (names become log file names)"
+        )
+    })
+}
+
 fn valid_host_port(text: &str) -> bool {
     match text.rsplit_once(':') {
         Some((host, port)) => !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0),
@@ -1065,4 +1244,162 @@ pub fn normalize(path: &Path) -> PathBuf {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A file system of fixed answers: `/p/dir` is a folder, `/p/file` a
+    /// file, and env files answer what `read` says.
+    struct FakeFs {
+        read: fn(&Path) -> Result<String, ReadError>,
+    }
+
+    impl FileSystem for FakeFs {
+        fn is_dir(&self, path: &Path) -> bool {
+            path == Path::new("/p") || path == Path::new("/p/dir")
+        }
+        fn exists(&self, path: &Path) -> bool {
+            self.is_dir(path) || path == Path::new("/p/file")
+        }
+        fn read_limited(&self, path: &Path, _limit: u64) -> Result<String, ReadError> {
+            (self.read)(path)
+        }
+    }
+
+    fn errors_with(text: &str, read: fn(&Path) -> Result<String, ReadError>) -> Vec<String> {
+        let fs = FakeFs { read };
+        let input = Input {
+            file: PathBuf::from("/p/eco.yaml"),
+            text,
+            profile: None,
+            cpus: 1,
+            fs: &fs,
+        };
+        match validate(&input) {
+            Ok(_) => Vec::new(),
+            Err(errors) => errors
+                .0
+                .iter()
+                .map(|e| format!("{}:{} {}: {}", e.pos.line, e.pos.column, e.path, e.message))
+                .collect(),
+        }
+    }
+
+    fn errors(text: &str) -> Vec<String> {
+        errors_with(text, |_| Ok("A=1\n".into()))
+    }
+
+    #[test]
+    fn env_file_read_errors_point_at_the_entry() {
+        let text = "apps:\n  a:\n    cmd: x\n    env_file: e.env\n";
+        let not_regular = errors_with(text, |_| {
+            Err(ReadError::NotRegular {
+                kind: "a named pipe",
+            })
+        });
+        assert_eq!(
+            not_regular,
+            [
+                "4:15 apps.a.env_file: cannot read env file /p/e.env: not a regular file (it is a named pipe)"
+            ]
+        );
+        let too_large = errors_with(text, |_| {
+            Err(ReadError::TooLarge {
+                size: 2_000_000,
+                limit: MAX_FILE_BYTES,
+            })
+        });
+        assert_eq!(
+            too_large,
+            [
+                "4:15 apps.a.env_file: cannot read env file /p/e.env: file too large (2000000 bytes; the limit is 1 MiB)"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_nul_in_an_env_file_is_an_error() {
+        let text = "apps:\n  a:\n    cmd: x\n    env_file: e.env\n";
+        let found = errors_with(text, |_| Ok("A=1\nRAW=x\0y\n".into()));
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(
+            found[0].starts_with("4:15 apps.a.env_file: env file /p/e.env: variable ")
+                && found[0].ends_with("contains a NUL byte, which no environment value can carry"),
+            "{found:?}"
+        );
+    }
+
+    #[test]
+    fn names_longer_than_64_characters_are_refused() {
+        let ok = "a".repeat(MAX_NAME_LEN);
+        assert!(errors(&format!("name: {ok}\napps:\n  {ok}: {{cmd: x}}\n")).is_empty());
+        let long = "a".repeat(MAX_NAME_LEN + 1);
+        assert_eq!(
+            errors(&format!("name: {long}\napps:\n  {long}: {{cmd: x}}\n")),
+            [
+                format!(
+                    "1:7 name: project name \"{long}\" is 65 characters long; the limit is 64 (names become log file names)"
+                ),
+                format!(
+                    "3:3 apps.{long}: app name \"{long}\" is 65 characters long; the limit is 64 (names become log file names)"
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn all_is_a_reserved_app_name() {
+        assert_eq!(
+            errors("apps:\n  all: {cmd: x}\n"),
+            ["2:3 apps.all: `all` is reserved: on the command line it means every app"]
+        );
+        assert!(errors("apps:\n  all-apps: {cmd: x}\n").is_empty());
+    }
+
+    #[test]
+    fn nul_bytes_in_values_are_errors() {
+        assert_eq!(
+            errors("apps:\n  a:\n    cmd: \"x\\0\"\n    cwd: \"dir\\0\"\n    env: {K: \"\\0\"}\n"),
+            [
+                "3:10 apps.a.cmd: contains a NUL byte (\\0), which no argument or environment value can carry",
+                "4:10 apps.a.cwd: contains a NUL byte (\\0), which no argument or environment value can carry",
+                "5:14 apps.a.env.K: contains a NUL byte (\\0), which no argument or environment value can carry",
+            ]
+        );
+        assert_eq!(
+            errors("apps:\n  a: {cmd: x}\n  b: {cmd: \0}\n"),
+            ["3:12 : the file contains a NUL byte"]
+        );
+    }
+
+    #[test]
+    fn cwd_naming_a_file_says_so() {
+        assert!(errors("apps:\n  a: {cmd: x, cwd: dir}\n").is_empty());
+        assert_eq!(
+            errors("apps:\n  a: {cmd: x, cwd: file}\n"),
+            ["2:20 apps.a.cwd: /p/file is a file, not a folder"]
+        );
+        assert_eq!(
+            errors("apps:\n  a: {cmd: x, cwd: gone}\n"),
+            ["2:20 apps.a.cwd: folder /p/gone does not exist"]
+        );
+    }
+
+    #[test]
+    fn duplicate_keys_name_the_first_line() {
+        assert_eq!(
+            errors("apps:\n  a: {cmd: x}\nname: p\napps: {}\n"),
+            ["4:1 apps: duplicate key `apps`, first at line 1"]
+        );
+    }
+
+    #[test]
+    fn clip_cuts_at_200_characters() {
+        assert_eq!(clip("short"), "short");
+        let cut = clip(&"é".repeat(500));
+        assert_eq!(cut.chars().count(), MAX_SNIPPET_CHARS + 1);
+        assert!(cut.ends_with('…'));
+    }
 }
