@@ -10,6 +10,7 @@
 //! - `watch`: file watching. `foreground`: `eco up -F`.
 //! - `daemon`: the engine behind a socket, persisted state; `ipc`: the
 //!   protocol and both ends of the socket; `logs`: output files; `paths`.
+//! - `export`: the project as systemd units or Kubernetes manifests (pure).
 //! - `cli`: the commands, and all text formatting (`cli::render`).
 
 pub mod cli;
@@ -17,6 +18,7 @@ pub mod config;
 pub mod console;
 pub mod daemon;
 pub mod error;
+pub mod export;
 pub mod foreground;
 pub mod ipc;
 pub mod logs;
