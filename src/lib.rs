@@ -14,6 +14,7 @@
 //!   monitor reads.
 //! - `daemon`: the reconciler behind a socket, persisted state; `ipc`: the
 //!   typed protocol and both ends of the socket; `logs`: output files; `paths`.
+//! - `export`: the project as systemd units or Kubernetes manifests (pure).
 //! - `cli`: the commands, and all user-facing text (`cli::render`,
 //!   `cli::console`); `cli::foreground` is `eco up -F`.
 
@@ -21,6 +22,7 @@ pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod error;
+pub mod export;
 pub mod ipc;
 pub mod logs;
 pub mod metrics;

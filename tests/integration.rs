@@ -4,6 +4,7 @@ mod cluster;
 mod config;
 mod daemon;
 mod engine;
+mod export;
 mod observe;
 mod reload;
 mod support;

@@ -147,6 +147,11 @@ pub enum Command {
     },
     /// Print the JSON Schema of the ecosystem file
     Schema,
+    /// Write the project as systemd units or Kubernetes manifests
+    Export {
+        #[command(subcommand)]
+        target: ExportTarget,
+    },
     /// (internal) Put cluster sockets on fds 3, 4, … and exec the app
     #[command(name = "__listen", hide = true)]
     Listen {
@@ -160,4 +165,37 @@ pub enum Command {
     /// (internal) A tiny HTTP server on the inherited socket, for tests and benchmarks
     #[command(name = "__fixture-http", hide = true)]
     FixtureHttp,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ExportTarget {
+    /// One unit set per project: PROJECT.target, PROJECT-APP@.service, sockets, timers
+    Systemd {
+        #[command(flatten)]
+        file: FileArgs,
+        #[command(flatten)]
+        profile: ProfileArgs,
+        /// The folder to write the units into
+        #[arg(short = 'o', long = "output", value_name = "DIR")]
+        output: PathBuf,
+        /// Units for `systemctl --user` (WantedBy=default.target)
+        #[arg(long)]
+        user: bool,
+    },
+    /// Per app a Deployment (or StatefulSet) and a Service, as multi-document YAML
+    Kubernetes {
+        #[command(flatten)]
+        file: FileArgs,
+        #[command(flatten)]
+        profile: ProfileArgs,
+        /// The image of every app without its own --app-image
+        #[arg(long, value_name = "IMAGE")]
+        image: Option<String>,
+        /// The image of one app
+        #[arg(long = "app-image", value_name = "APP=IMAGE")]
+        app_image: Vec<String>,
+        /// Write one file per resource into DIR instead of stdout
+        #[arg(short = 'o', long = "output", value_name = "DIR")]
+        output: Option<PathBuf>,
+    },
 }

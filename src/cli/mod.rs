@@ -6,6 +6,7 @@ pub mod adhoc;
 pub mod args;
 pub mod console;
 pub mod daemon_cmds;
+pub mod export;
 pub mod fixture;
 pub mod foreground;
 pub mod monit;
@@ -80,6 +81,7 @@ pub fn run(cli: Cli) -> Result<i32> {
             crate::daemon::main(crate::paths::Paths::from_env())?;
             Ok(0)
         }
+        Command::Export { target } => export::run(target),
         Command::Schema => {
             print!("{}", config::raw::schema_json());
             Ok(0)
