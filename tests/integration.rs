@@ -6,5 +6,6 @@ mod daemon;
 mod engine;
 mod export;
 mod observe;
+mod reconcile;
 mod reload;
 mod support;

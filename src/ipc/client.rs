@@ -109,15 +109,25 @@ impl Client {
         }
     }
 
-    /// One request, one response.
+    /// One request, one response. A daemon that refuses a client answers
+    /// and closes before reading the request, so a failed send still reads
+    /// what it said.
     pub fn call(&mut self, request: Request) -> Result<Response, ClientError> {
-        self.send(request)?;
-        self.receive()?.ok_or_else(|| {
-            ClientError::Io(
-                std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "no answer"),
-                self.log.clone(),
-            )
-        })
+        let sent = self.send(request);
+        match self.receive() {
+            Ok(Some(response)) => Ok(response),
+            Ok(None) => {
+                sent?;
+                Err(ClientError::Io(
+                    std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "no answer"),
+                    self.log.clone(),
+                ))
+            }
+            Err(err) => {
+                sent?;
+                Err(err)
+            }
+        }
     }
 }
 
