@@ -238,6 +238,7 @@ mod tests {
                 mode: Mode::Fork,
                 increment_var: None,
                 listen: vec![],
+                pid_file: None,
             },
             instances,
             settings: Settings::default(),

@@ -42,6 +42,31 @@ pub fn env_has(pid: i32, matches: impl Fn(&[u8]) -> bool) -> bool {
         .is_ok_and(|env| env.split(|b| *b == 0).any(matches))
 }
 
+/// The value of one variable in `pid`'s environment.
+pub fn env_value(pid: i32, key: &str) -> Option<String> {
+    let env = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
+    let prefix = format!("{key}=");
+    env.split(|b| *b == 0)
+        .find_map(|var| var.strip_prefix(prefix.as_bytes()))
+        .map(|v| String::from_utf8_lossy(v).into_owned())
+}
+
+/// The parent of `pid` (field 4 of its stat).
+pub fn parent(pid: i32) -> Option<i32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (_, rest) = stat.rsplit_once(')')?;
+    rest.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// When `pid` started, in clock ticks since boot (field 22 of its stat):
+/// orders processes oldest first.
+pub fn start_time(pid: i32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (_, rest) = stat.rsplit_once(')')?;
+    // After the command: state is field 3, start time field 22.
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
 fn children_in(task_dir: &str) -> Vec<i32> {
     let Ok(tasks) = std::fs::read_dir(task_dir) else {
         return Vec::new();

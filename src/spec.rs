@@ -47,6 +47,11 @@ pub struct ProcessSpec {
     pub mode: Mode,
     pub increment_var: Option<String>,
     pub listen: Vec<ListenAddr>,
+    /// A server that daemonizes itself writes its pid here (systemd's
+    /// `Type=forking` + `PIDFile=`): eco supervises that pid once the
+    /// launcher has exited 0. Absolute (resolved against `cwd`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid_file: Option<PathBuf>,
 }
 
 /// Fields applied in place: changing them never restarts a process.

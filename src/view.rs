@@ -25,6 +25,9 @@ pub struct Row {
     pub memory_bytes: Option<u64>,
     /// One of `Reason::name`'s names, or null.
     pub last_restart_reason: Option<String>,
+    /// The launcher exited 0 and left a daemon eco guessed (no `pid_file`).
+    #[serde(default)]
+    pub daemonized: bool,
 }
 
 /// A project whose last save could not be applied (the apps run as before).
@@ -51,6 +54,8 @@ pub struct AppView {
     pub log_errors: Vec<String>,
     /// The error of the last save of the project's file, if it was not applied.
     pub config_error: Option<String>,
+    /// How the instances are contained: `cgroup` or `process-group`.
+    pub containment: String,
     pub instances: Vec<InstanceView>,
 }
 
@@ -68,6 +73,9 @@ pub struct InstanceView {
     /// What the reason adds (the changed path of a `watch` restart).
     pub last_restart_detail: Option<String>,
     pub metrics: Option<MetricsView>,
+    /// See [`Row::daemonized`].
+    #[serde(default)]
+    pub daemonized: bool,
     pub history: Vec<HistoryView>,
     pub env: BTreeMap<String, String>,
 }

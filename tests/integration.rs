@@ -2,6 +2,7 @@
 
 mod cluster;
 mod config;
+mod containment;
 mod daemon;
 mod engine;
 mod export;

@@ -59,6 +59,7 @@ pub fn app(
             mode: Mode::Fork,
             increment_var: None,
             listen: Vec::new(),
+            pid_file: None,
         },
         instances,
         settings: Settings {

@@ -162,6 +162,24 @@ pub enum Command {
         #[arg(last = true, required = true)]
         argv: Vec<String>,
     },
+    /// (internal) Kill what is left of `up -F`'s apps once stdin closes
+    #[command(name = "__guard", hide = true)]
+    Guard {
+        #[arg(long)]
+        mark: String,
+        #[arg(long)]
+        cgroup: Option<PathBuf>,
+    },
+    /// (internal) Behave like a server that daemonizes itself, for tests
+    #[command(name = "__fixture-daemonize", hide = true)]
+    FixtureDaemonize {
+        /// Write the daemon's pid here
+        #[arg(long)]
+        pid_file: Option<PathBuf>,
+        /// Overwrite the daemon's title over its environment, as servers do
+        #[arg(long)]
+        retitle: bool,
+    },
     /// (internal) A tiny HTTP server on the inherited socket, for tests and benchmarks
     #[command(name = "__fixture-http", hide = true)]
     FixtureHttp,

@@ -137,6 +137,15 @@ impl Observer for Console {
             Event::Errored { exit } => format!("{name} errored ({exit}); not restarting"),
             Event::Stopped { exit } => format!("{name} stopped ({exit})"),
             Event::SpawnFailed { error } => format!("{name} {error}"),
+            Event::HandedOver {
+                pid,
+                guessed: false,
+            } => {
+                format!("{name} daemonized; supervising pid {pid} from its pid_file")
+            }
+            Event::HandedOver { pid, guessed: true } => format!(
+                "{name} daemonized itself; supervising pid {pid} (set pid_file or run it in the foreground)"
+            ),
         };
         self.send(Message::Err(format!("eco: {text}\n")));
     }

@@ -321,8 +321,22 @@ pub fn kill() -> Result<i32> {
     let mut client = match Client::connect(&paths, false) {
         Ok(client) => client,
         Err(ClientError::NotRunning { .. }) => {
-            // A daemon that died may have left its apps running.
-            let left = crate::daemon::leftovers::stop(&paths.token());
+            // A daemon whose home was removed may still run (stopping), and
+            // a daemon that died may have left its apps running.
+            for other in crate::daemon::leftovers::other_daemons(&paths.home) {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(other),
+                    nix::sys::signal::Signal::SIGTERM,
+                );
+            }
+            crate::daemon::leftovers::wait_for_others(&paths.home, Duration::from_secs(120));
+            let mut left = crate::daemon::leftovers::stop(&paths.token());
+            if let Some(subtree) =
+                crate::runtime::cgroup::Subtree::existing(&format!("eco-{}", paths.token()))
+            {
+                left += subtree.clear();
+                subtree.remove();
+            }
             if left > 0 {
                 println!("no eco daemon runs; stopped {left} processes a dead one left behind");
             } else {

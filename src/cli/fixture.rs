@@ -100,3 +100,39 @@ fn answer(stream: TcpStream, instance: &str) -> std::io::Result<()> {
     )?;
     stream.flush()
 }
+
+/// `eco __fixture-daemonize`: what a server with `daemonize yes` does, for
+/// eco's containment tests. The launcher starts the daemon in a new
+/// session and exits 0 at once; the daemon writes its pid file (when
+/// asked) and runs until signalled. With `retitle`, the daemon re-executes
+/// itself with an empty environment, as a server that rewrites its title
+/// over its environment leaves nothing readable in /proc/PID/environ.
+pub fn daemonize(pid_file: Option<&std::path::Path>, retitle: bool) -> Result<i32> {
+    const DAEMON: &str = "ECO_FIXTURE_DAEMON";
+    if std::env::var_os(DAEMON).is_none() {
+        let mut command = std::process::Command::new(std::env::current_exe()?);
+        command.arg("__fixture-daemonize");
+        if let Some(file) = pid_file {
+            command.arg("--pid-file").arg(file);
+        }
+        if retitle {
+            command.arg("--retitle").env_clear();
+        }
+        command
+            .env(DAEMON, "1")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()?;
+        return Ok(0);
+    }
+    let _ = nix::unistd::setsid();
+    if let Some(file) = pid_file {
+        let tmp = file.with_extension("tmp");
+        std::fs::write(&tmp, format!("{}\n", std::process::id()))?;
+        std::fs::rename(&tmp, file)?;
+    }
+    loop {
+        std::thread::sleep(Duration::from_secs(3600));
+    }
+}

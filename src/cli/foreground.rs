@@ -14,6 +14,8 @@ use super::render;
 use crate::reconcile::signals::Signals;
 use crate::reconcile::{Host, Reconciler, Report};
 use crate::runtime::Engine;
+use crate::runtime::cgroup::Subtree;
+use crate::runtime::guard::Guardian;
 use crate::runtime::reaper::Reaper;
 use crate::spec::ProjectSpec;
 
@@ -24,7 +26,16 @@ pub async fn run(spec: ProjectSpec) -> anyhow::Result<i32> {
     let services_stop = CancellationToken::new();
     let reaper = Reaper::start(&services, services_stop.clone())?;
     let console = Arc::new(Console::new());
-    let engine = Engine::new(reaper, console.clone(), "fg".into());
+    // This `up -F`'s world: its spawn mark, and its cgroup subtree where the
+    // machine allows. Subtrees of `up -F`s that died are cleared first.
+    let world = format!("fg-{}", std::process::id());
+    let cgroups = Subtree::create(&format!("eco-{world}")).map(Arc::new);
+    if let Some(subtree) = &cgroups {
+        clear_dead_worlds(subtree);
+    }
+    // Whatever ends this process, even `kill -9`, the guardian ends its apps.
+    let guardian = Guardian::start(&reaper, cgroups.as_ref().map(|c| c.path()), &world)?;
+    let engine = Engine::new(reaper, console.clone(), world, cgroups);
     let host = Arc::new(Terminal {
         console: Arc::clone(&console),
     });
@@ -38,11 +49,28 @@ pub async fn run(spec: ProjectSpec) -> anyhow::Result<i32> {
     reconciler
         .serve(&mut signals, std::future::pending::<()>())
         .await;
+    guardian.finish().await;
     services_stop.cancel();
     services.close();
     services.wait().await;
     console.finish();
     Ok(0)
+}
+
+/// Clears the cgroup subtrees of `up -F`s that are gone (killed before
+/// their guardian could act).
+fn clear_dead_worlds(own: &Subtree) {
+    for other in own.siblings("eco-fg-") {
+        let pid = other
+            .path()
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.strip_prefix("eco-fg-"))
+            .and_then(|p| p.parse::<i32>().ok());
+        if pid.is_some_and(|p| !crate::procfs::alive(p)) {
+            other.remove();
+        }
+    }
 }
 
 /// The terminal as the reconciler's host.

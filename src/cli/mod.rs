@@ -42,6 +42,10 @@ pub fn run(cli: Cli) -> Result<i32> {
             Err(anyhow::anyhow!("cannot start `{}`: {err}", argv.join(" ")))
         }
         Command::FixtureHttp => fixture::serve_http(),
+        Command::Guard { mark, cgroup } => Ok(crate::runtime::guard::run(cgroup, &mark)),
+        Command::FixtureDaemonize { pid_file, retitle } => {
+            fixture::daemonize(pid_file.as_deref(), retitle)
+        }
         Command::Up {
             file,
             profile,

@@ -132,8 +132,14 @@ pub fn table(rows: &[Row], color: bool) -> String {
     for (c, r) in cells.iter().zip(rows) {
         line(&mut out, c, Some(r.status));
     }
+    for r in rows.iter().filter(|r| r.daemonized) {
+        let _ = writeln!(out, "warning: {}:{} {DAEMONIZED}", r.app, r.instance);
+    }
     out
 }
+
+/// Said of an instance whose launcher left a daemon eco had to guess.
+const DAEMONIZED: &str = "daemonized itself; set pid_file or run it in the foreground";
 
 fn reason_text(reason: &str, detail: Option<&str>) -> String {
     match detail {
@@ -153,6 +159,7 @@ pub fn describe(apps: &[AppView]) -> String {
         }
         let _ = writeln!(out, "  cmd:       {}", app.argv.join(" "));
         let _ = writeln!(out, "  cwd:       {}", app.cwd.display());
+        let _ = writeln!(out, "  contained: {}", app.containment);
         let _ = writeln!(out, "  out log:   {}", app.out_log.display());
         let _ = writeln!(out, "  err log:   {}", app.err_log.display());
         for err in &app.log_errors {
@@ -195,6 +202,9 @@ pub fn describe(apps: &[AppView]) -> String {
                     ))
                     .unwrap_or_default(),
             );
+            if inst.daemonized {
+                let _ = writeln!(out, "    warning: the app {DAEMONIZED}");
+            }
             for h in &inst.history {
                 let at = humantime::format_rfc3339_seconds(
                     std::time::UNIX_EPOCH + std::time::Duration::from_millis(h.at_ms),

@@ -34,6 +34,7 @@ pub const APP_KEYS: &[&str] = &[
     "log_time",
     "log_max_size",
     "log_keep",
+    "pid_file",
 ];
 
 /// Keys of a `ready:` mapping.

@@ -206,6 +206,9 @@ pub struct RawApp {
     log_time: Option<bool>,
     log_max_size: Option<Size>,
     log_keep: Option<u32>,
+    /// A server that daemonizes itself writes its pid here (relative to cwd);
+    /// eco supervises that pid, as systemd's Type=forking + PIDFile=.
+    pid_file: Option<String>,
 }
 
 /// The JSON Schema of the file, as committed in `schema/`.

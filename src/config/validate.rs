@@ -578,6 +578,7 @@ impl Walker<'_> {
         let mut listen_key_pos = key_pos;
         let mut instances = 1;
         let mut increment_var = None;
+        let mut pid_file: Option<String> = None;
         let mut listen = Vec::new();
         let mut depends_pos = Vec::new();
         for (key, value, kpos) in &keys {
@@ -653,6 +654,7 @@ impl Walker<'_> {
                     _ => self.expected(value, path, "a whole number >= 0 or \"max\""),
                 },
                 "increment_var" => increment_var = self.string(value, path),
+                "pid_file" => pid_file = self.string(value, path),
                 "listen" => {
                     listen_key_pos = *kpos;
                     listen = self.listen(value, path);
@@ -808,6 +810,7 @@ impl Walker<'_> {
         if self.errors.len() > errors_before {
             return None;
         }
+        let pid_file = pid_file.map(|p| normalize(&cwd.join(p)));
         Some(Parsed {
             spec: AppSpec {
                 name: app.to_owned(),
@@ -818,6 +821,7 @@ impl Walker<'_> {
                     mode,
                     increment_var,
                     listen: listen.iter().map(|(a, _)| a.clone()).collect(),
+                    pid_file,
                 },
                 instances,
                 settings,

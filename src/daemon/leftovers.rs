@@ -49,3 +49,72 @@ pub fn stop(token: &str) -> usize {
     }
     found.len()
 }
+
+/// SIGKILL at once to every process marked with `prefix` (what a killed
+/// `up -F` left, when no cgroup holds it).
+pub fn kill_marked(prefix: &str) -> usize {
+    let needle = format!("{SPAWN_MARK}={prefix}.");
+    let own = std::process::id();
+    let found: Vec<i32> = std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_string_lossy().parse::<i32>().ok())
+        .filter(|pid| u32::try_from(*pid).is_ok_and(|p| p != own))
+        .filter(|pid| procfs::env_has(*pid, |var| var.starts_with(needle.as_bytes())))
+        .collect();
+    for pid in &found {
+        let _ = killpg(Pid::from_raw(*pid), Signal::SIGKILL);
+        let _ = kill(Pid::from_raw(*pid), Signal::SIGKILL);
+    }
+    found.len()
+}
+
+/// Other `eco daemon` processes serving `home` (its ECO_HOME, or the
+/// default home when they have none): a daemon whose home was removed is
+/// still stopping its apps while a command wants a new one.
+pub fn other_daemons(home: &std::path::Path) -> Vec<i32> {
+    let own = std::process::id();
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_string_lossy().parse::<i32>().ok())
+        .filter(|pid| u32::try_from(*pid).is_ok_and(|p| p != own))
+        .filter(|pid| {
+            let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+                return false;
+            };
+            let mut args = cmdline.split(|b| *b == 0);
+            let is_eco = args
+                .next()
+                .is_some_and(|exe| exe.ends_with(b"eco") || exe.ends_with(b"/eco"));
+            is_eco && args.next() == Some(b"daemon".as_slice()) && procfs::alive(*pid)
+        })
+        .filter(|pid| {
+            let theirs = procfs::env_value(*pid, "ECO_HOME").map_or_else(
+                || {
+                    procfs::env_value(*pid, "HOME")
+                        .map(|h| std::path::PathBuf::from(h).join(".eco"))
+                },
+                |h| Some(std::path::PathBuf::from(h)),
+            );
+            theirs.as_deref() == Some(home)
+        })
+        .collect()
+}
+
+/// Waits (bounded) until the other daemons of `home` are gone; true when
+/// they are.
+pub fn wait_for_others(home: &std::path::Path, limit: Duration) -> bool {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        if other_daemons(home).is_empty() {
+            return true;
+        }
+        if std::time::Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

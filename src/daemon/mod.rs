@@ -9,7 +9,9 @@ pub mod requests;
 pub mod state;
 
 use std::os::fd::AsRawFd;
+use std::os::unix::fs::MetadataExt;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::Context;
 use tokio::sync::Notify;
@@ -22,6 +24,7 @@ use crate::paths::{Paths, create_private_dir};
 use crate::reconcile::signals::Signals;
 use crate::reconcile::{Host, Reconciler, Report};
 use crate::runtime::Engine;
+use crate::runtime::cgroup::Subtree;
 use crate::runtime::reaper::Reaper;
 use crate::spec::ProjectSpec;
 
@@ -54,19 +57,26 @@ pub fn main(paths: Paths) -> anyhow::Result<()> {
         }
         Err((_, err)) => return Err(err).context("cannot lock the daemon lock file"),
     };
+    let lock_inode = std::fs::metadata(paths.lock())
+        .with_context(|| format!("cannot read {}", paths.lock().display()))?
+        .ino();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    runtime.block_on(run(paths))
+    runtime.block_on(run(paths, lock_inode))
 }
 
-/// The daemon proper: restore state, serve requests until a stop signal or
-/// a `kill` request, then stop every app.
-pub async fn run(paths: Paths) -> anyhow::Result<()> {
+/// The daemon proper: restore state, serve requests until a stop signal,
+/// a `kill` request or the loss of its home, then stop every app.
+pub async fn run(paths: Paths, lock_inode: u64) -> anyhow::Result<()> {
     let mut signals = Signals::install()?;
     tracing::info!(home = %paths.home.display(), pid = std::process::id(), "daemon starting");
     std::fs::write(paths.pid(), format!("{}\n", std::process::id()))?;
-    let left = leftovers::stop(&paths.token());
+    // This ECO_HOME's cgroup subtree, where the machine allows; whatever a
+    // dead daemon left in it goes first, then whatever carries its mark.
+    let cgroups = Subtree::create(&format!("eco-{}", paths.token())).map(Arc::new);
+    let mut left = cgroups.as_ref().map_or(0, |c| c.clear());
+    left += leftovers::stop(&paths.token());
     if left > 0 {
         tracing::info!(left, "stopped the previous daemon's processes");
     }
@@ -75,12 +85,18 @@ pub async fn run(paths: Paths) -> anyhow::Result<()> {
     let reaper = Reaper::start(&services, services_stop.clone())
         .context("cannot become the child subreaper")?;
     let logs = LogFiles::new(paths.clone());
-    let engine = Engine::new(reaper, logs.clone(), paths.token());
+    let engine = Engine::new(reaper, logs.clone(), paths.token(), cgroups);
     let host = Arc::new(DaemonHost {
         logs: Arc::clone(&logs),
         paths: paths.clone(),
+        socket_inode: std::sync::OnceLock::new(),
+        home_lost: AtomicBool::new(false),
     });
-    let reconciler = Reconciler::start(Arc::clone(&engine), host, Some(paths.logs()));
+    let reconciler = Reconciler::start(
+        Arc::clone(&engine),
+        Arc::clone(&host) as Arc<dyn Host>,
+        Some(paths.logs()),
+    );
     match state::load(&paths.state()) {
         Ok(saved) => {
             for project in saved.projects {
@@ -94,6 +110,9 @@ pub async fn run(paths: Paths) -> anyhow::Result<()> {
     let listener = server::bind(&paths.socket())
         .with_context(|| format!("cannot listen on {}", paths.socket().display()))?;
     tracing::info!(socket = %paths.socket().display(), fd = listener.as_raw_fd(), "listening");
+    if let Ok(meta) = std::fs::metadata(paths.socket()) {
+        let _ = host.socket_inode.set(meta.ino());
+    }
     let daemon = Arc::new(requests::Daemon {
         reconciler: Arc::clone(&reconciler),
         logs: Arc::clone(&logs),
@@ -102,10 +121,17 @@ pub async fn run(paths: Paths) -> anyhow::Result<()> {
     });
     let connections = TaskTracker::new();
     let hang_up = CancellationToken::new();
+    let lost = home_lost(&paths, lock_inode);
     let accept = async {
+        tokio::pin!(lost);
         loop {
             tokio::select! {
                 () = daemon.killed.notified() => return,
+                () = &mut lost => {
+                    tracing::warn!(home = %paths.home.display(), "the home was removed or replaced: stopping every app and this daemon");
+                    host.home_lost.store(true, Ordering::SeqCst);
+                    return;
+                }
                 accepted = listener.accept() => match accepted {
                     Ok((stream, _)) => {
                         let daemon = Arc::clone(&daemon);
@@ -127,7 +153,11 @@ pub async fn run(paths: Paths) -> anyhow::Result<()> {
     connections.close();
     connections.wait().await;
     logs.flush();
-    let _ = std::fs::remove_file(paths.pid());
+    let ours = std::fs::read_to_string(paths.pid())
+        .is_ok_and(|p| p.trim() == std::process::id().to_string());
+    if ours {
+        let _ = std::fs::remove_file(paths.pid());
+    }
     services_stop.cancel();
     services.close();
     services.wait().await;
@@ -135,11 +165,44 @@ pub async fn run(paths: Paths) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Resolves when this daemon's home was removed or replaced: the lock file
+/// at its path is no longer the one this daemon holds. Event-driven (an
+/// inotify watch on the home folder); never resolves if it cannot watch.
+async fn home_lost(paths: &Paths, lock_inode: u64) {
+    use notify::Watcher;
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let watcher = notify::recommended_watcher(move |_event: notify::Result<notify::Event>| {
+        let _ = tx.send(());
+    });
+    let mut watcher = match watcher {
+        Ok(w) => w,
+        Err(err) => {
+            tracing::warn!(%err, "cannot watch the home folder");
+            return std::future::pending().await;
+        }
+    };
+    if let Err(err) = watcher.watch(&paths.home, notify::RecursiveMode::NonRecursive) {
+        tracing::warn!(%err, "cannot watch the home folder");
+        return std::future::pending().await;
+    }
+    let lock = paths.lock();
+    let still_ours = || std::fs::metadata(&lock).is_ok_and(|m| m.ino() == lock_inode);
+    while still_ours() {
+        if rx.recv().await.is_none() {
+            return std::future::pending().await;
+        }
+    }
+}
+
 /// The daemon's side of the reconciler: logs configured per project, the
 /// state saved after every change, reports in daemon.log.
 struct DaemonHost {
     logs: Arc<LogFiles>,
     paths: Paths,
+    /// The socket file this daemon bound: only that one is removed.
+    socket_inode: std::sync::OnceLock<u64>,
+    /// Set when the home was removed or replaced: nothing is written there.
+    home_lost: AtomicBool,
 }
 
 impl Host for DaemonHost {
@@ -148,6 +211,9 @@ impl Host for DaemonHost {
     }
 
     fn persist(&self, projects: Vec<(ProjectSpec, Vec<String>)>) {
+        if self.home_lost.load(Ordering::SeqCst) {
+            return;
+        }
         if let Err(err) = state::save(&self.paths.state(), projects) {
             tracing::error!(%err, "cannot save the state");
         }
@@ -170,7 +236,12 @@ impl Host for DaemonHost {
             Report::Stopping => {
                 // No new client from here on: commands start a new daemon
                 // once this one is gone.
-                let _ = std::fs::remove_file(self.paths.socket());
+                let socket = self.paths.socket();
+                let ours = std::fs::metadata(&socket)
+                    .is_ok_and(|m| Some(&m.ino()) == self.socket_inode.get());
+                if ours {
+                    let _ = std::fs::remove_file(socket);
+                }
                 tracing::info!("stopping every app");
             }
             Report::Killing => tracing::warn!("second stop signal: killing every app"),

@@ -612,6 +612,7 @@ mod tests {
                 mode: Mode::Fork,
                 increment_var: None,
                 listen: Vec::new(),
+                pid_file: None,
             },
             instances,
             settings: Settings::default(),

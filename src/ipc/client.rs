@@ -11,6 +11,9 @@ use super::codec::{self, CodecError};
 use super::proto::{Envelope, PROTOCOL_VERSION, Request, Response};
 use crate::paths::{Paths, create_private_dir};
 
+/// How long a command waits for another daemon of its home to end.
+const OTHER_DAEMON_LIMIT: Duration = Duration::from_secs(30);
+
 /// How long a command waits for a daemon it started.
 const START_LIMIT: Duration = Duration::from_secs(10);
 
@@ -134,6 +137,9 @@ impl Client {
 /// Starts `eco daemon` detached: its own session (it calls setsid), stdio
 /// to `daemon.log`. If two commands race, the daemon lock keeps one.
 fn spawn_daemon(paths: &Paths) -> Result<std::process::Child, ClientError> {
+    // A daemon whose home was removed is still stopping its apps: one
+    // daemon per ECO_HOME path at any moment, so wait for it to be gone.
+    crate::daemon::leftovers::wait_for_others(&paths.home, OTHER_DAEMON_LIMIT);
     create_private_dir(&paths.home).map_err(ClientError::Spawn)?;
     let log = std::fs::OpenOptions::new()
         .create(true)

@@ -12,6 +12,8 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::{Instant, timeout};
 use tokio_util::task::TaskTracker;
 
+use super::cgroup::{Cgroup, Subtree};
+use super::kill::Scope;
 use super::output::{LineMatcher, pump};
 use super::ready::{self, NotifySocket, Probes};
 use super::reaper::Reaper;
@@ -25,6 +27,10 @@ use crate::state::{Exit, Reason, Status};
 const HISTORY: usize = 20;
 
 static SPAWN_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// Names each instance's cgroup uniquely (an old and a new instance of one
+/// slot run side by side during a rolling replacement).
+static CGROUP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
 /// What an instance is doing, as `ls` and `describe` show it.
 #[derive(Clone, Debug)]
@@ -40,6 +46,9 @@ pub struct InstanceState {
     pub history: VecDeque<HistoryEntry>,
     /// The spawn mark of the current process (finds its escaped children).
     pub mark: String,
+    /// The launcher exited 0 and left a daemon that eco now supervises,
+    /// guessed without a `pid_file`: `ls` and `describe` warn about it.
+    pub daemonized: bool,
 }
 
 /// One restart, for `describe`.
@@ -113,6 +122,10 @@ pub struct Launch {
     pub observer: Arc<dyn Observer>,
     /// The engine's tracker: the instance's task and its helpers belong to it.
     pub tasks: TaskTracker,
+    /// eco's cgroup subtree, when cgroups contain the instances.
+    pub cgroups: Option<Arc<Subtree>>,
+    /// `pid_file` of the app (absolute).
+    pub pid_file: Option<std::path::PathBuf>,
 }
 
 /// A handle for an instance that is not running (restored as user-stopped):
@@ -128,6 +141,7 @@ pub fn stopped(index: u32) -> InstanceHandle {
         last_reason: None,
         history: VecDeque::new(),
         mark: String::new(),
+        daemonized: false,
     });
     InstanceHandle {
         index,
@@ -165,6 +179,7 @@ pub fn launch(launch: Launch) -> InstanceHandle {
         last_reason: launch.reason.clone(),
         history,
         mark: String::new(),
+        daemonized: false,
     });
     let index = launch.id.index;
     let actor = Actor {
@@ -179,6 +194,10 @@ pub fn launch(launch: Launch) -> InstanceHandle {
         reaper: launch.reaper,
         observer: launch.observer,
         tasks: launch.tasks.clone(),
+        cgroups: launch.cgroups,
+        cgroup: None,
+        probe_cgroup: None,
+        spec_pid_file: launch.pid_file,
     };
     launch.tasks.spawn(actor.run(launch.gate));
     InstanceHandle {
@@ -200,6 +219,11 @@ struct Actor {
     reaper: Arc<Reaper>,
     observer: Arc<dyn Observer>,
     tasks: TaskTracker,
+    cgroups: Option<Arc<Subtree>>,
+    /// This instance's cgroup and its probes', once created.
+    cgroup: Option<Cgroup>,
+    probe_cgroup: Option<Cgroup>,
+    spec_pid_file: Option<std::path::PathBuf>,
 }
 
 /// How one run of the process ended.
@@ -220,6 +244,11 @@ enum Wake {
 
 impl Actor {
     async fn run(mut self, gate: Gate) {
+        self.supervise(gate).await;
+        self.remove_cgroups();
+    }
+
+    async fn supervise(&mut self, gate: Gate) {
         if !self.pass_gate(gate).await {
             self.set(|s| s.status = Status::Stopped);
             return;
@@ -378,6 +407,55 @@ impl Actor {
         }
     }
 
+    /// The instance's cgroup, created on the first run and kept across
+    /// restarts; None without cgroup containment.
+    fn cgroup(&mut self) -> Option<Cgroup> {
+        if self.cgroup.is_none()
+            && let Some(subtree) = &self.cgroups
+        {
+            let name = format!(
+                "{}.{}.{}.{}",
+                self.id.project,
+                self.id.app,
+                self.id.index,
+                CGROUP_COUNTER.fetch_add(1, Ordering::Relaxed)
+            );
+            match (
+                subtree.child(&name),
+                subtree.child(&format!("{name}.probe")),
+            ) {
+                (Ok(cgroup), Ok(probes)) => {
+                    self.cgroup = Some(cgroup);
+                    self.probe_cgroup = Some(probes);
+                }
+                (Err(err), _) | (_, Err(err)) => {
+                    tracing::warn!(%err, instance = ?self.id, "cannot create the instance's cgroup");
+                }
+            }
+        }
+        self.cgroup.clone()
+    }
+
+    /// Removes the instance's cgroups once it has ended.
+    fn remove_cgroups(&mut self) {
+        for cgroup in [self.cgroup.take(), self.probe_cgroup.take()]
+            .into_iter()
+            .flatten()
+        {
+            cgroup.kill();
+            cgroup.remove();
+        }
+    }
+
+    fn scope<'a>(&'a self, main: i32, mark: &'a str, cgroup: Option<&'a Cgroup>) -> Scope<'a> {
+        Scope {
+            reaper: &self.reaper,
+            main,
+            mark,
+            cgroup,
+        }
+    }
+
     #[allow(clippy::too_many_lines)]
     async fn run_once(&mut self) -> RunEnd {
         let mark = format!(
@@ -419,12 +497,20 @@ impl Actor {
         self.set(|s| {
             s.status = Status::Starting;
             s.mark.clone_from(&mark);
+            s.daemonized = false;
         });
+        let cgroup = self.cgroup();
         let sockets = super::spawn::Sockets {
             listeners: &self.listeners,
             addrs: &self.listen,
         };
-        let spawned = match spawn(&self.reaper, &self.spec, &extra, Some(sockets)) {
+        let spawned = match spawn(
+            &self.reaper,
+            &self.spec,
+            &extra,
+            Some(sockets),
+            cgroup.as_ref(),
+        ) {
             Ok(spawned) => spawned,
             Err(err) => {
                 self.event(&Event::SpawnFailed {
@@ -436,7 +522,9 @@ impl Actor {
                 };
             }
         };
-        let pid = spawned.pid;
+        // The supervised process: the spawned one, until a launcher that
+        // daemonized hands over to its daemon.
+        let mut pid = spawned.pid;
         let started = Instant::now();
         self.set(|s| {
             s.pid = Some(pid);
@@ -463,13 +551,19 @@ impl Actor {
         let (ready_tx, mut ready_rx) = oneshot::channel::<Result<(), String>>();
         let mut awaiting_ready = false;
         let mut ready_task = None;
+        // A server that writes a pid file is online once it has handed over.
+        let forking = self.spec_pid_file.is_some();
         match ready_kind {
             Some(kind) => {
                 awaiting_ready = true;
                 let reaper = Arc::clone(&self.reaper);
                 let spec = self.spec.clone();
                 let limit = self.settings.ready_timeout;
-                let probes = Probes { notify, log_line };
+                let probes = Probes {
+                    notify,
+                    log_line,
+                    cgroup: self.probe_cgroup.clone(),
+                };
                 ready_task = Some(self.tasks.spawn(async move {
                     let result =
                         match timeout(limit, ready::wait(&kind, probes, &reaper, &spec)).await {
@@ -482,13 +576,33 @@ impl Actor {
                     let _ = ready_tx.send(result);
                 }));
             }
+            None if forking => {}
             None => self.set(|s| s.status = Status::Online),
         }
+        let mut handed_over = false;
         let end = loop {
             tokio::select! {
                 exit = &mut exit_rx => {
                     let exit = exit.unwrap_or(Exit::Signal(libc::SIGKILL));
-                    kill::clean_up_after(&self.reaper, pid, &mark).await;
+                    if exit.success() && !handed_over
+                        && let Some(main) = self.hand_over(pid, &mark, cgroup.as_ref()).await
+                    {
+                        // A server that daemonized itself: supervise the daemon.
+                        handed_over = true;
+                        pid = main;
+                        exit_rx = self.exit_of(main);
+                        let guessed = !forking;
+                        self.set(|s| {
+                            s.pid = Some(main);
+                            s.daemonized = guessed;
+                            if !awaiting_ready {
+                                s.status = Status::Online;
+                            }
+                        });
+                        self.event(&Event::HandedOver { pid: main, guessed });
+                        continue;
+                    }
+                    kill::clean_up_after(self.scope(pid, &mark, cgroup.as_ref())).await;
                     drain(pumps).await;
                     self.set(|s| s.last_exit = Some(exit));
                     self.event(&Event::Exited { exit });
@@ -502,22 +616,24 @@ impl Actor {
                         Err(_) => Some("the readiness check ended".to_owned()),
                     };
                     let Some(reason) = failure else {
-                        self.set(|s| s.status = Status::Online);
+                        if !forking || handed_over {
+                            self.set(|s| s.status = Status::Online);
+                        }
                         self.event(&Event::Ready);
                         continue;
                     };
                     self.event(&Event::NotReady { reason });
-                    let exit = self.stop_process_and_drain(pid, &mark, &mut exit_rx, pumps).await;
+                    let exit = self.stop_process_and_drain(pid, &mark, cgroup.as_ref(), &mut exit_rx, pumps).await;
                     break RunEnd::Exited { exit, ran_for: Duration::ZERO };
                 }
                 control = self.control.recv() => match control {
                     None | Some(Control::Stop) => {
-                        let exit = self.stop_process_and_drain(pid, &mark, &mut exit_rx, pumps).await;
+                        let exit = self.stop_process_and_drain(pid, &mark, cgroup.as_ref(), &mut exit_rx, pumps).await;
                         self.event(&Event::Stopped { exit });
                         break RunEnd::Stopped;
                     }
                     Some(Control::Restart(reason)) => {
-                        let exit = self.stop_process_and_drain(pid, &mark, &mut exit_rx, pumps).await;
+                        let exit = self.stop_process_and_drain(pid, &mark, cgroup.as_ref(), &mut exit_rx, pumps).await;
                         self.event(&Event::Stopped { exit });
                         break RunEnd::Restart(reason);
                     }
@@ -531,29 +647,73 @@ impl Actor {
         end
     }
 
+    /// After the launcher exited 0: the daemon it left, if any. With
+    /// `pid_file`, the live process of the instance the file names (waited
+    /// for up to `ready_timeout`); without, the oldest process it left
+    /// (systemd's GuessMainPID).
+    async fn hand_over(&self, launcher: i32, mark: &str, cgroup: Option<&Cgroup>) -> Option<i32> {
+        let scope = self.scope(launcher, mark, cgroup);
+        let Some(file) = &self.spec_pid_file else {
+            return kill::left_behind(scope).first().copied();
+        };
+        let deadline = Instant::now() + self.settings.ready_timeout;
+        loop {
+            let named = std::fs::read_to_string(file)
+                .ok()
+                .and_then(|text| text.trim().parse::<i32>().ok());
+            if let Some(pid) = named
+                && crate::procfs::alive(pid)
+                && (kill::left_behind(scope).contains(&pid)
+                    || (cgroup.is_none() && self.adopted(pid)))
+            {
+                return Some(pid);
+            }
+            if Instant::now() >= deadline {
+                self.event(&Event::SpawnFailed {
+                    error: format!("{} never named a live process of the app", file.display()),
+                });
+                return None;
+            }
+            tokio::time::sleep(PID_FILE_POLL).await;
+        }
+    }
+
+    /// True when `pid` is an orphan eco adopted and nothing else claims:
+    /// without cgroups, the best sign that a pid file names this instance's
+    /// daemon when the daemon hid its spawn mark.
+    fn adopted(&self, pid: i32) -> bool {
+        let own = i32::try_from(std::process::id()).unwrap_or(0);
+        crate::procfs::parent(pid) == Some(own) && !self.reaper.is_tracked(pid)
+    }
+
+    /// The exit of a daemon eco adopted (as subreaper, it is eco's child
+    /// once its launcher exited); a process eco did not adopt is watched
+    /// for its end instead.
+    fn exit_of(&self, pid: i32) -> oneshot::Receiver<Exit> {
+        if crate::procfs::parent(pid) == Some(i32::try_from(std::process::id()).unwrap_or(0)) {
+            return self.reaper.adopt(pid);
+        }
+        let (tx, rx) = oneshot::channel();
+        self.tasks.spawn(async move {
+            while crate::procfs::alive(pid) {
+                tokio::time::sleep(FOREIGN_POLL).await;
+            }
+            let _ = tx.send(Exit::Code(0));
+        });
+        rx
+    }
+
     async fn stop_process_and_drain(
         &mut self,
         pid: i32,
         mark: &str,
+        cgroup: Option<&Cgroup>,
         exit_rx: &mut oneshot::Receiver<Exit>,
         pumps: [tokio::task::JoinHandle<()>; 2],
     ) -> Exit {
-        let exit = self.stop_process(pid, mark, exit_rx).await;
-        drain(pumps).await;
-        exit
-    }
-
-    async fn stop_process(
-        &mut self,
-        pid: i32,
-        mark: &str,
-        exit_rx: &mut oneshot::Receiver<Exit>,
-    ) -> Exit {
         self.set(|s| s.status = Status::Stopping);
         let exit = kill::stop(
-            &self.reaper,
-            pid,
-            mark,
+            self.scope(pid, mark, cgroup),
             exit_rx,
             self.settings.stop_signal,
             self.settings.stop_timeout,
@@ -563,9 +723,16 @@ impl Actor {
             s.last_exit = Some(exit);
             s.pid = None;
         });
+        drain(pumps).await;
         exit
     }
 }
+
+/// How often a pid file is read while waiting for it.
+const PID_FILE_POLL: Duration = Duration::from_millis(20);
+
+/// How often a supervised process that is not eco's child is checked.
+const FOREIGN_POLL: Duration = Duration::from_millis(200);
 
 /// How long an exit waits for the last output of its process: the pipes
 /// close once the group is gone, unless an escaped process still holds them.

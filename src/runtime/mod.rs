@@ -13,6 +13,8 @@
 //! - `instance`: one instance's task; `spawn`, `kill`, `ready`, `output`,
 //!   `listen`, `reaper`: the system calls behind it.
 
+pub mod cgroup;
+pub mod guard;
 pub mod instance;
 pub mod kill;
 pub mod listen;
@@ -57,14 +59,34 @@ pub enum Stream {
 /// Life-cycle facts reported by instances.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Event {
-    Started { pid: i32 },
+    Started {
+        pid: i32,
+    },
     Ready,
-    NotReady { reason: String },
-    Exited { exit: Exit },
-    Restarting { delay: Duration },
-    Errored { exit: Exit },
-    Stopped { exit: Exit },
-    SpawnFailed { error: String },
+    NotReady {
+        reason: String,
+    },
+    Exited {
+        exit: Exit,
+    },
+    Restarting {
+        delay: Duration,
+    },
+    Errored {
+        exit: Exit,
+    },
+    Stopped {
+        exit: Exit,
+    },
+    SpawnFailed {
+        error: String,
+    },
+    /// The launcher exited 0 and eco now supervises the daemon it left
+    /// (`guessed`: without a `pid_file`, the oldest process left).
+    HandedOver {
+        pid: i32,
+        guessed: bool,
+    },
 }
 
 /// Receives output and events: the terminal in `up -F`, log files in the daemon.
@@ -177,6 +199,8 @@ pub struct Engine {
     /// Cancelled when shutdown begins: from then on nothing is launched.
     closing: CancellationToken,
     app_ops: std::sync::Mutex<HashMap<AppKey, Arc<AppOps>>>,
+    /// eco's cgroup subtree, when cgroups contain the instances.
+    cgroups: Option<Arc<cgroup::Subtree>>,
 }
 
 impl Engine {
@@ -184,6 +208,7 @@ impl Engine {
         reaper: Arc<Reaper>,
         observer: Arc<dyn Observer>,
         mark_prefix: String,
+        cgroups: Option<Arc<cgroup::Subtree>>,
     ) -> Arc<Engine> {
         Arc::new(Engine {
             reaper,
@@ -195,7 +220,17 @@ impl Engine {
             tasks: TaskTracker::new(),
             closing: CancellationToken::new(),
             app_ops: std::sync::Mutex::default(),
+            cgroups,
         })
+    }
+
+    /// How instances are contained: `cgroup` or `process-group`.
+    pub fn containment(&self) -> &'static str {
+        if self.cgroups.is_some() {
+            "cgroup"
+        } else {
+            "process-group"
+        }
     }
 
     /// Runs `task` as one of the engine's own tasks (awaited at shutdown).
@@ -501,6 +536,8 @@ impl Engine {
             reaper: Arc::clone(&self.reaper),
             observer: Arc::clone(&self.observer),
             tasks: self.tasks.clone(),
+            cgroups: self.cgroups.clone(),
+            pid_file: app.process.pid_file.clone(),
         })
     }
 
@@ -524,6 +561,7 @@ impl Engine {
             runtime
         };
         stop_project(&runtime).await;
+        self.reap_unowned().await;
         true
     }
 
@@ -547,18 +585,65 @@ impl Engine {
         self.listeners.sync(&std::collections::BTreeSet::new());
         self.tasks.close();
         self.tasks.wait().await;
+        self.reap_unowned().await;
+        if let Some(cgroups) = &self.cgroups {
+            cgroups.remove();
+        }
     }
 
-    /// SIGKILL to every instance's process group at once (a second Ctrl-C).
+    /// SIGKILL to every instance at once (a second Ctrl-C). Stops still
+    /// to come are immediate too.
     pub async fn kill_all(&self) {
         let projects = self.projects.lock().await;
         for app in projects.values().flat_map(|p| p.apps.values()) {
             for handle in app.all_handles() {
+                let mut settings = app.spec.settings.clone();
+                settings.stop_timeout = Duration::ZERO;
+                handle.send(Control::Update(Box::new(settings)));
                 let state = handle.state.borrow().clone();
                 if let Some(pid) = state.pid {
-                    kill::kill_now(&self.reaper, pid, &state.mark);
+                    kill::kill_now(kill::Scope {
+                        reaper: &self.reaper,
+                        main: pid,
+                        mark: &state.mark,
+                        cgroup: None,
+                    });
                 }
             }
+        }
+        if let Some(cgroups) = &self.cgroups {
+            cgroups.kill_all();
+        }
+        drop(projects);
+        self.reap_unowned().await;
+    }
+
+    /// Without cgroups: kills the orphans eco adopted that no live instance
+    /// owns (they escaped an instance and hid its mark, e.g. by rewriting
+    /// their title). Runs after stops and at shutdown.
+    pub async fn reap_unowned(&self) {
+        if self.cgroups.is_some() {
+            return;
+        }
+        let (pids, marks): (Vec<i32>, Vec<String>) = {
+            let projects = self.projects.lock().await;
+            projects
+                .values()
+                .flat_map(|p| p.apps.values())
+                .flat_map(AppRuntime::all_handles)
+                .filter(|h| !h.is_finished())
+                .map(|h| {
+                    let s = h.state.borrow();
+                    (s.pid.unwrap_or(0), s.mark.clone())
+                })
+                .unzip()
+        };
+        let unowned = kill::unowned(&self.reaper, |pid, mark| {
+            pids.contains(&pid) || mark.is_some_and(|m| marks.iter().any(|k| k == m))
+        });
+        if !unowned.is_empty() {
+            tracing::info!(?unowned, "killing processes no instance owns");
+            kill::kill_pids(&unowned);
         }
     }
 

@@ -48,6 +48,7 @@ impl Engine {
                 done.await;
             }
         }
+        self.reap_unowned().await;
         Ok(selected)
     }
 
@@ -220,6 +221,7 @@ impl Engine {
             self.listeners.sync(&super::wanted_sockets(&projects));
         }
         super::stop_all(&removed).await;
+        self.reap_unowned().await;
         Ok(selected)
     }
 

@@ -12,6 +12,7 @@ use tokio::net::{TcpStream, UnixDatagram};
 use tokio::sync::oneshot;
 use tokio::time::sleep;
 
+use super::cgroup::Cgroup;
 use super::reaper::Reaper;
 use super::spawn::spawn_quiet;
 use crate::spec::{InstanceSpec, Ready};
@@ -48,6 +49,27 @@ impl NotifySocket {
 pub struct Probes {
     pub notify: Option<NotifySocket>,
     pub log_line: Option<oneshot::Receiver<()>>,
+    /// Where exec probes run (contained like the instance), if cgroups are used.
+    pub cgroup: Option<Cgroup>,
+}
+
+/// A running exec probe: killed, with everything it started, when dropped
+/// (the readiness check timed out or the instance stopped meanwhile).
+struct ProbeRun<'a> {
+    pid: i32,
+    cgroup: Option<&'a Cgroup>,
+}
+
+impl Drop for ProbeRun<'_> {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::killpg(
+            nix::unistd::Pid::from_raw(self.pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+        if let Some(cgroup) = self.cgroup {
+            cgroup.kill();
+        }
+    }
 }
 
 /// Resolves once the instance is ready. An error means it never can be
@@ -91,9 +113,13 @@ pub async fn wait(
             Ok(())
         }
         Ready::Exec(cmd) => {
+            let cgroup = probes.cgroup.as_ref();
             retry(|| async {
-                match spawn_quiet(reaper, cmd, spec) {
-                    Ok((_, exit)) => exit.await.is_ok_and(crate::state::Exit::success),
+                match spawn_quiet(reaper, cmd, spec, cgroup) {
+                    Ok((pid, exit)) => {
+                        let _run = ProbeRun { pid, cgroup };
+                        exit.await.is_ok_and(crate::state::Exit::success)
+                    }
                     Err(_) => false,
                 }
             })

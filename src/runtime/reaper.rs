@@ -22,7 +22,13 @@ pub struct Reaper {
     /// pid → who wants its exit. Held across `spawn` and the reaping loop,
     /// so a child that exits at once is never reaped before it is registered.
     waiters: Mutex<HashMap<i32, oneshot::Sender<Exit>>>,
+    /// Exits of adopted orphans nobody asked for yet (bounded), so that
+    /// `adopt` after the fact still gets the exit.
+    unclaimed: Mutex<std::collections::VecDeque<(i32, Exit)>>,
 }
+
+/// Unclaimed exits kept for `adopt`.
+const UNCLAIMED: usize = 256;
 
 impl Reaper {
     /// Becomes a child subreaper and starts reaping, in a task of `tasks`
@@ -34,6 +40,7 @@ impl Reaper {
         let mut sigchld = signal(SignalKind::child())?;
         let reaper = Arc::new(Reaper {
             waiters: Mutex::new(HashMap::new()),
+            unclaimed: Mutex::default(),
         });
         let task_reaper = Arc::clone(&reaper);
         tasks.spawn(async move {
@@ -62,6 +69,26 @@ impl Reaper {
         Ok((child, rx))
     }
 
+    /// The exit of `pid`, an orphan eco adopted as subreaper (a server that
+    /// daemonized itself): delivered when it is reaped, or at once if it
+    /// already was.
+    pub fn adopt(&self, pid: i32) -> oneshot::Receiver<Exit> {
+        let (tx, rx) = oneshot::channel();
+        let mut waiters = self.waiters.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut unclaimed = self
+            .unclaimed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(i) = unclaimed.iter().position(|(p, _)| *p == pid) {
+            if let Some((_, exit)) = unclaimed.remove(i) {
+                let _ = tx.send(exit);
+            }
+        } else {
+            waiters.insert(pid, tx);
+        }
+        rx
+    }
+
     /// True when `pid` is a child spawned through this reaper and not yet exited.
     pub fn is_tracked(&self, pid: i32) -> bool {
         self.waiters
@@ -86,6 +113,15 @@ impl Reaper {
             };
             if let Some(tx) = waiters.remove(&pid.as_raw()) {
                 let _ = tx.send(exit);
+            } else {
+                let mut unclaimed = self
+                    .unclaimed
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner);
+                if unclaimed.len() == UNCLAIMED {
+                    unclaimed.pop_front();
+                }
+                unclaimed.push_back((pid.as_raw(), exit));
             }
         }
     }

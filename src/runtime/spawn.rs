@@ -9,6 +9,7 @@ use std::process::{Command, Stdio};
 use tokio::net::unix::pipe;
 use tokio::sync::oneshot;
 
+use super::cgroup::Cgroup;
 use super::listen::{Listeners, fd_name};
 use super::reaper::{Reaper, pid_of};
 use crate::spec::{InstanceSpec, ListenAddr};
@@ -43,6 +44,7 @@ pub fn spawn(
     spec: &InstanceSpec,
     extra: &[(&str, String)],
     sockets: Option<Sockets<'_>>,
+    cgroup: Option<&Cgroup>,
 ) -> io::Result<Spawned> {
     match sockets {
         Some(sockets) if !sockets.addrs.is_empty() => {
@@ -60,10 +62,10 @@ pub fn spawn(
                     "--".to_owned(),
                 ];
                 argv.extend(spec.argv.iter().cloned());
-                spawn_argv(reaper, &argv, spec, extra)
+                spawn_argv(reaper, &argv, spec, extra, cgroup)
             })
         }
-        _ => spawn_argv(reaper, &spec.argv, spec, extra),
+        _ => spawn_argv(reaper, &spec.argv, spec, extra, cgroup),
     }
 }
 
@@ -72,6 +74,7 @@ fn spawn_argv(
     argv: &[String],
     spec: &InstanceSpec,
     extra: &[(&str, String)],
+    cgroup: Option<&Cgroup>,
 ) -> io::Result<Spawned> {
     let mut command = Command::new(&argv[0]);
     command
@@ -83,7 +86,7 @@ fn spawn_argv(
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     new_session(&mut command);
-    let (mut child, exit) = reaper.spawn(&mut command)?;
+    let (mut child, exit) = spawn_in(reaper, &mut command, cgroup)?;
     let pid = pid_of(&child);
     let (Some(stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
         return Err(io::Error::other("the child's output pipes are missing"));
@@ -107,6 +110,7 @@ pub fn spawn_quiet(
     reaper: &Reaper,
     shell_cmd: &str,
     spec: &InstanceSpec,
+    cgroup: Option<&Cgroup>,
 ) -> io::Result<(i32, oneshot::Receiver<Exit>)> {
     let mut command = Command::new("/bin/sh");
     command
@@ -118,8 +122,19 @@ pub fn spawn_quiet(
         .stdout(Stdio::null())
         .stderr(Stdio::null());
     new_session(&mut command);
-    let (child, exit) = reaper.spawn(&mut command)?;
+    let (child, exit) = spawn_in(reaper, &mut command, cgroup)?;
     Ok((pid_of(&child), exit))
+}
+
+/// Spawns with eco inside `cgroup` for the instant of the spawn, so the
+/// child is born in it (see `cgroup`).
+fn spawn_in(
+    reaper: &Reaper,
+    command: &mut Command,
+    cgroup: Option<&Cgroup>,
+) -> io::Result<(std::process::Child, oneshot::Receiver<Exit>)> {
+    let _inside = cgroup.map(Cgroup::enter).transpose()?;
+    reaper.spawn(command)
 }
 
 /// The child leads a new process group, so signals to the group reach

@@ -62,6 +62,7 @@ impl Engine {
                     cpu_percent: m.map(|m| m.cpu_percent),
                     memory_bytes: m.map(|m| m.memory_bytes),
                     last_restart_reason: s.last_reason.as_ref().map(|r| r.name().to_owned()),
+                    daemonized: s.daemonized,
                 }
             })
             .collect()
@@ -104,6 +105,7 @@ impl Engine {
                             .last_reason
                             .as_ref()
                             .and_then(|r| r.detail().map(str::to_owned)),
+                        daemonized: s.daemonized,
                         metrics: s.pid.and_then(|p| metrics.get(&p)).map(|m| MetricsView {
                             cpu_percent: m.cpu_percent,
                             memory_bytes: m.memory_bytes,
@@ -146,6 +148,7 @@ impl Engine {
                 err_log,
                 log_errors,
                 config_error: None,
+                containment: self.containment().to_owned(),
                 instances,
             });
         }

@@ -210,6 +210,21 @@ impl Drop for Foreground {
     }
 }
 
+/// Direct children of `pid`.
+pub(crate) fn children_of(pid: i32) -> Vec<i32> {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("children")).ok())
+        .flat_map(|c| {
+            c.split_whitespace()
+                .filter_map(|p| p.parse().ok())
+                .collect::<Vec<i32>>()
+        })
+        .collect()
+}
+
 /// Pids of live (non-zombie) processes whose environment contains `KEY=VALUE`.
 pub(crate) fn processes_with_env(var: &str) -> Vec<i32> {
     let needle = var.as_bytes();
