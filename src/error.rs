@@ -19,6 +19,6 @@ pub fn exit_code(err: &anyhow::Error) -> i32 {
         || err.is::<crate::config::ConfigErrors>()
         || err
             .downcast_ref::<DaemonError>()
-            .is_some_and(|e| e.0.kind == ErrorKind::Target);
+            .is_some_and(|e| matches!(e.0.kind, ErrorKind::Target | ErrorKind::Invalid));
     if usage { 2 } else { 1 }
 }

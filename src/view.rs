@@ -28,6 +28,9 @@ pub struct Row {
     /// The launcher exited 0 and left a daemon eco guessed (no `pid_file`).
     #[serde(default)]
     pub daemonized: bool,
+    /// Why the last start failed, until a start works.
+    #[serde(default)]
+    pub last_error: Option<String>,
 }
 
 /// A project whose last save could not be applied (the apps run as before).
@@ -76,6 +79,9 @@ pub struct InstanceView {
     /// See [`Row::daemonized`].
     #[serde(default)]
     pub daemonized: bool,
+    /// See [`Row::last_error`].
+    #[serde(default)]
+    pub last_error: Option<String>,
     pub history: Vec<HistoryView>,
     pub env: BTreeMap<String, String>,
 }
@@ -116,10 +122,18 @@ pub struct WaitFailure {
 pub enum WaitCause {
     /// The project is not applied.
     NotRunning,
-    /// An instance gave up restarting.
-    Errored { instance: u32, exit: Option<Exit> },
+    /// An instance gave up restarting (`error`: why it could not start).
+    Errored {
+        instance: u32,
+        exit: Option<Exit>,
+        error: Option<String>,
+    },
     /// An instance crashed and is backing off.
-    Crashed { instance: u32, exit: Option<Exit> },
+    Crashed {
+        instance: u32,
+        exit: Option<Exit>,
+        error: Option<String>,
+    },
     /// The time ran out; these instances (`app`, index, status) were not online.
     TimedOut {
         after_ms: u64,

@@ -6,6 +6,7 @@ mod containment;
 mod daemon;
 mod engine;
 mod export;
+mod honest;
 mod observe;
 mod reconcile;
 mod reload;

@@ -41,7 +41,14 @@ pub async fn run(spec: ProjectSpec) -> anyhow::Result<i32> {
     });
     let reconciler = Reconciler::start(engine, host, None);
     let project = spec.name.clone();
-    let actions = reconciler.apply_unchecked(spec).await;
+    let actions = match reconciler.apply(spec).await {
+        Ok(actions) => actions,
+        Err(err) => {
+            guardian.finish().await;
+            console.finish();
+            return Err(crate::error::DaemonError(err).into());
+        }
+    };
     for line in render::plan_lines(&actions) {
         console.notice(&format!("eco: {line}"));
     }

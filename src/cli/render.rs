@@ -135,6 +135,11 @@ pub fn table(rows: &[Row], color: bool) -> String {
     for r in rows.iter().filter(|r| r.daemonized) {
         let _ = writeln!(out, "warning: {}:{} {DAEMONIZED}", r.app, r.instance);
     }
+    for r in rows {
+        if let Some(error) = &r.last_error {
+            let _ = writeln!(out, "error: {}:{} {error}", r.app, r.instance);
+        }
+    }
     out
 }
 
@@ -204,6 +209,9 @@ pub fn describe(apps: &[AppView]) -> String {
             );
             if inst.daemonized {
                 let _ = writeln!(out, "    warning: the app {DAEMONIZED}");
+            }
+            if let Some(error) = &inst.last_error {
+                let _ = writeln!(out, "    last start failed: {error}");
             }
             for h in &inst.history {
                 let at = humantime::format_rfc3339_seconds(
@@ -301,10 +309,24 @@ pub fn wait_failure(failure: &WaitFailure) -> String {
         |exit: &Option<crate::state::Exit>| exit.map(|e| format!(" ({e})")).unwrap_or_default();
     match &failure.cause {
         WaitCause::NotRunning => format!("project `{}` is not running", failure.project),
-        WaitCause::Errored { instance, exit: e } => format!("{app}:{instance} errored{}", exit(e)),
-        WaitCause::Crashed { instance, exit: e } => {
-            format!("{app}:{instance} crashed{} and is restarting", exit(e))
-        }
+        WaitCause::Errored {
+            instance,
+            exit: e,
+            error,
+        } => format!(
+            "{app}:{instance} errored{}{}",
+            exit(e),
+            because(error.as_deref())
+        ),
+        WaitCause::Crashed {
+            instance,
+            exit: e,
+            error,
+        } => format!(
+            "{app}:{instance} crashed{} and is restarting{}",
+            exit(e),
+            because(error.as_deref())
+        ),
         WaitCause::TimedOut { after_ms, pending } => format!(
             "timed out after {}; not online: {}",
             humantime::format_duration(std::time::Duration::from_millis(*after_ms)),
@@ -315,6 +337,10 @@ pub fn wait_failure(failure: &WaitFailure) -> String {
                 .join(", ")
         ),
     }
+}
+
+fn because(error: Option<&str>) -> String {
+    error.map(|e| format!(": {e}")).unwrap_or_default()
 }
 
 /// The line `logs -f` prints when it could not keep up.

@@ -151,6 +151,9 @@ pub enum Command {
 pub enum ErrorKind {
     /// The request named something that does not exist, or is ambiguous (exit 2).
     Target,
+    /// The request asks for something invalid, e.g. an address another
+    /// project listens on (exit 2).
+    Invalid,
     /// The operation was tried and failed (exit 1).
     Failed,
     /// The request was refused: another user, another protocol version (exit 1).

@@ -21,10 +21,10 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config;
-use crate::ipc::proto::ErrorReply;
+use crate::ipc::proto::{ErrorKind, ErrorReply};
 use crate::plan::Action;
-use crate::runtime::Engine;
 use crate::runtime::rollout::RolloutError;
+use crate::runtime::{Engine, ListenError};
 use crate::spec::ProjectSpec;
 use crate::state::Reason;
 use crate::watch::{Change, Watches};
@@ -209,8 +209,23 @@ impl Reconciler {
         });
     }
 
-    /// Refuses a project name already applied from another file.
-    async fn check_same_file(&self, spec: &ProjectSpec) -> Result<(), ErrorReply> {
+    /// Refuses a project name already applied from another file, and
+    /// `listen` addresses that are another project's or held elsewhere.
+    async fn check(&self, spec: &ProjectSpec, bind: bool) -> Result<(), ErrorReply> {
+        self.engine
+            .check_listen(spec, bind)
+            .await
+            .map_err(|err| match err {
+                ListenError::Taken { .. } => ErrorReply {
+                    kind: ErrorKind::Invalid,
+                    message: err.to_string(),
+                    hint: Some("give one of the apps another address".into()),
+                },
+                ListenError::Bind { .. } => ErrorReply::failed(
+                    err.to_string(),
+                    Some("another program holds the address: stop it, or pick another".into()),
+                ),
+            })?;
         match self.engine.project_spec(&spec.name).await {
             Some(running) if running.file != spec.file => Err(ErrorReply::failed(
                 format!(
@@ -229,13 +244,13 @@ impl Reconciler {
 
     /// The plan `apply` would carry out.
     pub async fn preview(&self, spec: &ProjectSpec) -> Result<Vec<Action>, ErrorReply> {
-        self.check_same_file(spec).await?;
+        self.check(spec, false).await?;
         Ok(self.engine.preview(spec).await)
     }
 
     /// Applies a project as `eco up` asks.
     pub async fn apply(&self, spec: ProjectSpec) -> Result<Vec<Action>, ErrorReply> {
-        self.check_same_file(&spec).await?;
+        self.check(&spec, true).await?;
         Ok(self.apply_unchecked(spec).await)
     }
 
@@ -258,14 +273,17 @@ impl Reconciler {
             return;
         }
         let errors = match config::load(&current.file, current.profile.as_deref()) {
-            Ok(spec) if spec.name == project => {
-                let actions = self.apply_unchecked(spec).await;
-                self.host.report(Report::Applied {
-                    project: project.to_owned(),
-                    actions,
-                });
-                return;
-            }
+            Ok(spec) if spec.name == project => match self.check(&spec, true).await {
+                Ok(()) => {
+                    let actions = self.apply_unchecked(spec).await;
+                    self.host.report(Report::Applied {
+                        project: project.to_owned(),
+                        actions,
+                    });
+                    return;
+                }
+                Err(err) => format!("{}: {}", current.file.display(), err.message),
+            },
             Ok(spec) => format!(
                 "{}: the project's name changed to `{}`; run `eco down {project}` and `eco up` to rename it",
                 current.file.display(),

@@ -49,6 +49,9 @@ pub struct InstanceState {
     /// The launcher exited 0 and left a daemon that eco now supervises,
     /// guessed without a `pid_file`: `ls` and `describe` warn about it.
     pub daemonized: bool,
+    /// Why the last start failed (a missing program, EACCES, a missing cwd,
+    /// EMFILE…); cleared by the next start that works.
+    pub last_error: Option<String>,
 }
 
 /// One restart, for `describe`.
@@ -142,6 +145,7 @@ pub fn stopped(index: u32) -> InstanceHandle {
         history: VecDeque::new(),
         mark: String::new(),
         daemonized: false,
+        last_error: None,
     });
     InstanceHandle {
         index,
@@ -180,6 +184,7 @@ pub fn launch(launch: Launch) -> InstanceHandle {
         history,
         mark: String::new(),
         daemonized: false,
+        last_error: None,
     });
     let index = launch.id.index;
     let actor = Actor {
@@ -328,6 +333,13 @@ impl Actor {
     }
 
     fn event(&self, event: &Event) {
+        if let Event::SpawnFailed { error } = event {
+            // The cause goes where users look: the app's err log (or the
+            // terminal), `describe`, `ls` and `up --wait`.
+            self.observer
+                .output(&self.id, Stream::Err, format!("eco: {error}\n").as_bytes());
+            self.set(|s| s.last_error = Some(error.clone()));
+        }
         self.observer.event(&self.id, event);
     }
 
@@ -513,9 +525,16 @@ impl Actor {
         ) {
             Ok(spawned) => spawned,
             Err(err) => {
-                self.event(&Event::SpawnFailed {
-                    error: format!("cannot start `{}`: {err}", self.spec.argv[0]),
-                });
+                let error = if self.spec.cwd.is_dir() {
+                    format!("cannot start `{}`: {err}", self.spec.argv[0])
+                } else {
+                    format!(
+                        "cannot start `{}`: its folder {} does not exist",
+                        self.spec.argv[0],
+                        self.spec.cwd.display()
+                    )
+                };
+                self.event(&Event::SpawnFailed { error });
                 return RunEnd::Exited {
                     exit: Exit::Code(127),
                     ran_for: Duration::ZERO,
@@ -530,6 +549,7 @@ impl Actor {
             s.pid = Some(pid);
             s.started = Some(SystemTime::now());
         });
+        self.set(|s| s.last_error = None);
         self.event(&Event::Started { pid });
         let pumps = [
             self.tasks.spawn(pump(

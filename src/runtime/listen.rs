@@ -68,6 +68,22 @@ impl Listeners {
         }
     }
 
+    /// Binds the addresses of `addrs` that are not open yet, before a spec
+    /// that lists them is applied: an address another program holds is an
+    /// error then, not a crash loop later.
+    pub fn bind_new(&self, addrs: &BTreeSet<ListenAddr>) -> Result<(), (ListenAddr, io::Error)> {
+        let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
+        for addr in addrs {
+            if open.contains_key(addr) {
+                continue;
+            }
+            let fd = bind_one(addr).map_err(|err| (addr.clone(), err))?;
+            tracing::info!(%addr, "listening for a cluster app");
+            open.insert(addr.clone(), fd);
+        }
+        Ok(())
+    }
+
     /// Runs `spawn` with the raw fds of `addrs` made inheritable (and back to
     /// close-on-exec afterwards). Spawns all happen on one thread, so no
     /// other child can inherit them meanwhile.
@@ -115,6 +131,10 @@ fn bind_one(addr: &ListenAddr) -> io::Result<OwnedFd> {
             };
             let fd = socket(family, SockType::Stream, SockFlag::SOCK_CLOEXEC, None)?;
             setsockopt(&fd, sockopt::ReuseAddr, &true)?;
+            // Accepted sockets inherit it: apps that wrap the fd (uvicorn
+            // --fd) never set it themselves, and small answers would wait
+            // for Nagle's algorithm.
+            setsockopt(&fd, sockopt::TcpNoDelay, &true)?;
             match sa {
                 std::net::SocketAddr::V4(v4) => bind(fd.as_raw_fd(), &SockaddrIn::from(*v4))?,
                 std::net::SocketAddr::V6(v6) => {

@@ -96,6 +96,19 @@ pub trait Observer: Send + Sync {
     fn event(&self, id: &InstanceId, event: &Event);
 }
 
+/// A `listen` address that cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ListenError {
+    #[error("`{app}` listens on {addr}, which {owner} already listens on")]
+    Taken {
+        addr: String,
+        app: String,
+        owner: String,
+    },
+    #[error("cannot listen on {addr}: {error}")]
+    Bind { addr: String, error: String },
+}
+
 /// One app's live instances.
 struct AppRuntime {
     spec: AppSpec,
@@ -281,6 +294,41 @@ impl Engine {
     pub async fn observed(&self, project: &str) -> Observed {
         let projects = self.projects.lock().await;
         projects.get(project).map(observe).unwrap_or_default()
+    }
+
+    /// Checks a spec's `listen` addresses before it is applied: none may be
+    /// another project's (`PROJECT/APP` is named), and each must be
+    /// bindable now (with `bind`: bound here, kept for the apply).
+    pub async fn check_listen(&self, spec: &ProjectSpec, bind: bool) -> Result<(), ListenError> {
+        let projects = self.projects.lock().await;
+        for other in projects.values().filter(|p| p.spec.name != spec.name) {
+            for (app_name, app) in &other.spec.apps {
+                for addr in &app.process.listen {
+                    if let Some(mine) = spec.apps.values().find(|a| a.process.listen.contains(addr))
+                    {
+                        return Err(ListenError::Taken {
+                            addr: addr.to_string(),
+                            app: mine.name.clone(),
+                            owner: format!("{}/{app_name}", other.spec.name),
+                        });
+                    }
+                }
+            }
+        }
+        if !bind {
+            return Ok(());
+        }
+        let wanted: std::collections::BTreeSet<crate::spec::ListenAddr> = spec
+            .apps
+            .values()
+            .flat_map(|a| a.process.listen.iter().cloned())
+            .collect();
+        self.listeners
+            .bind_new(&wanted)
+            .map_err(|(addr, err)| ListenError::Bind {
+                addr: addr.to_string(),
+                error: err.to_string(),
+            })
     }
 
     /// The plan `apply` would carry out, changing nothing.

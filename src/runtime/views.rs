@@ -63,6 +63,7 @@ impl Engine {
                     memory_bytes: m.map(|m| m.memory_bytes),
                     last_restart_reason: s.last_reason.as_ref().map(|r| r.name().to_owned()),
                     daemonized: s.daemonized,
+                    last_error: s.last_error.clone(),
                 }
             })
             .collect()
@@ -106,6 +107,7 @@ impl Engine {
                             .as_ref()
                             .and_then(|r| r.detail().map(str::to_owned)),
                         daemonized: s.daemonized,
+                        last_error: s.last_error.clone(),
                         metrics: s.pid.and_then(|p| metrics.get(&p)).map(|m| MetricsView {
                             cpu_percent: m.cpu_percent,
                             memory_bytes: m.memory_bytes,

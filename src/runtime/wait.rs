@@ -61,6 +61,7 @@ impl Engine {
                             WaitCause::Errored {
                                 instance: *index,
                                 exit: s.last_exit,
+                                error: s.last_error.clone(),
                             },
                         ));
                     }
@@ -70,6 +71,7 @@ impl Engine {
                             WaitCause::Crashed {
                                 instance: *index,
                                 exit: s.last_exit,
+                                error: s.last_error.clone(),
                             },
                         ));
                     }
