@@ -206,6 +206,12 @@ impl Observer for LogFiles {
             Event::Errored { exit } => tracing::warn!(%instance, %exit, "errored"),
             Event::Stopped { exit } => tracing::info!(%instance, %exit, "stopped"),
             Event::SpawnFailed { error } => tracing::warn!(%instance, %error, "spawn failed"),
+            Event::WatchdogTimeout => {
+                tracing::warn!(%instance, "no WATCHDOG=1 in time: SIGABRT, then a restart");
+            }
+            Event::Unhealthy { failures } => {
+                tracing::warn!(%instance, failures, "health check failed");
+            }
             Event::HandedOver { pid, guessed } => {
                 tracing::info!(%instance, pid, guessed, "supervising the daemon the launcher left");
             }

@@ -239,6 +239,7 @@ mod tests {
                 increment_var: None,
                 listen: vec![],
                 pid_file: None,
+                watchdog: None,
             },
             instances,
             settings: Settings::default(),

@@ -52,6 +52,10 @@ pub struct ProcessSpec {
     /// launcher has exited 0. Absolute (resolved against `cwd`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pid_file: Option<PathBuf>,
+    /// `watchdog`: WATCHDOG_USEC given to the app, which must send
+    /// WATCHDOG=1 this often (in the env, so a change restarts).
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "millis_opt")]
+    pub watchdog: Option<Duration>,
 }
 
 /// Fields applied in place: changing them never restarts a process.
@@ -83,6 +87,35 @@ pub struct Settings {
     pub log_time: bool,
     pub log_max_size: u64,
     pub log_keep: u32,
+    /// Liveness probes: restart after `failures` consecutive failures.
+    #[serde(default)]
+    pub health: Option<Health>,
+    /// `eco reload` sends this to every instance instead of replacing it.
+    #[serde(default)]
+    pub reload_signal: Option<Signal>,
+    /// How many fds an instance may keep in eco with FDSTORE=1.
+    #[serde(default)]
+    pub fd_store: u32,
+}
+
+/// A liveness probe (`health:`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Health {
+    pub probe: Probe,
+    #[serde(with = "millis")]
+    pub interval: Duration,
+    #[serde(with = "millis")]
+    pub timeout: Duration,
+    pub failures: u32,
+}
+
+/// What a liveness probe does.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Probe {
+    Tcp(String),
+    Http(String),
+    Exec(String),
 }
 
 impl Default for Settings {
@@ -109,6 +142,9 @@ impl Default for Settings {
             log_time: false,
             log_max_size: 10 * 1024 * 1024,
             log_keep: 5,
+            health: None,
+            reload_signal: None,
+            fd_store: 0,
         }
     }
 }
@@ -249,6 +285,27 @@ impl ProcessSpec {
         json.iter().fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
             (hash ^ u64::from(*byte)).wrapping_mul(0x0100_0000_01b3)
         })
+    }
+}
+
+/// Optional durations as integer milliseconds.
+mod millis_opt {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    #[allow(clippy::ref_option)]
+    pub(crate) fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => s.serialize_u64(u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<Duration>, D::Error> {
+        Ok(Option::<u64>::deserialize(d)?.map(Duration::from_millis))
     }
 }
 

@@ -95,6 +95,12 @@ pub enum Reason {
     Memory,
     /// `cron_restart` came due.
     Cron,
+    /// No WATCHDOG=1 within `watchdog`.
+    Watchdog,
+    /// `health` probes failed `failures` times in a row.
+    Health,
+    /// Not ready within `ready_timeout`.
+    NotReady,
 }
 
 impl Reason {
@@ -107,6 +113,9 @@ impl Reason {
             Reason::User => "user",
             Reason::Memory => "memory",
             Reason::Cron => "cron",
+            Reason::Watchdog => "watchdog",
+            Reason::Health => "health",
+            Reason::NotReady => "not-ready",
         }
     }
 

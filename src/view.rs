@@ -31,6 +31,12 @@ pub struct Row {
     /// Why the last start failed, until a start works.
     #[serde(default)]
     pub last_error: Option<String>,
+    /// The app's last `STATUS=` (sd_notify), or null.
+    #[serde(default)]
+    pub status_text: Option<String>,
+    /// Between the app's `RELOADING=1` and `READY=1`.
+    #[serde(default)]
+    pub reloading: bool,
 }
 
 /// A project whose last save could not be applied (the apps run as before).
@@ -82,6 +88,9 @@ pub struct InstanceView {
     /// See [`Row::last_error`].
     #[serde(default)]
     pub last_error: Option<String>,
+    /// See [`Row::status_text`].
+    #[serde(default)]
+    pub status_text: Option<String>,
     pub history: Vec<HistoryView>,
     pub env: BTreeMap<String, String>,
 }

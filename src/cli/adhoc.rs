@@ -60,6 +60,7 @@ pub fn app(
             increment_var: None,
             listen: Vec::new(),
             pid_file: None,
+            watchdog: None,
         },
         instances,
         settings: Settings {

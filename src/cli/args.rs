@@ -142,6 +142,9 @@ pub enum Command {
     Daemon,
     /// Send an sd_notify message (e.g. READY=1) to $NOTIFY_SOCKET, like systemd-notify
     Notify {
+        /// Send this open descriptor along (with FDSTORE=1); repeatable
+        #[arg(long = "fd", value_name = "N")]
+        fd: Vec<i32>,
         #[arg(default_value = "READY=1")]
         messages: Vec<String>,
     },

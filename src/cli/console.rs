@@ -137,6 +137,12 @@ impl Observer for Console {
             Event::Errored { exit } => format!("{name} errored ({exit}); not restarting"),
             Event::Stopped { exit } => format!("{name} stopped ({exit})"),
             Event::SpawnFailed { error } => format!("{name} {error}"),
+            Event::WatchdogTimeout => {
+                format!("{name} sent no WATCHDOG=1 in time; SIGABRT, then a restart")
+            }
+            Event::Unhealthy { failures } => {
+                format!("{name} failed its health check ({failures} in a row)")
+            }
             Event::HandedOver {
                 pid,
                 guessed: false,

@@ -59,7 +59,7 @@ pub fn serve_http() -> Result<i32> {
         std::env::var("LISTEN_FDNAMES").unwrap_or_default()
     );
     if std::env::var_os("NOTIFY_SOCKET").is_some() {
-        super::notify(&["READY=1".to_owned()])?;
+        super::notify(&["READY=1".to_owned()], &[])?;
     }
     while !stop.load(Ordering::SeqCst) {
         match listener.accept() {

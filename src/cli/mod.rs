@@ -36,7 +36,7 @@ pub fn run(cli: Cli) -> Result<i32> {
             foreground: true,
             ..
         } => up_foreground(&file, &profile),
-        Command::Notify { messages } => notify(&messages),
+        Command::Notify { messages, fd } => notify(&messages, &fd),
         Command::Listen { fds, names, argv } => {
             let err = crate::runtime::listen::exec_with_fds(&fds, &names, &argv);
             Err(anyhow::anyhow!("cannot start `{}`: {err}", argv.join(" ")))
@@ -112,22 +112,16 @@ fn up_foreground(file: &FileArgs, profile: &ProfileArgs) -> Result<i32> {
     runtime.block_on(foreground::run(spec))
 }
 
-/// `eco notify READY=1`: what systemd-notify does, for shell-script apps.
-pub(crate) fn notify(messages: &[String]) -> Result<i32> {
-    use std::os::linux::net::SocketAddrExt;
+/// `eco notify READY=1`: what systemd-notify does, for shell-script apps;
+/// `--fd N` sends descriptor N along (`FDSTORE=1`).
+pub(crate) fn notify(messages: &[String], fds: &[i32]) -> Result<i32> {
     let Some(target) = std::env::var_os("NOTIFY_SOCKET") else {
         return Err(UsageError(
-            "NOTIFY_SOCKET is not set: run this from an app eco started with `ready: notify`"
+            "NOTIFY_SOCKET is not set: run this from an app eco started with `ready: notify`, `watchdog` or `fd_store`"
                 .into(),
         )
         .into());
     };
-    let target = target.to_string_lossy().into_owned();
-    let addr = match target.strip_prefix('@') {
-        Some(name) => std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes())?,
-        None => std::os::unix::net::SocketAddr::from_pathname(&target)?,
-    };
-    let socket = std::os::unix::net::UnixDatagram::unbound()?;
-    socket.send_to_addr(messages.join("\n").as_bytes(), &addr)?;
+    crate::runtime::notify::send(&target.to_string_lossy(), &messages.join("\n"), fds)?;
     Ok(0)
 }

@@ -79,7 +79,11 @@ pub fn table(rows: &[Row], color: bool) -> String {
                 r.app.clone(),
                 r.instance.to_string(),
                 r.pid.map_or_else(dash, |p| p.to_string()),
-                r.status.as_str().to_owned(),
+                if r.reloading {
+                    "reloading".to_owned()
+                } else {
+                    r.status.as_str().to_owned()
+                },
                 r.restarts.to_string(),
                 r.uptime_ms.map_or_else(dash, uptime),
                 r.cpu_percent.map_or_else(dash, |c| format!("{c:.1}%")),
@@ -136,6 +140,9 @@ pub fn table(rows: &[Row], color: bool) -> String {
         let _ = writeln!(out, "warning: {}:{} {DAEMONIZED}", r.app, r.instance);
     }
     for r in rows {
+        if let Some(text) = &r.status_text {
+            let _ = writeln!(out, "status: {}:{} {text}", r.app, r.instance);
+        }
         if let Some(error) = &r.last_error {
             let _ = writeln!(out, "error: {}:{} {error}", r.app, r.instance);
         }
@@ -209,6 +216,9 @@ pub fn describe(apps: &[AppView]) -> String {
             );
             if inst.daemonized {
                 let _ = writeln!(out, "    warning: the app {DAEMONIZED}");
+            }
+            if let Some(text) = &inst.status_text {
+                let _ = writeln!(out, "    status: {text}");
             }
             if let Some(error) = &inst.last_error {
                 let _ = writeln!(out, "    last start failed: {error}");

@@ -35,7 +35,14 @@ pub const APP_KEYS: &[&str] = &[
     "log_max_size",
     "log_keep",
     "pid_file",
+    "watchdog",
+    "health",
+    "reload_signal",
+    "fd_store",
 ];
+
+/// Keys of a `health:` mapping.
+pub const HEALTH_KEYS: &[&str] = &["http", "tcp", "exec", "interval", "timeout", "failures"];
 
 /// Keys of a `ready:` mapping.
 pub const READY_KEYS: &[&str] = &["tcp", "http", "exec", "log"];

@@ -209,6 +209,33 @@ pub struct RawApp {
     /// A server that daemonizes itself writes its pid here (relative to cwd);
     /// eco supervises that pid, as systemd's Type=forking + PIDFile=.
     pid_file: Option<String>,
+    /// The app sends WATCHDOG=1 at least this often (WATCHDOG_USEC); late: SIGABRT, then a restart.
+    watchdog: Option<Duration>,
+    /// Liveness probes: after `failures` consecutive failures, a graceful restart.
+    health: Option<Health>,
+    /// `eco reload` sends this signal in place instead of replacing instances.
+    reload_signal: Option<Signal>,
+    /// Max fds kept for an instance via FDSTORE=1 (0 = discard, as systemd).
+    fd_store: Option<u32>,
+}
+
+/// A liveness probe: one of http, tcp or exec, and its timing.
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+struct Health {
+    /// Healthy when GET on this http:// URL answers 2xx.
+    http: Option<String>,
+    /// Healthy when a TCP connect to host:port succeeds.
+    tcp: Option<String>,
+    /// Healthy when this command exits 0.
+    exec: Option<String>,
+    /// Between two probes (default 10s).
+    interval: Option<Duration>,
+    /// One probe's limit (default 2s).
+    timeout: Option<Duration>,
+    /// Consecutive failures before a restart (default 3).
+    failures: Option<u32>,
 }
 
 /// The JSON Schema of the file, as committed in `schema/`.

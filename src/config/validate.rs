@@ -8,12 +8,12 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 use super::error::{ConfigError, ConfigErrors};
-use super::keys::{APP_KEYS, READY_KEYS, TOP_KEYS, suggest};
+use super::keys::{APP_KEYS, HEALTH_KEYS, READY_KEYS, TOP_KEYS, suggest};
 use super::node::{self, Node, Pos, Value};
 use super::units::{parse_duration, parse_size};
 use crate::spec::{
-    AppSpec, ListenAddr, Mode, ProcessSpec, ProjectSpec, Ready, RestartPolicy, Settings, Signal,
-    Watch,
+    AppSpec, Health, ListenAddr, Mode, Probe, ProcessSpec, ProjectSpec, Ready, RestartPolicy,
+    Settings, Signal, Watch,
 };
 
 /// The most instances one app may ask for: a typo such as `instances: 40000`
@@ -579,6 +579,7 @@ impl Walker<'_> {
         let mut instances = 1;
         let mut increment_var = None;
         let mut pid_file: Option<String> = None;
+        let mut watchdog = None;
         let mut listen = Vec::new();
         let mut depends_pos = Vec::new();
         for (key, value, kpos) in &keys {
@@ -655,6 +656,10 @@ impl Walker<'_> {
                 },
                 "increment_var" => increment_var = self.string(value, path),
                 "pid_file" => pid_file = self.string(value, path),
+                "watchdog" => watchdog = self.duration(value, path),
+                "health" => settings.health = self.health(value, path),
+                "reload_signal" => settings.reload_signal = self.signal(value, path),
+                "fd_store" => set(&mut settings.fd_store, self.count(value, path)),
                 "listen" => {
                     listen_key_pos = *kpos;
                     listen = self.listen(value, path);
@@ -694,21 +699,8 @@ impl Walker<'_> {
                     set(&mut settings.max_restart_delay, self.duration(value, path));
                 }
                 "stop_signal" => {
-                    let parsed = match &value.value {
-                        Value::Str(s) => Signal::parse(s),
-                        Value::Int(i) => i32::try_from(*i)
-                            .ok()
-                            .and_then(|n| Signal::parse(&n.to_string())),
-                        _ => None,
-                    };
-                    match parsed {
-                        Some(sig) => settings.stop_signal = sig,
-                        None => self.error(
-                            value.pos,
-                            path,
-                            format!("expected a signal name such as SIGTERM or SIGINT, found {}", value.value),
-                            Some("use one of SIGTERM, SIGINT, SIGQUIT, SIGHUP, SIGUSR1, SIGUSR2, SIGKILL".into()),
-                        ),
+                    if let Some(sig) = self.signal(value, path) {
+                        settings.stop_signal = sig;
                     }
                 }
                 "stop_timeout" => set(&mut settings.stop_timeout, self.duration(value, path)),
@@ -822,6 +814,7 @@ impl Walker<'_> {
                     increment_var,
                     listen: listen.iter().map(|(a, _)| a.clone()).collect(),
                     pid_file,
+                    watchdog,
                 },
                 instances,
                 settings,
@@ -980,6 +973,106 @@ impl Walker<'_> {
             }
         }
         out
+    }
+
+    fn signal(&mut self, value: &Node, path: &str) -> Option<Signal> {
+        let parsed = match &value.value {
+            Value::Str(s) => Signal::parse(s),
+            Value::Int(i) => i32::try_from(*i)
+                .ok()
+                .and_then(|n| Signal::parse(&n.to_string())),
+            _ => None,
+        };
+        if parsed.is_none() {
+            self.error(
+                value.pos,
+                path,
+                format!(
+                    "expected a signal name such as SIGTERM or SIGINT, found {}",
+                    value.value
+                ),
+                Some(
+                    "use one of SIGTERM, SIGINT, SIGQUIT, SIGHUP, SIGUSR1, SIGUSR2, SIGKILL".into(),
+                ),
+            );
+        }
+        parsed
+    }
+
+    /// `health: { http|tcp|exec: …, interval, timeout, failures }`.
+    fn health(&mut self, node: &Node, path: &str) -> Option<Health> {
+        let Value::Map(entries) = &node.value else {
+            self.error(
+                node.pos,
+                path,
+                format!("expected a mapping, found {}", node.value),
+                Some(
+                    "e.g. `health: { http: \"http://127.0.0.1:8080/health\", interval: 10s }`"
+                        .into(),
+                ),
+            );
+            return None;
+        };
+        let mut probe = None;
+        let mut health = Health {
+            probe: Probe::Tcp(String::new()),
+            interval: std::time::Duration::from_secs(10),
+            timeout: std::time::Duration::from_secs(2),
+            failures: 3,
+        };
+        for (key, value, _) in self.keyed(entries, path, HEALTH_KEYS, false) {
+            let path = join(path, &key);
+            match key.as_str() {
+                "interval" => set(&mut health.interval, self.duration(value, &path)),
+                "timeout" => set(&mut health.timeout, self.duration(value, &path)),
+                "failures" => set(&mut health.failures, self.count(value, &path)),
+                kind => {
+                    let Some(text) = self.string(value, &path) else {
+                        continue;
+                    };
+                    if probe.is_some() {
+                        self.error(
+                            value.pos,
+                            &path,
+                            "give one probe: `http`, `tcp` or `exec`".into(),
+                            None,
+                        );
+                    }
+                    probe = match kind {
+                        "http" if text.starts_with("http://") => Some(Probe::Http(text)),
+                        "tcp" if valid_host_port(&text) => Some(Probe::Tcp(text)),
+                        "exec" if !text.trim().is_empty() => Some(Probe::Exec(text)),
+                        _ => {
+                            self.error(
+                                value.pos,
+                                &path,
+                                format!("invalid {kind} probe {:?}", clip(&text)),
+                                Some(
+                                    "http needs an http:// URL, tcp host:port, exec a command"
+                                        .into(),
+                                ),
+                            );
+                            None
+                        }
+                    };
+                }
+            }
+        }
+        if health.failures == 0 {
+            self.error(node.pos, path, "`failures` must be at least 1".into(), None);
+        }
+        match probe {
+            Some(probe) => Some(Health { probe, ..health }),
+            None => {
+                self.error(
+                    node.pos,
+                    path,
+                    "a health check needs a probe: `http`, `tcp` or `exec`".into(),
+                    None,
+                );
+                None
+            }
+        }
     }
 
     fn ready(&mut self, node: &Node, path: &str) -> Option<Ready> {

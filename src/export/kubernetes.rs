@@ -474,6 +474,7 @@ mod tests {
                 increment_var: None,
                 listen: Vec::new(),
                 pid_file: None,
+                watchdog: None,
             },
             instances,
             settings: Settings::default(),

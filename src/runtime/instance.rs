@@ -14,8 +14,9 @@ use tokio_util::task::TaskTracker;
 
 use super::cgroup::{Cgroup, Subtree};
 use super::kill::Scope;
+use super::notify::{Datagram, Message, NotifySocket};
 use super::output::{LineMatcher, pump};
-use super::ready::{self, NotifySocket, Probes};
+use super::ready::{self, Probes};
 use super::reaper::Reaper;
 use super::spawn::{SPAWN_MARK, spawn};
 use super::{Event, InstanceId, Observer, Stream, kill};
@@ -52,6 +53,10 @@ pub struct InstanceState {
     /// Why the last start failed (a missing program, EACCES, a missing cwd,
     /// EMFILE…); cleared by the next start that works.
     pub last_error: Option<String>,
+    /// The app's last `STATUS=` (sd_notify).
+    pub status_text: Option<String>,
+    /// Between `RELOADING=1` and `READY=1`.
+    pub reloading: bool,
 }
 
 /// One restart, for `describe`.
@@ -71,6 +76,8 @@ pub enum Control {
     Restart(Reason),
     /// New in-place settings (restart policy, timeouts, ...).
     Update(Box<Settings>),
+    /// `reload_signal` in place; answered once the app is ready again.
+    Reload(oneshot::Sender<Result<(), String>>),
 }
 
 /// The handle the engine keeps for each instance.
@@ -129,6 +136,10 @@ pub struct Launch {
     pub cgroups: Option<Arc<Subtree>>,
     /// `pid_file` of the app (absolute).
     pub pid_file: Option<std::path::PathBuf>,
+    /// `watchdog` of the app.
+    pub watchdog: Option<Duration>,
+    /// Where a failing health check asks for a graceful restart.
+    pub restarts: mpsc::UnboundedSender<super::RestartRequest>,
 }
 
 /// A handle for an instance that is not running (restored as user-stopped):
@@ -146,6 +157,8 @@ pub fn stopped(index: u32) -> InstanceHandle {
         mark: String::new(),
         daemonized: false,
         last_error: None,
+        status_text: None,
+        reloading: false,
     });
     InstanceHandle {
         index,
@@ -185,6 +198,8 @@ pub fn launch(launch: Launch) -> InstanceHandle {
         mark: String::new(),
         daemonized: false,
         last_error: None,
+        status_text: None,
+        reloading: false,
     });
     let index = launch.id.index;
     let actor = Actor {
@@ -203,6 +218,9 @@ pub fn launch(launch: Launch) -> InstanceHandle {
         cgroup: None,
         probe_cgroup: None,
         spec_pid_file: launch.pid_file,
+        watchdog: launch.watchdog,
+        restarts: launch.restarts,
+        stored_fds: Vec::new(),
     };
     launch.tasks.spawn(actor.run(launch.gate));
     InstanceHandle {
@@ -229,12 +247,22 @@ struct Actor {
     cgroup: Option<Cgroup>,
     probe_cgroup: Option<Cgroup>,
     spec_pid_file: Option<std::path::PathBuf>,
+    watchdog: Option<Duration>,
+    restarts: mpsc::UnboundedSender<super::RestartRequest>,
+    /// Fds the app stored with FDSTORE=1 (`fd_store`), handed back at its
+    /// next start after the listen sockets.
+    stored_fds: Vec<(String, std::os::fd::OwnedFd)>,
 }
 
 /// How one run of the process ended.
 enum RunEnd {
-    /// It exited by itself (or failed to start or to become ready).
-    Exited { exit: Exit, ran_for: Duration },
+    /// It exited by itself (or failed to start or to become ready);
+    /// `reason` is why it would restart.
+    Exited {
+        exit: Exit,
+        ran_for: Duration,
+        reason: Reason,
+    },
     /// Stopped on request: the task ends.
     Stopped,
     /// Stopped on request to start again.
@@ -272,51 +300,50 @@ impl Actor {
                     crashes = 0;
                     self.record_restart(reason, None);
                 }
-                RunEnd::Exited { exit, ran_for } => {
-                    match policy::after_exit(&self.settings, exit, ran_for, crashes) {
-                        AfterExit::Restart { delay, crashes: c } => {
-                            crashes = c;
-                            self.set(|s| {
-                                s.status = Status::Backoff;
-                                s.pid = None;
-                            });
-                            self.event(&Event::Restarting { delay });
-                            match self.pause(delay).await {
-                                Wake::End => return self.end(),
-                                Wake::Start(reason) => {
-                                    if reason.is_some() {
-                                        crashes = 0;
-                                    }
-                                    self.record_restart(
-                                        reason.unwrap_or(Reason::Crash),
-                                        Some(exit),
-                                    );
-                                }
-                            }
-                        }
-                        decision @ (AfterExit::Errored | AfterExit::Stopped) => {
-                            let errored = decision == AfterExit::Errored;
-                            self.set(|s| {
-                                s.status = if errored {
-                                    Status::Errored
-                                } else {
-                                    Status::Stopped
-                                };
-                                s.pid = None;
-                            });
-                            if errored {
-                                self.event(&Event::Errored { exit });
-                            }
-                            match self.idle().await {
-                                Wake::End => return self.end(),
-                                Wake::Start(reason) => {
+                RunEnd::Exited {
+                    exit,
+                    ran_for,
+                    reason: exit_reason,
+                } => match policy::after_exit(&self.settings, exit, ran_for, crashes) {
+                    AfterExit::Restart { delay, crashes: c } => {
+                        crashes = c;
+                        self.set(|s| {
+                            s.status = Status::Backoff;
+                            s.pid = None;
+                        });
+                        self.event(&Event::Restarting { delay });
+                        match self.pause(delay).await {
+                            Wake::End => return self.end(),
+                            Wake::Start(reason) => {
+                                if reason.is_some() {
                                     crashes = 0;
-                                    self.record_restart(reason.unwrap_or(Reason::User), Some(exit));
                                 }
+                                self.record_restart(reason.unwrap_or(exit_reason), Some(exit));
                             }
                         }
                     }
-                }
+                    decision @ (AfterExit::Errored | AfterExit::Stopped) => {
+                        let errored = decision == AfterExit::Errored;
+                        self.set(|s| {
+                            s.status = if errored {
+                                Status::Errored
+                            } else {
+                                Status::Stopped
+                            };
+                            s.pid = None;
+                        });
+                        if errored {
+                            self.event(&Event::Errored { exit });
+                        }
+                        match self.idle().await {
+                            Wake::End => return self.end(),
+                            Wake::Start(reason) => {
+                                crashes = 0;
+                                self.record_restart(reason.unwrap_or(Reason::User), Some(exit));
+                            }
+                        }
+                    }
+                },
             }
         }
     }
@@ -377,6 +404,9 @@ impl Actor {
                     None | Some(Control::Stop) => return false,
                     Some(Control::Update(settings)) => self.settings = *settings,
                     Some(Control::Restart(_)) => {}
+                    Some(Control::Reload(reply)) => {
+                        let _ = reply.send(Ok(()));
+                    }
                 },
             }
         }
@@ -391,6 +421,9 @@ impl Actor {
                     Control::Stop => return Wake::End,
                     Control::Restart(reason) => return Wake::Start(Some(reason)),
                     Control::Update(settings) => self.settings = *settings,
+                    Control::Reload(reply) => {
+                        let _ = reply.send(Err("it is not running".into()));
+                    }
                 }
             }
             return Wake::Start(None);
@@ -403,6 +436,9 @@ impl Actor {
                     None | Some(Control::Stop) => return Wake::End,
                     Some(Control::Restart(reason)) => return Wake::Start(Some(reason)),
                     Some(Control::Update(settings)) => self.settings = *settings,
+                    Some(Control::Reload(reply)) => {
+                        let _ = reply.send(Err("it is not running".into()));
+                    }
                 },
             }
         }
@@ -415,6 +451,9 @@ impl Actor {
                 None | Some(Control::Stop) => return Wake::End,
                 Some(Control::Restart(reason)) => return Wake::Start(Some(reason)),
                 Some(Control::Update(settings)) => self.settings = *settings,
+                Some(Control::Reload(reply)) => {
+                    let _ = reply.send(Err("it is not running".into()));
+                }
             }
         }
     }
@@ -478,8 +517,12 @@ impl Actor {
         );
         let mut extra = vec![(SPAWN_MARK, mark.clone())];
         let ready_kind = self.settings.ready.clone();
-        let notify = match ready_kind {
-            Some(Ready::Notify) => match NotifySocket::bind() {
+        let wants_notify = matches!(ready_kind, Some(Ready::Notify))
+            || self.watchdog.is_some()
+            || self.settings.fd_store > 0
+            || self.settings.reload_signal.is_some();
+        let notify = if wants_notify {
+            match NotifySocket::bind() {
                 Ok(socket) => {
                     extra.push(("NOTIFY_SOCKET", socket.env_value.clone()));
                     Some(socket)
@@ -491,15 +534,22 @@ impl Actor {
                     return RunEnd::Exited {
                         exit: Exit::Code(127),
                         ran_for: Duration::ZERO,
+                        reason: Reason::Crash,
                     };
                 }
-            },
-            _ => None,
+            }
+        } else {
+            None
         };
+        let mut watchdog_every = self.watchdog;
+        if let Some(every) = watchdog_every {
+            extra.push(("WATCHDOG_USEC", every.as_micros().to_string()));
+        }
         let (matcher, log_line) = match &ready_kind {
             Some(Ready::Log(pattern)) => match regex::Regex::new(pattern) {
                 Ok(regex) => {
                     let (found, rx) = oneshot::channel();
+                    let found = Arc::new(std::sync::Mutex::new(Some(found)));
                     (Some(LineMatcher { regex, found }), Some(rx))
                 }
                 Err(_) => (None, None),
@@ -510,19 +560,26 @@ impl Actor {
             s.status = Status::Starting;
             s.mark.clone_from(&mark);
             s.daemonized = false;
+            s.status_text = None;
+            s.reloading = false;
         });
         let cgroup = self.cgroup();
+        let stored = std::mem::take(&mut self.stored_fds);
         let sockets = super::spawn::Sockets {
             listeners: &self.listeners,
             addrs: &self.listen,
+            stored: &stored,
         };
-        let spawned = match spawn(
+        let spawned = spawn(
             &self.reaper,
             &self.spec,
             &extra,
             Some(sockets),
             cgroup.as_ref(),
-        ) {
+        );
+        // The app has its own copies now; eco keeps them for the next start.
+        self.stored_fds = stored;
+        let spawned = match spawned {
             Ok(spawned) => spawned,
             Err(err) => {
                 let error = if self.spec.cwd.is_dir() {
@@ -538,18 +595,19 @@ impl Actor {
                 return RunEnd::Exited {
                     exit: Exit::Code(127),
                     ran_for: Duration::ZERO,
+                    reason: Reason::Crash,
                 };
             }
         };
         // The supervised process: the spawned one, until a launcher that
-        // daemonized hands over to its daemon.
+        // daemonized hands over to its daemon (or MAINPID= moves it).
         let mut pid = spawned.pid;
         let started = Instant::now();
         self.set(|s| {
             s.pid = Some(pid);
             s.started = Some(SystemTime::now());
+            s.last_error = None;
         });
-        self.set(|s| s.last_error = None);
         self.event(&Event::Started { pid });
         let pumps = [
             self.tasks.spawn(pump(
@@ -557,30 +615,36 @@ impl Actor {
                 Arc::clone(&self.id),
                 Stream::Out,
                 Arc::clone(&self.observer),
-                matcher,
+                matcher.clone(),
             )),
             self.tasks.spawn(pump(
                 spawned.stderr,
                 Arc::clone(&self.id),
                 Stream::Err,
                 Arc::clone(&self.observer),
-                None,
+                matcher,
             )),
         ];
         let mut exit_rx = spawned.exit;
         let (ready_tx, mut ready_rx) = oneshot::channel::<Result<(), String>>();
         let mut awaiting_ready = false;
         let mut ready_task = None;
+        // `ready: notify` is decided here, from the datagrams, by this deadline.
+        let mut notify_deadline: Option<Instant> = None;
+        let far = Instant::now() + Duration::from_secs(86_400 * 365);
         // A server that writes a pid file is online once it has handed over.
         let forking = self.spec_pid_file.is_some();
-        match ready_kind {
+        match ready_kind.clone() {
+            Some(Ready::Notify) => {
+                awaiting_ready = true;
+                notify_deadline = Some(Instant::now() + self.settings.ready_timeout);
+            }
             Some(kind) => {
                 awaiting_ready = true;
                 let reaper = Arc::clone(&self.reaper);
                 let spec = self.spec.clone();
                 let limit = self.settings.ready_timeout;
                 let probes = Probes {
-                    notify,
                     log_line,
                     cgroup: self.probe_cgroup.clone(),
                 };
@@ -588,10 +652,7 @@ impl Actor {
                     let result =
                         match timeout(limit, ready::wait(&kind, probes, &reaper, &spec)).await {
                             Ok(result) => result,
-                            Err(_) => Err(format!(
-                                "not ready after {}",
-                                humantime::format_duration(limit)
-                            )),
+                            Err(_) => Err(not_ready(limit, &kind)),
                         };
                     let _ = ready_tx.send(result);
                 }));
@@ -599,6 +660,14 @@ impl Actor {
             None if forking => {}
             None => self.set(|s| s.status = Status::Online),
         }
+        let mut watchdog_at = watchdog_every.map(|every| Instant::now() + every);
+        let health = self.settings.health.clone();
+        let mut health_at = health.as_ref().map(|h| Instant::now() + h.interval);
+        let mut health_probe: Option<tokio::task::JoinHandle<bool>> = None;
+        let mut health_failures = 0u32;
+        let mut reload_reply: Option<oneshot::Sender<Result<(), String>>> = None;
+        let mut reload_deadline: Option<Instant> = None;
+        let mut reported_errno: Option<i32> = None;
         let mut handed_over = false;
         let end = loop {
             tokio::select! {
@@ -624,11 +693,10 @@ impl Actor {
                     }
                     kill::clean_up_after(self.scope(pid, &mark, cgroup.as_ref())).await;
                     drain(pumps).await;
-                    self.set(|s| s.last_exit = Some(exit));
-                    self.event(&Event::Exited { exit });
-                    break RunEnd::Exited { exit, ran_for: started.elapsed() };
+                    self.exited_with(exit, reported_errno);
+                    break RunEnd::Exited { exit, ran_for: started.elapsed(), reason: Reason::Crash };
                 }
-                result = &mut ready_rx, if awaiting_ready => {
+                result = &mut ready_rx, if ready_task.is_some() && awaiting_ready => {
                     awaiting_ready = false;
                     let failure = match result {
                         Ok(Ok(())) => None,
@@ -642,9 +710,144 @@ impl Actor {
                         self.event(&Event::Ready);
                         continue;
                     };
-                    self.event(&Event::NotReady { reason });
-                    let exit = self.stop_process_and_drain(pid, &mark, cgroup.as_ref(), &mut exit_rx, pumps).await;
-                    break RunEnd::Exited { exit, ran_for: Duration::ZERO };
+                    break self.not_ready(reason, pid, &mark, cgroup.as_ref(), &mut exit_rx, pumps).await;
+                }
+                () = tokio::time::sleep_until(notify_deadline.unwrap_or(far)), if awaiting_ready && notify_deadline.is_some() => {
+                    let reason = not_ready(self.settings.ready_timeout, &Ready::Notify);
+                    break self.not_ready(reason, pid, &mark, cgroup.as_ref(), &mut exit_rx, pumps).await;
+                }
+                datagram = recv_notify(notify.as_ref()) => {
+                    let Ok(datagram) = datagram else { continue };
+                    if !datagram.pid.is_some_and(|p| self.belongs(p, pid, &mark, cgroup.as_ref())) {
+                        tracing::debug!(sender = ?datagram.pid, instance = ?self.id, "dropped a notify message from outside the instance");
+                        continue;
+                    }
+                    let mut fds = datagram.fds;
+                    let mut fd_name = None;
+                    let mut store = false;
+                    let mut remove = false;
+                    for message in datagram.messages {
+                        match message {
+                            Message::Ready => {
+                                if awaiting_ready && notify_deadline.is_some() {
+                                    awaiting_ready = false;
+                                    if !forking || handed_over {
+                                        self.set(|s| s.status = Status::Online);
+                                    }
+                                    self.event(&Event::Ready);
+                                }
+                                self.set(|s| s.reloading = false);
+                                if let Some(reply) = reload_reply.take() {
+                                    let _ = reply.send(Ok(()));
+                                    reload_deadline = None;
+                                }
+                            }
+                            Message::Reloading => self.set(|s| s.reloading = true),
+                            Message::Stopping => self.set(|s| s.status = Status::Stopping),
+                            Message::Status(text) => self.set(|s| s.status_text = Some(text)),
+                            Message::Watchdog => {
+                                watchdog_at = watchdog_every.map(|every| Instant::now() + every);
+                            }
+                            Message::WatchdogTrigger => watchdog_at = Some(Instant::now()),
+                            Message::WatchdogUsec(usec) => {
+                                watchdog_every = (usec > 0).then(|| Duration::from_micros(usec));
+                                watchdog_at = watchdog_every.map(|every| Instant::now() + every);
+                            }
+                            Message::MainPid(main) => {
+                                if main != pid && self.belongs(main, pid, &mark, cgroup.as_ref()) {
+                                    pid = main;
+                                    exit_rx = self.exit_of(main);
+                                    self.set(|s| s.pid = Some(main));
+                                }
+                            }
+                            Message::ExtendTimeoutUsec(usec) => {
+                                let until = Instant::now() + Duration::from_micros(usec);
+                                if let Some(deadline) = notify_deadline.as_mut() {
+                                    *deadline = (*deadline).max(until);
+                                }
+                                if let Some(deadline) = reload_deadline.as_mut() {
+                                    *deadline = (*deadline).max(until);
+                                }
+                            }
+                            Message::Errno(errno) => reported_errno = Some(errno),
+                            // The fds of a barrier are closed below, at once.
+                            Message::Barrier => {}
+                            Message::FdStore => store = true,
+                            Message::FdStoreRemove => remove = true,
+                            Message::FdName(name) => fd_name = Some(name),
+                        }
+                    }
+                    let name = fd_name.unwrap_or_else(|| "stored".to_owned());
+                    if remove {
+                        self.stored_fds.retain(|(n, _)| *n != name);
+                    }
+                    if store {
+                        let room = (self.settings.fd_store as usize).saturating_sub(self.stored_fds.len());
+                        self.stored_fds.extend(fds.drain(..).take(room).map(|fd| (name.clone(), fd)));
+                    }
+                    drop(fds);
+                }
+                () = tokio::time::sleep_until(watchdog_at.unwrap_or(far)), if watchdog_at.is_some() => {
+                    self.event(&Event::WatchdogTimeout);
+                    self.set(|s| s.status = Status::Stopping);
+                    let exit = kill::stop(
+                        self.scope(pid, &mark, cgroup.as_ref()),
+                        &mut exit_rx,
+                        crate::spec::Signal(libc::SIGABRT),
+                        self.settings.stop_timeout,
+                    )
+                    .await;
+                    self.set(|s| {
+                        s.last_exit = Some(exit);
+                        s.pid = None;
+                    });
+                    drain(pumps).await;
+                    break RunEnd::Restart(Reason::Watchdog);
+                }
+                () = tokio::time::sleep_until(health_at.unwrap_or(far)), if health_at.is_some() && health_probe.is_none() => {
+                    health_at = None;
+                    if let Some(health) = &health
+                        && self.state.borrow().status == Status::Online
+                    {
+                        health_probe = Some(self.tasks.spawn(ready::probe_once(
+                            health.probe.clone(),
+                            health.timeout,
+                            Arc::clone(&self.reaper),
+                            self.spec.clone(),
+                            self.probe_cgroup.clone(),
+                        )));
+                    } else if let Some(health) = &health {
+                        health_at = Some(Instant::now() + health.interval);
+                    }
+                }
+                healthy = join_probe(&mut health_probe) => {
+                    health_probe = None;
+                    let Some(health) = &health else { continue };
+                    health_at = Some(Instant::now() + health.interval);
+                    if healthy {
+                        health_failures = 0;
+                        continue;
+                    }
+                    health_failures += 1;
+                    self.event(&Event::Unhealthy { failures: health_failures });
+                    if health_failures >= health.failures {
+                        health_failures = 0;
+                        let _ = self.restarts.send(super::RestartRequest {
+                            project: self.id.project.clone(),
+                            app: self.id.app.clone(),
+                            instance: self.id.index,
+                            reason: Reason::Health,
+                        });
+                    }
+                }
+                () = tokio::time::sleep_until(reload_deadline.unwrap_or(far)), if reload_deadline.is_some() => {
+                    reload_deadline = None;
+                    if let Some(reply) = reload_reply.take() {
+                        let _ = reply.send(Err(format!(
+                            "no READY=1 within {} of the reload signal",
+                            humantime::format_duration(self.settings.ready_timeout)
+                        )));
+                    }
                 }
                 control = self.control.recv() => match control {
                     None | Some(Control::Stop) => {
@@ -658,13 +861,77 @@ impl Actor {
                         break RunEnd::Restart(reason);
                     }
                     Some(Control::Update(settings)) => self.settings = *settings,
+                    Some(Control::Reload(reply)) => {
+                        let signal = self.settings.reload_signal.unwrap_or(crate::spec::Signal(libc::SIGHUP));
+                        if let Ok(sig) = nix::sys::signal::Signal::try_from(signal.0) {
+                            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig);
+                        }
+                        if matches!(ready_kind, Some(Ready::Notify)) {
+                            // Answered on the READY=1 that ends the reload.
+                            reload_reply = Some(reply);
+                            reload_deadline = Some(Instant::now() + self.settings.ready_timeout);
+                        } else {
+                            let _ = reply.send(Ok(()));
+                        }
+                    }
                 },
             }
         };
         if let Some(task) = ready_task {
             task.abort();
         }
+        if let Some(probe) = health_probe {
+            probe.abort();
+        }
         end
+    }
+
+    /// Readiness failed: the process is stopped, and restarts (by the
+    /// policy) with reason `not-ready`.
+    async fn not_ready(
+        &mut self,
+        reason: String,
+        pid: i32,
+        mark: &str,
+        cgroup: Option<&Cgroup>,
+        exit_rx: &mut oneshot::Receiver<Exit>,
+        pumps: [tokio::task::JoinHandle<()>; 2],
+    ) -> RunEnd {
+        self.set(|s| s.last_error = Some(reason.clone()));
+        self.event(&Event::NotReady { reason });
+        let exit = self
+            .stop_process_and_drain(pid, mark, cgroup, exit_rx, pumps)
+            .await;
+        RunEnd::Exited {
+            exit,
+            ran_for: Duration::ZERO,
+            reason: Reason::NotReady,
+        }
+    }
+
+    /// Records an exit, with the error the app reported (`ERRNO=`).
+    fn exited_with(&self, exit: Exit, errno: Option<i32>) {
+        self.set(|s| {
+            s.last_exit = Some(exit);
+            if let Some(errno) = errno {
+                s.last_error = Some(format!(
+                    "the app reported ERRNO={errno} ({})",
+                    nix::errno::Errno::from_raw(errno).desc()
+                ));
+            }
+        });
+        self.event(&Event::Exited { exit });
+    }
+
+    /// True when `pid` is a process of this instance: in its cgroup, or
+    /// (without one) the supervised process, below it, or carrying its mark.
+    fn belongs(&self, pid: i32, main: i32, mark: &str, cgroup: Option<&Cgroup>) -> bool {
+        if let Some(cgroup) = cgroup {
+            return cgroup.procs().contains(&pid);
+        }
+        pid == main
+            || crate::procfs::descendants(main).contains(&pid)
+            || crate::procfs::env_value(pid, SPAWN_MARK).as_deref() == Some(mark)
     }
 
     /// After the launcher exited 0: the daemon it left, if any. With
@@ -753,6 +1020,37 @@ const PID_FILE_POLL: Duration = Duration::from_millis(20);
 
 /// How often a supervised process that is not eco's child is checked.
 const FOREIGN_POLL: Duration = Duration::from_millis(200);
+
+/// The next datagram on the notify socket; never when there is none.
+async fn recv_notify(socket: Option<&NotifySocket>) -> std::io::Result<Datagram> {
+    match socket {
+        Some(socket) => socket.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The result of the running health probe; never when none runs.
+async fn join_probe(probe: &mut Option<tokio::task::JoinHandle<bool>>) -> bool {
+    match probe {
+        Some(handle) => handle.await.unwrap_or(false),
+        None => std::future::pending().await,
+    }
+}
+
+/// "not ready after 30s (waiting for log /^listening/)".
+fn not_ready(limit: Duration, kind: &Ready) -> String {
+    let waiting = match kind {
+        Ready::Notify => "READY=1 on NOTIFY_SOCKET".to_owned(),
+        Ready::Tcp(addr) => format!("a TCP connect to {addr}"),
+        Ready::Http(url) => format!("a 2xx from {url}"),
+        Ready::Exec(cmd) => format!("`{cmd}` to exit 0"),
+        Ready::Log(re) => format!("log /{re}/"),
+    };
+    format!(
+        "not ready after {} (waiting for {waiting})",
+        humantime::format_duration(limit)
+    )
+}
 
 /// How long an exit waits for the last output of its process: the pipes
 /// close once the group is gone, unless an escaped process still holds them.

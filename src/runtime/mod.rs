@@ -18,6 +18,7 @@ pub mod guard;
 pub mod instance;
 pub mod kill;
 pub mod listen;
+pub mod notify;
 pub mod ops;
 pub mod output;
 pub mod ready;
@@ -87,6 +88,23 @@ pub enum Event {
         pid: i32,
         guessed: bool,
     },
+    /// No WATCHDOG=1 in time: SIGABRT, then a restart.
+    WatchdogTimeout,
+    /// A health probe failed (`failures` in a row so far).
+    Unhealthy {
+        failures: u32,
+    },
+}
+
+/// An instance asks for a graceful restart of itself (a failing health
+/// check): carried out by the engine like any other (rolling where the app
+/// is replaced rolling).
+#[derive(Clone, Debug)]
+pub struct RestartRequest {
+    pub project: String,
+    pub app: String,
+    pub instance: u32,
+    pub reason: Reason,
 }
 
 /// Receives output and events: the terminal in `up -F`, log files in the daemon.
@@ -214,6 +232,8 @@ pub struct Engine {
     app_ops: std::sync::Mutex<HashMap<AppKey, Arc<AppOps>>>,
     /// eco's cgroup subtree, when cgroups contain the instances.
     cgroups: Option<Arc<cgroup::Subtree>>,
+    /// Restarts instances ask for (health checks), carried out in order.
+    restarts: tokio::sync::mpsc::UnboundedSender<RestartRequest>,
 }
 
 impl Engine {
@@ -223,7 +243,8 @@ impl Engine {
         mark_prefix: String,
         cgroups: Option<Arc<cgroup::Subtree>>,
     ) -> Arc<Engine> {
-        Arc::new(Engine {
+        let (restarts, mut requests) = tokio::sync::mpsc::unbounded_channel::<RestartRequest>();
+        let engine = Arc::new(Engine {
             reaper,
             observer,
             projects: Mutex::new(BTreeMap::new()),
@@ -234,7 +255,41 @@ impl Engine {
             closing: CancellationToken::new(),
             app_ops: std::sync::Mutex::default(),
             cgroups,
-        })
+            restarts,
+        });
+        // Restarts the instances ask for; ends with the engine.
+        let weak = Arc::downgrade(&engine);
+        let closing = engine.closing.clone();
+        engine.tasks.spawn(async move {
+            loop {
+                let request = tokio::select! {
+                    () = closing.cancelled() => return,
+                    request = requests.recv() => match request {
+                        Some(request) => request,
+                        None => return,
+                    },
+                };
+                let Some(engine) = weak.upgrade() else { return };
+                let RestartRequest {
+                    project,
+                    app,
+                    instance,
+                    reason,
+                } = request;
+                engine.spawn({
+                    let engine = Arc::clone(&engine);
+                    async move {
+                        if let Err(err) = engine
+                            .restart_for(&project, &app, Some(instance), reason)
+                            .await
+                        {
+                            tracing::warn!(%project, %app, instance, %err, "restart asked by a health check stopped");
+                        }
+                    }
+                });
+            }
+        });
+        engine
     }
 
     /// How instances are contained: `cgroup` or `process-group`.
@@ -586,6 +641,8 @@ impl Engine {
             tasks: self.tasks.clone(),
             cgroups: self.cgroups.clone(),
             pid_file: app.process.pid_file.clone(),
+            watchdog: app.process.watchdog,
+            restarts: self.restarts.clone(),
         })
     }
 

@@ -147,6 +147,18 @@ impl Engine {
         let selected = self.select(target).await?;
         for sel in &selected {
             let guard = self.lock_app(&sel.project, &sel.app, false).await;
+            if let Some(replies) = self.reload_in_place(sel).await {
+                for (index, reply) in replies {
+                    let answer = reply.await.unwrap_or_else(|_| Err("it stopped".into()));
+                    if let Err(why) = answer {
+                        return Ok(Err(RolloutError::NotBack {
+                            app: format!("{} ({why})", sel.app),
+                            index,
+                        }));
+                    }
+                }
+                continue;
+            }
             let target = Target {
                 project: sel.project.clone(),
                 app: sel.app.clone(),
@@ -157,6 +169,27 @@ impl Engine {
             }
         }
         Ok(Ok(selected))
+    }
+
+    /// `reload_signal`: the signal to every targeted instance in place
+    /// (systemd's `Type=notify-reload`); None when the app has none.
+    async fn reload_in_place(
+        &self,
+        sel: &Selected,
+    ) -> Option<Vec<(u32, tokio::sync::oneshot::Receiver<Result<(), String>>)>> {
+        let projects = self.projects.lock().await;
+        let app = projects.get(&sel.project)?.apps.get(&sel.app)?;
+        app.spec.settings.reload_signal?;
+        Some(
+            pick(&app.instances, sel.instance)
+                .filter(|h| !h.is_finished())
+                .map(|h| {
+                    let (tx, rx) = tokio::sync::oneshot::channel();
+                    h.send(Control::Reload(tx));
+                    (h.index, rx)
+                })
+                .collect(),
+        )
     }
 
     /// A restart asked for by a watched source, a memory limit or a

@@ -17,10 +17,13 @@ pub const MAX_LINE: usize = 64 * 1024;
 /// The first read's size; reads that fill it double it, up to [`MAX_LINE`].
 const READ_MIN: usize = 4096;
 
-/// Waits for the first output line matching a regex (`ready: {log: ...}`).
+/// Waits for the first output line matching a regex (`ready: {log: ...}`),
+/// on stdout or stderr (a clone watches each): uvicorn, gunicorn and
+/// Python's logging write to stderr.
+#[derive(Clone)]
 pub struct LineMatcher {
     pub regex: Regex,
-    pub found: oneshot::Sender<()>,
+    pub found: Arc<std::sync::Mutex<Option<oneshot::Sender<()>>>>,
 }
 
 /// Reads `pipe` until EOF, passing complete lines to `observer`.
@@ -96,7 +99,14 @@ fn deliver(
             .split(|b| *b == b'\n')
             .any(|line| m.regex.is_match(&String::from_utf8_lossy(line)));
         if hit && let Some(m) = matcher.take() {
-            let _ = m.found.send(());
+            let sender = m
+                .found
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .take();
+            if let Some(found) = sender {
+                let _ = found.send(());
+            }
         }
     }
     observer.output(id, stream, lines);

@@ -1,53 +1,27 @@
-//! Readiness checks (CONTRACT section 4): notify, tcp, http, exec, log.
+//! Readiness checks (CONTRACT section 4): tcp, http, exec, log (notify is
+//! read by the instance from its notify socket), and liveness probes.
 //! Each returns once the instance is ready; the caller bounds it with
 //! `ready_timeout`. Probes retry with a short, growing interval.
 
-use std::os::linux::net::SocketAddrExt;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpStream, UnixDatagram};
+use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 use tokio::time::sleep;
 
 use super::cgroup::Cgroup;
 use super::reaper::Reaper;
 use super::spawn::spawn_quiet;
-use crate::spec::{InstanceSpec, Ready};
+use crate::spec::{InstanceSpec, Probe, Ready};
 
 /// The first and the longest pause between two probes.
 const FIRST_RETRY: Duration = Duration::from_millis(10);
 const MAX_RETRY: Duration = Duration::from_millis(250);
 
-static NOTIFY_COUNTER: AtomicU64 = AtomicU64::new(0);
-
-/// A per-instance sd_notify socket in the abstract namespace (no file to
-/// clean up, no path-length limit), named `@eco-<pid>-<n>` in NOTIFY_SOCKET.
-pub struct NotifySocket {
-    pub socket: UnixDatagram,
-    /// The value for NOTIFY_SOCKET.
-    pub env_value: String,
-}
-
-impl NotifySocket {
-    pub fn bind() -> std::io::Result<NotifySocket> {
-        let n = NOTIFY_COUNTER.fetch_add(1, Ordering::Relaxed);
-        let name = format!("eco-{}-{n}", std::process::id());
-        let addr = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes())?;
-        let std_socket = std::os::unix::net::UnixDatagram::bind_addr(&addr)?;
-        std_socket.set_nonblocking(true)?;
-        Ok(NotifySocket {
-            socket: UnixDatagram::from_std(std_socket)?,
-            env_value: format!("@{name}"),
-        })
-    }
-}
-
 /// What a check may need besides the spec.
 pub struct Probes {
-    pub notify: Option<NotifySocket>,
     pub log_line: Option<oneshot::Receiver<()>>,
     /// Where exec probes run (contained like the instance), if cgroups are used.
     pub cgroup: Option<Cgroup>,
@@ -81,23 +55,8 @@ pub async fn wait(
     spec: &InstanceSpec,
 ) -> Result<(), String> {
     match ready {
-        Ready::Notify => {
-            let Some(notify) = probes.notify else {
-                return Err("no notify socket".into());
-            };
-            let mut buf = vec![0u8; 4096];
-            loop {
-                let n = notify
-                    .socket
-                    .recv(&mut buf)
-                    .await
-                    .map_err(|e| format!("notify socket: {e}"))?;
-                let text = String::from_utf8_lossy(&buf[..n]);
-                if text.lines().any(|l| l.trim() == "READY=1") {
-                    return Ok(());
-                }
-            }
-        }
+        // Decided by the instance from its notify socket.
+        Ready::Notify => std::future::pending().await,
         Ready::Log(_) => match probes.log_line {
             Some(rx) => rx
                 .await
@@ -127,6 +86,34 @@ pub async fn wait(
             Ok(())
         }
     }
+}
+
+/// One liveness probe (`health`), bounded by `limit`; its processes (an
+/// exec probe and what it started) are killed when it ends or times out.
+pub async fn probe_once(
+    probe: Probe,
+    limit: Duration,
+    reaper: Arc<Reaper>,
+    spec: InstanceSpec,
+    cgroup: Option<Cgroup>,
+) -> bool {
+    let check = async {
+        match &probe {
+            Probe::Tcp(addr) => TcpStream::connect(addr.as_str()).await.is_ok(),
+            Probe::Http(url) => http_ok(url).await,
+            Probe::Exec(cmd) => match spawn_quiet(&reaper, cmd, &spec, cgroup.as_ref()) {
+                Ok((pid, exit)) => {
+                    let _run = ProbeRun {
+                        pid,
+                        cgroup: cgroup.as_ref(),
+                    };
+                    exit.await.is_ok_and(crate::state::Exit::success)
+                }
+                Err(_) => false,
+            },
+        }
+    };
+    tokio::time::timeout(limit, check).await.unwrap_or(false)
 }
 
 async fn retry<F, Fut>(mut probe: F)

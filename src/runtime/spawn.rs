@@ -2,7 +2,7 @@
 //! leads its own process group), stdin from /dev/null, output through pipes.
 
 use std::io;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 
@@ -31,10 +31,12 @@ pub struct Spawned {
     pub stderr: pipe::Receiver,
 }
 
-/// Cluster sockets for one spawn.
+/// Cluster sockets for one spawn, and the fds the instance stored
+/// (`FDSTORE=1`), handed down after them.
 pub struct Sockets<'a> {
     pub listeners: &'a Listeners,
     pub addrs: &'a [ListenAddr],
+    pub stored: &'a [(String, OwnedFd)],
 }
 
 /// Starts `spec` with `extra` env on top (NOTIFY_SOCKET, the spawn mark),
@@ -47,10 +49,18 @@ pub fn spawn(
     cgroup: Option<&Cgroup>,
 ) -> io::Result<Spawned> {
     match sockets {
-        Some(sockets) if !sockets.addrs.is_empty() => {
+        Some(sockets) if !sockets.addrs.is_empty() || !sockets.stored.is_empty() => {
             sockets.listeners.with_inheritable(sockets.addrs, |fds| {
-                let names: Vec<String> = sockets.addrs.iter().map(fd_name).collect();
-                let fds: Vec<String> = fds.iter().map(ToString::to_string).collect();
+                let mut names: Vec<String> = sockets.addrs.iter().map(fd_name).collect();
+                names.extend(sockets.stored.iter().map(|(n, _)| n.replace(':', "_")));
+                let mut fds: Vec<String> = fds.iter().map(ToString::to_string).collect();
+                fds.extend(
+                    sockets
+                        .stored
+                        .iter()
+                        .map(|(_, fd)| fd.as_raw_fd().to_string()),
+                );
+                let _inheritable = Inheritable::new(sockets.stored.iter().map(|(_, fd)| fd));
                 let exe = std::env::current_exe()?;
                 let mut argv = vec![
                     exe.display().to_string(),
@@ -124,6 +134,33 @@ pub fn spawn_quiet(
     new_session(&mut command);
     let (child, exit) = spawn_in(reaper, &mut command, cgroup)?;
     Ok((pid_of(&child), exit))
+}
+
+/// Stored fds made inheritable for one spawn, close-on-exec again after.
+struct Inheritable<'a>(Vec<&'a OwnedFd>);
+
+impl<'a> Inheritable<'a> {
+    fn new(fds: impl Iterator<Item = &'a OwnedFd>) -> Inheritable<'a> {
+        let fds: Vec<&OwnedFd> = fds.collect();
+        for fd in &fds {
+            let _ = nix::fcntl::fcntl(
+                fd.as_fd(),
+                nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty()),
+            );
+        }
+        Inheritable(fds)
+    }
+}
+
+impl Drop for Inheritable<'_> {
+    fn drop(&mut self) {
+        for fd in &self.0 {
+            let _ = nix::fcntl::fcntl(
+                fd.as_fd(),
+                nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+            );
+        }
+    }
 }
 
 /// Spawns with eco inside `cgroup` for the instant of the spawn, so the

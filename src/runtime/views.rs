@@ -64,6 +64,8 @@ impl Engine {
                     last_restart_reason: s.last_reason.as_ref().map(|r| r.name().to_owned()),
                     daemonized: s.daemonized,
                     last_error: s.last_error.clone(),
+                    status_text: s.status_text.clone(),
+                    reloading: s.reloading,
                 }
             })
             .collect()
@@ -108,6 +110,7 @@ impl Engine {
                             .and_then(|r| r.detail().map(str::to_owned)),
                         daemonized: s.daemonized,
                         last_error: s.last_error.clone(),
+                        status_text: s.status_text.clone(),
                         metrics: s.pid.and_then(|p| metrics.get(&p)).map(|m| MetricsView {
                             cpu_percent: m.cpu_percent,
                             memory_bytes: m.memory_bytes,
