@@ -533,6 +533,15 @@ impl Translator {
             for args in &g.interpreter_args {
                 argv.extend(words(args));
             }
+            // Run directly, `app.bin` would be looked up in PATH; PM2
+            // resolves it against cwd.
+            let direct =
+                interpreter.is_none() && !script_text.contains('/') && script_text.contains('.');
+            let script_text = if direct {
+                format!("./{script_text}")
+            } else {
+                script_text.clone()
+            };
             argv.push(str_node(script.pos, &script_text));
             if let Some(args) = g.args {
                 argv.extend(words(args));
