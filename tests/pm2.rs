@@ -55,7 +55,13 @@ fn run_fixture(file: &str, port: u16, extra: &[&str]) -> (Home, String) {
     ];
     args.extend_from_slice(extra);
     home.ok(&args);
-    let body = get(port).unwrap_or_else(|e| panic!("{file}: GET :{port}: {e}"));
+    // A fork-mode app is online once spawned, maybe before it listens.
+    let mut body = String::new();
+    eventually(
+        &format!("{file}: GET :{port}"),
+        Duration::from_secs(10),
+        || get(port).map(|b| body = b).is_ok(),
+    );
     (home, body)
 }
 
@@ -287,6 +293,9 @@ fn import_comments_what_is_approximated_or_dropped() {
         "{}",
         stderr(&check)
     );
+    // With no ecosystem.yaml, PM2's file name is found without -f.
+    let out = home.ok(&["validate"]);
+    assert!(out.contains("ecosystem.config.js"), "{out}");
 }
 
 #[test]

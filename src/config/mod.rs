@@ -86,12 +86,25 @@ fn kind_of(kind: FileType) -> &'static str {
     }
 }
 
-/// Finds the file to use: `-f FILE`, else `./ecosystem.yaml`, else `./ecosystem.yml`.
+/// Finds the file to use: `-f FILE`, else `./ecosystem.yaml`, else
+/// `./ecosystem.yml`, else PM2's `ecosystem.config.js` (`.cjs`, `.mjs`) or
+/// `ecosystem.json`.
 pub fn locate(explicit: Option<&Path>) -> Result<PathBuf, ConfigErrors> {
     let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
     let candidates: Vec<PathBuf> = match explicit {
         Some(p) => vec![p.to_path_buf()],
-        None => vec!["ecosystem.yaml".into(), "ecosystem.yml".into()],
+        // Then PM2's names, so a PM2 project needs no -f.
+        None => [
+            "ecosystem.yaml",
+            "ecosystem.yml",
+            "ecosystem.config.js",
+            "ecosystem.config.cjs",
+            "ecosystem.config.mjs",
+            "ecosystem.json",
+        ]
+        .iter()
+        .map(PathBuf::from)
+        .collect(),
     };
     for candidate in &candidates {
         let absolute = validate::normalize(&cwd.join(candidate));
