@@ -267,7 +267,8 @@ pub struct RawApp {
     #[schemars(extend("default" = 5))]
     log_keep: Option<u32>,
     /// A server that daemonizes itself writes its pid here (relative to cwd);
-    /// eco supervises that pid, as systemd's Type=forking + PIDFile=.
+    /// eco supervises that pid, as systemd's Type=forking + PIDFile=. Default:
+    /// none (eco supervises the process it started).
     pid_file: Option<String>,
 }
 
