@@ -150,6 +150,76 @@ fn committed_schema_is_current() {
     );
 }
 
+/// The committed schema, compiled by a real JSON Schema validator.
+fn schema_validator() -> jsonschema::Validator {
+    let text = std::fs::read_to_string(root().join("schema/ecosystem.schema.json"))
+        .expect("schema/ecosystem.schema.json");
+    let schema: serde_json::Value = serde_json::from_str(&text).expect("schema is JSON");
+    jsonschema::validator_for(&schema).expect("the schema compiles")
+}
+
+fn schema_errors(validator: &jsonschema::Validator, yaml: &str) -> Vec<String> {
+    let value: serde_json::Value = serde_saphyr::from_str(yaml).expect("YAML");
+    validator
+        .iter_errors(&value)
+        .map(|e| format!("{} at {}", e, e.instance_path()))
+        .collect()
+}
+
+/// Editors validate with the schema: every example, every file `eco
+/// import` writes and the valid files of the tests pass it; a typo does
+/// not. Every property has a description and its default says so.
+#[test]
+fn valid_files_pass_the_committed_schema() {
+    let validator = schema_validator();
+    let mut files: Vec<(String, String)> = examples()
+        .into_iter()
+        .map(|f| {
+            let text = std::fs::read_to_string(&f).expect("example");
+            (f.display().to_string(), text)
+        })
+        .collect();
+    let home = tempfile::tempdir().expect("tempdir");
+    for entry in std::fs::read_dir(root().join("tests/pm2")).expect("tests/pm2") {
+        let path = entry.expect("entry").path();
+        if path.to_string_lossy().ends_with(".config.js") {
+            let out = eco(
+                home.path(),
+                home.path(),
+                &["import", path.to_str().expect("utf-8")],
+            );
+            assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+            files.push((path.display().to_string(), stdout(&out)));
+        }
+    }
+    files.push((
+        "inline".into(),
+        "name: x\nenv: { A: 1 }\nenv_production: { A: 2 }\napps:\n  a:\n    cmd: [node, a.js]\n    \
+         env_file: [.env]\n    env_staging: { B: true }\n    mode: cluster\n    listen: [8080, \"unix:/tmp/s\"]\n    \
+         ready: { tcp: \"127.0.0.1:8080\" }\n    instances: max\n    watch: true\n    stop_signal: 15\n    \
+         restart_delay: 3000\n    max_memory: 300M\n"
+            .into(),
+    ));
+    for (name, text) in &files {
+        let errors = schema_errors(&validator, text);
+        assert!(errors.is_empty(), "{name}: {errors:#?}\n{text}");
+    }
+    assert!(!schema_errors(&validator, "apps:\n  a:\n    cmd: x\n    instance: 2\n").is_empty());
+    let schema: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(root().join("schema/ecosystem.schema.json")).expect("schema"),
+    )
+    .expect("json");
+    for def in [&schema, &schema["$defs"]["RawApp"]] {
+        for (key, property) in def["properties"].as_object().expect("properties") {
+            let description = property["description"].as_str().unwrap_or_default();
+            assert!(
+                description.contains("Default") || description.starts_with("Required"),
+                "{key}: {description:?}"
+            );
+        }
+    }
+}
+
 #[test]
 fn missing_file_is_exit_2() {
     let home = tempfile::tempdir().expect("tempdir");

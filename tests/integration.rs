@@ -8,6 +8,7 @@ mod engine;
 mod export;
 mod honest;
 mod observe;
+mod pm2;
 mod reconcile;
 mod reload;
 mod support;

@@ -9,14 +9,27 @@ use crate::config::validate::{normalize, valid_name};
 use crate::error::UsageError;
 use crate::spec::{AppSpec, Mode, ProcessSpec, Settings, Watch};
 
-/// The interpreter for a script, by extension (none: run it directly).
+/// The interpreter for a script, by extension, as PM2 picks it (none: run
+/// it directly).
 pub fn interpreter(script: &Path) -> Option<&'static str> {
-    match script.extension().and_then(|e| e.to_str()) {
-        Some("js" | "mjs" | "cjs") => Some("node"),
-        Some("py") => Some("python3"),
-        Some("sh") => Some("sh"),
-        _ => None,
-    }
+    crate::config::pm2::default_interpreter(&script.display().to_string())
+}
+
+/// The caller's environment, as PM2 passes it to `pm2 start app.js`;
+/// without eco's per-instance variables, should eco run inside an app.
+fn caller_env() -> std::collections::BTreeMap<String, String> {
+    const PER_INSTANCE: &[&str] = &[
+        "NOTIFY_SOCKET",
+        "LISTEN_FDS",
+        "LISTEN_PID",
+        "LISTEN_FDNAMES",
+        "NODE_APP_INSTANCE",
+        "WATCHDOG_USEC",
+        "WATCHDOG_PID",
+    ];
+    std::env::vars()
+        .filter(|(k, _)| !k.starts_with("ECO_") && !PER_INSTANCE.contains(&k.as_str()))
+        .collect()
 }
 
 pub fn app(
@@ -55,7 +68,7 @@ pub fn app(
         process: ProcessSpec {
             argv,
             cwd,
-            env: std::collections::BTreeMap::new(),
+            env: caller_env(),
             mode: Mode::Fork,
             increment_var: None,
             listen: Vec::new(),

@@ -25,7 +25,8 @@ pub struct FileArgs {
 
 #[derive(Debug, Args, Clone)]
 pub struct ProfileArgs {
-    /// Profile: merges `env_NAME` over `env`
+    /// Profile: merges `env_NAME` over `env` [default: the profile the
+    /// project was last applied with; `--env ""` for none]
     #[arg(long = "env", value_name = "NAME")]
     pub profile: Option<String>,
 }
@@ -150,6 +151,11 @@ pub enum Command {
     },
     /// Print the JSON Schema of the ecosystem file
     Schema,
+    /// Print a PM2 ecosystem file (.js/.cjs/.mjs/.json/.json5/.yaml) as ecosystem.yaml
+    Import {
+        /// The PM2 file, e.g. ecosystem.config.js
+        file: PathBuf,
+    },
     /// Write the project as systemd units or Kubernetes manifests
     Export {
         #[command(subcommand)]

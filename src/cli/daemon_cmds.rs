@@ -69,6 +69,57 @@ fn load(file: &FileArgs, profile: &ProfileArgs) -> Result<crate::spec::ProjectSp
     Ok(config::load(&path, profile.profile.as_deref())?)
 }
 
+/// The file as `up`, `reload` and `diff` apply it. The profile sticks:
+/// without `--env`, a live project keeps the profile it was applied with
+/// (asked of the daemon, if one runs); `--env ""` means no profile. A
+/// switch is printed.
+fn load_for_run(file: &FileArgs, profile: &ProfileArgs) -> Result<crate::spec::ProjectSpec> {
+    let path = config::locate(file.file.as_deref())?;
+    let home = Paths::from_env().home;
+    let given = profile.profile.as_deref();
+    let (mut spec, mut notes) =
+        config::load_for_run(&path, given.filter(|p| !p.is_empty()), &home)?;
+    let saved = saved_profile(&spec.name);
+    match (given, saved) {
+        (None, Some(Some(saved))) => {
+            eprintln!(
+                "eco: project {} keeps profile `{saved}` (--env NAME switches, --env \"\" drops it)",
+                spec.name
+            );
+            (spec, notes) = config::load_for_run(&path, Some(&saved), &home)?;
+        }
+        (Some(given), Some(saved)) if saved.as_deref().unwrap_or("") != given => {
+            let name = |p: Option<&str>| p.map_or("(none)".to_owned(), |p| format!("`{p}`"));
+            eprintln!(
+                "eco: project {}: profile {} -> {}",
+                spec.name,
+                name(saved.as_deref()),
+                name(Some(given).filter(|g| !g.is_empty()))
+            );
+        }
+        _ => {}
+    }
+    super::warn_notes(&spec.file, &notes);
+    Ok(spec)
+}
+
+/// The profile a live project was applied with: `None` when no daemon
+/// runs or it does not know the project; `Some(None)` for no profile.
+fn saved_profile(project: &str) -> Option<Option<String>> {
+    let mut client = Client::connect(&Paths::from_env(), false).ok()?;
+    let answer = client
+        .call(Request::Describe {
+            target: project.to_owned(),
+        })
+        .ok()?;
+    let Response::Describe { apps } = answer else {
+        return None;
+    };
+    apps.into_iter()
+        .find(|a| a.project == project)
+        .map(|a| a.profile)
+}
+
 /// `eco up` (detached), and `eco reload` without targets.
 pub fn up(
     file: &FileArgs,
@@ -76,7 +127,7 @@ pub fn up(
     wait: bool,
     timeout: Option<&str>,
 ) -> Result<i32> {
-    let spec = load(file, profile)?;
+    let spec = load_for_run(file, profile)?;
     let limit = match timeout {
         Some(text) => config::units::parse_duration(text).ok_or_else(|| {
             UsageError(format!("--timeout {text}: expected a duration such as 30s"))
@@ -142,7 +193,7 @@ pub fn reload(file: &FileArgs, profile: &ProfileArgs, targets: &[String]) -> Res
 
 /// The plan against the live state (or against nothing when no daemon runs).
 pub fn diff(file: &FileArgs, profile: &ProfileArgs) -> Result<i32> {
-    let spec = load(file, profile)?;
+    let spec = load_for_run(file, profile)?;
     let actions = match Client::connect(&Paths::from_env(), false) {
         Ok(mut client) => match client.call(Request::Apply {
             spec: Box::new(spec),

@@ -86,6 +86,10 @@ pub fn run(cli: Cli) -> Result<i32> {
             Ok(0)
         }
         Command::Export { target } => export::run(target),
+        Command::Import { file } => {
+            print!("{}", config::import(&config::locate(Some(&file))?)?);
+            Ok(0)
+        }
         Command::Schema => {
             print!("{}", config::raw::schema_json());
             Ok(0)
@@ -95,7 +99,26 @@ pub fn run(cli: Cli) -> Result<i32> {
 
 fn load(file: &FileArgs, profile: &ProfileArgs) -> Result<crate::spec::ProjectSpec, ConfigErrors> {
     let path = config::locate(file.file.as_deref())?;
-    config::load(&path, profile.profile.as_deref())
+    let (spec, notes) = config::load_with_notes(&path, profile.profile.as_deref())?;
+    warn_notes(&spec.file, &notes);
+    Ok(spec)
+}
+
+/// What a PM2 file says that eco approximates or drops, on stderr.
+pub(crate) fn warn_notes(file: &std::path::Path, notes: &[config::Note]) {
+    for note in notes {
+        let at = if note.pos.line > 0 {
+            format!("{}:{}:{}", file.display(), note.pos.line, note.pos.column)
+        } else {
+            file.display().to_string()
+        };
+        let path = if note.path.is_empty() {
+            String::new()
+        } else {
+            format!("{}: ", note.path)
+        };
+        eprintln!("eco: warning: {at}: {path}{}", note.text);
+    }
 }
 
 fn validate(file: &FileArgs, profile: &ProfileArgs) -> Result<i32> {
@@ -105,7 +128,10 @@ fn validate(file: &FileArgs, profile: &ProfileArgs) -> Result<i32> {
 }
 
 fn up_foreground(file: &FileArgs, profile: &ProfileArgs) -> Result<i32> {
-    let spec = load(file, profile)?;
+    let path = config::locate(file.file.as_deref())?;
+    let home = crate::paths::Paths::from_env().home;
+    let (spec, notes) = config::load_for_run(&path, profile.profile.as_deref(), &home)?;
+    warn_notes(&spec.file, &notes);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;

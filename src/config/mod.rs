@@ -1,10 +1,14 @@
 //! The ecosystem file → a validated [`ProjectSpec`].
 //! Pure except [`load`], which reads the file (and its env files).
 
+pub mod emit;
 pub mod error;
+pub mod js;
 pub mod keys;
 pub mod node;
+pub mod pm2;
 pub mod raw;
+pub mod shim;
 pub mod units;
 pub mod validate;
 
@@ -14,6 +18,7 @@ use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 pub use error::{ConfigError, ConfigErrors};
+pub use pm2::Note;
 pub use validate::{FileSystem, Input, MAX_FILE_BYTES, ReadError, validate};
 
 use crate::spec::ProjectSpec;
@@ -81,12 +86,25 @@ fn kind_of(kind: FileType) -> &'static str {
     }
 }
 
-/// Finds the file to use: `-f FILE`, else `./ecosystem.yaml`, else `./ecosystem.yml`.
+/// Finds the file to use: `-f FILE`, else `./ecosystem.yaml`, else
+/// `./ecosystem.yml`, else PM2's `ecosystem.config.js` (`.cjs`, `.mjs`) or
+/// `ecosystem.json`.
 pub fn locate(explicit: Option<&Path>) -> Result<PathBuf, ConfigErrors> {
     let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
     let candidates: Vec<PathBuf> = match explicit {
         Some(p) => vec![p.to_path_buf()],
-        None => vec!["ecosystem.yaml".into(), "ecosystem.yml".into()],
+        // Then PM2's names, so a PM2 project needs no -f.
+        None => [
+            "ecosystem.yaml",
+            "ecosystem.yml",
+            "ecosystem.config.js",
+            "ecosystem.config.cjs",
+            "ecosystem.config.mjs",
+            "ecosystem.json",
+        ]
+        .iter()
+        .map(PathBuf::from)
+        .collect(),
     };
     for candidate in &candidates {
         let absolute = validate::normalize(&cwd.join(candidate));
@@ -120,6 +138,61 @@ pub fn locate(explicit: Option<&Path>) -> Result<PathBuf, ConfigErrors> {
 
 /// Reads and validates the file.
 pub fn load(file: &Path, profile: Option<&str>) -> Result<ProjectSpec, ConfigErrors> {
+    load_with_notes(file, profile).map(|(spec, _)| spec)
+}
+
+/// Reads and validates the file for running it: Node apps that need eco's
+/// shim get it (written under `home`). What `up`, `reload`, `diff` and the
+/// daemon use; `validate` and `export` show the file as written.
+pub fn load_for_run(
+    file: &Path,
+    profile: Option<&str>,
+    home: &Path,
+) -> Result<(ProjectSpec, Vec<Note>), ConfigErrors> {
+    let (mut spec, notes) = load_with_notes(file, profile)?;
+    let eco = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("eco"));
+    if shim::apply(&mut spec, &shim::path(home), &eco)
+        && let Err(err) = shim::install(home)
+    {
+        return Err(one_error(
+            file,
+            format!(
+                "cannot write eco's Node shim under {}: {err}",
+                home.display()
+            ),
+            Some("check that ECO_HOME is writable".into()),
+        ));
+    }
+    Ok((spec, notes))
+}
+
+fn one_error(file: &Path, message: String, hint: Option<String>) -> ConfigErrors {
+    ConfigErrors(vec![ConfigError {
+        file: file.to_path_buf(),
+        pos: node::Pos::default(),
+        path: String::new(),
+        message,
+        hint,
+        source_line: None,
+    }])
+}
+
+/// A file as read: text (YAML, or JSON that YAML reads, with positions),
+/// or a tree with no positions (a JavaScript file's exports, JSON5).
+pub enum Source {
+    Text(String),
+    Tree(node::Node),
+}
+
+/// Reads the file: JavaScript is evaluated by node; `.json` that YAML
+/// cannot read (PM2 evaluates `.json` as JavaScript, so comments and
+/// trailing commas occur) is read as JSON5.
+pub fn read_source(file: &Path) -> Result<Source, ConfigErrors> {
+    if js::is_js(file) {
+        let exports =
+            js::evaluate(file).map_err(|(message, hint)| one_error(file, message, hint))?;
+        return Ok(Source::Tree(pm2::from_json(&exports)));
+    }
     let text = RealFs.read_limited(file, MAX_FILE_BYTES).map_err(|err| {
         let hint = match err {
             ReadError::NotRegular { .. } => Some("pass the path of an ecosystem YAML file to -f"),
@@ -132,22 +205,87 @@ pub fn load(file: &Path, profile: Option<&str>) -> Result<ProjectSpec, ConfigErr
             ReadError::NotRegular { .. } | ReadError::TooLarge { .. } => err.to_string(),
             ReadError::NotUtf8 | ReadError::Io(_) => format!("cannot read the file: {err}"),
         };
-        ConfigErrors(vec![ConfigError {
-            file: file.to_path_buf(),
-            pos: node::Pos::default(),
-            path: String::new(),
-            message,
-            hint: hint.map(str::to_owned),
-            source_line: None,
-        }])
+        one_error(file, message, hint.map(str::to_owned))
     })?;
-    validate(&Input {
+    let json = matches!(
+        file.extension().and_then(|e| e.to_str()),
+        Some("json" | "json5")
+    );
+    if !json || text.contains('\0') || node::parse(&text).is_ok() {
+        return Ok(Source::Text(text));
+    }
+    match json5::from_str::<serde_json::Value>(&text) {
+        Ok(value) => Ok(Source::Tree(pm2::from_json(&value))),
+        Err(err) => {
+            let message = err.to_string();
+            let message = message.split(" at ").next().unwrap_or_default();
+            let mut errors = one_error(file, format!("invalid JSON: {message}"), None);
+            if let Some(p) = err.position() {
+                errors.0[0].pos = node::Pos {
+                    line: u64::try_from(p.line + 1).unwrap_or(0),
+                    column: u64::try_from(p.column + 1).unwrap_or(0),
+                };
+            }
+            Err(errors)
+        }
+    }
+}
+
+/// Validates what [`read_source`] read.
+pub fn validate_source(
+    file: &Path,
+    profile: Option<&str>,
+    source: &Source,
+) -> Result<(ProjectSpec, Vec<Note>), ConfigErrors> {
+    let text = match source {
+        Source::Text(text) => text.as_str(),
+        Source::Tree(_) => "",
+    };
+    let input = Input {
         file: file.to_path_buf(),
-        text: &text,
+        text,
         profile,
         cpus: cpu_count(),
         fs: &RealFs,
-    })
+    };
+    match source {
+        Source::Text(_) => validate::validate_with_notes(&input),
+        Source::Tree(root) => validate::validate_tree(&input, root),
+    }
+}
+
+/// Reads and validates the file (eco's YAML, or a PM2 file: JavaScript,
+/// JSON, JSON5 or YAML); also returns what eco approximates or drops.
+pub fn load_with_notes(
+    file: &Path,
+    profile: Option<&str>,
+) -> Result<(ProjectSpec, Vec<Note>), ConfigErrors> {
+    validate_source(file, profile, &read_source(file)?)
+}
+
+/// `eco import`: the file as eco's ecosystem.yaml, with a comment at each
+/// key eco approximates or drops. The file is validated first.
+pub fn import(file: &Path) -> Result<String, ConfigErrors> {
+    let source = read_source(file)?;
+    validate_source(file, None, &source)?;
+    let root = match source {
+        Source::Text(text) => node::parse(&text).map_err(|e| one_error(file, e.message, None))?,
+        Source::Tree(root) => root,
+    };
+    let name = file
+        .file_name()
+        .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+    let (root, notes) = if pm2::is_pm2(&root) {
+        let t = pm2::translate(&root, cpu_count());
+        (t.root, t.notes)
+    } else {
+        (root, Vec::new())
+    };
+    let header = format!(
+        "Converted from {name} by `eco import`: check the `# PM2` comments.\n\
+         yaml-language-server: $schema=https://raw.githubusercontent.com/eco/eco/main/schema/ecosystem.schema.json"
+    );
+    Ok(emit::yaml(&root, &notes, &header))
 }
 
 /// What `instances: "max"` resolves to on this machine.

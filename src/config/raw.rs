@@ -13,11 +13,14 @@ use serde::Deserialize;
 #[serde(deny_unknown_fields)]
 #[allow(dead_code)]
 pub struct RawFile {
-    /// Project name; default: the file's folder name.
+    /// Project name ([A-Za-z0-9_.-], at most 64 characters). Default: the
+    /// file's folder name.
     name: Option<String>,
-    /// Merged under every app's env.
+    /// Environment merged under every app's env (values become strings).
+    /// Default: none.
     env: Option<Env>,
-    /// The apps, by name ([A-Za-z0-9_.-]+).
+    /// Required: the apps, by name ([A-Za-z0-9_.-], at most 64 characters;
+    /// `all` is reserved).
     apps: BTreeMap<String, RawApp>,
 }
 
@@ -171,51 +174,113 @@ enum Signal {
 #[serde(deny_unknown_fields)]
 #[allow(dead_code)]
 pub struct RawApp {
-    /// The command: a string (split like a shell) or a list of words.
+    /// Required: the command, a string (split like a shell, run without
+    /// one) or a list of words.
     cmd: Cmd,
-    /// true: run cmd with /bin/sh -c.
+    /// true: run cmd with /bin/sh -c. Default: false.
+    #[schemars(extend("default" = false))]
     shell: Option<bool>,
-    /// Working folder; default: the file's folder.
+    /// The folder the app runs in, relative to the file's folder. Default:
+    /// the file's folder.
     cwd: Option<String>,
+    /// Environment variables (values become strings), over the top-level
+    /// env and env files. Default: none.
     env: Option<Env>,
-    /// dotenv file(s), under env.
+    /// dotenv file(s) of KEY=value lines, merged under env. Default: none.
     env_file: Option<OneOrMany>,
+    /// fork: each instance binds its own sockets; cluster: eco binds
+    /// `listen` once and shares it. Default: fork.
+    #[schemars(extend("default" = "fork"))]
     mode: Option<Mode>,
+    /// How many instances run: an integer >= 0 (0 keeps the app defined but
+    /// stopped) or "max" (one per CPU). Default: 1.
+    #[schemars(extend("default" = 1))]
     instances: Option<Instances>,
-    /// Instance i gets this variable's value + i.
+    /// Instance i gets this variable's value + i (e.g. PORT for fork-mode
+    /// servers). Default: none.
     increment_var: Option<String>,
-    /// Sockets eco binds and hands to cluster instances as fds 3, 4, ...
+    /// Sockets eco binds once and hands to cluster instances as fds 3, 4, ...
+    /// (LISTEN_FDS). Default: the env's PORT in cluster mode.
     listen: Option<ListenList>,
+    /// When an instance counts as online: notify (READY=1), or a tcp, http,
+    /// exec or log check. Default: once spawned.
     ready: Option<Ready>,
+    /// How long an instance may take to become ready before it counts as a
+    /// crash. Default: 30s.
+    #[schemars(extend("default" = "30s"))]
     ready_timeout: Option<Duration>,
+    /// Apps this one starts after (once online/ready) and stops before.
+    /// Default: none.
     depends_on: Option<OneOrMany>,
+    /// When an exited instance is restarted. Default: always.
+    #[schemars(extend("default" = "always"))]
     restart: Option<Restart>,
+    /// Consecutive crash restarts before the instance is errored. Default: 15.
+    #[schemars(extend("default" = 15))]
     max_restarts: Option<u32>,
+    /// A run shorter than this counts as a crash. Default: 1s.
+    #[schemars(extend("default" = "1s"))]
     min_uptime: Option<Duration>,
+    /// The first restart delay; it doubles per consecutive crash. Default:
+    /// 100ms.
+    #[schemars(extend("default" = "100ms"))]
     restart_delay: Option<Duration>,
+    /// The ceiling of the restart delay. Default: 30s.
+    #[schemars(extend("default" = "30s"))]
     max_restart_delay: Option<Duration>,
+    /// The signal sent to the instance's process group to stop it
+    /// (SIGTERM, TERM, or a number). Default: SIGTERM.
+    #[schemars(extend("default" = "SIGTERM"))]
     stop_signal: Option<Signal>,
+    /// How long a stop may take before SIGKILL. Default: 10s.
+    #[schemars(extend("default" = "10s"))]
     stop_timeout: Option<Duration>,
+    /// Restart when files change: true (the whole cwd) or globs relative to
+    /// cwd. Default: false.
+    #[schemars(extend("default" = false))]
     watch: Option<WatchSpec>,
+    /// Globs never watched, besides .git, node_modules, target, logs and
+    /// editor files. Default: none.
     watch_ignore: Option<OneOrMany>,
+    /// Quiet time after the last change before restarting. Default: 200ms.
+    #[schemars(extend("default" = "200ms"))]
     watch_delay: Option<Duration>,
+    /// Restart an instance whose process tree RSS stays above this (e.g.
+    /// 300M). Default: no limit.
     max_memory: Option<Size>,
+    /// Restart on this cron schedule (5 fields, local time, e.g. "0 3 * * *").
+    /// Default: none.
     cron_restart: Option<String>,
+    /// The stdout log file, relative to the file's folder. Default:
+    /// ECO_HOME/logs/PROJECT/APP.out.log.
     out_file: Option<String>,
+    /// The stderr log file, relative to the file's folder. Default:
+    /// ECO_HOME/logs/PROJECT/APP.err.log.
     err_file: Option<String>,
+    /// Prefix each captured line with an RFC 3339 timestamp. Default: false.
+    #[schemars(extend("default" = false))]
     log_time: Option<bool>,
+    /// Rotate a log file at this size. Default: 10M.
+    #[schemars(extend("default" = "10M"))]
     log_max_size: Option<Size>,
+    /// Rotated log files kept. Default: 5.
+    #[schemars(extend("default" = 5))]
     log_keep: Option<u32>,
     /// A server that daemonizes itself writes its pid here (relative to cwd);
-    /// eco supervises that pid, as systemd's Type=forking + PIDFile=.
+    /// eco supervises that pid, as systemd's Type=forking + PIDFile=. Default:
+    /// none (eco supervises the process it started).
     pid_file: Option<String>,
-    /// The app sends WATCHDOG=1 at least this often (WATCHDOG_USEC); late: SIGABRT, then a restart.
+    /// The app sends WATCHDOG=1 at least this often (WATCHDOG_USEC); late: SIGABRT, then a
+    /// restart (reason watchdog). Default: none (no watchdog).
     watchdog: Option<Duration>,
-    /// Liveness probes: after `failures` consecutive failures, a graceful restart.
+    /// Liveness probes: after `failures` consecutive failures, a graceful restart (reason
+    /// health). Default: none.
     health: Option<Health>,
-    /// `eco reload` sends this signal in place instead of replacing instances.
+    /// `eco reload` sends this signal to every instance in place instead of replacing it
+    /// (systemd's Type=notify-reload). Default: none (reload replaces).
     reload_signal: Option<Signal>,
-    /// Max fds kept for an instance via FDSTORE=1 (0 = discard, as systemd).
+    /// Max fds kept for an instance via FDSTORE=1, handed back at its next start. Default: 0
+    /// (discard, as systemd).
     fd_store: Option<u32>,
 }
 
@@ -224,17 +289,17 @@ pub struct RawApp {
 #[serde(deny_unknown_fields)]
 #[allow(dead_code)]
 struct Health {
-    /// Healthy when GET on this http:// URL answers 2xx.
+    /// Healthy when GET on this http:// URL answers 2xx. Default: none.
     http: Option<String>,
-    /// Healthy when a TCP connect to host:port succeeds.
+    /// Healthy when a TCP connect to host:port succeeds. Default: none.
     tcp: Option<String>,
-    /// Healthy when this command exits 0.
+    /// Healthy when this command exits 0 (contained, killed at `timeout`). Default: none.
     exec: Option<String>,
-    /// Between two probes (default 10s).
+    /// Between two probes. Default: 10s.
     interval: Option<Duration>,
-    /// One probe's limit (default 2s).
+    /// One probe's limit. Default: 2s.
     timeout: Option<Duration>,
-    /// Consecutive failures before a restart (default 3).
+    /// Consecutive failures before a restart. Default: 3.
     failures: Option<u32>,
 }
 
@@ -242,8 +307,9 @@ struct Health {
 pub fn schema_json() -> String {
     let mut schema = serde_json::to_value(schemars::schema_for!(RawFile)).unwrap_or_default();
     let env_ref = serde_json::json!({
-        "^env_[A-Za-z0-9_.-]+$": {
-            "description": "Profile: merged over env when selected with --env NAME.",
+        // Not `env_file`: patternProperties apply besides properties.
+        "^env_(?!file$)[A-Za-z0-9_.-]+$": {
+            "description": "Profile env_NAME: merged over env when selected with --env NAME (which must name a profile in the file). Default: none.",
             "type": "object",
             "additionalProperties": {"type": ["string", "number", "boolean"]}
         }

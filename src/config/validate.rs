@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use super::error::{ConfigError, ConfigErrors};
 use super::keys::{APP_KEYS, HEALTH_KEYS, READY_KEYS, TOP_KEYS, suggest};
 use super::node::{self, Node, Pos, Value};
+use super::pm2::{self, Note};
 use super::units::{parse_duration, parse_size};
 use crate::spec::{
     AppSpec, Health, ListenAddr, Mode, Probe, ProcessSpec, ProjectSpec, Ready, RestartPolicy,
@@ -89,13 +90,13 @@ pub struct Input<'a> {
 
 /// Parses and validates a whole file.
 pub fn validate(input: &Input<'_>) -> Result<ProjectSpec, ConfigErrors> {
-    let mut walker = Walker {
-        input,
-        lines: input.text.lines().collect(),
-        errors: Vec::new(),
-        graph: Vec::new(),
-        env_files: Vec::new(),
-    };
+    validate_with_notes(input).map(|(spec, _)| spec)
+}
+
+/// Parses and validates a whole file; also returns what a PM2 file says
+/// that eco approximates or drops.
+pub fn validate_with_notes(input: &Input<'_>) -> Result<(ProjectSpec, Vec<Note>), ConfigErrors> {
+    let mut walker = Walker::new(input);
     let spec = if let Some(pos) = nul_byte(input.text) {
         walker.error(
             pos,
@@ -107,13 +108,54 @@ pub fn validate(input: &Input<'_>) -> Result<ProjectSpec, ConfigErrors> {
     } else {
         walker.parsed(input.text)
     };
-    let mut errors = walker.errors;
-    match spec {
-        Some(spec) if errors.is_empty() => Ok(spec),
-        _ => {
-            errors.sort_by_key(|e| (e.pos.line, e.pos.column));
-            Err(ConfigErrors(errors))
+    walker.finish(spec)
+}
+
+/// Validates a tree that was not read from `input.text` (a JavaScript
+/// file's exports): errors name the app and key, with no line.
+pub fn validate_tree(
+    input: &Input<'_>,
+    root: &Node,
+) -> Result<(ProjectSpec, Vec<Note>), ConfigErrors> {
+    let mut walker = Walker::new(input);
+    let spec = walker.walk(root);
+    walker.finish(spec)
+}
+
+impl<'a> Walker<'a> {
+    fn new(input: &'a Input<'a>) -> Walker<'a> {
+        Walker {
+            input,
+            lines: input.text.lines().collect(),
+            errors: Vec::new(),
+            graph: Vec::new(),
+            env_files: Vec::new(),
+            notes: Vec::new(),
         }
+    }
+
+    fn finish(self, spec: Option<ProjectSpec>) -> Result<(ProjectSpec, Vec<Note>), ConfigErrors> {
+        let mut errors = self.errors;
+        match spec {
+            Some(spec) if errors.is_empty() => Ok((spec, self.notes)),
+            _ => {
+                errors.sort_by_key(|e| (e.pos.line, e.pos.column));
+                Err(ConfigErrors(errors))
+            }
+        }
+    }
+
+    /// The project of a parsed tree, in eco's shape or PM2's.
+    fn walk(&mut self, root: &Node) -> Option<ProjectSpec> {
+        if !pm2::is_pm2(root) {
+            return self.project(root);
+        }
+        let translated = pm2::translate(root, self.input.cpus);
+        for (pos, path, message, hint) in translated.errors {
+            self.error(pos, &path, message, hint);
+        }
+        self.notes = translated.notes;
+        self.project(&translated.root)
     }
 }
 
@@ -162,7 +204,7 @@ impl Walker<'_> {
                         Some("remove the \\0 (or \\x00) escape".into()),
                     );
                 }
-                self.project(&root)
+                self.walk(&root)
             }
             Err(syntax) => {
                 if syntax.message.starts_with("file too large") {
@@ -170,7 +212,7 @@ impl Walker<'_> {
                     self.error(syntax.pos, "", syntax.message, Some(hint.into()));
                 } else {
                     let message = format!("invalid YAML: {}", syntax.message);
-                    self.error(syntax.pos, "", message, None);
+                    self.error(syntax.pos, "", message, js_hint(text));
                 }
                 None
             }
@@ -187,6 +229,27 @@ struct Walker<'a> {
     graph: DependencyGraph,
     /// Env files read (absolute), for the daemon to watch.
     env_files: Vec<PathBuf>,
+    /// What a PM2 file says that eco approximates or drops.
+    notes: Vec<Note>,
+}
+
+/// The hint for a YAML syntax error in a file that is JavaScript.
+fn js_hint(text: &str) -> Option<String> {
+    let js = [
+        "module.exports",
+        "export default",
+        "require(",
+        "const ",
+        "//",
+    ]
+    .iter()
+    .any(|w| text.contains(w));
+    js.then(|| {
+        "this looks like JavaScript (a PM2 ecosystem.config.js): name the file \
+         `ecosystem.config.js` (or .cjs/.mjs) and eco evaluates it with node, \
+         or convert it once with `eco import FILE > ecosystem.yaml`"
+            .to_owned()
+    })
 }
 
 /// Top-level values every app inherits.
@@ -279,7 +342,7 @@ impl Walker<'_> {
             let full = join(path, &name);
             let is_profile = profiles && name.starts_with("env_") && name.len() > 4;
             if !known.contains(&name.as_str()) && !is_profile {
-                let hint = suggest(&name, known).map(|s| format!("did you mean `{s}`?"));
+                let hint = super::keys::hint(&name, known);
                 let message = match &hint {
                     Some(_) => format!("unknown key `{name}`"),
                     None => format!(
@@ -784,6 +847,21 @@ impl Walker<'_> {
         env.extend(file_env);
         env.extend(app_env);
         env.extend(app_profile_env);
+        if mode == Mode::Cluster && listen.is_empty() {
+            // PM2 cluster apps listen on PORT; eco binds it for them.
+            match env.get("PORT").and_then(|p| p.trim().parse::<u16>().ok()).filter(|p| *p > 0) {
+                Some(port) => listen.push((
+                    ListenAddr::Tcp(SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port)),
+                    key_pos,
+                )),
+                None => self.error(
+                    key_pos,
+                    &join(&base, "listen"),
+                    "`mode: cluster` needs `listen` (the sockets eco binds once and shares between instances), or a PORT in env to listen on".into(),
+                    Some("add e.g. `listen: [8080]`, or `env: { PORT: 8080 }` for an app that calls listen(PORT)".into()),
+                ),
+            }
+        }
         if let Some(var) = &increment_var {
             let ok = env
                 .get(var)

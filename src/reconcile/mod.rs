@@ -272,7 +272,9 @@ impl Reconciler {
         if current.file.as_os_str().is_empty() {
             return;
         }
-        let errors = match config::load(&current.file, current.profile.as_deref()) {
+        let home = crate::paths::home();
+        let loaded = config::load_for_run(&current.file, current.profile.as_deref(), &home);
+        let errors = match loaded.map(|(spec, _)| spec) {
             Ok(spec) if spec.name == project => match self.check(&spec, true).await {
                 Ok(()) => {
                     let actions = self.apply_unchecked(spec).await;

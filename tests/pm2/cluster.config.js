@@ -1,0 +1,11 @@
+module.exports = {
+  apps : [{
+    name      : "api",
+    script    : "app.js",
+    instances : "max",
+    exec_mode : "cluster",
+    env: {
+      PORT: 31803
+    }
+  }]
+}
