@@ -7,6 +7,7 @@ mod daemon;
 mod engine;
 mod export;
 mod honest;
+mod notify;
 mod observe;
 mod pm2;
 mod reconcile;

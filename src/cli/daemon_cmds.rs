@@ -407,8 +407,14 @@ pub fn kill() -> Result<i32> {
     }
     let deadline = Instant::now() + Duration::from_secs(120);
     if let Some(pid) = pid {
+        while crate::procfs::alive(pid) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        // Then reaped, usually at once; a parent that does not reap it
+        // (a supervisor that started `eco daemon` itself) gets a moment.
+        let reaped = Instant::now() + Duration::from_secs(10);
         let pid = nix::unistd::Pid::from_raw(pid);
-        while nix::sys::signal::kill(pid, None).is_ok() && Instant::now() < deadline {
+        while nix::sys::signal::kill(pid, None).is_ok() && Instant::now() < reaped {
             std::thread::sleep(Duration::from_millis(5));
         }
     }

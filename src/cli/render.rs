@@ -386,6 +386,7 @@ pub fn report(report: &Report) -> Vec<String> {
             vec!["eco: stopping every app (Ctrl-C again to kill them at once)".into()]
         }
         Report::Killing => vec!["eco: killing every app".into()],
+        Report::ReloadBegun | Report::ReloadDone => Vec::new(),
         Report::Stopped => vec!["eco: all apps stopped".into()],
     }
 }

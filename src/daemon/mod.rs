@@ -7,6 +7,7 @@
 pub mod leftovers;
 pub mod requests;
 pub mod state;
+pub mod supervisor;
 
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::MetadataExt;
@@ -70,6 +71,7 @@ pub fn main(paths: Paths) -> anyhow::Result<()> {
 /// a `kill` request or the loss of its home, then stop every app.
 pub async fn run(paths: Paths, lock_inode: u64) -> anyhow::Result<()> {
     let mut signals = Signals::install()?;
+    let supervisor = supervisor::Supervisor::from_env();
     tracing::info!(home = %paths.home.display(), pid = std::process::id(), "daemon starting");
     std::fs::write(paths.pid(), format!("{}\n", std::process::id()))?;
     // This ECO_HOME's cgroup subtree, where the machine allows; whatever a
@@ -86,7 +88,9 @@ pub async fn run(paths: Paths, lock_inode: u64) -> anyhow::Result<()> {
         .context("cannot become the child subreaper")?;
     let logs = LogFiles::new(paths.clone());
     let engine = Engine::new(reaper, logs.clone(), paths.token(), cgroups);
+    services.spawn(supervisor.clone().ping_watchdog(services_stop.clone()));
     let host = Arc::new(DaemonHost {
+        supervisor: supervisor.clone(),
         logs: Arc::clone(&logs),
         paths: paths.clone(),
         socket_inode: std::sync::OnceLock::new(),
@@ -113,6 +117,17 @@ pub async fn run(paths: Paths, lock_inode: u64) -> anyhow::Result<()> {
     if let Ok(meta) = std::fs::metadata(paths.socket()) {
         let _ = host.socket_inode.set(meta.ino());
     }
+    // Every project is restored and the socket serves: ready.
+    let projects = engine.projects().await;
+    let instances: u32 = projects
+        .iter()
+        .flat_map(|p| p.apps.values())
+        .map(|a| a.instances)
+        .sum();
+    supervisor.send(&format!(
+        "READY=1\nSTATUS={} projects, {instances} instances",
+        projects.len()
+    ));
     let daemon = Arc::new(requests::Daemon {
         reconciler: Arc::clone(&reconciler),
         logs: Arc::clone(&logs),
@@ -197,6 +212,7 @@ async fn home_lost(paths: &Paths, lock_inode: u64) {
 /// The daemon's side of the reconciler: logs configured per project, the
 /// state saved after every change, reports in daemon.log.
 struct DaemonHost {
+    supervisor: supervisor::Supervisor,
     logs: Arc<LogFiles>,
     paths: Paths,
     /// The socket file this daemon bound: only that one is removed.
@@ -242,8 +258,11 @@ impl Host for DaemonHost {
                 if ours {
                     let _ = std::fs::remove_file(socket);
                 }
+                self.supervisor.send("STOPPING=1");
                 tracing::info!("stopping every app");
             }
+            Report::ReloadBegun => self.supervisor.reloading(),
+            Report::ReloadDone => self.supervisor.send("READY=1"),
             Report::Killing => tracing::warn!("second stop signal: killing every app"),
             Report::Stopped => tracing::info!("every app stopped"),
         }

@@ -61,6 +61,10 @@ pub enum Report {
         project: String,
         error: RolloutError,
     },
+    /// SIGHUP: every applied file is read again …
+    ReloadBegun,
+    /// … and applied.
+    ReloadDone,
     /// Shutdown began: every app stops gracefully.
     Stopping,
     /// A second stop signal: every app is killed.
@@ -368,7 +372,9 @@ impl Reconciler {
                     Asked::Stop => break,
                     Asked::Reload => {
                         tracing::info!("SIGHUP: applying every file again");
+                        self.host.report(Report::ReloadBegun);
                         self.reload_all().await;
+                        self.host.report(Report::ReloadDone);
                     }
                     Asked::Nothing(name) => tracing::info!(signal = name, "ignored"),
                 },

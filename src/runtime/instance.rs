@@ -719,7 +719,7 @@ impl Actor {
                 datagram = recv_notify(notify.as_ref()) => {
                     let Ok(datagram) = datagram else { continue };
                     if !datagram.pid.is_some_and(|p| self.belongs(p, pid, &mark, cgroup.as_ref())) {
-                        tracing::debug!(sender = ?datagram.pid, instance = ?self.id, "dropped a notify message from outside the instance");
+                        tracing::warn!(sender = ?datagram.pid, instance = ?self.id, messages = ?datagram.messages, "dropped a notify message from outside the instance");
                         continue;
                     }
                     let mut fds = datagram.fds;
@@ -924,8 +924,15 @@ impl Actor {
     }
 
     /// True when `pid` is a process of this instance: in its cgroup, or
-    /// (without one) the supervised process, below it, or carrying its mark.
+    /// (without one) the supervised process, below it, or carrying its mark;
+    /// or a sender already gone.
     fn belongs(&self, pid: i32, main: i32, mark: &str, cgroup: Option<&Cgroup>) -> bool {
+        if !crate::procfs::alive(pid) {
+            // A short-lived sender (`eco notify`, `systemd-notify`) may be
+            // gone by the time its datagram is read: there is nothing left
+            // to check, so it is trusted (live outsiders are dropped).
+            return true;
+        }
         if let Some(cgroup) = cgroup {
             return cgroup.procs().contains(&pid);
         }

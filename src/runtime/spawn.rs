@@ -87,9 +87,9 @@ fn spawn_argv(
     cgroup: Option<&Cgroup>,
 ) -> io::Result<Spawned> {
     let mut command = Command::new(&argv[0]);
+    command.args(&argv[1..]).current_dir(&spec.cwd);
+    forget_supervisor(&mut command);
     command
-        .args(&argv[1..])
-        .current_dir(&spec.cwd)
         .envs(&spec.env)
         .envs(extra.iter().map(|(k, v)| (*k, v.as_str())))
         .stdin(Stdio::null())
@@ -123,6 +123,7 @@ pub fn spawn_quiet(
     cgroup: Option<&Cgroup>,
 ) -> io::Result<(i32, oneshot::Receiver<Exit>)> {
     let mut command = Command::new("/bin/sh");
+    forget_supervisor(&mut command);
     command
         .arg("-c")
         .arg(shell_cmd)
@@ -160,6 +161,21 @@ impl Drop for Inheritable<'_> {
                 nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
             );
         }
+    }
+}
+
+/// What eco's own supervisor told eco (systemd's NOTIFY_SOCKET, watchdog,
+/// socket activation) is eco's, not its apps': they get their own.
+fn forget_supervisor(command: &mut Command) {
+    for var in [
+        "NOTIFY_SOCKET",
+        "WATCHDOG_USEC",
+        "WATCHDOG_PID",
+        "LISTEN_FDS",
+        "LISTEN_PID",
+        "LISTEN_FDNAMES",
+    ] {
+        command.env_remove(var);
     }
 }
 
