@@ -461,3 +461,56 @@ fn monit_without_a_terminal_says_so() {
         stderr(&out)
     );
 }
+
+#[test]
+fn deploys_that_replace_the_folder_are_applied() {
+    let home = Home::new();
+    let site = home.path().join("site");
+    let release = |n: u32| {
+        let dir = site.join(format!("releases/{n}"));
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        std::fs::write(
+            dir.join("ecosystem.yaml"),
+            format!("name: deploy\napps:\n  a:\n    cmd: [sleep, '1000']\n    env: {{ RELEASE: '{n}' }}\n"),
+        )
+        .expect("write");
+    };
+    let release_of = |home: &Home| {
+        let pid = home.row("a", 0)["pid"].as_i64()?;
+        let env = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
+        env.split(|b| *b == 0)
+            .find_map(|v| v.strip_prefix(b"RELEASE="))
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+    };
+    release(1);
+    std::os::unix::fs::symlink("releases/1", site.join("current")).expect("link");
+    let file = site.join("current/ecosystem.yaml");
+    home.ok(&["up", "-f", file.to_str().expect("utf-8")]);
+    home.wait_rows("online", all_online);
+    assert_eq!(release_of(&home).as_deref(), Some("1"));
+    // Capistrano's swap: ln -sfn releases/2 current.tmp && mv -T current.tmp current
+    release(2);
+    std::os::unix::fs::symlink("releases/2", site.join("current.tmp")).expect("link");
+    std::fs::rename(site.join("current.tmp"), site.join("current")).expect("mv -T");
+    eventually("release 2 applied", Duration::from_secs(10), || {
+        release_of(&home).as_deref() == Some("2")
+    });
+    // And again, through the re-resolved watches.
+    release(3);
+    std::os::unix::fs::symlink("releases/3", site.join("current.tmp")).expect("link");
+    std::fs::rename(site.join("current.tmp"), site.join("current")).expect("mv -T");
+    eventually("release 3 applied", Duration::from_secs(10), || {
+        release_of(&home).as_deref() == Some("3")
+    });
+    // The folder deleted and recreated.
+    std::fs::remove_file(site.join("current")).expect("rm");
+    std::fs::create_dir(site.join("current")).expect("mkdir");
+    std::fs::write(
+        &file,
+        "name: deploy\napps:\n  a:\n    cmd: [sleep, '1000']\n    env: { RELEASE: '4' }\n",
+    )
+    .expect("write");
+    eventually("release 4 applied", Duration::from_secs(10), || {
+        release_of(&home).as_deref() == Some("4")
+    });
+}
