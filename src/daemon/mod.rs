@@ -47,7 +47,7 @@ pub fn main(paths: Paths) -> anyhow::Result<()> {
         .with_context(|| format!("cannot read {}", paths.lock().display()))?
         .ino();
     if let Some(limit) = startup::raise_nofile() {
-        tracing::info!(limit, "descriptor limit");
+        tracing::info!(limit, apps = ?startup::app_nofile(), "descriptor limit");
     }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

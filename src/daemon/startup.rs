@@ -44,6 +44,18 @@ pub fn lock(paths: &Paths) -> anyhow::Result<Option<Flock<File>>> {
     }
 }
 
+/// The soft `RLIMIT_NOFILE` of the command that started the daemon: the
+/// limit meant for its apps (the spawn sets it in the child). `None` when
+/// the daemon was started by hand (`eco daemon`): apps keep its limit.
+pub fn app_nofile() -> Option<u64> {
+    static LIMIT: std::sync::OnceLock<Option<u64>> = std::sync::OnceLock::new();
+    *LIMIT.get_or_init(|| {
+        std::env::var(crate::paths::APP_NOFILE_ENV)
+            .ok()
+            .and_then(|v| v.trim().parse().ok())
+    })
+}
+
 /// Raises the daemon's soft `RLIMIT_NOFILE` to the hard limit: it holds two
 /// pipes per instance, log files and sockets. Returns the limit now set.
 pub fn raise_nofile() -> Option<u64> {
