@@ -13,7 +13,8 @@
 //! - `watch`: file watching. `metrics`, `procfs`, `schedule`: what the
 //!   monitor reads.
 //! - `daemon`: the reconciler behind a socket, persisted state; `ipc`: the
-//!   typed protocol and both ends of the socket; `logs`: output files; `paths`.
+//!   typed protocol and both ends of the socket; `logs`: output files; `paths`;
+//!   `home`: whether an ECO_HOME can be trusted, files made in it safely.
 //! - `export`: the project as systemd units or Kubernetes manifests (pure).
 //! - `cli`: the commands, and all user-facing text (`cli::render`,
 //!   `cli::console`); `cli::foreground` is `eco up -F`.
@@ -23,6 +24,7 @@ pub mod config;
 pub mod daemon;
 pub mod error;
 pub mod export;
+pub mod home;
 pub mod ipc;
 pub mod logs;
 pub mod metrics;

@@ -4,13 +4,21 @@
 //! does all file I/O, so a slow disk never blocks an app or the engine;
 //! whole lines are written at once and rotation happens between writes, so
 //! no line is torn or lost. New lines are also broadcast for `logs -f`.
+//!
+//! A log file deleted or moved away (by hand, or logrotate's
+//! move-and-create) is reopened: at every start of its app, and within a
+//! second while writing (the path's inode is compared with the open
+//! file's). Files under `ECO_HOME/logs` are made without following links
+//! (see `crate::home`). Output is bytes; it is decoded lossily wherever it
+//! becomes text, so invalid UTF-8 never hides a line.
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
-use std::io::{self, BufRead, Read, Seek, SeekFrom, Write};
+use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{Receiver, Sender, channel};
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use tokio::sync::broadcast;
 
@@ -45,7 +53,14 @@ enum Job {
         bytes: Vec<u8>,
     },
     Flush(std::sync::mpsc::Sender<()>),
+    /// An app starts: reopen its files if their paths name other files now.
+    Recheck(Vec<PathBuf>),
+    /// `eco flush`: empty these files, remove their rotated copies.
+    Truncate(Vec<PathBuf>),
 }
+
+/// How often an open file's path is checked while writing.
+const RECHECK_EVERY: Duration = Duration::from_secs(1);
 
 /// The daemon's observer: output to files, events to the daemon log.
 pub struct LogFiles {
@@ -62,9 +77,10 @@ impl LogFiles {
         let (tx, rx) = channel();
         let errors = Arc::new(Mutex::new(HashMap::new()));
         let thread_errors = Arc::clone(&errors);
+        let root = paths.logs();
         std::thread::Builder::new()
             .name("eco-logs".into())
-            .spawn(move || writer(&rx, &thread_errors))
+            .spawn(move || writer(&rx, &thread_errors, &root))
             .ok();
         let (live, _) = broadcast::channel(4096);
         Arc::new(LogFiles {
@@ -118,6 +134,21 @@ impl LogFiles {
             .unwrap_or_else(PoisonError::into_inner)
             .get(file)
             .cloned()
+    }
+
+    /// Empties these log files (and removes their rotated copies), between
+    /// whole lines; returns once done.
+    pub fn truncate(&self, files: Vec<PathBuf>) {
+        self.send(Job::Truncate(files));
+        self.flush();
+    }
+
+    fn send(&self, job: Job) {
+        let _ = self
+            .jobs
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .send(job);
     }
 
     /// Waits until everything queued so far is on disk.
@@ -195,6 +226,20 @@ impl Observer for LogFiles {
 
     fn event(&self, id: &InstanceId, event: &Event) {
         let instance = format!("{}/{}.{}", id.project, id.app, id.index);
+        if let Event::Started { .. } = event {
+            let settings = self
+                .settings
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .get(&(id.project.clone(), id.app.clone()))
+                .cloned();
+            if let Some(settings) = settings {
+                self.send(Job::Recheck(vec![
+                    settings.out.clone(),
+                    settings.err.clone(),
+                ]));
+            }
+        }
         match event {
             Event::Started { pid } => tracing::info!(%instance, pid, "started"),
             Event::Ready => tracing::info!(%instance, "ready"),
@@ -219,33 +264,69 @@ impl Observer for LogFiles {
     }
 }
 
-/// An open log file and its size.
+/// An open log file, its size, and when its path was last checked.
 struct OpenLog {
     file: File,
     size: u64,
+    checked: Instant,
 }
 
-/// The writer thread: appends, rotates, records errors.
-fn writer(jobs: &Receiver<Job>, errors: &Mutex<HashMap<PathBuf, String>>) {
-    let mut open: HashMap<PathBuf, OpenLog> = HashMap::new();
+impl OpenLog {
+    /// True while `path` still names this open file.
+    fn is_at(&self, path: &Path) -> bool {
+        use std::os::unix::fs::MetadataExt;
+        match (std::fs::symlink_metadata(path), self.file.metadata()) {
+            (Ok(at_path), Ok(open)) => at_path.ino() == open.ino() && at_path.dev() == open.dev(),
+            _ => false,
+        }
+    }
+}
+
+/// Where the writer's files may be: under `root` (ECO_HOME/logs) nothing
+/// is followed or adopted; elsewhere (`out_file`) the user chose the path.
+struct Files {
+    open: HashMap<PathBuf, OpenLog>,
+    root: PathBuf,
+}
+
+/// The writer thread: appends, rotates, reopens, empties, records errors.
+fn writer(jobs: &Receiver<Job>, errors: &Mutex<HashMap<PathBuf, String>>, root: &Path) {
+    let mut files = Files {
+        open: HashMap::new(),
+        root: root.to_path_buf(),
+    };
     while let Ok(job) = jobs.recv() {
         match job {
             Job::Flush(done) => {
                 let _ = done.send(());
+            }
+            Job::Recheck(paths) => {
+                for path in paths {
+                    if files.open.get(&path).is_some_and(|log| !log.is_at(&path)) {
+                        files.open.remove(&path);
+                    }
+                }
+            }
+            Job::Truncate(paths) => {
+                for path in paths {
+                    if let Err(err) = empty(&mut files, &path) {
+                        tracing::warn!(file = %path.display(), %err, "cannot empty the log");
+                    }
+                }
             }
             Job::Write {
                 file,
                 settings,
                 bytes,
             } => {
-                let result = append(&mut open, &file, &settings, &bytes);
+                let result = append(&mut files, &file, &settings, &bytes);
                 let mut errors = errors.lock().unwrap_or_else(PoisonError::into_inner);
                 match result {
                     Ok(()) => {
                         errors.remove(&file);
                     }
                     Err(err) => {
-                        open.remove(&file);
+                        files.open.remove(&file);
                         errors.insert(file, format!("cannot write: {err}"));
                     }
                 }
@@ -257,13 +338,13 @@ fn writer(jobs: &Receiver<Job>, errors: &Mutex<HashMap<PathBuf, String>>) {
 /// Appends whole lines, rotating first whenever the next lines would take
 /// the file over `max_size` (a single longer line gets a file of its own).
 fn append(
-    open: &mut HashMap<PathBuf, OpenLog>,
+    files: &mut Files,
     path: &Path,
     settings: &LogSettings,
     mut bytes: &[u8],
 ) -> io::Result<()> {
     while !bytes.is_empty() {
-        let log = open_log(open, path)?;
+        let log = open_log(files, path)?;
         let room = if settings.max_size == 0 {
             usize::MAX
         } else {
@@ -288,27 +369,83 @@ fn append(
             bytes = &bytes[take..];
         }
         if !bytes.is_empty() {
-            open.remove(path);
+            files.open.remove(path);
             rotate(path, settings.keep)?;
         }
     }
     Ok(())
 }
 
-fn open_log<'a>(
-    open: &'a mut HashMap<PathBuf, OpenLog>,
-    path: &Path,
-) -> io::Result<&'a mut OpenLog> {
-    if !open.contains_key(path) {
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)?;
+/// The open file for `path`: opened when missing, and reopened when the
+/// path names another file (or none) now, checked at most every second.
+fn open_log<'a>(files: &'a mut Files, path: &Path) -> io::Result<&'a mut OpenLog> {
+    if let Some(log) = files.open.get_mut(path)
+        && log.checked.elapsed() >= RECHECK_EVERY
+    {
+        if log.is_at(path) {
+            log.checked = Instant::now();
+        } else {
+            files.open.remove(path);
         }
-        let file = OpenOptions::new().create(true).append(true).open(path)?;
-        let size = file.metadata()?.len();
-        open.insert(path.to_path_buf(), OpenLog { file, size });
     }
-    open.get_mut(path)
+    if !files.open.contains_key(path) {
+        let file = if path.starts_with(&files.root) {
+            // Inside ECO_HOME: private folders, no link followed.
+            let mut dir = files.root.clone();
+            crate::home::private_dir(&dir)?;
+            if let Some(parent) = path.parent()
+                && let Ok(rest) = parent.strip_prefix(&files.root)
+            {
+                for part in rest.components() {
+                    dir.push(part);
+                    crate::home::private_dir(&dir)?;
+                }
+            }
+            crate::home::open(path, crate::home::Open::Append)?
+        } else {
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir)?;
+            }
+            OpenOptions::new().create(true).append(true).open(path)?
+        };
+        let size = file.metadata()?.len();
+        files.open.insert(
+            path.to_path_buf(),
+            OpenLog {
+                file,
+                size,
+                checked: Instant::now(),
+            },
+        );
+    }
+    files
+        .open
+        .get_mut(path)
         .ok_or_else(|| io::Error::other("this is a bug in eco: the log file vanished"))
+}
+
+/// Empties a log file in place (the app keeps its open pipe; eco appends,
+/// so the next line lands at the start) and removes its rotated copies.
+fn empty(files: &mut Files, path: &Path) -> io::Result<()> {
+    let log = open_log(files, path)?;
+    log.file.set_len(0)?;
+    log.size = 0;
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
+    if let (Some(dir), Some(name)) = (path.parent(), name)
+        && let Ok(entries) = std::fs::read_dir(dir)
+    {
+        for entry in entries.flatten() {
+            let file = entry.file_name().to_string_lossy().into_owned();
+            let rotated = file
+                .strip_prefix(&name)
+                .and_then(|rest| rest.strip_prefix('.'))
+                .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+            if rotated {
+                std::fs::remove_file(entry.path()).or_else(ignore_missing)?;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// `app.out.log` → `app.out.log.1` → … → `app.out.log.KEEP`; the oldest goes.
@@ -359,7 +496,18 @@ pub fn tail(path: &Path, n: usize) -> Vec<String> {
         {
             return Vec::new();
         }
-        let lines: Vec<String> = buf.lines().map_while(Result::ok).collect();
+        // Lossy: a line with invalid UTF-8 is shown (with U+FFFD), and
+        // never hides the lines after it.
+        let lines: Vec<String> = buf
+            .split(|b| *b == b'\n')
+            .map(|l| String::from_utf8_lossy(l.strip_suffix(b"\r").unwrap_or(l)).into_owned())
+            .collect();
+        let lines = match lines.split_last() {
+            // The text after the last newline (empty when the file ends
+            // with one).
+            Some((last, rest)) if last.is_empty() => rest.to_vec(),
+            _ => lines,
+        };
         if lines.len() > n || start == 0 {
             let skip = lines.len().saturating_sub(n);
             return lines.into_iter().skip(skip).collect();
@@ -384,7 +532,10 @@ mod tests {
             max_size: 10,
             keep: 2,
         };
-        let mut open = HashMap::new();
+        let mut open = Files {
+            open: HashMap::new(),
+            root: PathBuf::from("/nonexistent"),
+        };
         for i in 0..5 {
             append(
                 &mut open,
@@ -415,5 +566,44 @@ mod tests {
         assert_eq!(tail(&path, 2), vec!["line 998", "line 999"]);
         assert_eq!(tail(&path, 5000).len(), 1000);
         assert!(tail(&dir.path().join("missing"), 3).is_empty());
+    }
+
+    #[test]
+    fn invalid_utf8_hides_no_line() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("t.log");
+        std::fs::write(&path, b"one\nbad\xffline\nthree\n").expect("write");
+        assert_eq!(tail(&path, 3), vec!["one", "bad\u{fffd}line", "three"]);
+    }
+
+    #[test]
+    fn a_deleted_file_is_reopened_and_flush_empties() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("a.out.log");
+        let settings = LogSettings {
+            out: path.clone(),
+            err: path.clone(),
+            prefix_instances: false,
+            time: false,
+            max_size: 0,
+            keep: 2,
+        };
+        let mut files = Files {
+            open: HashMap::new(),
+            root: dir.path().join("logs"),
+        };
+        append(&mut files, &path, &settings, b"first\n").expect("append");
+        std::fs::remove_file(&path).expect("rm");
+        // Within a second: the check is due once RECHECK_EVERY has passed.
+        for log in files.open.values_mut() {
+            log.checked -= RECHECK_EVERY;
+        }
+        append(&mut files, &path, &settings, b"second\n").expect("append");
+        assert_eq!(std::fs::read_to_string(&path).expect("back"), "second\n");
+        std::fs::write(dir.path().join("a.out.log.1"), "old\n").expect("rotated");
+        empty(&mut files, &path).expect("empty");
+        append(&mut files, &path, &settings, b"third\n").expect("append");
+        assert_eq!(std::fs::read_to_string(&path).expect("read"), "third\n");
+        assert!(!dir.path().join("a.out.log.1").exists());
     }
 }

@@ -2,6 +2,11 @@
 
 use std::path::{Path, PathBuf};
 
+/// Set by the CLI on the daemon it starts: the caller's soft
+/// `RLIMIT_NOFILE`, which the apps get (the daemon raises its own to the
+/// hard limit; see the README, "Descriptor limits").
+pub const APP_NOFILE_ENV: &str = "ECO_APP_NOFILE";
+
 /// `ECO_HOME`, or `~/.eco`.
 pub fn home() -> PathBuf {
     if let Some(home) = std::env::var_os("ECO_HOME").filter(|h| !h.is_empty()) {
@@ -74,12 +79,8 @@ impl Paths {
     }
 }
 
-/// Creates `dir` (and parents) with mode 0700.
+/// Creates the home (mode 0700) if missing and checks that it can be
+/// trusted (see `crate::home`); an existing folder keeps its mode.
 pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
-    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)?;
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+    crate::home::prepare(dir).map_err(std::io::Error::from)
 }

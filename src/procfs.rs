@@ -82,6 +82,31 @@ fn children_in(task_dir: &str) -> Vec<i32> {
         .collect()
 }
 
+/// The one-letter state of a process (`R`, `S`, `T`, `Z`, ...), if it exists.
+pub fn state(pid: i32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(')')?
+        .1
+        .split_whitespace()
+        .next()?
+        .chars()
+        .next()
+}
+
+/// A process state letter in words, as `ps` documents them.
+pub fn state_name(state: char) -> &'static str {
+    match state {
+        'R' => "running",
+        'S' => "sleeping",
+        'D' => "waiting for the disk",
+        'T' => "stopped",
+        't' => "stopped by a debugger",
+        'Z' => "zombie",
+        'X' => "dead",
+        _ => "unknown",
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -135,6 +135,8 @@ pub enum Command {
         #[arg(long)]
         err: bool,
     },
+    /// Empty the captured logs of a target (or of every app)
+    Flush { target: Option<String> },
     /// Live dashboard of every instance
     Monit,
     /// Stop every app of every project, then the daemon

@@ -35,13 +35,22 @@ fn call(request: Request) -> Result<Response> {
             ) =>
         {
             std::thread::sleep(Duration::from_millis(50));
-            connect(true)?.call(request)?
+            client = connect(true)?;
+            client.call(request.clone())?
         }
         other => other?,
     };
+    warn(&request, client.take_warnings());
     match answer {
         Response::Error(reply) => Err(DaemonError(reply).into()),
         other => Ok(other),
+    }
+}
+
+/// Prints the daemon's warnings (a state not saved, a state not restored).
+fn warn(request: &Request, warnings: Vec<crate::ipc::proto::Warning>) {
+    for warning in warnings {
+        eprintln!("warning: {}", render::warning(request, &warning));
     }
 }
 
@@ -366,7 +375,22 @@ pub fn logs(target: Option<&str>, lines: usize, follow: bool, out: bool, err: bo
     Ok(0)
 }
 
-/// Stops everything and the daemon; waits until the daemon is gone.
+/// `eco flush [TARGET]`: empties the captured logs.
+pub fn flush(target: Option<&str>) -> Result<i32> {
+    let response = call(Request::Flush {
+        target: target.map(str::to_owned),
+    })?;
+    let Response::Flushed { files } = response else {
+        return Err(unexpected(&response));
+    };
+    println!("{}", render::flushed(&files));
+    Ok(0)
+}
+
+/// Stops everything and the daemon; returns once every app has stopped and
+/// the daemon is gone. The daemon keeps the connection (with heartbeats)
+/// until its apps have stopped, so a slow stop is never taken for a stuck
+/// daemon, and kills in parallel all see the same end.
 pub fn kill() -> Result<i32> {
     let paths = Paths::from_env();
     let mut client = match Client::connect(&paths, false) {
@@ -400,24 +424,47 @@ pub fn kill() -> Result<i32> {
     let pid = std::fs::read_to_string(paths.pid())
         .ok()
         .and_then(|p| p.trim().parse::<i32>().ok());
-    match client.call(Request::Kill)? {
+    let sent = client.send(Request::Kill);
+    let answer = match client.receive() {
+        Ok(Some(answer)) => answer,
+        Ok(None) => {
+            sent?;
+            // The daemon closed at once: it was past its last request.
+            wait_gone(pid);
+            println!("daemon stopped");
+            return Ok(0);
+        }
+        Err(err) => {
+            sent?;
+            return Err(err.into());
+        }
+    };
+    warn(&Request::Kill, client.take_warnings());
+    match answer {
         Response::Stopping => println!("stopping every app, then the daemon"),
         Response::Error(reply) => return Err(DaemonError(reply).into()),
         other => return Err(unexpected(&other)),
     }
-    let deadline = Instant::now() + Duration::from_secs(120);
-    if let Some(pid) = pid {
-        while crate::procfs::alive(pid) && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        // Then reaped, usually at once; a parent that does not reap it
-        // (a supervisor that started `eco daemon` itself) gets a moment.
-        let reaped = Instant::now() + Duration::from_secs(10);
-        let pid = nix::unistd::Pid::from_raw(pid);
-        while nix::sys::signal::kill(pid, None).is_ok() && Instant::now() < reaped {
-            std::thread::sleep(Duration::from_millis(5));
-        }
-    }
+    // Until every app has stopped: heartbeats, then the end of the stream.
+    while client.receive()?.is_some() {}
+    wait_gone(pid);
     println!("daemon stopped");
     Ok(0)
+}
+
+/// Waits (bounded) for the daemon process to be gone (reaped) after its
+/// apps stopped.
+fn wait_gone(pid: Option<i32>) {
+    let Some(pid) = pid else { return };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while crate::procfs::alive(pid) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // Then reaped, usually at once; a parent that does not reap it (a
+    // supervisor that started `eco daemon` itself) gets a moment.
+    let reaped = Instant::now() + Duration::from_secs(10);
+    let pid = nix::unistd::Pid::from_raw(pid);
+    while nix::sys::signal::kill(pid, None).is_ok() && Instant::now() < reaped {
+        std::thread::sleep(Duration::from_millis(5));
+    }
 }

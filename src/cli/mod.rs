@@ -79,6 +79,7 @@ pub fn run(cli: Cli) -> Result<i32> {
             out,
             err,
         } => daemon_cmds::logs(target.as_deref(), lines, follow, out, err),
+        Command::Flush { target } => daemon_cmds::flush(target.as_deref()),
         Command::Kill => daemon_cmds::kill(),
         Command::Monit => monit::run(),
         Command::Daemon => {

@@ -304,6 +304,14 @@ fn sparkline(history: Option<&VecDeque<u64>>) -> String {
 
 /// Runs the dashboard until the user leaves.
 pub fn run() -> Result<i32> {
+    if !std::io::IsTerminal::is_terminal(&std::io::stdout())
+        || !std::io::IsTerminal::is_terminal(&std::io::stdin())
+    {
+        return Err(crate::error::UsageError(
+            "eco monit needs a terminal; use `eco ls` or `eco ls --json` in scripts".into(),
+        )
+        .into());
+    }
     // SIGTERM and SIGHUP become a clean exit (terminal restored), taken on
     // a thread while the main loop polls for keys.
     let mut signals = SigSet::empty();

@@ -353,6 +353,47 @@ fn because(error: Option<&str>) -> String {
     error.map(|e| format!(": {e}")).unwrap_or_default()
 }
 
+/// A warning the daemon sent before its answer.
+pub fn warning(
+    request: &crate::ipc::proto::Request,
+    warning: &crate::ipc::proto::Warning,
+) -> String {
+    use crate::ipc::proto::{Request, Warning};
+    match warning {
+        Warning::NotSaved { error } => {
+            let done = match request {
+                Request::Stop { .. } => "stopped",
+                Request::Start { .. } => "started",
+                Request::Restart { .. } => "restarted",
+                Request::Reload { .. } => "reloaded",
+                Request::Delete { .. } => "deleted",
+                Request::Scale { .. } => "scaled",
+                Request::Down { .. } => "taken down",
+                Request::Kill => "stopping",
+                _ => "applied",
+            };
+            format!(
+                "{done}, but the state could not be saved: {error}; retrying every second until it succeeds (until then a new daemon would restore the previous state)"
+            )
+        }
+        Warning::NotRestored { message } => format!(
+            "{message}\n  help: `eco up` the projects again; this warning stops after the next `eco up`"
+        ),
+    }
+}
+
+/// What `eco flush` emptied.
+pub fn flushed(files: &[std::path::PathBuf]) -> String {
+    if files.is_empty() {
+        return "nothing to flush: no app runs".into();
+    }
+    let mut text = format!("emptied {} log files:", files.len());
+    for file in files {
+        let _ = write!(text, "\n  {}", file.display());
+    }
+    text
+}
+
 /// The line `logs -f` prints when it could not keep up.
 pub fn skipped(count: u64) -> String {
     format!(

@@ -6,6 +6,7 @@
 
 pub mod leftovers;
 pub mod requests;
+pub mod startup;
 pub mod state;
 pub mod supervisor;
 
@@ -21,7 +22,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::ipc::server;
 use crate::logs::LogFiles;
-use crate::paths::{Paths, create_private_dir};
+use crate::paths::Paths;
 use crate::reconcile::signals::Signals;
 use crate::reconcile::{Host, Reconciler, Report};
 use crate::runtime::Engine;
@@ -38,29 +39,17 @@ pub fn main(paths: Paths) -> anyhow::Result<()> {
     // Leave the caller's session: no terminal, no SIGHUP when it closes.
     // (Fails harmlessly when started as a process-group leader by a shell.)
     let _ = nix::unistd::setsid();
-    create_private_dir(&paths.home)
-        .with_context(|| format!("cannot create {}", paths.home.display()))?;
-    let lock = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(paths.lock())
-        .with_context(|| format!("cannot open {}", paths.lock().display()))?;
-    let locked = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusiveNonblock);
-    let _lock = match locked {
-        Ok(lock) => lock,
-        Err((_, nix::errno::Errno::EWOULDBLOCK)) => {
-            eprintln!(
-                "eco: another daemon already runs for {}",
-                paths.home.display()
-            );
-            return Ok(());
-        }
-        Err((_, err)) => return Err(err).context("cannot lock the daemon lock file"),
+    crate::home::check_socket_path(&paths.socket())?;
+    crate::home::prepare(&paths.home)?;
+    let Some(_lock) = startup::lock(&paths)? else {
+        return Ok(());
     };
     let lock_inode = std::fs::metadata(paths.lock())
         .with_context(|| format!("cannot read {}", paths.lock().display()))?
         .ino();
+    if let Some(limit) = startup::raise_nofile() {
+        tracing::info!(limit, apps = ?startup::app_nofile(), "descriptor limit");
+    }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -73,7 +62,11 @@ pub async fn run(paths: Paths, lock_inode: u64) -> anyhow::Result<()> {
     let mut signals = Signals::install()?;
     let supervisor = supervisor::Supervisor::from_env();
     tracing::info!(home = %paths.home.display(), pid = std::process::id(), "daemon starting");
-    std::fs::write(paths.pid(), format!("{}\n", std::process::id()))?;
+    {
+        use std::io::Write;
+        let mut pid = crate::home::open(&paths.pid(), crate::home::Open::Truncate)?;
+        writeln!(pid, "{}", std::process::id())?;
+    }
     // This ECO_HOME's cgroup subtree, where the machine allows; whatever a
     // dead daemon left in it goes first, then whatever carries its mark.
     let cgroups = Subtree::create(&format!("eco-{}", paths.token())).map(Arc::new);
@@ -89,10 +82,14 @@ pub async fn run(paths: Paths, lock_inode: u64) -> anyhow::Result<()> {
     let logs = LogFiles::new(paths.clone());
     let engine = Engine::new(reaper, logs.clone(), paths.token(), cgroups);
     services.spawn(supervisor.clone().ping_watchdog(services_stop.clone()));
+    let saver = state::Saver::new(paths.state());
+    services.spawn(Arc::clone(&saver).retry(services_stop.clone()));
+    let life = Arc::new(requests::Life::default());
     let host = Arc::new(DaemonHost {
         supervisor: supervisor.clone(),
         logs: Arc::clone(&logs),
-        paths: paths.clone(),
+        saver: Arc::clone(&saver),
+        life: Arc::clone(&life),
         socket_inode: std::sync::OnceLock::new(),
         home_lost: AtomicBool::new(false),
     });
@@ -101,16 +98,20 @@ pub async fn run(paths: Paths, lock_inode: u64) -> anyhow::Result<()> {
         Arc::clone(&host) as Arc<dyn Host>,
         Some(paths.logs()),
     );
+    let mut not_restored = None;
     match state::load(&paths.state()) {
         Ok(saved) => {
             for project in saved.projects {
                 logs.configure(&project.spec);
                 engine.restore(project.spec, &project.user_stopped).await;
             }
+            reconciler.saved().await;
         }
-        Err(message) => tracing::error!(%message, "state not restored"),
+        Err(err) => {
+            tracing::error!(%err, "state not restored");
+            not_restored = Some(err.to_string());
+        }
     }
-    reconciler.saved().await;
     let listener = server::bind(&paths.socket())
         .with_context(|| format!("cannot listen on {}", paths.socket().display()))?;
     tracing::info!(socket = %paths.socket().display(), fd = listener.as_raw_fd(), "listening");
@@ -133,37 +134,52 @@ pub async fn run(paths: Paths, lock_inode: u64) -> anyhow::Result<()> {
         logs: Arc::clone(&logs),
         paths: paths.clone(),
         killed: Notify::new(),
+        saver,
+        life,
+        not_restored: std::sync::Mutex::new(not_restored),
     });
     let connections = TaskTracker::new();
     let hang_up = CancellationToken::new();
     let lost = home_lost(&paths, lock_inode);
-    let accept = async {
-        tokio::pin!(lost);
-        loop {
-            tokio::select! {
-                () = daemon.killed.notified() => return,
-                () = &mut lost => {
-                    tracing::warn!(home = %paths.home.display(), "the home was removed or replaced: stopping every app and this daemon");
-                    host.home_lost.store(true, Ordering::SeqCst);
-                    return;
-                }
-                accepted = listener.accept() => match accepted {
-                    Ok((stream, _)) => {
-                        let daemon = Arc::clone(&daemon);
-                        let hang_up = hang_up.clone();
-                        connections.spawn(async move {
-                            tokio::select! {
-                                () = server::serve(stream, daemon) => {}
-                                () = hang_up.cancelled() => {}
-                            }
-                        });
-                    }
-                    Err(err) => tracing::warn!(%err, "accept failed"),
-                },
+    // Requests are served until every app has stopped: reads and `kill`
+    // are answered during the stop, other requests refused with a reason.
+    let until = async {
+        tokio::select! {
+            () = daemon.killed.notified() => {}
+            () = lost => {
+                tracing::warn!(home = %paths.home.display(), "the home was removed or replaced: stopping every app and this daemon");
+                host.home_lost.store(true, Ordering::SeqCst);
             }
         }
     };
-    reconciler.serve(&mut signals, accept).await;
+    let accept = async {
+        loop {
+            match listener.accept().await {
+                Ok((stream, _)) => {
+                    let daemon = Arc::clone(&daemon);
+                    let hang_up = hang_up.clone();
+                    connections.spawn(async move {
+                        tokio::select! {
+                            () = server::serve(stream, daemon) => {}
+                            () = hang_up.cancelled() => {}
+                        }
+                    });
+                }
+                Err(err) => tracing::warn!(%err, "accept failed"),
+            }
+        }
+    };
+    tokio::select! {
+        () = reconciler.serve(&mut signals, until) => {}
+        () = accept => {}
+    }
+    // No new client from here on: commands start a new daemon, which waits
+    // for this one's lock. Only the socket this daemon bound is removed.
+    let socket = paths.socket();
+    if std::fs::metadata(&socket).is_ok_and(|m| Some(&m.ino()) == host.socket_inode.get()) {
+        let _ = std::fs::remove_file(&socket);
+    }
+    drop(listener);
     hang_up.cancel();
     connections.close();
     connections.wait().await;
@@ -214,7 +230,8 @@ async fn home_lost(paths: &Paths, lock_inode: u64) {
 struct DaemonHost {
     supervisor: supervisor::Supervisor,
     logs: Arc<LogFiles>,
-    paths: Paths,
+    saver: Arc<state::Saver>,
+    life: Arc<requests::Life>,
     /// The socket file this daemon bound: only that one is removed.
     socket_inode: std::sync::OnceLock<u64>,
     /// Set when the home was removed or replaced: nothing is written there.
@@ -230,9 +247,7 @@ impl Host for DaemonHost {
         if self.home_lost.load(Ordering::SeqCst) {
             return;
         }
-        if let Err(err) = state::save(&self.paths.state(), projects) {
-            tracing::error!(%err, "cannot save the state");
-        }
+        self.saver.save(projects);
     }
 
     fn report(&self, report: Report) {
@@ -250,21 +265,18 @@ impl Host for DaemonHost {
                 tracing::warn!(%project, %error, "rolling restart stopped");
             }
             Report::Stopping => {
-                // No new client from here on: commands start a new daemon
-                // once this one is gone.
-                let socket = self.paths.socket();
-                let ours = std::fs::metadata(&socket)
-                    .is_ok_and(|m| Some(&m.ino()) == self.socket_inode.get());
-                if ours {
-                    let _ = std::fs::remove_file(socket);
-                }
+                // From here on only reads (and `kill`) are answered.
+                self.life.stopping.cancel();
                 self.supervisor.send("STOPPING=1");
                 tracing::info!("stopping every app");
             }
             Report::ReloadBegun => self.supervisor.reloading(),
             Report::ReloadDone => self.supervisor.send("READY=1"),
             Report::Killing => tracing::warn!("second stop signal: killing every app"),
-            Report::Stopped => tracing::info!("every app stopped"),
+            Report::Stopped => {
+                self.life.stopped.cancel();
+                tracing::info!("every app stopped");
+            }
         }
     }
 }

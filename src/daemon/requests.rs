@@ -1,13 +1,17 @@
 //! One function per request: each asks the reconciler or the engine and
 //! answers with typed facts (`ipc::proto::Response`); the CLI renders them.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
 
 use super::DEFAULT_PROJECT;
-use crate::ipc::proto::{Command, ErrorKind, ErrorReply, LogFile, LogStream, Request, Response};
+use super::state::Saver;
+use crate::ipc::proto::{
+    Command, ErrorKind, ErrorReply, LogFile, LogStream, Request, Response, Warning,
+};
 use crate::ipc::server::{Handler, Reply};
 use crate::logs::LogFiles;
 use crate::paths::Paths;
@@ -22,18 +26,97 @@ pub struct Daemon {
     pub reconciler: Arc<Reconciler>,
     pub logs: Arc<LogFiles>,
     pub paths: Paths,
-    /// Notified by `kill`: the daemon stops serving and shuts down.
+    /// Notified by `kill`: the daemon shuts down.
     pub killed: Notify,
+    /// Saves the state, retrying a failed save.
+    pub saver: Arc<Saver>,
+    /// Shutdown began / every app has stopped.
+    pub life: Arc<Life>,
+    /// Why the saved state was not restored at start; told to every
+    /// command until the next `eco up`.
+    pub not_restored: Mutex<Option<String>>,
 }
+
+/// Where the daemon is in its life, for requests that arrive meanwhile.
+#[derive(Default)]
+pub struct Life {
+    /// Cancelled when shutdown begins: only reads are answered from here.
+    pub stopping: CancellationToken,
+    /// Cancelled once every app has stopped.
+    pub stopped: CancellationToken,
+}
+
+/// How often a request in progress tells the client it is still at work.
+const HEARTBEAT: Duration = Duration::from_secs(1);
 
 impl Handler for Daemon {
     async fn handle(self: Arc<Self>, request: Request, mut reply: Reply) {
-        if let Request::Follow { target, out, err } = request {
-            follow(&self, target.as_deref(), out, err, reply).await;
+        if self.life.stopping.is_cancelled() && !request.allowed_while_stopping() {
+            reply
+                .send(&Response::Error(ErrorReply::failed(
+                    "the daemon is stopping: every app stops, then the daemon exits",
+                    Some("run the command again once `eco kill` has returned".into()),
+                )))
+                .await;
             return;
         }
-        let response = answer(&self, request).await;
-        reply.send(&response).await;
+        match request {
+            Request::Follow { target, out, err } => {
+                follow(&self, target.as_deref(), out, err, reply).await;
+            }
+            Request::Kill => kill(&self, reply).await,
+            request => {
+                let changes = !request.allowed_while_stopping();
+                if matches!(request, Request::Apply { dry_run: false, .. }) {
+                    // The user has applied a project again: heard.
+                    self.take_not_restored();
+                }
+                let response = busy(&mut reply, answer(&self, request)).await;
+                if changes && let Some(error) = self.saver.error() {
+                    reply
+                        .send(&Response::Warning(Warning::NotSaved { error }))
+                        .await;
+                }
+                if let Some(message) = self.not_restored() {
+                    reply
+                        .send(&Response::Warning(Warning::NotRestored { message }))
+                        .await;
+                }
+                reply.send(&response).await;
+            }
+        }
+    }
+}
+
+impl Daemon {
+    fn not_restored(&self) -> Option<String> {
+        self.not_restored
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    fn take_not_restored(&self) {
+        self.not_restored
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+    }
+}
+
+/// Runs `work` to its end, sending [`Response::Working`] every second
+/// meanwhile (a client that left does not cut the work short).
+async fn busy<T>(reply: &mut Reply, work: impl std::future::Future<Output = T>) -> T {
+    tokio::pin!(work);
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + HEARTBEAT, HEARTBEAT);
+    let mut listening = true;
+    loop {
+        tokio::select! {
+            out = &mut work => return out,
+            _ = tick.tick(), if listening => {
+                listening = reply.send(&Response::Working).await;
+            }
+        }
     }
 }
 
@@ -72,7 +155,8 @@ async fn answer(daemon: &Daemon, request: Request) -> Response {
             Response::Error(ErrorReply::failed("follow is answered as a stream", None))
         }
         Request::AddApp { app } => add_app(daemon, *app).await,
-        Request::Kill => kill(daemon),
+        Request::Flush { target } => flush(daemon, target.as_deref()).await,
+        Request::Kill => Response::Error(ErrorReply::failed("kill is answered as a stream", None)),
     }
 }
 
@@ -186,11 +270,29 @@ async fn wait(daemon: &Daemon, project: &str, limit: Duration) -> Response {
 }
 
 async fn log_files(daemon: &Daemon, target: Option<&str>) -> Response {
+    match files_of(daemon, target).await {
+        Ok(files) => Response::LogFiles { files },
+        Err(err) => Response::Error(err.into()),
+    }
+}
+
+/// `eco flush`: empties the target's log files (the writer thread does it,
+/// between whole lines) and removes their rotated copies.
+async fn flush(daemon: &Daemon, target: Option<&str>) -> Response {
+    match files_of(daemon, target).await {
+        Ok(files) => {
+            let paths: Vec<std::path::PathBuf> = files.into_iter().map(|f| f.path).collect();
+            daemon.logs.truncate(paths.clone());
+            Response::Flushed { files: paths }
+        }
+        Err(err) => Response::Error(err.into()),
+    }
+}
+
+/// The log files of a target (or of everything).
+async fn files_of(daemon: &Daemon, target: Option<&str>) -> Result<Vec<LogFile>, TargetError> {
     let engine = daemon.reconciler.engine();
-    let selected = match engine.select(target.unwrap_or("all")).await {
-        Ok(s) => s,
-        Err(err) => return Response::Error(err.into()),
-    };
+    let selected = engine.select(target.unwrap_or("all")).await?;
     let mut files = Vec::new();
     for sel in selected {
         let Some(spec) = engine.project_spec(&sel.project).await else {
@@ -212,7 +314,7 @@ async fn log_files(daemon: &Daemon, target: Option<&str>) -> Response {
             });
         }
     }
-    Response::LogFiles { files }
+    Ok(files)
 }
 
 /// Adds (or replaces) an ad-hoc app in the `default` project.
@@ -237,14 +339,25 @@ async fn add_app(daemon: &Daemon, app: AppSpec) -> Response {
     }
 }
 
-fn kill(daemon: &Daemon) -> Response {
-    // An explicit kill forgets what ran: the next daemon starts empty
-    // (a crash or SIGTERM keeps the state, to be restored).
-    if let Err(err) = super::state::save(&daemon.paths.state(), Vec::new()) {
-        tracing::error!(%err, "cannot clear the state");
+/// `eco kill`: answers `Stopping` at once, then holds the connection
+/// (with heartbeats) until every app has stopped. Kills in parallel all
+/// get the same answer; the first one starts the shutdown.
+async fn kill(daemon: &Daemon, mut reply: Reply) {
+    if !daemon.life.stopping.is_cancelled() {
+        // An explicit kill forgets what ran: the next daemon starts empty
+        // (a crash or SIGTERM keeps the state, to be restored).
+        daemon.saver.save(Vec::new());
+        daemon.killed.notify_one();
     }
-    daemon.killed.notify_one();
-    Response::Stopping
+    if let Some(error) = daemon.saver.error() {
+        reply
+            .send(&Response::Warning(Warning::NotSaved { error }))
+            .await;
+    }
+    if !reply.send(&Response::Stopping).await {
+        return;
+    }
+    busy(&mut reply, daemon.life.stopped.cancelled()).await;
 }
 
 /// Streams new output lines of the target until the client leaves.
@@ -265,8 +378,19 @@ async fn follow(daemon: &Daemon, target: Option<&str>, out: bool, err: bool, mut
     if !reply.send(&Response::Following).await {
         return;
     }
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + HEARTBEAT, HEARTBEAT);
     loop {
-        let response = match lines.recv().await {
+        let received = tokio::select! {
+            received = lines.recv() => received,
+            _ = tick.tick() => {
+                if !reply.send(&Response::Working).await {
+                    return;
+                }
+                continue;
+            }
+        };
+        tick.reset();
+        let response = match received {
             Ok(line) => {
                 let wanted = selected
                     .iter()

@@ -1,14 +1,26 @@
 //! What the daemon remembers across its own death: every applied project
-//! (its resolved spec) and the apps the user stopped. Written atomically.
+//! (its resolved spec) and what the user stopped (whole apps as `app`,
+//! single instances as `app:N`). Written atomically through a fresh
+//! `state.json.tmp` (`O_EXCL`, no link followed); a file another user owns
+//! is refused, a damaged one set aside and reported. A save that fails (a
+//! full disk) is retried every second until one succeeds ([`Saver`]).
 
-use std::io::Write;
-use std::path::Path;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
 
+use crate::home::{self, HomeError, Open};
 use crate::spec::ProjectSpec;
 
 const STATE_VERSION: u32 = 1;
+
+/// How often a failed save is tried again.
+const RETRY_EVERY: Duration = Duration::from_secs(1);
 
 #[derive(Debug, Default, Serialize, Deserialize)]
 pub struct SavedState {
@@ -19,41 +31,204 @@ pub struct SavedState {
 #[derive(Debug, Serialize, Deserialize)]
 pub struct SavedProject {
     pub spec: ProjectSpec,
+    /// Apps (`app`) and instances (`app:N`) the user stopped.
     #[serde(default)]
     pub user_stopped: Vec<String>,
 }
 
-/// Reads the state; a missing file is an empty state, a damaged one is
-/// reported (and set aside) rather than guessed at.
-pub fn load(path: &Path) -> Result<SavedState, String> {
-    match std::fs::read(path) {
-        Ok(bytes) => serde_json::from_slice::<SavedState>(&bytes).map_err(|err| {
-            let aside = path.with_extension("json.damaged");
-            let _ = std::fs::rename(path, &aside);
-            format!(
-                "{} is damaged ({err}); moved it to {} and started empty",
-                path.display(),
-                aside.display()
-            )
-        }),
-        Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(SavedState::default()),
-        Err(err) => Err(format!("cannot read {}: {err}", path.display())),
-    }
+/// Why the saved state was not restored.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum LoadError {
+    #[error(
+        "the saved state {path} was damaged ({error}); no app was restored. The damaged copy is {aside}"
+    )]
+    Damaged {
+        path: PathBuf,
+        aside: PathBuf,
+        error: String,
+    },
+    #[error("the saved state was refused, no app was restored: {0}")]
+    Refused(String),
 }
 
-/// Writes `state.json.tmp`, syncs it, and renames it over `state.json`.
-pub fn save(path: &Path, projects: Vec<(ProjectSpec, Vec<String>)>) -> std::io::Result<()> {
+/// Reads the state; a missing file is an empty state. A damaged one is
+/// moved aside (`state.json.damaged`) and reported, never guessed at; one
+/// another user owns (or a link) is refused.
+pub fn load(path: &Path) -> Result<SavedState, LoadError> {
+    let mut file = match home::open(path, Open::Read) {
+        Ok(file) => file,
+        Err(HomeError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+            return Ok(SavedState::default());
+        }
+        Err(err) => return Err(LoadError::Refused(err.to_string())),
+    };
+    let mut bytes = Vec::new();
+    if let Err(err) = file.read_to_end(&mut bytes) {
+        return Err(LoadError::Refused(format!(
+            "cannot read {}: {err}",
+            path.display()
+        )));
+    }
+    serde_json::from_slice::<SavedState>(&bytes).map_err(|err| {
+        let aside = path.with_extension("json.damaged");
+        let error = if bytes.is_empty() {
+            "the file is empty".to_owned()
+        } else {
+            err.to_string()
+        };
+        if let Err(err) = std::fs::rename(path, &aside) {
+            tracing::error!(%err, "cannot move the damaged state aside");
+        }
+        LoadError::Damaged {
+            path: path.to_path_buf(),
+            aside,
+            error,
+        }
+    })
+}
+
+/// Writes a fresh `state.json.tmp`, syncs it, and renames it over `state.json`.
+pub fn save(path: &Path, projects: &[(ProjectSpec, Vec<String>)]) -> std::io::Result<()> {
     let state = SavedState {
         version: STATE_VERSION,
         projects: projects
-            .into_iter()
-            .map(|(spec, user_stopped)| SavedProject { spec, user_stopped })
+            .iter()
+            .map(|(spec, user_stopped)| SavedProject {
+                spec: spec.clone(),
+                user_stopped: user_stopped.clone(),
+            })
             .collect(),
     };
     let bytes = serde_json::to_vec_pretty(&state).map_err(std::io::Error::other)?;
     let tmp = path.with_extension("json.tmp");
-    let mut file = std::fs::File::create(&tmp)?;
-    file.write_all(&bytes)?;
-    file.sync_all()?;
-    std::fs::rename(&tmp, path)
+    let result = home::create_temp(&tmp)
+        .map_err(std::io::Error::from)
+        .and_then(|mut file| {
+            file.write_all(&bytes)?;
+            file.sync_all()
+        })
+        .and_then(|()| std::fs::rename(&tmp, path));
+    if result.is_err() {
+        // Leave no half-written temp file taking space on a full disk.
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// What is still to be saved after a failed save.
+#[derive(Default)]
+struct Pending {
+    projects: Option<Vec<(ProjectSpec, Vec<String>)>>,
+    error: Option<String>,
+    /// Bumped by every save, so a retry never clears a newer failure.
+    generation: u64,
+}
+
+/// Saves the state, and keeps trying a failed save until it succeeds.
+pub struct Saver {
+    path: PathBuf,
+    pending: Mutex<Pending>,
+    wake: Notify,
+}
+
+impl Saver {
+    pub fn new(path: PathBuf) -> Arc<Saver> {
+        Arc::new(Saver {
+            path,
+            pending: Mutex::default(),
+            wake: Notify::new(),
+        })
+    }
+
+    /// Saves now; on failure keeps the state for [`Saver::retry`].
+    pub fn save(&self, projects: Vec<(ProjectSpec, Vec<String>)>) {
+        let result = save(&self.path, &projects);
+        let mut pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
+        pending.generation += 1;
+        match result {
+            Ok(()) => {
+                pending.projects = None;
+                pending.error = None;
+            }
+            Err(err) => {
+                tracing::error!(%err, "cannot save the state; retrying every second");
+                pending.projects = Some(projects);
+                pending.error = Some(err.to_string());
+                self.wake.notify_one();
+            }
+        }
+    }
+
+    /// Why the last save failed, while it is still not saved.
+    pub fn error(&self) -> Option<String> {
+        self.pending
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .error
+            .clone()
+    }
+
+    /// Retries failed saves every second until `stop`.
+    pub async fn retry(self: Arc<Self>, stop: CancellationToken) {
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => return,
+                () = self.wake.notified() => {}
+            }
+            loop {
+                tokio::select! {
+                    () = stop.cancelled() => return,
+                    () = tokio::time::sleep(RETRY_EVERY) => {}
+                }
+                let (projects, generation) = {
+                    let pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
+                    match &pending.projects {
+                        Some(projects) => (projects.clone(), pending.generation),
+                        None => break,
+                    }
+                };
+                let result = save(&self.path, &projects);
+                let mut pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
+                match result {
+                    Ok(()) if pending.generation == generation => {
+                        tracing::info!("the state is saved again");
+                        pending.projects = None;
+                        pending.error = None;
+                        break;
+                    }
+                    Ok(()) => {}
+                    Err(err) => pending.error = Some(err.to_string()),
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn damaged_state_is_set_aside_and_named() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("state.json");
+        std::fs::write(&path, "{\"version\": 1, \"proj").expect("write");
+        let err = load(&path).expect_err("damaged");
+        let text = err.to_string();
+        assert!(text.contains("damaged"), "{text}");
+        assert!(text.contains("state.json.damaged"), "{text}");
+        assert!(dir.path().join("state.json.damaged").exists());
+        assert!(load(&path).expect("now missing").projects.is_empty());
+    }
+
+    #[test]
+    fn a_planted_temp_link_is_replaced_not_followed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, "keep").expect("write");
+        std::os::unix::fs::symlink(&victim, dir.path().join("state.json.tmp")).expect("link");
+        save(&dir.path().join("state.json"), &[]).expect("saved");
+        assert_eq!(std::fs::read_to_string(&victim).expect("read"), "keep");
+        assert!(load(&dir.path().join("state.json")).is_ok());
+    }
 }

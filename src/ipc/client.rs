@@ -1,21 +1,32 @@
 //! The CLI's end: connect (starting the daemon when needed), send one
 //! request, read the answer(s). Blocking std I/O: a CLI call is one
 //! round trip, and no async runtime is worth starting for it.
+//!
+//! A daemon that sends nothing for [`DEFAULT_TIMEOUT`] (`ECO_TIMEOUT`) is
+//! given up on: a busy daemon sends [`Response::Working`] every second, so
+//! silence means a stuck (or stopped) one. A command starts the daemon at
+//! most once, and shows the daemon's own error when it dies at start.
 
-use std::io::BufReader;
+use std::io::{BufReader, Read, Seek, SeekFrom};
 use std::os::unix::net::UnixStream;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use super::codec::{self, CodecError};
-use super::proto::{Envelope, PROTOCOL_VERSION, Request, Response};
-use crate::paths::{Paths, create_private_dir};
+use super::proto::{Envelope, PROTOCOL_VERSION, Request, Response, Warning};
+use crate::home::{self, HomeError, Open};
+use crate::paths::Paths;
 
 /// How long a command waits for another daemon of its home to end.
 const OTHER_DAEMON_LIMIT: Duration = Duration::from_secs(30);
 
-/// How long a command waits for a daemon it started.
-const START_LIMIT: Duration = Duration::from_secs(10);
+/// How long a command waits for a daemon it started to listen (the daemon
+/// first stops what a dead predecessor left, and may wait for a stopping
+/// one to finish).
+const START_LIMIT: Duration = Duration::from_secs(30);
+
+/// How long the daemon may stay silent before a command gives up.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -23,8 +34,25 @@ pub enum ClientError {
     NotRunning { home: String },
     #[error("the eco daemon did not come up within {secs} s; see {log}")]
     DidNotStart { secs: u64, log: String },
+    #[error("the eco daemon exited at start:\n{output}\n  help: the whole log is {log}")]
+    DiedAtStart { output: String, log: String },
     #[error("cannot start the eco daemon: {0}")]
     Spawn(std::io::Error),
+    #[error(transparent)]
+    Home(#[from] HomeError),
+    #[error("cannot connect to {socket}: {source}")]
+    Connect {
+        socket: String,
+        source: std::io::Error,
+    },
+    #[error(
+        "daemon not responding (pid {pid}, state {state}): nothing received for {secs} s\n  help: `kill -CONT {pid}` if it was stopped, or `kill -9 {pid}`; ECO_TIMEOUT sets the wait"
+    )]
+    NotResponding {
+        pid: String,
+        state: String,
+        secs: u64,
+    },
     #[error("lost the connection to the daemon: {0}; see {log}", log = .1)]
     Io(std::io::Error, String),
     #[error("a message to or from the daemon is malformed: {0}")]
@@ -36,25 +64,70 @@ pub struct Client {
     reader: BufReader<UnixStream>,
     writer: UnixStream,
     log: String,
+    paths: Paths,
+    timeout: Duration,
+    /// Warnings received before the answer, for the command to show.
+    warnings: Vec<Warning>,
+}
+
+/// `ECO_TIMEOUT` (`2s`, `500ms`, or milliseconds), else [`DEFAULT_TIMEOUT`].
+pub fn timeout() -> Duration {
+    std::env::var("ECO_TIMEOUT")
+        .ok()
+        .and_then(|t| crate::config::units::parse_duration(&t))
+        .filter(|t| !t.is_zero())
+        .unwrap_or(DEFAULT_TIMEOUT)
+}
+
+/// True when nothing listens on the socket (as opposed to a refusal).
+fn nobody_listens(err: &std::io::Error) -> bool {
+    matches!(
+        err.kind(),
+        std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
+    )
 }
 
 impl Client {
     /// Connects; starts the daemon first if none runs and `start` is set.
+    /// The home is checked first (see `crate::home`): a home of another
+    /// user's, or a link, is refused before anything is read or started.
     pub fn connect(paths: &Paths, start: bool) -> Result<Client, ClientError> {
         let log = paths.daemon_log().display().to_string();
-        if let Ok(stream) = UnixStream::connect(paths.socket()) {
-            return Client::wrap(stream, log);
+        home::check_socket_path(&paths.socket())?;
+        let exists = home::check(&paths.home)?;
+        let socket = paths.socket();
+        match UnixStream::connect(&socket) {
+            Ok(stream) => return Client::wrap(stream, paths),
+            Err(err) if exists && !nobody_listens(&err) => {
+                return Err(ClientError::Connect {
+                    socket: socket.display().to_string(),
+                    source: err,
+                });
+            }
+            Err(_) => {}
         }
         if !start {
             return Err(ClientError::NotRunning {
                 home: paths.home.display().to_string(),
             });
         }
-        let mut daemon = spawn_daemon(paths)?;
+        home::prepare(&paths.home)?;
+        let (mut daemon, log_start) = spawn_daemon(paths)?;
         let deadline = Instant::now() + START_LIMIT;
         loop {
-            if let Ok(stream) = UnixStream::connect(paths.socket()) {
-                return Client::wrap(stream, log);
+            if let Ok(stream) = UnixStream::connect(&socket) {
+                return Client::wrap(stream, paths);
+            }
+            if let Ok(Some(_)) = daemon.try_wait() {
+                // Ours gave way to another daemon (it holds the lock and
+                // listens by now), or died: then say why, in its words.
+                if let Ok(stream) = UnixStream::connect(&socket) {
+                    return Client::wrap(stream, paths);
+                }
+                return Err(ClientError::DiedAtStart {
+                    output: log_since(paths, log_start),
+                    log,
+                });
             }
             if Instant::now() > deadline {
                 return Err(ClientError::DidNotStart {
@@ -62,28 +135,33 @@ impl Client {
                     log,
                 });
             }
-            // The daemon we started gave way to another one (which holds the
-            // lock); if that one is only dying (a killed daemon's last
-            // threads), start ours again once it is gone.
-            if let Ok(Some(_)) = daemon.try_wait() {
-                std::thread::sleep(Duration::from_millis(20));
-                if UnixStream::connect(paths.socket()).is_err() {
-                    daemon = spawn_daemon(paths)?;
-                }
-            }
             std::thread::sleep(Duration::from_millis(3));
         }
     }
 
-    fn wrap(stream: UnixStream, log: String) -> Result<Client, ClientError> {
+    fn wrap(stream: UnixStream, paths: &Paths) -> Result<Client, ClientError> {
+        let log = paths.daemon_log().display().to_string();
+        let timeout = timeout();
         let writer = stream
             .try_clone()
+            .map_err(|e| ClientError::Io(e, log.clone()))?;
+        stream
+            .set_read_timeout(Some(timeout))
+            .and_then(|()| stream.set_write_timeout(Some(timeout)))
             .map_err(|e| ClientError::Io(e, log.clone()))?;
         Ok(Client {
             reader: BufReader::new(stream),
             writer,
             log,
+            paths: paths.clone(),
+            timeout,
+            warnings: Vec::new(),
         })
+    }
+
+    /// Warnings the daemon sent so far (taken).
+    pub fn take_warnings(&mut self) -> Vec<Warning> {
+        std::mem::take(&mut self.warnings)
     }
 
     /// A handle on the connection, to shut it down from another thread.
@@ -100,13 +178,29 @@ impl Client {
         codec::write_blocking(&mut self.writer, &envelope).map_err(|e| self.codec_error(e))
     }
 
-    /// Reads the next response; `None` when the daemon closed the connection.
+    /// Reads the next response (heartbeats skipped, warnings kept for
+    /// [`Client::take_warnings`]); `None` when the daemon closed the
+    /// connection.
     pub fn receive(&mut self) -> Result<Option<Response>, ClientError> {
-        codec::read_blocking(&mut self.reader).map_err(|e| self.codec_error(e))
+        loop {
+            match codec::read_blocking(&mut self.reader).map_err(|e| self.codec_error(e))? {
+                Some(Response::Working) => {}
+                Some(Response::Warning(warning)) => self.warnings.push(warning),
+                other => return Ok(other),
+            }
+        }
     }
 
     fn codec_error(&self, err: CodecError) -> ClientError {
         match err {
+            CodecError::Io(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                not_responding(&self.paths, self.timeout)
+            }
             CodecError::Io(e) => ClientError::Io(e, self.log.clone()),
             other => ClientError::Malformed(other),
         }
@@ -134,26 +228,67 @@ impl Client {
     }
 }
 
+/// The error for a daemon that sent nothing in time: its pid and its
+/// state from /proc (`stopped` after a SIGSTOP).
+fn not_responding(paths: &Paths, timeout: Duration) -> ClientError {
+    let pid = std::fs::read_to_string(paths.pid())
+        .ok()
+        .and_then(|p| p.trim().parse::<i32>().ok());
+    let state = pid
+        .and_then(crate::procfs::state)
+        .map_or("unknown", crate::procfs::state_name);
+    ClientError::NotResponding {
+        pid: pid.map_or_else(|| "unknown".into(), |p| p.to_string()),
+        state: state.to_owned(),
+        secs: timeout.as_secs().max(1),
+    }
+}
+
+/// What the daemon wrote to its log since `start` (its last 20 lines).
+fn log_since(paths: &Paths, start: u64) -> String {
+    let mut text = String::new();
+    if let Ok(mut file) = std::fs::File::open(paths.daemon_log())
+        && file.seek(SeekFrom::Start(start)).is_ok()
+    {
+        let mut bytes = Vec::new();
+        let _ = file.take(1 << 20).read_to_end(&mut bytes);
+        text = String::from_utf8_lossy(&bytes).into_owned();
+    }
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    if lines.is_empty() {
+        return "  (it wrote nothing)".into();
+    }
+    lines[lines.len().saturating_sub(20)..]
+        .iter()
+        .map(|l| format!("  {l}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 /// Starts `eco daemon` detached: its own session (it calls setsid), stdio
-/// to `daemon.log`. If two commands race, the daemon lock keeps one.
-fn spawn_daemon(paths: &Paths) -> Result<std::process::Child, ClientError> {
+/// to `daemon.log`. If two commands race, the daemon lock keeps one. The
+/// caller's soft descriptor limit is handed down for the apps (the daemon
+/// raises its own). Returns the child and where its output starts in the log.
+fn spawn_daemon(paths: &Paths) -> Result<(std::process::Child, u64), ClientError> {
     // A daemon whose home was removed is still stopping its apps: one
     // daemon per ECO_HOME path at any moment, so wait for it to be gone.
     crate::daemon::leftovers::wait_for_others(&paths.home, OTHER_DAEMON_LIMIT);
-    create_private_dir(&paths.home).map_err(ClientError::Spawn)?;
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(paths.daemon_log())
-        .map_err(ClientError::Spawn)?;
+    let log = home::open(&paths.daemon_log(), Open::Append)?;
+    let start = log.metadata().map(|m| m.len()).unwrap_or(0);
     let err = log.try_clone().map_err(ClientError::Spawn)?;
     let exe = std::env::current_exe().map_err(ClientError::Spawn)?;
-    Command::new(exe)
+    let mut command = Command::new(exe);
+    command
         .arg("daemon")
         .env("ECO_HOME", &paths.home)
         .stdin(Stdio::null())
         .stdout(log)
-        .stderr(err)
-        .spawn()
-        .map_err(ClientError::Spawn)
+        .stderr(err);
+    if let Ok((soft, _)) =
+        nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+    {
+        command.env(crate::paths::APP_NOFILE_ENV, soft.to_string());
+    }
+    let child = command.spawn().map_err(ClientError::Spawn)?;
+    Ok((child, start))
 }

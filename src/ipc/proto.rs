@@ -9,7 +9,7 @@ use crate::target::{Selected, TargetError};
 use crate::view::{AppView, Problem, Row, WaitFailure};
 
 /// Bumped on any incompatible change; checked on every request.
-pub const PROTOCOL_VERSION: u32 = 2;
+pub const PROTOCOL_VERSION: u32 = 3;
 
 /// The largest message accepted, either way (a 1,000-app spec is ~1 MiB).
 pub const MAX_MESSAGE: usize = 16 * 1024 * 1024;
@@ -76,8 +76,28 @@ pub enum Request {
     AddApp {
         app: Box<crate::spec::AppSpec>,
     },
+    /// Empty the log files of a target (or everything).
+    Flush {
+        target: Option<String>,
+    },
     /// Stop everything, then the daemon.
     Kill,
+}
+
+impl Request {
+    /// Requests still answered while the daemon stops: reads, and `kill`
+    /// (which waits for the stop under way).
+    pub fn allowed_while_stopping(&self) -> bool {
+        matches!(
+            self,
+            Request::Ping
+                | Request::List
+                | Request::Describe { .. }
+                | Request::LogFiles { .. }
+                | Request::Follow { .. }
+                | Request::Kill
+        ) || matches!(self, Request::Apply { dry_run: true, .. })
+    }
 }
 
 /// Every answer of the daemon. Typed facts only: the CLI renders them.
@@ -128,9 +148,29 @@ pub enum Response {
     Skipped {
         count: u64,
     },
-    /// `eco kill` was accepted: every app stops, then the daemon.
+    /// `eco kill` was accepted: every app stops, then the daemon (which
+    /// closes the connection once every app has stopped).
     Stopping,
+    /// The log files emptied by `eco flush`.
+    Flushed {
+        files: Vec<std::path::PathBuf>,
+    },
+    /// Sent every second while a request is in progress, so a client can
+    /// tell a busy daemon from a stuck one; clients skip it.
+    Working,
+    /// Something the user must hear of, before the answer.
+    Warning(Warning),
     Error(ErrorReply),
+}
+
+/// What a [`Response::Warning`] reports.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "warning", rename_all = "snake_case")]
+pub enum Warning {
+    /// The change was made but not saved (a full disk); the daemon retries.
+    NotSaved { error: String },
+    /// The daemon started without the saved state (damaged, refused).
+    NotRestored { message: String },
 }
 
 /// The commands answered with [`Response::Done`].

@@ -135,6 +135,8 @@ struct AppRuntime {
     /// (rolling replacement); not listed, but stopped and killed with the app.
     retiring: Vec<InstanceHandle>,
     user_stopped: bool,
+    /// Instances stopped one by one (`eco stop app:N`), saved with the state.
+    stopped_instances: std::collections::BTreeSet<u32>,
 }
 
 impl AppRuntime {
@@ -144,6 +146,7 @@ impl AppRuntime {
             instances,
             retiring: Vec::new(),
             user_stopped,
+            stopped_instances: std::collections::BTreeSet::new(),
         }
     }
 
@@ -180,6 +183,7 @@ impl ProjectRuntime {
                             instances: app.instances.clone(),
                             retiring: app.retiring.clone(),
                             user_stopped: app.user_stopped,
+                            stopped_instances: app.stopped_instances.clone(),
                         },
                     )
                 })
@@ -234,6 +238,9 @@ pub struct Engine {
     cgroups: Option<Arc<cgroup::Subtree>>,
     /// Restarts instances ask for (health checks), carried out in order.
     restarts: tokio::sync::mpsc::UnboundedSender<RestartRequest>,
+    /// Instances a restore keeps stopped (`eco stop app:N` before the
+    /// daemon restarted): launched as stopped, once.
+    held: std::sync::Mutex<std::collections::BTreeSet<(String, String, u32)>>,
 }
 
 impl Engine {
@@ -253,6 +260,7 @@ impl Engine {
             sampler: std::sync::Mutex::default(),
             tasks: TaskTracker::new(),
             closing: CancellationToken::new(),
+            held: std::sync::Mutex::default(),
             app_ops: std::sync::Mutex::default(),
             cgroups,
             restarts,
@@ -613,6 +621,15 @@ impl Engine {
     ) -> InstanceHandle {
         if self.is_closing() {
             // Shutdown has begun: nothing new starts.
+            return instance::stopped(index);
+        }
+        let key = (project_name.to_owned(), app.name.clone(), index);
+        if self
+            .held
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(&key)
+        {
             return instance::stopped(index);
         }
         gate.deps.extend(

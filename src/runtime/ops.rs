@@ -32,8 +32,11 @@ impl Engine {
                 let Some(app) = app_mut(&mut projects, sel) else {
                     continue;
                 };
-                if sel.instance.is_none() {
+                if let Some(index) = sel.instance {
+                    app.stopped_instances.insert(index);
+                } else {
                     app.user_stopped = true;
+                    app.stopped_instances.clear();
                     for handle in app.retiring.drain(..) {
                         handle.send(Control::Stop);
                         waiting.push(handle.finished());
@@ -118,10 +121,16 @@ impl Engine {
                 }
             }
         }
-        if let Some(app) = project.apps.get_mut(&sel.app)
-            && sel.instance.is_none()
-        {
-            app.user_stopped = false;
+        if let Some(app) = project.apps.get_mut(&sel.app) {
+            match sel.instance {
+                Some(index) => {
+                    app.stopped_instances.remove(&index);
+                }
+                None => {
+                    app.user_stopped = false;
+                    app.stopped_instances.clear();
+                }
+            }
         }
     }
 
@@ -297,32 +306,69 @@ impl Engine {
         Ok((sel, spec))
     }
 
-    /// What the daemon persists: each project's applied spec and user stops.
+    /// What the daemon persists: each project's applied spec and user
+    /// stops, whole apps as `app` and instances as `app:N` (those still
+    /// stopped: a reload or restart since may have started them again).
     pub async fn snapshot_for_state(&self) -> Vec<(ProjectSpec, Vec<String>)> {
         self.projects
             .lock()
             .await
             .values()
             .map(|p| {
-                let stopped = p
-                    .apps
-                    .iter()
-                    .filter(|(_, a)| a.user_stopped)
-                    .map(|(n, _)| n.clone())
-                    .collect();
+                let mut stopped = Vec::new();
+                for (name, app) in &p.apps {
+                    if app.user_stopped {
+                        stopped.push(name.clone());
+                        continue;
+                    }
+                    for index in &app.stopped_instances {
+                        let still = pick(&app.instances, Some(*index))
+                            .any(|h| h.state.borrow().status == crate::state::Status::Stopped);
+                        if still {
+                            stopped.push(format!("{name}:{index}"));
+                        }
+                    }
+                }
                 (p.spec.clone(), stopped)
             })
             .collect()
     }
 
     /// Re-creates a project from the saved state: apps the user had stopped
-    /// are recorded as stopped and not started.
+    /// are recorded as stopped and not started; so are single instances
+    /// (`app:N`).
     pub async fn restore(self: &Arc<Self>, spec: ProjectSpec, user_stopped: &[String]) {
+        let instances: Vec<(String, u32)> = user_stopped
+            .iter()
+            .filter_map(|entry| {
+                let (app, index) = entry.rsplit_once(':')?;
+                Some((app.to_owned(), index.parse().ok()?))
+            })
+            .collect();
+        let user_stopped: Vec<&String> = user_stopped.iter().filter(|e| !e.contains(':')).collect();
+        {
+            let mut held = self
+                .held
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            for (app, index) in &instances {
+                held.insert((spec.name.clone(), app.clone(), *index));
+            }
+        }
         let mut running = spec.clone();
-        running.apps.retain(|name, _| !user_stopped.contains(name));
+        running.apps.retain(|name, _| !user_stopped.contains(&name));
         self.apply(running).await;
+        self.held
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .retain(|(project, _, _)| project != &spec.name);
         let mut projects = self.projects.lock().await;
         if let Some(project) = projects.get_mut(&spec.name) {
+            for (app, index) in instances {
+                if let Some(app) = project.apps.get_mut(&app) {
+                    app.stopped_instances.insert(index);
+                }
+            }
             for name in user_stopped {
                 if let Some(app) = spec.apps.get(name) {
                     project.apps.insert(

@@ -6,6 +6,13 @@
 //! so ignored folders such as `node_modules` cost no inotify watch; a new
 //! folder gets its watch when it appears. Saves by rename-over and by
 //! delete-and-recreate are seen because the folder, not the file, is watched.
+//!
+//! Deploys replace folders, not files: the folder of an applied file is
+//! deleted and recreated, or a release link is swapped (`ln -sfn releases/2
+//! current.tmp && mv -T current.tmp current`). So every folder on the path
+//! of an applied file is watched too, a change to any link of the path
+//! counts as a change of the file, and a folder whose path now names
+//! another folder is watched again (re-resolved) when the watches are set.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -73,13 +80,28 @@ struct SourceWatch {
 struct Registry {
     /// Watched file → project.
     configs: BTreeMap<PathBuf, String>,
+    /// Every folder on the path of a watched file → its projects.
+    links: BTreeMap<PathBuf, BTreeSet<String>>,
     sources: Vec<SourceWatch>,
 }
 
 impl Registry {
-    fn route(&self, path: &Path, is_dir_create: bool) -> Vec<Change> {
+    /// `replaced`: the path was created, removed or renamed (what a link of
+    /// an applied file's path must undergo to count).
+    fn route(&self, path: &Path, is_dir_create: bool, replaced: bool) -> Vec<Change> {
         let mut changes = Vec::new();
         if let Some(project) = self.configs.get(path) {
+            changes.push(Change::Config {
+                project: project.clone(),
+            });
+        }
+        for project in self
+            .links
+            .get(path)
+            .into_iter()
+            .flatten()
+            .filter(|_| replaced)
+        {
             changes.push(Change::Config {
                 project: project.clone(),
             });
@@ -112,8 +134,9 @@ impl Registry {
 pub struct Watches {
     watcher: Mutex<Option<RecommendedWatcher>>,
     registry: Arc<Mutex<Registry>>,
-    /// Folders watched now.
-    folders: Mutex<BTreeSet<PathBuf>>,
+    /// Folders watched now, with the folder each path named then (device,
+    /// inode), to watch again a path that names another folder now.
+    folders: Mutex<BTreeMap<PathBuf, Option<(u64, u64)>>>,
     /// eco's own log folder, never watched (the daemon's; none in `up -F`).
     log_root: Option<PathBuf>,
 }
@@ -142,9 +165,15 @@ impl Watches {
                 return;
             }
             let registry = routing.lock().unwrap_or_else(PoisonError::into_inner);
+            let replaced = event.kind.is_create()
+                || event.kind.is_remove()
+                || matches!(
+                    event.kind,
+                    notify::EventKind::Modify(notify::event::ModifyKind::Name(_))
+                );
             for path in &event.paths {
                 let is_dir_create = event.kind.is_create() && path.is_dir();
-                for change in registry.route(path, is_dir_create) {
+                for change in registry.route(path, is_dir_create, replaced) {
                     let _ = tx.send(change);
                 }
             }
@@ -160,7 +189,7 @@ impl Watches {
             Arc::new(Watches {
                 watcher: Mutex::new(watcher),
                 registry,
-                folders: Mutex::new(BTreeSet::new()),
+                folders: Mutex::new(BTreeMap::new()),
                 log_root,
             }),
             rx,
@@ -177,6 +206,17 @@ impl Watches {
             for file in files.into_iter().filter(|f| !f.as_os_str().is_empty()) {
                 if let Some(folder) = file.parent() {
                     wanted.insert(folder.to_path_buf());
+                    // Each link of the path, seen from the folder holding it.
+                    let mut link = folder;
+                    while let Some(parent) = link.parent() {
+                        wanted.insert(parent.to_path_buf());
+                        registry
+                            .links
+                            .entry(link.to_path_buf())
+                            .or_default()
+                            .insert(spec.name.clone());
+                        link = parent;
+                    }
                 }
                 registry.configs.insert(file, spec.name.clone());
             }
@@ -230,15 +270,38 @@ impl Watches {
         let Some(watcher) = watcher.as_mut() else {
             return;
         };
-        for gone in folders.difference(&wanted) {
-            let _ = watcher.unwatch(gone);
-        }
-        for new in wanted.difference(&folders) {
-            if let Err(err) = watcher.watch(new, RecursiveMode::NonRecursive) {
-                tracing::warn!(folder = %new.display(), %err, "cannot watch (see fs.inotify.max_user_watches)");
+        folders.retain(|folder, _| {
+            let keep = wanted.contains(folder);
+            if !keep {
+                let _ = watcher.unwatch(folder);
+            }
+            keep
+        });
+        for folder in wanted {
+            let now = identity(&folder);
+            match folders.get(&folder) {
+                Some(then) if *then == now => continue,
+                // The path names another folder now (a swapped link, a
+                // recreated folder): the old watch follows the old one.
+                Some(_) => {
+                    let _ = watcher.unwatch(&folder);
+                }
+                None => {}
+            }
+            match watcher.watch(&folder, RecursiveMode::NonRecursive) {
+                Ok(()) => {
+                    folders.insert(folder, now);
+                }
+                // A folder being replaced: its parent's watch sees it come back.
+                Err(_) if now.is_none() => {
+                    folders.remove(&folder);
+                }
+                Err(err) => {
+                    folders.remove(&folder);
+                    tracing::warn!(folder = %folder.display(), %err, "cannot watch (see fs.inotify.max_user_watches)");
+                }
             }
         }
-        *folders = wanted;
     }
 
     /// Adds watches for a folder that appeared under a watched tree.
@@ -261,11 +324,19 @@ impl Watches {
             return;
         };
         for (folder, _) in add {
-            if folders.insert(folder.clone()) {
+            if !folders.contains_key(&folder) {
+                let id = identity(&folder);
+                folders.insert(folder.clone(), id);
                 let _ = watcher.watch(&folder, RecursiveMode::NonRecursive);
             }
         }
     }
+}
+
+/// The folder a path names now (links followed): device and inode.
+fn identity(folder: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(folder).ok().map(|m| (m.dev(), m.ino()))
 }
 
 /// `root` and every folder below it that is not ignored (nor eco's logs).
@@ -310,6 +381,7 @@ mod tests {
         ignores.push("**/fixtures/**".into());
         let registry = Registry {
             configs: BTreeMap::from([(PathBuf::from("/p/ecosystem.yaml"), "p".to_owned())]),
+            links: BTreeMap::from([(PathBuf::from("/p"), BTreeSet::from(["p".to_owned()]))]),
             sources: vec![SourceWatch {
                 project: "p".into(),
                 app: "web".into(),
@@ -319,8 +391,11 @@ mod tests {
                 ignore: globset(&ignores).expect("ignores"),
             }],
         };
-        let hit = |p: &str| !registry.route(Path::new(p), false).is_empty();
+        let hit = |p: &str| !registry.route(Path::new(p), false, true).is_empty();
         assert!(hit("/p/ecosystem.yaml"));
+        // The folder itself replaced (a swapped release link).
+        assert!(hit("/p"));
+        assert!(registry.route(Path::new("/p"), false, false).is_empty());
         assert!(hit("/p/web/src/a/b.js"));
         assert!(hit("/p/web/package.json"));
         assert!(!hit("/p/web/src/a/b.ts"));

@@ -1,0 +1,70 @@
+//! The daemon's first steps, before any app: take the home's lock (waiting
+//! for a daemon that is finishing its stop, stepping aside for one that
+//! serves), and raise the descriptor limit.
+
+use std::fs::File;
+use std::os::unix::net::UnixStream;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use nix::fcntl::{Flock, FlockArg};
+use nix::sys::resource::{Resource, getrlimit, setrlimit};
+
+use crate::home::{self, Open};
+use crate::paths::Paths;
+
+/// How long a new daemon waits for a stopping one to release the lock.
+const LOCK_WAIT: Duration = Duration::from_secs(60);
+
+/// Takes the daemon lock. `None`: another daemon serves this home (the
+/// command that started us talks to it). A daemon that holds the lock but
+/// no longer listens is stopping: wait for it to exit.
+pub fn lock(paths: &Paths) -> anyhow::Result<Option<Flock<File>>> {
+    let deadline = Instant::now() + LOCK_WAIT;
+    loop {
+        let file = home::open(&paths.lock(), Open::Keep)?;
+        match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+            Ok(lock) => return Ok(Some(lock)),
+            Err((_, nix::errno::Errno::EWOULDBLOCK)) => {
+                if UnixStream::connect(paths.socket()).is_ok() {
+                    tracing::info!(home = %paths.home.display(), "another daemon serves this home");
+                    return Ok(None);
+                }
+                if Instant::now() > deadline {
+                    anyhow::bail!(
+                        "another eco daemon holds {} but does not answer; stop it (its pid is in {})",
+                        paths.lock().display(),
+                        paths.pid().display()
+                    );
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err((_, err)) => return Err(err).context("cannot lock the daemon lock file"),
+        }
+    }
+}
+
+/// The soft `RLIMIT_NOFILE` of the command that started the daemon: the
+/// limit meant for its apps (the spawn sets it in the child). `None` when
+/// the daemon was started by hand (`eco daemon`): apps keep its limit.
+pub fn app_nofile() -> Option<u64> {
+    static LIMIT: std::sync::OnceLock<Option<u64>> = std::sync::OnceLock::new();
+    *LIMIT.get_or_init(|| {
+        std::env::var(crate::paths::APP_NOFILE_ENV)
+            .ok()
+            .and_then(|v| v.trim().parse().ok())
+    })
+}
+
+/// Raises the daemon's soft `RLIMIT_NOFILE` to the hard limit: it holds two
+/// pipes per instance, log files and sockets. Returns the limit now set.
+pub fn raise_nofile() -> Option<u64> {
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).ok()?;
+    if soft < hard
+        && let Err(err) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard)
+    {
+        tracing::warn!(%err, soft, hard, "cannot raise the descriptor limit");
+        return Some(soft);
+    }
+    Some(hard)
+}
