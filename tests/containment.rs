@@ -300,28 +300,41 @@ fn nginx_daemon_on_with_and_without_a_pid_file() {
 }
 
 /// The three escapes of issue 12, as one file.
-fn escapes_yaml(tag: &str) -> String {
+fn escapes_yaml(tag: &str, n: u32) -> String {
     let (k, v) = tag.split_once('=').expect("mark");
     format!(
         "name: escapes\napps:\n\
          \x20 renamed:\n\
-         \x20   cmd: [sh, -c, 'setsid perl -e \"\\$0=q(worker).(q(x) x 3000); sleep 600\" & exit 0']\n\
+         \x20   cmd: [sh, -c, 'setsid perl -e \"\\$0=q(worker{n}).(q(x) x 3000); sleep 600\" & exit 0']\n\
          \x20   restart: on-failure\n\
          \x20   env: {{ {k}: \"{v}\" }}\n\
          \x20 detached:\n\
-         \x20   cmd: [setsid, -f, sleep, '4242']\n\
+         \x20   cmd: [setsid, -f, sleep, '{d}']\n\
          \x20   restart: never\n\
          \x20   env: {{ {k}: \"{v}\" }}\n\
          \x20 doublefork:\n\
-         \x20   cmd: [sh, -c, 'sh -c \"sleep 777 &\"; exec sleep 1000']\n\
-         \x20   env: {{ {k}: \"{v}\" }}\n"
+         \x20   cmd: [sh, -c, 'sh -c \"sleep {f} &\"; exec sleep 1000']\n\
+         \x20   env: {{ {k}: \"{v}\" }}\n",
+        d = 4242 + n,
+        f = 7770 + n,
+    )
+}
+
+/// The command lines of one escapes test's three workers (each test has its
+/// own numbers, so parallel tests never see each other's).
+fn needles(n: u32) -> (String, String, String) {
+    (
+        format!("worker{n}xxxxxxxx"),
+        format!("sleep {}", 4242 + n),
+        format!("sleep {}", 7770 + n),
     )
 }
 
 /// Processes of the escapes test: by mark, and by the titles that hide it.
-fn escaped(tag: &str, dir: &Path) -> Vec<i32> {
+fn escaped(tag: &str, dir: &Path, n: u32) -> Vec<i32> {
     let mut found = processes_with_env(tag);
-    for needle in ["workerxxxxxxxx", "sleep 4242", "sleep 777"] {
+    let (worker, detached, forked) = needles(n);
+    for needle in [worker.as_str(), detached.as_str(), forked.as_str()] {
         for pid in processes_with_cmdline(needle) {
             // Only ours: their cwd is our folder.
             let cwd = std::fs::read_link(format!("/proc/{pid}/cwd")).unwrap_or_default();
@@ -353,7 +366,9 @@ fn run_escapes(as_nobody: bool) {
     } else {
         "escapes_root"
     });
-    write(dir.path(), "ecosystem.yaml", &escapes_yaml(&tag));
+    let n = u32::from(as_nobody);
+    write(dir.path(), "ecosystem.yaml", &escapes_yaml(&tag, n));
+    let (worker, detached, forked) = needles(n);
     if as_nobody {
         nix::unistd::chown(
             dir.path(),
@@ -396,16 +411,16 @@ fn run_escapes(as_nobody: bool) {
             "containment is {containment}"
         );
         eventually("every escape runs", LIMIT, || {
-            let procs = escaped(&tag, dir.path());
-            processes_with_cmdline("workerxxxxxxxx")
+            let procs = escaped(&tag, dir.path(), n);
+            processes_with_cmdline(&worker)
                 .iter()
                 .any(|p| procs.contains(p))
-                && !processes_with_cmdline("sleep 4242").is_empty()
-                && !processes_with_cmdline("sleep 777").is_empty()
+                && !processes_with_cmdline(&detached).is_empty()
+                && !processes_with_cmdline(&forked).is_empty()
         });
         let _ = ok(finish);
         nothing_left(&format!("nothing left after eco {finish:?}"), || {
-            escaped(&tag, dir.path())
+            escaped(&tag, dir.path(), n)
         });
     }
     let _ = ok(&["kill"]);
@@ -427,15 +442,17 @@ fn renamed_detached_and_double_forked_workers_leave_nothing_without_cgroups() {
 fn ctrl_c_of_up_f_leaves_no_escaped_worker() {
     let dir = tempfile::tempdir().expect("tempdir");
     let tag = mark("escapes_fg");
-    let file = write(dir.path(), "ecosystem.yaml", &escapes_yaml(&tag));
+    let n = 2;
+    let file = write(dir.path(), "ecosystem.yaml", &escapes_yaml(&tag, n));
+    let (_, detached, _) = needles(n);
     let mut eco = Foreground::start(dir.path(), dir.path(), &file);
     eventually("every escape runs", LIMIT, || {
-        !processes_with_cmdline("sleep 4242").is_empty() && escaped(&tag, dir.path()).len() >= 4
+        !processes_with_cmdline(&detached).is_empty() && escaped(&tag, dir.path(), n).len() >= 4
     });
     eco.signal(libc::SIGINT);
     let (code, _) = eco.wait_exit(LIMIT);
     assert_eq!(code, Some(0));
-    nothing_left("nothing left after Ctrl-C", || escaped(&tag, dir.path()));
+    nothing_left("nothing left after Ctrl-C", || escaped(&tag, dir.path(), n));
 }
 
 #[test]
