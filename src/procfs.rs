@@ -1,6 +1,17 @@
 //! The few /proc reads eco needs: a process's children and descendants,
 //! whether it still runs, and whether its environment carries a variable.
 
+/// Every process but this one.
+pub fn other_pids() -> impl Iterator<Item = i32> {
+    let own = std::process::id();
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_string_lossy().parse::<i32>().ok())
+        .filter(move |pid| u32::try_from(*pid).is_ok_and(|p| p != own))
+}
+
 /// Direct children of `pid` (all its threads' children).
 pub fn children(pid: i32) -> Vec<i32> {
     children_in(&format!("/proc/{pid}/task"))

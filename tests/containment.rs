@@ -9,7 +9,8 @@ use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use crate::support::{
-    Foreground, Home, eco_bin, eventually, mark, processes_with_env, stderr, stdout, write,
+    Foreground, Home, eco_bin, eventually, free_port, mark, processes_with_env, stderr, stdout,
+    write,
 };
 
 const LIMIT: Duration = Duration::from_secs(15);
@@ -29,14 +30,6 @@ fn processes_with_cmdline(needle: &str) -> Vec<i32> {
         })
         .filter(|pid| crate::support::state_of(*pid).is_some_and(|s| s != 'Z'))
         .collect()
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
 }
 
 fn read_pid(file: &Path) -> Option<i64> {

@@ -4,17 +4,9 @@
 
 use std::time::{Duration, Instant};
 
-use crate::support::{Home, eco_bin, eventually, stderr};
+use crate::support::{Home, eco_bin, eventually, free_port, stderr};
 
 const LIMIT: Duration = Duration::from_secs(15);
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
-}
 
 #[test]
 fn systemd_notify_ready_with_its_barrier_and_status_long_after() {

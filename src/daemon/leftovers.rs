@@ -18,16 +18,7 @@ const GRACE: Duration = Duration::from_secs(5);
 /// Blocking (at most `GRACE`): it runs before the daemon serves anything,
 /// or from `eco kill` when no daemon runs.
 pub fn stop(token: &str) -> usize {
-    let needle = format!("{SPAWN_MARK}={token}.");
-    let own = std::process::id();
-    let found: Vec<i32> = std::fs::read_dir("/proc")
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| e.file_name().to_string_lossy().parse::<i32>().ok())
-        .filter(|pid| u32::try_from(*pid).is_ok_and(|p| p != own))
-        .filter(|pid| procfs::env_has(*pid, |var| var.starts_with(needle.as_bytes())))
-        .collect();
+    let found = marked(token);
     if found.is_empty() {
         return 0;
     }
@@ -50,19 +41,18 @@ pub fn stop(token: &str) -> usize {
     found.len()
 }
 
+/// Every other process whose spawn mark starts with `prefix.`.
+fn marked(prefix: &str) -> Vec<i32> {
+    let needle = format!("{SPAWN_MARK}={prefix}.");
+    procfs::other_pids()
+        .filter(|pid| procfs::env_has(*pid, |var| var.starts_with(needle.as_bytes())))
+        .collect()
+}
+
 /// SIGKILL at once to every process marked with `prefix` (what a killed
 /// `up -F` left, when no cgroup holds it).
 pub fn kill_marked(prefix: &str) -> usize {
-    let needle = format!("{SPAWN_MARK}={prefix}.");
-    let own = std::process::id();
-    let found: Vec<i32> = std::fs::read_dir("/proc")
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| e.file_name().to_string_lossy().parse::<i32>().ok())
-        .filter(|pid| u32::try_from(*pid).is_ok_and(|p| p != own))
-        .filter(|pid| procfs::env_has(*pid, |var| var.starts_with(needle.as_bytes())))
-        .collect();
+    let found = marked(prefix);
     for pid in &found {
         let _ = killpg(Pid::from_raw(*pid), Signal::SIGKILL);
         let _ = kill(Pid::from_raw(*pid), Signal::SIGKILL);
@@ -74,13 +64,7 @@ pub fn kill_marked(prefix: &str) -> usize {
 /// default home when they have none): a daemon whose home was removed is
 /// still stopping its apps while a command wants a new one.
 pub fn other_daemons(home: &std::path::Path) -> Vec<i32> {
-    let own = std::process::id();
-    std::fs::read_dir("/proc")
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| e.file_name().to_string_lossy().parse::<i32>().ok())
-        .filter(|pid| u32::try_from(*pid).is_ok_and(|p| p != own))
+    procfs::other_pids()
         .filter(|pid| {
             let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
                 return false;

@@ -789,19 +789,9 @@ impl Actor {
                 }
                 () = tokio::time::sleep_until(watchdog_at.unwrap_or(far)), if watchdog_at.is_some() => {
                     self.event(&Event::WatchdogTimeout);
-                    self.set(|s| s.status = Status::Stopping);
-                    let exit = kill::stop(
-                        self.scope(pid, &mark, cgroup.as_ref()),
-                        &mut exit_rx,
-                        crate::spec::Signal(libc::SIGABRT),
-                        self.settings.stop_timeout,
-                    )
-                    .await;
-                    self.set(|s| {
-                        s.last_exit = Some(exit);
-                        s.pid = None;
-                    });
-                    drain(pumps).await;
+                    // As systemd: SIGABRT (a core dump shows where it hung).
+                    let abort = crate::spec::Signal(libc::SIGABRT);
+                    self.stop_with(abort, pid, &mark, cgroup.as_ref(), &mut exit_rx, pumps).await;
                     break RunEnd::Restart(Reason::Watchdog);
                 }
                 () = tokio::time::sleep_until(health_at.unwrap_or(far)), if health_at.is_some() && health_probe.is_none() => {
@@ -1005,11 +995,27 @@ impl Actor {
         exit_rx: &mut oneshot::Receiver<Exit>,
         pumps: [tokio::task::JoinHandle<()>; 2],
     ) -> Exit {
+        let signal = self.settings.stop_signal;
+        self.stop_with(signal, pid, mark, cgroup, exit_rx, pumps)
+            .await
+    }
+
+    /// Stops the process with `signal` (SIGKILL after `stop_timeout`) and
+    /// lets its output drain.
+    async fn stop_with(
+        &mut self,
+        signal: crate::spec::Signal,
+        pid: i32,
+        mark: &str,
+        cgroup: Option<&Cgroup>,
+        exit_rx: &mut oneshot::Receiver<Exit>,
+        pumps: [tokio::task::JoinHandle<()>; 2],
+    ) -> Exit {
         self.set(|s| s.status = Status::Stopping);
         let exit = kill::stop(
             self.scope(pid, mark, cgroup),
             exit_rx,
-            self.settings.stop_signal,
+            signal,
             self.settings.stop_timeout,
         )
         .await;

@@ -405,3 +405,12 @@ impl Drop for Home {
 pub(crate) fn all_online(rows: &[serde_json::Value]) -> bool {
     !rows.is_empty() && rows.iter().all(|r| r["status"] == "online")
 }
+
+/// A TCP port free on 127.0.0.1 right now.
+pub(crate) fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
