@@ -213,6 +213,14 @@ fn the_daemon_raises_its_descriptor_limit() {
         .expect("nofile line");
     let fields: Vec<&str> = line.split_whitespace().collect();
     assert_eq!(fields[3], fields[4], "soft == hard: {line}");
+    // The apps get the soft limit the caller had.
+    let app = rows[0]["pid"].as_i64().expect("pid");
+    let limits = std::fs::read_to_string(format!("/proc/{app}/limits")).expect("limits");
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .expect("nofile line");
+    assert_eq!(line.split_whitespace().nth(3), Some("64"), "{line}");
 }
 
 #[test]

@@ -98,6 +98,7 @@ fn spawn_argv(
     new_session(&mut command);
     let (mut child, exit) = spawn_in(reaper, &mut command, cgroup)?;
     let pid = pid_of(&child);
+    give_callers_nofile(pid);
     let (Some(stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
         return Err(io::Error::other("the child's output pipes are missing"));
     };
@@ -174,8 +175,41 @@ fn forget_supervisor(command: &mut Command) {
         "LISTEN_FDS",
         "LISTEN_PID",
         "LISTEN_FDNAMES",
+        crate::paths::APP_NOFILE_ENV,
     ] {
         command.env_remove(var);
+    }
+}
+
+/// The daemon raised its own descriptor limit; its apps get the soft limit
+/// of the command that started it (programs that use select(2) break above
+/// 1024). Set right after the spawn: a program reads its limit when it
+/// needs it, long after its first instructions.
+#[allow(unsafe_code)]
+fn give_callers_nofile(pid: i32) {
+    let Some(soft) = crate::daemon::startup::app_nofile() else {
+        return;
+    };
+    let Ok((_, hard)) = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+    else {
+        return;
+    };
+    let limit = libc::rlimit {
+        rlim_cur: soft.min(hard),
+        rlim_max: hard,
+    };
+    // SAFETY: prlimit(2) reads `limit`, a valid rlimit on our stack, and
+    // writes nothing (old limit pointer is null); a wrong pid only fails.
+    let rc = unsafe {
+        libc::prlimit(
+            pid,
+            libc::RLIMIT_NOFILE,
+            &raw const limit,
+            std::ptr::null_mut(),
+        )
+    };
+    if rc != 0 {
+        tracing::debug!(pid, err = %std::io::Error::last_os_error(), "cannot set the app's descriptor limit");
     }
 }
 
