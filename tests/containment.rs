@@ -417,6 +417,16 @@ fn run_escapes(as_nobody: bool) {
         });
     }
     let _ = ok(&["kill"]);
+    let home_var = format!("ECO_HOME={}", home.display());
+    nothing_left("no daemon left", || {
+        processes_with_cmdline(" daemon")
+            .into_iter()
+            .filter(|p| {
+                std::fs::read(format!("/proc/{p}/environ"))
+                    .is_ok_and(|e| e.split(|b| *b == 0).any(|v| v == home_var.as_bytes()))
+            })
+            .collect()
+    });
 }
 
 #[test]

@@ -201,6 +201,10 @@ pub struct InstanceRow {
     pub state: InstanceState,
 }
 
+/// How long shutdown waits for the engine's tasks once every app stopped
+/// (an output reader whose pipe a stray process still holds never ends).
+const TASKS_LIMIT: Duration = Duration::from_secs(5);
+
 /// Serialises the operations on one app (rollouts, user commands, saves),
 /// and lets a newer one interrupt a rollout in progress.
 #[derive(Default)]
@@ -705,9 +709,16 @@ impl Engine {
         }
         self.projects.lock().await.clear();
         self.listeners.sync(&std::collections::BTreeSet::new());
-        self.tasks.close();
-        self.tasks.wait().await;
+        // Escapees no instance owns may hold an app's output pipes open:
+        // they go first, so the output readers can end.
         self.reap_unowned().await;
+        self.tasks.close();
+        if tokio::time::timeout(TASKS_LIMIT, self.tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("some tasks did not end in time; stopping anyway");
+        }
         if let Some(cgroups) = &self.cgroups {
             cgroups.remove();
         }
