@@ -96,7 +96,7 @@ fn a_failing_health_check_restarts_after_three_failures_and_a_healthy_one_never(
     home.write(
         "ecosystem.yaml",
         &format!(
-            "apps:\n  sick:\n    cmd: [python3, app.py, {flag}, '{sick}']\n    health: {{ http: 'http://127.0.0.1:{sick}/', interval: 200ms, timeout: 1s, failures: 3 }}\n  well:\n    cmd: [python3, app.py, /no/such/flag, '{well}']\n    health: {{ http: 'http://127.0.0.1:{well}/', interval: 200ms, failures: 3 }}\n",
+            "apps:\n  sick:\n    cmd: [python3, app.py, {flag}, '{sick}']\n    ready: {{ tcp: '127.0.0.1:{sick}' }}\n    health: {{ http: 'http://127.0.0.1:{sick}/', interval: 200ms, timeout: 1s, failures: 3 }}\n  well:\n    cmd: [python3, app.py, /no/such/flag, '{well}']\n    ready: {{ tcp: '127.0.0.1:{well}' }}\n    health: {{ http: 'http://127.0.0.1:{well}/', interval: 200ms, failures: 3 }}\n",
             flag = flag.display()
         ),
     );
