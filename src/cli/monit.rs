@@ -211,8 +211,7 @@ impl Monit {
                     ratatui::widgets::Cell::from(shown_project),
                     r.app.clone().into(),
                     r.instance.to_string().into(),
-                    ratatui::text::Span::styled(r.status.as_str(), Style::default().fg(color))
-                        .into(),
+                    ratatui::text::Span::styled(status_cell(r), Style::default().fg(color)).into(),
                     r.cpu_percent
                         .map_or_else(|| "-".to_owned(), |c| format!("{c:.1}%"))
                         .into(),
@@ -233,7 +232,7 @@ impl Monit {
                 Constraint::Length(10),
                 Constraint::Min(8),
                 Constraint::Length(3),
-                Constraint::Length(8),
+                Constraint::Min(8),
                 Constraint::Length(7),
                 Constraint::Length(10),
                 Constraint::Length(HISTORY as u16),
@@ -288,6 +287,22 @@ impl Monit {
         let next = (current + delta).clamp(0, count as isize - 1);
         self.table.select(Some(next as usize));
         self.follow_selected();
+    }
+}
+
+/// The status, with the app's own words (`STATUS=`) when it sent some.
+fn status_cell(row: &view::Row) -> String {
+    let status = if row.reloading {
+        "reloading"
+    } else {
+        row.status.as_str()
+    };
+    match &row.status_text {
+        Some(text) => {
+            let short: String = text.chars().take(24).collect();
+            format!("{status} · {short}")
+        }
+        None => status.to_owned(),
     }
 }
 
