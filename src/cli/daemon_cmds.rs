@@ -118,7 +118,9 @@ fn saved_profile(project: &str) -> Option<Option<String>> {
     let mut client = Client::connect(&Paths::from_env(), false).ok()?;
     let answer = client
         .call(Request::Describe {
-            target: project.to_owned(),
+            // `project/` names the whole project, even when an app of
+            // another project has the same name.
+            target: format!("{project}/"),
         })
         .ok()?;
     let Response::Describe { apps } = answer else {
