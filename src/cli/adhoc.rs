@@ -5,7 +5,7 @@ use std::path::Path;
 
 use anyhow::Result;
 
-use crate::config::validate::{normalize, valid_name};
+use crate::config::validate::{RESERVED_APP_NAMES, name_problem, normalize};
 use crate::error::UsageError;
 use crate::spec::{AppSpec, Mode, ProcessSpec, Settings, Watch};
 
@@ -47,9 +47,12 @@ pub fn app(
             .file_stem()
             .map_or_else(|| "app".to_owned(), |s| s.to_string_lossy().into_owned()),
     };
-    if !valid_name(&name) {
+    if let Some(problem) = name_problem(&name) {
+        return Err(UsageError(format!("app name {name:?} {problem}; pass --name")).into());
+    }
+    if RESERVED_APP_NAMES.contains(&name.as_str()) {
         return Err(UsageError(format!(
-            "app name {name:?} may only use A-Z a-z 0-9 _ . -; pass --name"
+            "app name {name:?} is reserved (`all` names every app); pass --name"
         ))
         .into());
     }
