@@ -104,3 +104,13 @@ fn an_address_held_by_another_program_is_an_error_not_a_crash_loop() {
     assert!(home.rows().is_empty(), "nothing started");
     drop(holder);
 }
+
+#[test]
+fn ad_hoc_names_follow_the_files_rules() {
+    let home = Home::new();
+    home.write("job.sh", "sleep 1000\n");
+    for name in ["all", &"x".repeat(65)] {
+        let out = home.eco(&["start", "job.sh", "--name", name]);
+        assert_eq!(out.status.code(), Some(2), "{name}: {}", stderr(&out));
+    }
+}
