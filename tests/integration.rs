@@ -11,6 +11,7 @@ mod honest;
 mod notify;
 mod observe;
 mod pm2;
+mod production;
 mod reconcile;
 mod reload;
 mod security;

@@ -51,6 +51,10 @@ pub enum Command {
         /// Print the plan, change nothing
         #[arg(long)]
         dry_run: bool,
+        /// With -F: once an app is errored, stop the others and exit 1
+        /// (a container's entrypoint, so the orchestrator restarts it)
+        #[arg(long, requires = "foreground")]
+        exit_on_error: bool,
     },
     /// Stop and forget a project's apps
     Down {
@@ -143,6 +147,31 @@ pub enum Command {
     Kill,
     /// Run the daemon in the foreground
     Daemon,
+    /// Write a systemd unit that starts eco's daemon at boot
+    Startup {
+        /// A unit for `systemctl --user` (WantedBy=default.target)
+        #[arg(long, conflicts_with = "user_name")]
+        user: bool,
+        /// Print the unit on stdout; install nothing
+        #[arg(long)]
+        print: bool,
+        /// Run the daemon as this user (root writing the unit for someone else)
+        #[arg(short = 'u', long = "user-name", value_name = "NAME")]
+        user_name: Option<String>,
+    },
+    /// Disable and remove the unit `eco startup` wrote
+    Unstartup {
+        /// The `systemctl --user` unit
+        #[arg(long, conflicts_with = "user_name")]
+        user: bool,
+        /// The unit written with --user-name NAME
+        #[arg(short = 'u', long = "user-name", value_name = "NAME")]
+        user_name: Option<String>,
+    },
+    /// Nothing to do: eco saves its state continuously (PM2 habit)
+    Save,
+    /// Start the daemon, which restores every applied project (PM2 habit)
+    Resurrect,
     /// Send an sd_notify message (e.g. READY=1) to $NOTIFY_SOCKET, like systemd-notify
     Notify {
         /// Send this open descriptor along (with FDSTORE=1); repeatable

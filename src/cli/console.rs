@@ -19,6 +19,8 @@ pub struct Console {
     tx: Mutex<Option<Sender<Message>>>,
     writer: Mutex<Option<JoinHandle<()>>>,
     color: bool,
+    /// Woken at the first `errored` instance (`up -F --exit-on-error`).
+    errored: tokio::sync::Notify,
 }
 
 /// ANSI colours cycled over app names.
@@ -54,6 +56,7 @@ impl Console {
             tx: Mutex::new(Some(tx)),
             writer: Mutex::new(Some(writer)),
             color,
+            errored: tokio::sync::Notify::new(),
         }
     }
 
@@ -73,6 +76,11 @@ impl Console {
         let mut line = text.to_owned();
         line.push('\n');
         self.send(Message::Err(line));
+    }
+
+    /// Resolves once an instance is errored (at once if one was already).
+    pub async fn errored(&self) {
+        self.errored.notified().await;
     }
 
     /// Writes out everything queued and stops the writer.
@@ -154,5 +162,9 @@ impl Observer for Console {
             ),
         };
         self.send(Message::Err(format!("eco: {text}\n")));
+        if matches!(event, Event::Errored { .. }) {
+            // A stored permit: a waiter that comes later still wakes.
+            self.errored.notify_one();
+        }
     }
 }

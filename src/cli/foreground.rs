@@ -3,6 +3,9 @@
 //! files are applied (an invalid save changes nothing), watched sources
 //! restart their app, memory limits and schedules act; Ctrl-C or SIGTERM
 //! stops every app gracefully (a second one kills them), SIGHUP re-reads.
+//! As a container's PID 1 it is init: the reaper's `waitpid(-1)` reaps
+//! every orphan, and `--exit-on-error` ends it (exit 1, the others stopped
+//! gracefully) once an app is errored, so the orchestrator restarts it.
 
 use std::sync::Arc;
 
@@ -19,8 +22,9 @@ use crate::runtime::guard::Guardian;
 use crate::runtime::reaper::Reaper;
 use crate::spec::ProjectSpec;
 
-/// Runs until Ctrl-C or SIGTERM; returns the exit code.
-pub async fn run(spec: ProjectSpec) -> anyhow::Result<i32> {
+/// Runs until Ctrl-C or SIGTERM (or, with `exit_on_error`, an errored
+/// app); returns the exit code.
+pub async fn run(spec: ProjectSpec, exit_on_error: bool) -> anyhow::Result<i32> {
     let mut signals = Signals::install()?;
     let services = TaskTracker::new();
     let services_stop = CancellationToken::new();
@@ -28,7 +32,7 @@ pub async fn run(spec: ProjectSpec) -> anyhow::Result<i32> {
     let console = Arc::new(Console::new());
     // This `up -F`'s world: its spawn mark, and its cgroup subtree where the
     // machine allows. Subtrees of `up -F`s that died are cleared first.
-    let world = format!("fg-{}", std::process::id());
+    let world = world_name(std::process::id());
     let cgroups = Subtree::create(&format!("eco-{world}")).map(Arc::new);
     if let Some(subtree) = &cgroups {
         clear_dead_worlds(subtree);
@@ -53,15 +57,37 @@ pub async fn run(spec: ProjectSpec) -> anyhow::Result<i32> {
         console.notice(&format!("eco: {line}"));
     }
     tracing::debug!(%project, "applied");
-    reconciler
-        .serve(&mut signals, std::future::pending::<()>())
-        .await;
+    let mut errored = false;
+    let until = async {
+        if exit_on_error {
+            console.errored().await;
+            errored = true;
+            console.notice(&render::exit_on_error());
+        } else {
+            std::future::pending::<()>().await;
+        }
+    };
+    reconciler.serve(&mut signals, until).await;
     guardian.finish().await;
     services_stop.cancel();
     services.close();
     services.wait().await;
     console.finish();
-    Ok(0)
+    Ok(i32::from(errored))
+}
+
+/// `fg-<pid>`; as PID 1 (a container, `unshare --pid`) the pid says
+/// nothing outside the namespace, and two such `up -F`s sharing a cgroup
+/// parent must not share a subtree, so a time suffix makes it unique.
+fn world_name(pid: u32) -> String {
+    if pid == 1 {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        format!("fg-1-{nanos:x}")
+    } else {
+        format!("fg-{pid}")
+    }
 }
 
 /// Clears the cgroup subtrees of `up -F`s that are gone (killed before

@@ -11,6 +11,7 @@ pub mod fixture;
 pub mod foreground;
 pub mod monit;
 pub mod render;
+pub mod startup;
 
 use anyhow::Result;
 
@@ -34,8 +35,9 @@ pub fn run(cli: Cli) -> Result<i32> {
             file,
             profile,
             foreground: true,
+            exit_on_error,
             ..
-        } => up_foreground(&file, &profile),
+        } => up_foreground(&file, &profile, exit_on_error),
         Command::Notify { messages, fd } => notify(&messages, &fd),
         Command::Listen { fds, names, argv } => {
             let err = crate::runtime::listen::exec_with_fds(&fds, &names, &argv);
@@ -86,6 +88,14 @@ pub fn run(cli: Cli) -> Result<i32> {
             crate::daemon::main(crate::paths::Paths::from_env())?;
             Ok(0)
         }
+        Command::Startup {
+            user,
+            print,
+            user_name,
+        } => startup::startup(user, print, user_name.as_deref()),
+        Command::Unstartup { user, user_name } => startup::unstartup(user, user_name.as_deref()),
+        Command::Save => Ok(startup::save()),
+        Command::Resurrect => startup::resurrect(),
         Command::Export { target } => export::run(target),
         Command::Import { file } => {
             print!("{}", config::import(&config::locate(Some(&file))?)?);
@@ -128,7 +138,7 @@ fn validate(file: &FileArgs, profile: &ProfileArgs) -> Result<i32> {
     Ok(0)
 }
 
-fn up_foreground(file: &FileArgs, profile: &ProfileArgs) -> Result<i32> {
+fn up_foreground(file: &FileArgs, profile: &ProfileArgs, exit_on_error: bool) -> Result<i32> {
     let path = config::locate(file.file.as_deref())?;
     let home = crate::paths::Paths::from_env().home;
     let (spec, notes) = config::load_for_run(&path, profile.profile.as_deref(), &home)?;
@@ -136,7 +146,7 @@ fn up_foreground(file: &FileArgs, profile: &ProfileArgs) -> Result<i32> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    runtime.block_on(foreground::run(spec))
+    runtime.block_on(foreground::run(spec, exit_on_error))
 }
 
 /// `eco notify READY=1`: what systemd-notify does, for shell-script apps;

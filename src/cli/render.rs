@@ -254,6 +254,11 @@ pub fn instances(app: &str, from: u32, to: u32) -> String {
 }
 
 /// One line per action, as `eco diff` and `eco up` print them.
+/// `up -F --exit-on-error` giving up.
+pub fn exit_on_error() -> String {
+    "eco: an app is errored and --exit-on-error is set: stopping every app, then exiting 1".into()
+}
+
 pub fn plan_lines(actions: &[Action]) -> Vec<String> {
     actions
         .iter()

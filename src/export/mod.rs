@@ -5,6 +5,7 @@
 //! [`ProjectSpec`]: crate::spec::ProjectSpec
 
 pub mod kubernetes;
+pub mod startup;
 pub mod systemd;
 
 use std::time::Duration;

@@ -398,7 +398,7 @@ fn exec_line(
 
 /// One word of an `ExecStart=` line. systemd expands `%` specifiers and
 /// `$VAR` there, and unquotes C-style: a literal `%` is `%%`, `$` is `$$`.
-fn exec_word(word: &str) -> String {
+pub(crate) fn exec_word(word: &str) -> String {
     let plain = !word.is_empty()
         && word
             .chars()
@@ -420,7 +420,7 @@ fn exec_word(word: &str) -> String {
 /// One `Environment=` assignment, quoted. There systemd expands `%`
 /// specifiers and C escapes but not `$` (the manual: "the $ character has
 /// no special meaning").
-fn env_assignment(key: &str, value: &str) -> String {
+pub(crate) fn env_assignment(key: &str, value: &str) -> String {
     let mut out = String::from("\"");
     for c in key.chars().chain(std::iter::once('=')).chain(value.chars()) {
         push_quoted(&mut out, c);
@@ -451,7 +451,7 @@ fn specifiers(text: &str) -> String {
 }
 
 /// A systemd time span: `10s`, `1500ms`.
-fn span(d: Duration) -> String {
+pub(crate) fn span(d: Duration) -> String {
     let ms = d.as_millis();
     if ms.is_multiple_of(1000) {
         format!("{}s", ms / 1000)
