@@ -25,6 +25,7 @@ fn examples() -> Vec<std::path::PathBuf> {
         root().join("examples/minimal.yaml"),
         root().join("examples/shop/ecosystem.yaml"),
         root().join("examples/cluster/ecosystem.yaml"),
+        root().join("examples/container/ecosystem.yaml"),
     ];
     files.sort();
     files
