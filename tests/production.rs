@@ -215,6 +215,21 @@ fn save_is_a_no_op_and_resurrect_restores() {
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert!(stdout(&out).contains("api"), "{}", stdout(&out));
     home.wait_rows("api back online", all_online);
+
+    // systemd stops the daemon at shutdown with SIGTERM: its apps stop, the
+    // state stays, and the next boot's daemon restores it.
+    let daemon = home.daemon_pid().expect("daemon pid");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(daemon),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .expect("SIGTERM");
+    eventually("daemon stopped", Duration::from_secs(20), || {
+        state_of(daemon).is_none_or(|s| s == 'Z')
+    });
+    let out = home.eco(&["resurrect"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    home.wait_rows("api restored after SIGTERM", all_online);
 }
 
 /// `eco up -F` as PID 1 of a new pid namespace, its output collected.
