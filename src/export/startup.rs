@@ -13,9 +13,13 @@ use crate::spec::ProjectSpec;
 /// How often systemd expects a WATCHDOG=1 (the daemon pings at half this).
 const WATCHDOG: Duration = Duration::from_secs(30);
 
-/// Descriptors for the daemon (two pipes per instance, logs, sockets) and,
-/// through it, its apps.
-const NOFILE: u64 = 65_536;
+/// Descriptors for the daemon: two pipes per instance, logs, sockets.
+const NOFILE: u64 = 524_288;
+
+/// The soft limit apps get back (`ECO_APP_NOFILE`), as from a login shell
+/// and as systemd gives its services: select(2) users keep working, and
+/// apps may raise it up to [`NOFILE`].
+const APP_NOFILE: u64 = 1024;
 
 /// Time on top of the apps' stop timeouts: the kill step, reaping, the
 /// state's last save. Without it systemd's SIGKILL would race eco's own.
@@ -160,6 +164,7 @@ pub fn render(unit: &DaemonUnit<'_>) -> String {
         ("ECO_HOME", unit.eco_home.display().to_string()),
         ("HOME", unit.home.display().to_string()),
         ("PATH", unit.path.to_owned()),
+        (crate::paths::APP_NOFILE_ENV, APP_NOFILE.to_string()),
     ] {
         let _ = writeln!(out, "Environment={}", env_assignment(key, &value));
     }
@@ -251,7 +256,8 @@ mod tests {
             "Delegate=yes",
             "WatchdogSec=30s",
             "Restart=on-failure",
-            "LimitNOFILE=65536",
+            "LimitNOFILE=524288",
+            "Environment=\"ECO_APP_NOFILE=1024\"",
             "Environment=\"ECO_HOME=/home/al/.eco\"",
             "Environment=\"HOME=/home/al\"",
             "Environment=\"PATH=/home/al/.nvm/versions/node/v22/bin:/usr/bin:/bin\"",
