@@ -111,6 +111,18 @@ impl Client {
                 home: paths.home.display().to_string(),
             });
         }
+        // A daemon of this home may be starting (not listening yet), or
+        // stopping after its home was removed: wait for its socket or its
+        // end, so that one daemon per home runs at any moment.
+        let others_limit = Instant::now() + OTHER_DAEMON_LIMIT;
+        while !crate::daemon::leftovers::other_daemons(&paths.home).is_empty()
+            && Instant::now() < others_limit
+        {
+            if let Ok(stream) = UnixStream::connect(&socket) {
+                return Client::wrap(stream, paths);
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
         home::prepare(&paths.home)?;
         let (mut daemon, log_start) = spawn_daemon(paths)?;
         let deadline = Instant::now() + START_LIMIT;
@@ -270,9 +282,6 @@ fn log_since(paths: &Paths, start: u64) -> String {
 /// caller's soft descriptor limit is handed down for the apps (the daemon
 /// raises its own). Returns the child and where its output starts in the log.
 fn spawn_daemon(paths: &Paths) -> Result<(std::process::Child, u64), ClientError> {
-    // A daemon whose home was removed is still stopping its apps: one
-    // daemon per ECO_HOME path at any moment, so wait for it to be gone.
-    crate::daemon::leftovers::wait_for_others(&paths.home, OTHER_DAEMON_LIMIT);
     let log = home::open(&paths.daemon_log(), Open::Append)?;
     let start = log.metadata().map(|m| m.len()).unwrap_or(0);
     let err = log.try_clone().map_err(ClientError::Spawn)?;
