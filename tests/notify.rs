@@ -281,7 +281,8 @@ fn the_daemon_notifies_its_supervisor() {
     assert!(ready.contains("STATUS=1 projects, 1 instances"), "{got:?}");
     assert!(
         got.iter().filter(|m| m.contains("WATCHDOG=1")).count() >= 2,
-        "{got:?}"
+        "{got:?}\ndaemon.log:\n{}",
+        std::fs::read_to_string(home.path().join("daemon.log")).unwrap_or_default()
     );
     // The restored app runs, and the app did not inherit the supervisor's socket.
     let pid = home.row("a", 0)["pid"].as_i64().expect("pid");

@@ -471,16 +471,25 @@ impl Actor {
                 self.id.index,
                 CGROUP_COUNTER.fetch_add(1, Ordering::Relaxed)
             );
-            match (
-                subtree.child(&name),
-                subtree.child(&format!("{name}.probe")),
-            ) {
-                (Ok(cgroup), Ok(probes)) => {
-                    self.cgroup = Some(cgroup);
-                    self.probe_cgroup = Some(probes);
-                }
-                (Err(err), _) | (_, Err(err)) => {
+            // Exec probes (readiness or health) get a cgroup of their own;
+            // apps without them pay for one mkdir, not two.
+            let probes = matches!(self.settings.ready, Some(Ready::Exec(_)))
+                || matches!(
+                    self.settings.health.as_ref().map(|h| &h.probe),
+                    Some(crate::spec::Probe::Exec(_))
+                );
+            match subtree.child(&name) {
+                Ok(cgroup) => self.cgroup = Some(cgroup),
+                Err(err) => {
                     tracing::warn!(%err, instance = ?self.id, "cannot create the instance's cgroup");
+                }
+            }
+            if probes && self.cgroup.is_some() {
+                match subtree.child(&format!("{name}.probe")) {
+                    Ok(cgroup) => self.probe_cgroup = Some(cgroup),
+                    Err(err) => {
+                        tracing::warn!(%err, instance = ?self.id, "cannot create the probes' cgroup");
+                    }
                 }
             }
         }
