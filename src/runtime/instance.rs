@@ -932,8 +932,8 @@ impl Actor {
             // to check, so it is trusted (live outsiders are dropped).
             return true;
         }
-        if let Some(cgroup) = cgroup {
-            return cgroup.procs().contains(&pid);
+        if cgroup.is_some_and(|c| c.procs().contains(&pid)) {
+            return true;
         }
         pid == main
             || crate::procfs::descendants(main).contains(&pid)
