@@ -267,8 +267,10 @@ impl Engine {
             }
             let now = Instant::now();
             for slot in slots.iter_mut().filter(|s| s.is_starting()) {
-                let Some(new) = &slot.new else { continue };
-                let status = new.state.borrow().status;
+                let Some(new) = &mut slot.new else { continue };
+                // Marked seen, so the next wait's clones wake only on a newer
+                // change (an unseen one would make every wait return at once).
+                let status = new.state.borrow_and_update().status;
                 let ready = if slot.replaced {
                     // Its old one is gone already.
                     Phase::Done
