@@ -92,6 +92,9 @@ ROWS = [
     ("scale", "scale_kill_10000", "8. scale: `eco kill`, 10,000 instances", fmt_time, "noratio"),
     ("scale", "scale_left_10000", "8. scale: processes left after kill, 10,000", fmt_int, "noratio"),
 ]
+for _n in (9000,):
+    ROWS += [(s, m.replace("10000", str(_n)), lab.replace("10,000", "{:,}".format(_n)), f, k)
+             for (s, m, lab, f, k) in [r for r in ROWS if r[1].endswith("_10000")]]
 ANOMALIES = ("lost", "corrupt", "duplicated", "out_of_order")
 
 

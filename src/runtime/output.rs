@@ -17,13 +17,6 @@ pub const MAX_LINE: usize = 64 * 1024;
 /// The first read's size; reads that fill it double it, up to [`MAX_LINE`].
 const READ_MIN: usize = 4096;
 
-/// The pipe size a chatty instance gets (the kernel's default is 64 KiB):
-/// a writer printing one short line per `write(2)` blocks whenever the
-/// pipe is full, and a larger pipe lets it run while eco writes the file.
-/// Only instances whose reads fill [`MAX_LINE`] get it, so thousands of quiet
-/// ones do not pin pipe memory (`fs.pipe-user-pages-soft`).
-const CHATTY_PIPE: i32 = 1024 * 1024;
-
 /// Waits for the first output line matching a regex (`ready: {log: ...}`),
 /// on stdout or stderr (a clone watches each): uvicorn, gunicorn and
 /// Python's logging write to stderr.
@@ -45,18 +38,11 @@ pub async fn pump(
     // small, since most processes print little, and grows for chatty ones.
     let mut buf: Vec<u8> = Vec::new();
     let mut want = READ_MIN;
-    let mut grown = false;
     loop {
         buf.reserve(want);
         match pipe.read_buf(&mut buf).await {
             Ok(0) => break,
-            Ok(n) if n == want => {
-                if want == MAX_LINE && !grown {
-                    grown = true;
-                    grow(&pipe);
-                }
-                want = (want * 2).min(MAX_LINE);
-            }
+            Ok(n) if n == want => want = (want * 2).min(MAX_LINE),
             Ok(_) => {}
             Err(err) if err.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(_) => break,
@@ -70,18 +56,6 @@ pub async fn pump(
         buf.push(b'\n');
         deliver(&buf, &id, stream, &*observer, &mut matcher);
     }
-}
-
-/// Asks for a [`CHATTY_PIPE`]-sized pipe, or as much as `fs.pipe-max-size`
-/// allows; a refusal (the user's pipe pages are used up) keeps the pipe as it is.
-fn grow(pipe: &pipe::Receiver) {
-    use std::os::fd::AsFd;
-    let fd = pipe.as_fd();
-    let max = std::fs::read_to_string("/proc/sys/fs/pipe-max-size")
-        .ok()
-        .and_then(|v| v.trim().parse::<i32>().ok())
-        .unwrap_or(CHATTY_PIPE);
-    let _ = nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETPIPE_SZ(CHATTY_PIPE.min(max)));
 }
 
 /// Hands `emit` runs of complete lines from `buf` (each ending in `\n`),
