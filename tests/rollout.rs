@@ -22,25 +22,20 @@ fn pids(home: &Home) -> Vec<i64> {
         .collect()
 }
 
-/// The best of three reloads of `api`, each checked to replace every
-/// instance.
+/// One reload of `api`, checked to replace every instance.
 fn reload_time(home: &Home) -> Duration {
-    let mut best = Duration::MAX;
-    for _ in 0..3 {
-        let before = pids(home);
-        let started = Instant::now();
-        home.ok(&["reload", "api"]);
-        let took = started.elapsed();
-        let rows = home.rows();
-        assert!(all_online(&rows), "{rows:#?}");
-        let after = pids(home);
-        assert!(
-            after.iter().all(|p| !before.contains(p)),
-            "{before:?} → {after:?}"
-        );
-        best = best.min(took);
-    }
-    best
+    let before = pids(home);
+    let started = Instant::now();
+    home.ok(&["reload", "api"]);
+    let took = started.elapsed();
+    let rows = home.rows();
+    assert!(all_online(&rows), "{rows:#?}");
+    let after = pids(home);
+    assert!(
+        after.iter().all(|p| !before.contains(p)),
+        "{before:?} → {after:?}"
+    );
+    took
 }
 
 #[test]
@@ -51,8 +46,6 @@ fn eight_instances_with_surge_4_swap_in_about_the_time_of_one() {
         &cluster_file(free_port(), 1, "{ max_surge: 1 }"),
     );
     one.ok(&["up", "--wait"]);
-    let single = reload_time(&one);
-
     let eight = Home::new();
     let port = free_port();
     eight.write(
@@ -62,7 +55,13 @@ fn eight_instances_with_surge_4_swap_in_about_the_time_of_one() {
     eight.ok(&["up", "--wait"]);
     let load = Load::start(port, 4);
     wait_requests(&load, 50);
-    let wide = reload_time(&eight);
+    // Interleaved, best of each, so both see the same machine: the test
+    // suite runs beside it on 2 cores.
+    let (mut single, mut wide) = (Duration::MAX, Duration::MAX);
+    for _ in 0..5 {
+        single = single.min(reload_time(&one));
+        wide = wide.min(reload_time(&eight));
+    }
     wait_requests(&load, 20);
     let (ok, refused, failed) = load.finish();
     assert_eq!(refused, 0, "refused connections");
@@ -71,7 +70,7 @@ fn eight_instances_with_surge_4_swap_in_about_the_time_of_one() {
     // Two waves of four; loose, for a loaded 2-core machine: one at a time
     // would be about 8 times `single`.
     assert!(
-        wide <= single * 5 + Duration::from_millis(300),
+        wide <= single * 5 + Duration::from_millis(150),
         "8 instances with surge 4: {wide:?}; 1 instance: {single:?}"
     );
 }

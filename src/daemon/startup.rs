@@ -60,8 +60,8 @@ pub fn app_nofile() -> Option<u64> {
 /// log files and sockets. The soft limit goes up to the hard one; as root
 /// (CAP_SYS_RESOURCE) the hard limit goes up to `fs.nr_open` too, and the
 /// soft limit follows it only when the instances need it (see
-/// `reconcile`'s descriptor check), so apps, which inherit the soft limit,
-/// keep the usual one. Returns the soft limit now set.
+/// `reconcile`'s descriptor check); apps get [`app_nofile`] back where it is
+/// known. Returns the soft limit now set.
 pub fn raise_nofile() -> Option<u64> {
     let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).ok()?;
     let ceiling = std::fs::read_to_string("/proc/sys/fs/nr_open")
