@@ -96,6 +96,30 @@ pub struct Settings {
     /// How many fds an instance may keep in eco with FDSTORE=1.
     #[serde(default)]
     pub fd_store: u32,
+    /// How many instances a rolling replacement adds or stops at once.
+    #[serde(default)]
+    pub rollout: Rollout,
+}
+
+/// The limits of a rolling replacement (`rollout:`), as Kubernetes'
+/// `maxSurge` and `maxUnavailable`; never both 0.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rollout {
+    /// New instances starting beside their old ones at once.
+    pub max_surge: u32,
+    /// Old instances stopped before their new one starts, at once.
+    pub max_unavailable: u32,
+}
+
+impl Default for Rollout {
+    /// One new instance at a time, every old one serving until its new one
+    /// is ready.
+    fn default() -> Self {
+        Rollout {
+            max_surge: 1,
+            max_unavailable: 0,
+        }
+    }
 }
 
 /// A liveness probe (`health:`).
@@ -145,6 +169,7 @@ impl Default for Settings {
             health: None,
             reload_signal: None,
             fd_store: 0,
+            rollout: Rollout::default(),
         }
     }
 }

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use crate::support::{Home, all_online, eco_bin, eventually, stderr};
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .expect("bind")
         .local_addr()
@@ -27,7 +27,7 @@ fn cluster_file(port: u16, ready: &str, extra_env: &str) -> String {
 }
 
 /// Requests in a loop on fresh connections, counting outcomes.
-struct Load {
+pub(crate) struct Load {
     stop: Arc<AtomicBool>,
     ok: Arc<AtomicU64>,
     refused: Arc<AtomicU64>,
@@ -36,7 +36,7 @@ struct Load {
 }
 
 impl Load {
-    fn start(port: u16, clients: usize) -> Load {
+    pub(crate) fn start(port: u16, clients: usize) -> Load {
         let stop = Arc::new(AtomicBool::new(false));
         let ok = Arc::new(AtomicU64::new(0));
         let refused = Arc::new(AtomicU64::new(0));
@@ -70,12 +70,12 @@ impl Load {
         }
     }
 
-    fn ok(&self) -> u64 {
+    pub(crate) fn ok(&self) -> u64 {
         self.ok.load(Ordering::Relaxed)
     }
 
     /// Stops and returns (ok, refused, other failures).
-    fn finish(self) -> (u64, u64, Vec<String>) {
+    pub(crate) fn finish(self) -> (u64, u64, Vec<String>) {
         self.stop.store(true, Ordering::Relaxed);
         for t in self.threads {
             let _ = t.join();
@@ -109,7 +109,7 @@ fn pids(home: &Home) -> Vec<i64> {
         .collect()
 }
 
-fn wait_requests(load: &Load, more: u64) {
+pub(crate) fn wait_requests(load: &Load, more: u64) {
     let target = load.ok() + more;
     eventually("requests flowing", Duration::from_secs(10), || {
         load.ok() >= target

@@ -14,5 +14,6 @@ mod pm2;
 mod production;
 mod reconcile;
 mod reload;
+mod rollout;
 mod security;
 mod support;

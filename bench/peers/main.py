@@ -10,14 +10,16 @@ import sys
 import time
 import traceback
 
-from . import common, install, report, scenarios, web
+from . import common, install, report, scale, scenarios, web
 from .adapters.eco import Eco
 from .adapters.pm2 import PM2
 from .adapters.shep import Shep
 from .adapters.supervisord import Supervisord
 
 MANAGERS = {"eco": Eco, "pm2": PM2, "supervisord": Supervisord, "shep": Shep}
-SCENARIOS = ["memory", "converge", "respawn", "cli", "cpu", "logs", "cluster", "reload", "edit"]
+SCENARIOS = [
+    "memory", "converge", "respawn", "cli", "cpu", "logs", "cluster", "reload", "edit", "scale",
+]
 
 FULL = dict(settle=5, memory_apps=100, memory_runs=3, converge_runs={10: 5, 100: 3},
             respawn_starts=60, respawn_cap=15, respawn_runs=3,
@@ -163,6 +165,11 @@ def run_suite(args, cfg, managers, res):
             for name, cls in managers.items():
                 res.attempt("logs", name, scenarios.logs, cls(), cfg)
     web_suite(only, cfg, managers, res)
+    if "scale" in only and "eco" in managers:
+        common.log("== 8. scale: one app of %s sleep instances (eco only)"
+                   % " and ".join(map(str, scale.SIZES)))
+        for n in scale.SIZES:
+            res.attempt("scale", "eco", scale.scale, managers["eco"](), cfg, n)
 
 
 def web_missing():

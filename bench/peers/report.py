@@ -77,7 +77,24 @@ ROWS = [
     ("reload", "rl_done", "7b. reload: 2 new instances online (median of the 3)", fmt_time),
     ("reload", "rl_mgr_cpu", "7b. reload: manager CPU over the {rl} s", fmt_cpu),
     ("edit", "edit_converge", "7c. edit: file written → app restarted, 2 others kept", fmt_time),
+    ("scale", "scale_converge_1000", "8. scale: 1,000 instances online (from `up`)", fmt_time, "noratio"),
+    ("scale", "scale_rss_1000", "8. scale: daemon RSS, 1,000 instances", fmt_mb, "noratio"),
+    ("scale", "scale_fds_1000", "8. scale: daemon descriptors, 1,000 instances", fmt_int, "noratio"),
+    ("scale", "scale_ls_1000", "8. scale: `ls --json`, 1,000 instances", fmt_time, "noratio"),
+    ("scale", "scale_idle_cpu_1000", "8. scale: daemon CPU, 10 s idle, 1,000 instances", fmt_cpu, "noratio"),
+    ("scale", "scale_kill_1000", "8. scale: `eco kill`, 1,000 instances", fmt_time, "noratio"),
+    ("scale", "scale_left_1000", "8. scale: processes left after kill, 1,000", fmt_int, "noratio"),
+    ("scale", "scale_converge_10000", "8. scale: 10,000 instances online (from `up`)", fmt_time, "noratio"),
+    ("scale", "scale_rss_10000", "8. scale: daemon RSS, 10,000 instances", fmt_mb, "noratio"),
+    ("scale", "scale_fds_10000", "8. scale: daemon descriptors, 10,000 instances", fmt_int, "noratio"),
+    ("scale", "scale_ls_10000", "8. scale: `ls --json`, 10,000 instances", fmt_time, "noratio"),
+    ("scale", "scale_idle_cpu_10000", "8. scale: daemon CPU, 10 s idle, 10,000 instances", fmt_cpu, "noratio"),
+    ("scale", "scale_kill_10000", "8. scale: `eco kill`, 10,000 instances", fmt_time, "noratio"),
+    ("scale", "scale_left_10000", "8. scale: processes left after kill, 10,000", fmt_int, "noratio"),
 ]
+for _n in (9000,):
+    ROWS += [(s, m.replace("10000", str(_n)), lab.replace("10,000", "{:,}".format(_n)), f, k)
+             for (s, m, lab, f, k) in [r for r in ROWS if r[1].endswith("_10000")]]
 ANOMALIES = ("lost", "corrupt", "duplicated", "out_of_order")
 
 

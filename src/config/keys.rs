@@ -39,10 +39,14 @@ pub const APP_KEYS: &[&str] = &[
     "health",
     "reload_signal",
     "fd_store",
+    "rollout",
 ];
 
 /// Keys of a `health:` mapping.
 pub const HEALTH_KEYS: &[&str] = &["http", "tcp", "exec", "interval", "timeout", "failures"];
+
+/// Keys of a `rollout:` mapping.
+pub const ROLLOUT_KEYS: &[&str] = &["max_surge", "max_unavailable"];
 
 /// Keys of a `ready:` mapping.
 pub const READY_KEYS: &[&str] = &["tcp", "http", "exec", "log"];

@@ -282,6 +282,23 @@ pub struct RawApp {
     /// Max fds kept for an instance via FDSTORE=1, handed back at its next start. Default: 0
     /// (discard, as systemd).
     fd_store: Option<u32>,
+    /// How a reload replaces the instances (Kubernetes' maxSurge/maxUnavailable). Default:
+    /// `{ max_surge: 1, max_unavailable: 0 }` (one new instance beside the old ones at a time).
+    rollout: Option<Rollout>,
+}
+
+/// The limits of a rolling replacement.
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+struct Rollout {
+    /// New instances started beside the old ones at once. Default: 1.
+    #[schemars(extend("default" = 1))]
+    max_surge: Option<u32>,
+    /// Old instances stopped before their new one starts, at once (a fork app on a fixed
+    /// port needs `max_surge: 0, max_unavailable: 1`). Default: 0.
+    #[schemars(extend("default" = 0))]
+    max_unavailable: Option<u32>,
 }
 
 /// A liveness probe: one of http, tcp or exec, and its timing.

@@ -8,13 +8,13 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 use super::error::{ConfigError, ConfigErrors};
-use super::keys::{APP_KEYS, HEALTH_KEYS, READY_KEYS, TOP_KEYS, suggest};
+use super::keys::{APP_KEYS, HEALTH_KEYS, READY_KEYS, ROLLOUT_KEYS, TOP_KEYS, suggest};
 use super::node::{self, Node, Pos, Value};
 use super::pm2::{self, Note};
 use super::units::{parse_duration, parse_size};
 use crate::spec::{
     AppSpec, Health, ListenAddr, Mode, Probe, ProcessSpec, ProjectSpec, Ready, RestartPolicy,
-    Settings, Signal, Watch,
+    Rollout, Settings, Signal, Watch,
 };
 
 /// The most instances one app may ask for: a typo such as `instances: 40000`
@@ -723,6 +723,7 @@ impl Walker<'_> {
                 "health" => settings.health = self.health(value, path),
                 "reload_signal" => settings.reload_signal = self.signal(value, path),
                 "fd_store" => set(&mut settings.fd_store, self.count(value, path)),
+                "rollout" => set(&mut settings.rollout, self.rollout(value, path)),
                 "listen" => {
                     listen_key_pos = *kpos;
                     listen = self.listen(value, path);
@@ -1078,6 +1079,36 @@ impl Walker<'_> {
     }
 
     /// `health: { http|tcp|exec: …, interval, timeout, failures }`.
+    fn rollout(&mut self, node: &Node, path: &str) -> Option<Rollout> {
+        let Value::Map(entries) = &node.value else {
+            self.error(
+                node.pos,
+                path,
+                format!("expected a mapping, found {}", node.value),
+                Some("e.g. `rollout: { max_surge: 2, max_unavailable: 0 }`".into()),
+            );
+            return None;
+        };
+        let mut rollout = Rollout::default();
+        for (key, value, _) in self.keyed(entries, path, ROLLOUT_KEYS, false) {
+            let path = join(path, &key);
+            match key.as_str() {
+                "max_surge" => set(&mut rollout.max_surge, self.count(value, &path)),
+                _ => set(&mut rollout.max_unavailable, self.count(value, &path)),
+            }
+        }
+        if rollout.max_surge == 0 && rollout.max_unavailable == 0 {
+            self.error(
+                node.pos,
+                path,
+                "`max_surge` and `max_unavailable` are both 0: nothing could be replaced".into(),
+                Some("allow one new instance beside the old ones (`max_surge: 1`), or one old instance stopped first (`max_unavailable: 1`)".into()),
+            );
+            return None;
+        }
+        Some(rollout)
+    }
+
     fn health(&mut self, node: &Node, path: &str) -> Option<Health> {
         let Value::Map(entries) = &node.value else {
             self.error(

@@ -56,15 +56,33 @@ pub fn app_nofile() -> Option<u64> {
     })
 }
 
-/// Raises the daemon's soft `RLIMIT_NOFILE` to the hard limit: it holds two
-/// pipes per instance, log files and sockets. Returns the limit now set.
+/// Raises the daemon's `RLIMIT_NOFILE`: it holds two pipes per instance,
+/// log files and sockets. The soft limit goes up to the hard one; as root
+/// (CAP_SYS_RESOURCE) the hard limit goes up to `fs.nr_open` too, and the
+/// soft limit follows it only when the instances need it (see
+/// `reconcile`'s descriptor check); apps get [`app_nofile`] back where it is
+/// known. Returns the soft limit now set.
 pub fn raise_nofile() -> Option<u64> {
     let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).ok()?;
+    let ceiling = std::fs::read_to_string("/proc/sys/fs/nr_open")
+        .ok()
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .unwrap_or(hard)
+        .min(MAX_NOFILE);
+    let hard_now = if ceiling > hard && setrlimit(Resource::RLIMIT_NOFILE, hard, ceiling).is_ok() {
+        ceiling
+    } else {
+        hard
+    };
     if soft < hard
-        && let Err(err) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard)
+        && let Err(err) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard_now)
     {
         tracing::warn!(%err, soft, hard, "cannot raise the descriptor limit");
         return Some(soft);
     }
     Some(hard)
 }
+
+/// Enough for the per-app cap of instances in several projects; more only
+/// makes every descriptor table larger.
+const MAX_NOFILE: u64 = 1 << 20;

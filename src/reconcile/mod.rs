@@ -230,6 +230,7 @@ impl Reconciler {
                     Some("another program holds the address: stop it, or pick another".into()),
                 ),
             })?;
+        self.check_descriptors(spec).await?;
         match self.engine.project_spec(&spec.name).await {
             Some(running) if running.file != spec.file => Err(ErrorReply::failed(
                 format!(
@@ -244,6 +245,50 @@ impl Reconciler {
             )),
             _ => Ok(()),
         }
+    }
+
+    /// Refuses a spec whose instances, with every other project's, would
+    /// need more descriptors than eco may open (two pipes per instance, a
+    /// notify socket for notify and watchdog apps), and says how many fit.
+    async fn check_descriptors(&self, spec: &ProjectSpec) -> Result<(), ErrorReply> {
+        use nix::sys::resource::{Resource, getrlimit, setrlimit};
+        let Ok((soft, limit)) = getrlimit(Resource::RLIMIT_NOFILE) else {
+            return Ok(());
+        };
+        let others: u64 = self
+            .engine
+            .projects()
+            .await
+            .iter()
+            .filter(|p| p.name != spec.name)
+            .map(descriptors_needed)
+            .sum();
+        let needed = others + descriptors_needed(spec);
+        if needed + RESERVED_FDS <= limit {
+            // Within the hard limit: raise the soft one as far as needed
+            // (apps inherit it, so no further).
+            let want = (needed + RESERVED_FDS) * 5 / 4;
+            if want > soft
+                && let Err(err) = setrlimit(Resource::RLIMIT_NOFILE, want.min(limit), limit)
+            {
+                tracing::warn!(%err, want, "cannot raise the descriptor limit");
+            }
+            return Ok(());
+        }
+        let room = limit.saturating_sub(RESERVED_FDS + others) / FDS_PER_INSTANCE;
+        let instances: u64 = spec.apps.values().map(|a| u64::from(a.instances)).sum();
+        Err(ErrorReply::failed(
+            format!(
+                "{instances} instances need about {needed} descriptors with what already runs, \
+                 and eco may open {limit} (RLIMIT_NOFILE): this project fits about {room} instances"
+            ),
+            Some(
+                "raise the hard limit (`ulimit -Hn` before the first eco command, `LimitNOFILE=` \
+                 in a systemd unit; as root eco raises it up to fs.nr_open itself), then `eco kill` \
+                 so the daemon starts with it; or run fewer instances"
+                    .into(),
+            ),
+        ))
     }
 
     /// The plan `apply` would carry out.
@@ -391,4 +436,23 @@ impl Reconciler {
             }
         }
     }
+}
+
+/// Descriptors one instance holds in eco: its stdout and stderr pipes.
+const FDS_PER_INSTANCE: u64 = 2;
+
+/// Descriptors eco keeps for itself: sockets, log files, inotify, the
+/// clients of the moment (17 with one app of 1,000 instances, measured).
+const RESERVED_FDS: u64 = 128;
+
+/// What a project's instances hold open in eco.
+fn descriptors_needed(spec: &ProjectSpec) -> u64 {
+    spec.apps
+        .values()
+        .map(|app| {
+            let notify = app.settings.ready == Some(crate::spec::Ready::Notify)
+                || app.process.watchdog.is_some();
+            u64::from(app.instances) * (FDS_PER_INSTANCE + u64::from(notify))
+        })
+        .sum()
 }

@@ -1,8 +1,10 @@
 //! The one rolling replacement, for `eco reload`, saved specs, watched
-//! sources, memory limits and schedules: each new instance starts beside
-//! the old one, and the old one stops once the new one is ready; a failure
-//! or an interruption stops the new ones that are not ready and keeps the
-//! old ones serving. The steps are decided by the pure [`next_steps`]; the
+//! sources, memory limits and schedules: up to `max_surge` new instances
+//! start beside their old ones, each old one is told to stop once its new
+//! one is ready (its exit gates nothing), and up to `max_unavailable` old
+//! ones may be stopped first, their new one starting once they have ended;
+//! a failure or an interruption stops the new ones that are not ready and
+//! keeps the old ones serving. The steps are decided by the pure [`next_steps`]; the
 //! executor only starts, stops and watches. Apps that are not replaced
 //! rolling (fork mode without readiness) are restarted in place instead.
 
@@ -22,20 +24,20 @@ const SETTLE: Duration = Duration::from_millis(250);
 /// Added to `ready_timeout` for how long one step may take.
 const SLACK: Duration = Duration::from_secs(2);
 
-/// How many new instances may be starting at once beside their old ones
-/// (Kubernetes' `maxSurge` with `maxUnavailable: 0`).
-const MAX_SURGE: usize = 1;
-
 /// Where one slot of a rollout is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Phase {
     /// Only the old instance runs.
     Old,
-    /// The new one is starting beside the old one.
+    /// The new one is starting beside the old one (surge).
     Starting,
+    /// The old one was told to stop; the new one starts once it has ended
+    /// (unavailable).
+    Replacing,
     /// The new one is ready; the old one can go.
     Ready,
-    /// The old one was told to stop: this slot is replaced.
+    /// The new one is ready and the old one was told to stop (it may still
+    /// be draining: that gates nothing).
     Done,
     /// The new one failed (or the rollout was interrupted).
     Failed,
@@ -44,34 +46,50 @@ pub enum Phase {
 /// What to do next.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Step {
+    /// Start the slot's new instance beside its old one.
     Launch(usize),
+    /// Stop the slot's old instance, and start its new one once it has ended.
+    Replace(usize),
+    /// Stop the old instance whose new one is ready.
     Retire(usize),
     Wait,
     Abort,
     Finished,
 }
 
-/// The rollout's decision, from where each slot is. Pure.
-pub fn next_steps(slots: &[Phase], max_surge: usize) -> Vec<Step> {
+/// The rollout's decision, from where each slot is, with Kubernetes'
+/// `maxSurge` (new instances starting beside old ones) and
+/// `maxUnavailable` (old ones stopped before their new one is ready). Both
+/// 0 counts as a surge of 1. Pure.
+pub fn next_steps(slots: &[Phase], max_surge: usize, max_unavailable: usize) -> Vec<Step> {
     if slots.contains(&Phase::Failed) {
         return vec![Step::Abort];
     }
+    let max_surge = if max_surge == 0 && max_unavailable == 0 {
+        1
+    } else {
+        max_surge
+    };
     let mut steps: Vec<Step> = slots
         .iter()
         .enumerate()
         .filter(|(_, p)| **p == Phase::Ready)
         .map(|(i, _)| Step::Retire(i))
         .collect();
-    let in_flight = slots.iter().filter(|p| **p == Phase::Starting).count();
-    let room = max_surge.max(1).saturating_sub(in_flight);
-    steps.extend(
-        slots
-            .iter()
-            .enumerate()
-            .filter(|(_, p)| **p == Phase::Old)
-            .take(room)
-            .map(|(i, _)| Step::Launch(i)),
-    );
+    let count = |phase: Phase| slots.iter().filter(|p| **p == phase).count();
+    let mut surge = max_surge.saturating_sub(count(Phase::Starting));
+    let mut unavailable = max_unavailable.saturating_sub(count(Phase::Replacing));
+    for (i, _) in slots.iter().enumerate().filter(|(_, p)| **p == Phase::Old) {
+        if surge > 0 {
+            surge -= 1;
+            steps.push(Step::Launch(i));
+        } else if unavailable > 0 {
+            unavailable -= 1;
+            steps.push(Step::Replace(i));
+        } else {
+            break;
+        }
+    }
     if steps.is_empty() {
         if slots.iter().all(|p| *p == Phase::Done) {
             steps.push(Step::Finished);
@@ -102,6 +120,14 @@ pub enum RolloutError {
         index: u32,
         why: String,
     },
+    #[error(
+        "the new {app}:{index} did not become ready: {why}; the rollout stopped there (the old {app}:{index} was stopped first, as max_unavailable allows)"
+    )]
+    NotReadyReplaced {
+        app: String,
+        index: u32,
+        why: String,
+    },
     #[error("{app}:{index} did not come back online; the rollout stopped there")]
     NotBack { app: String, index: u32 },
     #[error("the rollout of {app} was interrupted by a newer operation")]
@@ -114,8 +140,17 @@ struct Slot {
     old: InstanceHandle,
     new: Option<InstanceHandle>,
     phase: Phase,
+    /// The old one was stopped before the new one started.
+    replaced: bool,
     deadline: Instant,
     online_since: Option<Instant>,
+}
+
+impl Slot {
+    /// Its new instance is on its way to ready.
+    fn is_starting(&self) -> bool {
+        matches!(self.phase, Phase::Starting | Phase::Replacing)
+    }
 }
 
 impl Engine {
@@ -138,6 +173,9 @@ impl Engine {
                 .await;
         }
         let has_ready = spec.settings.ready.is_some();
+        let surge = usize::try_from(spec.settings.rollout.max_surge).unwrap_or(usize::MAX);
+        let unavailable =
+            usize::try_from(spec.settings.rollout.max_unavailable).unwrap_or(usize::MAX);
         let now = Instant::now();
         let mut slots: Vec<Slot> = handles
             .into_iter()
@@ -146,6 +184,7 @@ impl Engine {
                 old,
                 new: None,
                 phase: Phase::Old,
+                replaced: false,
                 deadline: now,
                 online_since: None,
             })
@@ -153,17 +192,30 @@ impl Engine {
         loop {
             let phases: Vec<Phase> = slots.iter().map(|s| s.phase).collect();
             let mut waiting = false;
-            for step in next_steps(&phases, MAX_SURGE) {
+            for step in next_steps(&phases, surge, unavailable) {
                 match step {
-                    Step::Launch(i) => {
+                    Step::Launch(i) | Step::Replace(i) => {
+                        let replace = matches!(step, Step::Replace(_));
+                        let after = if replace {
+                            // Stopped first; the new one starts once it has ended.
+                            slots[i].old.send(Control::Stop);
+                            Some(slots[i].old.state.clone())
+                        } else {
+                            None
+                        };
                         let new = self
-                            .launch_beside(target, &slots[i].old, reason.clone())
+                            .launch_beside(target, &slots[i].old, reason.clone(), after)
                             .await;
                         let slot = &mut slots[i];
+                        slot.replaced = replace;
                         match new {
                             Some(new) => {
                                 slot.new = Some(new);
-                                slot.phase = Phase::Starting;
+                                slot.phase = if replace {
+                                    Phase::Replacing
+                                } else {
+                                    Phase::Starting
+                                };
                                 slot.deadline = Instant::now() + limit;
                             }
                             // The app went away (or eco is closing).
@@ -179,9 +231,9 @@ impl Engine {
                         return Err(self.abort(target, &slots, limit, guard).await);
                     }
                     Step::Finished => {
-                        for slot in &slots {
-                            slot.old.finished().await;
-                        }
+                        // The old instances drain on their own (listed as
+                        // retiring, each within its stop_timeout): waiting
+                        // for them would delay nothing but the answer.
                         self.forget_retired(target).await;
                         return Ok(());
                     }
@@ -192,12 +244,12 @@ impl Engine {
             }
             let mut watches: Vec<tokio::sync::watch::Receiver<InstanceState>> = slots
                 .iter()
-                .filter(|s| s.phase == Phase::Starting)
+                .filter(|s| s.is_starting())
                 .filter_map(|s| s.new.as_ref().map(|h| h.state.clone()))
                 .collect();
             let wake = slots
                 .iter()
-                .filter(|s| s.phase == Phase::Starting)
+                .filter(|s| s.is_starting())
                 .map(|s| match s.online_since {
                     Some(t) if !has_ready => (t + SETTLE).min(s.deadline),
                     _ => s.deadline,
@@ -206,7 +258,7 @@ impl Engine {
                 .unwrap_or_else(Instant::now);
             tokio::select! {
                 () = guard.cancel.cancelled() => {
-                    for slot in slots.iter_mut().filter(|s| s.phase == Phase::Starting) {
+                    for slot in slots.iter_mut().filter(|s| s.is_starting()) {
                         slot.phase = Phase::Failed;
                     }
                 }
@@ -214,21 +266,29 @@ impl Engine {
                 () = tokio::time::sleep_until(wake) => {}
             }
             let now = Instant::now();
-            for slot in slots.iter_mut().filter(|s| s.phase == Phase::Starting) {
-                let Some(new) = &slot.new else { continue };
-                let status = new.state.borrow().status;
+            for slot in slots.iter_mut().filter(|s| s.is_starting()) {
+                let Some(new) = &mut slot.new else { continue };
+                // Marked seen, so the next wait's clones wake only on a newer
+                // change (an unseen one would make every wait return at once).
+                let status = new.state.borrow_and_update().status;
+                let ready = if slot.replaced {
+                    // Its old one is gone already.
+                    Phase::Done
+                } else {
+                    Phase::Ready
+                };
                 slot.phase = match status {
                     Status::Online => {
                         let since = *slot.online_since.get_or_insert(now);
                         if has_ready || now >= since + SETTLE {
-                            Phase::Ready
+                            ready
                         } else {
-                            Phase::Starting
+                            slot.phase
                         }
                     }
                     Status::Errored | Status::Backoff | Status::Stopped => Phase::Failed,
                     Status::Starting | Status::Stopping if now >= slot.deadline => Phase::Failed,
-                    Status::Starting | Status::Stopping => Phase::Starting,
+                    Status::Starting | Status::Stopping => slot.phase,
                 };
             }
         }
@@ -259,13 +319,15 @@ impl Engine {
         Some((app.spec.clone(), handles))
     }
 
-    /// Starts a new instance in `old`'s slot; `old` keeps serving, listed
-    /// as retiring, until it is told to stop.
+    /// Starts a new instance in `old`'s slot (once `after` has ended, when
+    /// given); `old` keeps serving, listed as retiring, until it is told to
+    /// stop.
     async fn launch_beside(
         &self,
         target: &Target,
         old: &InstanceHandle,
         reason: Reason,
+        after: Option<tokio::sync::watch::Receiver<InstanceState>>,
     ) -> Option<InstanceHandle> {
         let mut projects = self.projects.lock().await;
         let project = projects.get_mut(&target.project)?;
@@ -279,7 +341,10 @@ impl Engine {
             &target.project,
             &spec,
             old.index,
-            Gate::default(),
+            Gate {
+                after,
+                ..Gate::default()
+            },
             Some(reason),
             carry,
         );
@@ -308,15 +373,17 @@ impl Engine {
             .and_then(|s| {
                 s.new
                     .as_ref()
-                    .map(|new| (s.index, new.state.borrow().clone()))
+                    .map(|new| (s.index, s.replaced, new.state.borrow().clone()))
             });
         // Ready new instances stay, and their old ones go; the others are undone.
         for slot in slots.iter().filter(|s| s.phase == Phase::Ready) {
             slot.old.send(Control::Stop);
         }
+        // A new instance whose old one was stopped first stays: it is all
+        // that is left in its slot, and its restart policy goes on.
         let unfinished: Vec<&Slot> = slots
             .iter()
-            .filter(|s| matches!(s.phase, Phase::Starting | Phase::Failed))
+            .filter(|s| matches!(s.phase, Phase::Starting | Phase::Failed) && !s.replaced)
             .collect();
         {
             let mut projects = self.projects.lock().await;
@@ -353,8 +420,8 @@ impl Engine {
                 app: target.app.clone(),
             };
         }
-        let (index, why) = match failed {
-            Some((index, s)) => {
+        let (index, replaced, why) = match failed {
+            Some((index, replaced, s)) => {
                 let why = match (s.status, s.last_exit) {
                     (Status::Online | Status::Starting, _) => format!(
                         "not ready within {}",
@@ -363,14 +430,15 @@ impl Engine {
                     (_, Some(exit)) => format!("it failed ({exit})"),
                     (status, None) => format!("it is {}", status.as_str()),
                 };
-                (index, why)
+                (index, replaced, why)
             }
-            None => (0, "the app is gone".to_owned()),
+            None => (0, false, "the app is gone".to_owned()),
         };
-        RolloutError::NotReady {
-            app: target.app.clone(),
-            index,
-            why,
+        let app = target.app.clone();
+        if replaced {
+            RolloutError::NotReadyReplaced { app, index, why }
+        } else {
+            RolloutError::NotReady { app, index, why }
         }
     }
 
@@ -445,31 +513,61 @@ pub(crate) async fn any_changed(watches: &mut [tokio::sync::watch::Receiver<Inst
 
 #[cfg(test)]
 mod tests {
-    use super::Phase::{Done, Failed, Old, Ready, Starting};
+    use super::Phase::{Done, Failed, Old, Ready, Replacing, Starting};
+    use super::Step::{Abort, Finished, Launch, Replace, Retire, Wait};
     use super::*;
 
     #[test]
     fn steps_by_phase() {
-        // (slots, surge) -> steps
-        let table: &[(&[Phase], usize, &[Step])] = &[
-            (&[Old, Old], 1, &[Step::Launch(0)]),
-            (&[Starting, Old], 1, &[Step::Wait]),
-            (&[Ready, Old], 1, &[Step::Retire(0), Step::Launch(1)]),
-            (&[Done, Starting], 1, &[Step::Wait]),
-            (&[Done, Ready], 1, &[Step::Retire(1)]),
-            (&[Done, Done], 1, &[Step::Finished]),
-            (&[Old, Old, Old], 2, &[Step::Launch(0), Step::Launch(1)]),
+        // (slots, surge, unavailable) -> steps
+        let table: &[(&[Phase], usize, usize, &[Step])] = &[
+            // The default: one new beside the old ones, none stopped first.
+            (&[Old, Old], 1, 0, &[Launch(0)]),
+            (&[Starting, Old], 1, 0, &[Wait]),
+            (&[Ready, Old], 1, 0, &[Retire(0), Launch(1)]),
+            (&[Done, Starting], 1, 0, &[Wait]),
+            (&[Done, Ready], 1, 0, &[Retire(1)]),
+            (&[Done, Done], 1, 0, &[Finished]),
+            (&[Old, Old, Old], 2, 0, &[Launch(0), Launch(1)]),
+            (&[Ready, Starting, Old], 2, 0, &[Retire(0), Launch(2)]),
+            (&[Done, Failed, Old], 1, 0, &[Abort]),
+            (&[Old], 0, 0, &[Launch(0)]),
+            (&[], 1, 0, &[Finished]),
+            // A surge larger than the app starts every new one at once.
+            (&[Old, Old], 4, 0, &[Launch(0), Launch(1)]),
             (
-                &[Ready, Starting, Old],
-                2,
-                &[Step::Retire(0), Step::Launch(2)],
+                &[Old, Old, Old, Old, Old, Old, Old, Old],
+                4,
+                0,
+                &[Launch(0), Launch(1), Launch(2), Launch(3)],
             ),
-            (&[Done, Failed, Old], 1, &[Step::Abort]),
-            (&[Old], 0, &[Step::Launch(0)]),
-            (&[], 1, &[Step::Finished]),
+            (
+                &[Done, Ready, Starting, Starting, Starting, Old, Old, Old],
+                4,
+                0,
+                &[Retire(1), Launch(5)],
+            ),
+            // Stop first (a fork app on a fixed port): one slot at a time.
+            (&[Old, Old], 0, 1, &[Replace(0)]),
+            (&[Replacing, Old], 0, 1, &[Wait]),
+            (&[Done, Old], 0, 1, &[Replace(1)]),
+            (&[Done, Replacing], 0, 1, &[Wait]),
+            (&[Done, Done], 0, 1, &[Finished]),
+            (&[Replacing, Old], 0, 1, &[Wait]),
+            (&[Old, Old, Old], 0, 2, &[Replace(0), Replace(1)]),
+            (&[Replacing, Failed, Old], 0, 2, &[Abort]),
+            // Both: surge first, then stops, as Kubernetes does.
+            (&[Old, Old, Old], 1, 1, &[Launch(0), Replace(1)]),
+            (&[Ready, Done, Old], 1, 1, &[Retire(0), Launch(2)]),
+            (&[Starting, Replacing, Old], 1, 1, &[Wait]),
+            (&[Starting, Done, Old], 1, 1, &[Replace(2)]),
         ];
-        for (slots, surge, want) in table {
-            assert_eq!(next_steps(slots, *surge), *want, "{slots:?} surge {surge}");
+        for (slots, surge, unavailable, want) in table {
+            assert_eq!(
+                next_steps(slots, *surge, *unavailable),
+                *want,
+                "{slots:?} surge {surge} unavailable {unavailable}"
+            );
         }
     }
 }

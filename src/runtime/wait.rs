@@ -33,7 +33,7 @@ impl Engine {
             cause,
         };
         loop {
-            let watches: Vec<Watched> = {
+            let mut watches: Vec<Watched> = {
                 let projects = self.projects.lock().await;
                 let Some(p) = projects.get(project) else {
                     return Err(fail("", WaitCause::NotRunning));
@@ -48,11 +48,12 @@ impl Engine {
                     .collect()
             };
             let mut all_online = true;
-            for (app, index, state, user_stopped) in &watches {
+            for (app, index, state, user_stopped) in &mut watches {
+                // Seen: the wait below wakes only on a newer change.
+                let s = state.borrow_and_update();
                 if *user_stopped {
                     continue;
                 }
-                let s = state.borrow();
                 match s.status {
                     Status::Online => {}
                     Status::Errored => {

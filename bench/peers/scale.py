@@ -1,0 +1,73 @@
+"""Scenario "scale" (eco only): one app of N `sleep` instances (1,000 and
+10,000, the per-app cap) through the daemon. From `eco up` until `ls --json`
+reports all N online; the daemon's RSS and descriptors 3 s later; `ls --json`
+latency (median of 10); the daemon's CPU over a 10 s idle window; `eco kill`
+until it returns, then how many of the app's processes are left.
+
+PM2, supervisord and shep are not run here: none of them reaches these
+sizes in a reasonable time on 2 cores (PM2 and supervisord took 0.6-1 s for
+50 apps, see scenario 2)."""
+import json
+import os
+import statistics
+import time
+
+from . import common
+
+# BENCH_SCALE_SIZES=1000,9000 where the descriptor limit cannot be raised
+# above 20,000 (10,000 instances hold 20,000 pipe ends, plus eco's own).
+SIZES = tuple(int(n) for n in os.environ.get("BENCH_SCALE_SIZES", "1000,10000").split(","))
+
+
+def _write(mgr, n):
+    lines = [
+        "name: bench",
+        "apps:",
+        "  s:",
+        "    cmd: [/usr/bin/sleep, \"100000\"]",
+        "    cwd: %s" % json.dumps(mgr.home),
+        "    instances: %d" % n,
+        "    env: {%s}" % ", ".join("%s: %s" % (k, json.dumps(v)) for k, v in mgr.app_env().items()),
+        "    out_file: /dev/null",
+        "    err_file: /dev/null",
+    ]
+    with open(mgr.file, "w") as f:
+        f.write("\n".join(lines) + "\n")
+
+
+def _online(mgr):
+    out = mgr.eco("ls", "--json", check=False, timeout=60).stdout or b"[]"
+    return sum(1 for r in json.loads(out) if r.get("status") == "online")
+
+
+def scale(mgr, cfg, n):
+    mgr.setup()
+    try:
+        mgr.start_daemon()
+        daemon = int(open(mgr.pidfile()).read().split()[0])
+        _write(mgr, n)
+        t0 = time.perf_counter()
+        mgr.eco("up", "-f", mgr.file, timeout=300)
+        common.wait_for(lambda: _online(mgr) >= n, 120, step=0.05, what="%d online" % n)
+        converge = time.perf_counter() - t0
+        time.sleep(3)
+        rss = common.rss_bytes(daemon)
+        fds = len(os.listdir("/proc/%d/fd" % daemon))
+        times = []
+        for _ in range(10):
+            t = time.perf_counter()
+            mgr.eco("ls", "--json")
+            times.append(time.perf_counter() - t)
+        c0 = common.cpu_ticks(daemon)
+        time.sleep(10)
+        idle = (common.cpu_ticks(daemon) - c0) / common.CLK_TCK
+        t = time.perf_counter()
+        mgr.eco("kill", timeout=300, check=False)
+        kill = time.perf_counter() - t
+        time.sleep(0.2)
+        left = len(common.app_pids(mgr.home))
+        got = {"converge": converge, "rss": rss, "fds": fds, "ls": statistics.median(times),
+               "idle_cpu": idle, "kill": kill, "left": left}
+        return {"scale_%s_%d" % (k, n): v for k, v in got.items()}
+    finally:
+        mgr.teardown()
