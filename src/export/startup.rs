@@ -168,13 +168,7 @@ pub fn render(unit: &DaemonUnit<'_>) -> String {
     ] {
         let _ = writeln!(out, "Environment={}", env_assignment(key, &value));
     }
-    out.push_str("\n[Install]\n");
-    let wanted_by = if unit.user_scope {
-        "default.target"
-    } else {
-        "multi-user.target"
-    };
-    let _ = writeln!(out, "WantedBy={wanted_by}");
+    out.push_str(&super::systemd::install_section(unit.user_scope));
     out
 }
 

@@ -78,14 +78,18 @@ fn target(spec: &ProjectSpec, wants: &[String], options: Options) -> String {
     for unit in wants {
         let _ = writeln!(s, "Wants={unit}");
     }
-    s.push_str("\n[Install]\n");
-    let wanted_by = if options.user {
+    s.push_str(&install_section(options.user));
+    s
+}
+
+/// `[Install]`: started with the user's session (`--user`) or at boot.
+pub(crate) fn install_section(user_scope: bool) -> String {
+    let wanted_by = if user_scope {
         "default.target"
     } else {
         "multi-user.target"
     };
-    let _ = writeln!(s, "WantedBy={wanted_by}");
-    s
+    format!("\n[Install]\nWantedBy={wanted_by}\n")
 }
 
 /// One socket unit per listen address: systemd names all the fds of one
