@@ -745,24 +745,7 @@ fn watch_paths(v: &Node) -> Node {
         }
     };
     match &v.value {
-        Value::Str(s) => node(
-            v.pos,
-            Value::Seq(globs(s).iter().map(|g| str_node(v.pos, g)).collect()),
-        ),
-        Value::Seq(items) => node(
-            v.pos,
-            Value::Seq(
-                items
-                    .iter()
-                    .flat_map(|n| {
-                        globs(&n.scalar_string().unwrap_or_default())
-                            .into_iter()
-                            .map(|g| str_node(n.pos, &g))
-                            .collect::<Vec<_>>()
-                    })
-                    .collect(),
-            ),
-        ),
+        Value::Str(_) | Value::Seq(_) => globs_node(v, globs),
         _ => v.clone(),
     }
 }
@@ -778,6 +761,12 @@ fn ignore_paths(v: &Node) -> Node {
             vec![format!("**/{p}"), format!("**/{p}/**")]
         }
     };
+    globs_node(v, globs)
+}
+
+/// A path or a list of paths as one list of globs, each from `globs`,
+/// keeping every item's position for error messages.
+fn globs_node(v: &Node, globs: impl Fn(&str) -> Vec<String>) -> Node {
     let items: Vec<&Node> = match &v.value {
         Value::Seq(items) => items.iter().collect(),
         _ => vec![v],
