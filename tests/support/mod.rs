@@ -364,7 +364,8 @@ impl Home {
             }
             assert!(
                 Instant::now() < deadline,
-                "timed out waiting for {what}; rows: {rows:#?}"
+                "timed out waiting for {what}; rows: {rows:#?}\ndaemon.log:\n{}",
+                std::fs::read_to_string(self.path().join("daemon.log")).unwrap_or_default()
             );
             std::thread::sleep(Duration::from_millis(20));
         }
