@@ -65,6 +65,10 @@ pub struct AppView {
     pub config_error: Option<String>,
     /// How the instances are contained: `cgroup` or `process-group`.
     pub containment: String,
+    /// How the instances share the app's TCP `listen` addresses:
+    /// `per-instance` or `shared`; none without them.
+    #[serde(default)]
+    pub sockets: Option<String>,
     pub instances: Vec<InstanceView>,
 }
 

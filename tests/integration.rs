@@ -1,5 +1,6 @@
 //! The one integration-test binary (see Cargo.toml: autotests = false).
 
+mod balance;
 mod cluster;
 mod config;
 mod containment;

@@ -11,12 +11,13 @@ import time
 import traceback
 
 from . import common, install, report, scale, scenarios, web
-from .adapters.eco import Eco
+from .adapters.eco import Eco, EcoBase
 from .adapters.pm2 import PM2
 from .adapters.shep import Shep
 from .adapters.supervisord import Supervisord
 
-MANAGERS = {"eco": Eco, "pm2": PM2, "supervisord": Supervisord, "shep": Shep}
+MANAGERS = {"eco": Eco, "pm2": PM2, "supervisord": Supervisord, "shep": Shep,
+            "eco-base": EcoBase}
 SCENARIOS = [
     "memory", "converge", "respawn", "cli", "cpu", "logs", "cluster", "reload", "edit", "scale",
 ]

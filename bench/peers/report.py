@@ -7,7 +7,7 @@ from .adapters.supervisord import Supervisord
 
 CLASSES = {c.name: c for c in (Eco, PM2, Supervisord, Shep)}
 
-PEERS = ["pm2", "supervisord", "shep"]
+PEERS = ["pm2", "supervisord", "shep", "eco-base"]
 
 
 def short(v):

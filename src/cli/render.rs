@@ -172,6 +172,15 @@ pub fn describe(apps: &[AppView]) -> String {
         let _ = writeln!(out, "  cmd:       {}", app.argv.join(" "));
         let _ = writeln!(out, "  cwd:       {}", app.cwd.display());
         let _ = writeln!(out, "  contained: {}", app.containment);
+        match app.sockets.as_deref() {
+            Some("per-instance") => {
+                let _ = writeln!(out, "  sockets:   one per instance (SO_REUSEPORT)");
+            }
+            Some(other) => {
+                let _ = writeln!(out, "  sockets:   {other} (one for all instances)");
+            }
+            None => {}
+        }
         let _ = writeln!(out, "  out log:   {}", app.out_log.display());
         let _ = writeln!(out, "  err log:   {}", app.err_log.display());
         for err in &app.log_errors {

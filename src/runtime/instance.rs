@@ -577,6 +577,7 @@ impl Actor {
         let sockets = super::spawn::Sockets {
             listeners: &self.listeners,
             addrs: &self.listen,
+            slot: self.id.index,
             stored: &stored,
         };
         let spawned = spawn(
@@ -635,6 +636,8 @@ impl Actor {
             )),
         ];
         let mut exit_rx = spawned.exit;
+        // Held until this run has ended and its processes are gone.
+        let _lease = spawned.lease;
         let (ready_tx, mut ready_rx) = oneshot::channel::<Result<(), String>>();
         let mut awaiting_ready = false;
         let mut ready_task = None;

@@ -1,13 +1,23 @@
-//! Cluster sockets: eco binds each `listen` address once and keeps it open
-//! across restarts, reloads and edits that keep the address, so connections
-//! queue in the kernel while instances come and go; closed when no app
-//! lists it any more. Instances get them as fds 3, 4, … with LISTEN_FDS,
-//! LISTEN_PID and LISTEN_FDNAMES, as systemd socket activation does.
+//! Cluster sockets: eco binds each `listen` address itself and keeps it
+//! open across restarts, reloads and edits that keep the address, so
+//! connections queue in the kernel while instances come and go; closed when
+//! no app lists it any more. Instances get them as fds 3, 4, … with
+//! LISTEN_FDS, LISTEN_PID and LISTEN_FDNAMES, as systemd socket activation
+//! does.
+//!
+//! A TCP address is held one of two ways ([`Sharing`]). Shared: one socket
+//! that every instance accepts from; the kernel wakes whichever instance
+//! waits first, so the split is uneven. Per instance: one SO_REUSEPORT
+//! socket per running instance slot, so the kernel spreads connections
+//! evenly; this needs `net.ipv4.tcp_migrate_req` (kernel 5.14+), which moves
+//! the queue of a socket eco closes to the others, or connections queued on
+//! an instance that stops would be reset.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io;
+use std::net::SocketAddr;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use nix::fcntl::{FcntlArg, FdFlag, fcntl};
 use nix::sys::socket::{
@@ -17,12 +27,105 @@ use nix::sys::socket::{
 
 use crate::spec::ListenAddr;
 
+/// The sysctl that moves a closed listener's queue to its SO_REUSEPORT
+/// siblings.
+const MIGRATE_REQ: &str = "/proc/sys/net/ipv4/tcp_migrate_req";
+
+/// `ECO_CLUSTER_SOCKETS=shared` keeps one shared socket per address even
+/// where per-instance sockets are possible.
+pub const SHARING_ENV: &str = "ECO_CLUSTER_SOCKETS";
+
+/// How the instances of a cluster app share a TCP address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Sharing {
+    /// One socket; every instance accepts from it.
+    Shared,
+    /// One SO_REUSEPORT socket per running instance.
+    PerInstance,
+}
+
+impl Sharing {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Sharing::Shared => "shared",
+            Sharing::PerInstance => "per-instance",
+        }
+    }
+}
+
 /// The sockets eco holds.
 #[derive(Default)]
 pub struct Listeners {
-    open: Mutex<BTreeMap<ListenAddr, OwnedFd>>,
+    open: Mutex<BTreeMap<ListenAddr, Bound>>,
     /// Why an address could not be bound (shown when its instances start).
     failed: Mutex<BTreeMap<ListenAddr, String>>,
+    /// Decided at the first TCP bind: it may set a sysctl.
+    sharing: OnceLock<Sharing>,
+}
+
+/// One address, as eco holds it.
+enum Bound {
+    Shared(OwnedFd),
+    PerInstance(Group),
+}
+
+/// The SO_REUSEPORT sockets of one address: one per instance slot with a
+/// process running. When none runs, the last one stays open, so that
+/// connections queue (as on a shared socket) instead of being refused.
+struct Group {
+    addr: SocketAddr,
+    slots: BTreeMap<u32, Slot>,
+}
+
+struct Slot {
+    fd: OwnedFd,
+    /// Processes started with this socket and not yet ended (two while a
+    /// new instance runs beside the one it replaces).
+    users: u32,
+}
+
+/// The slot of the socket bound before any instance runs.
+const ANCHOR: u32 = u32::MAX;
+
+impl Group {
+    fn bind(addr: SocketAddr) -> io::Result<Group> {
+        // SO_REUSEPORT lets any socket of the same user join the group:
+        // check first that nothing else holds the address.
+        drop(bind_tcp(addr, false, false)?);
+        let fd = bind_tcp(addr, true, true)?;
+        Ok(Group {
+            addr,
+            slots: BTreeMap::from([(ANCHOR, Slot { fd, users: 0 })]),
+        })
+    }
+
+    /// The socket of `slot` for one more process, bound when it has none.
+    fn acquire(&mut self, slot: u32) -> io::Result<&OwnedFd> {
+        if !self.slots.contains_key(&slot) {
+            let fd = bind_tcp(self.addr, true, true)?;
+            self.slots.insert(slot, Slot { fd, users: 0 });
+        }
+        if let Some(held) = self.slots.get_mut(&slot) {
+            held.users += 1;
+        }
+        // A socket nobody accepts from would keep receiving its share of
+        // new connections: close it; its queue moves to the others.
+        self.slots.retain(|_, held| held.users > 0);
+        self.slots
+            .get(&slot)
+            .map(|held| &held.fd)
+            .ok_or_else(|| io::Error::other("the instance's socket is missing"))
+    }
+
+    /// A process started with `slot`'s socket has ended.
+    fn release(&mut self, slot: u32) {
+        if let Some(held) = self.slots.get_mut(&slot) {
+            held.users = held.users.saturating_sub(1);
+        }
+        if self.slots.values().any(|held| held.users > 0) {
+            self.slots.retain(|_, held| held.users > 0);
+        }
+    }
 }
 
 /// The name of a socket in LISTEN_FDNAMES (`:` separates names there).
@@ -34,10 +137,49 @@ pub fn fd_name(addr: &ListenAddr) -> String {
     text.replace(':', "_")
 }
 
+/// Per-instance sockets held by one running process: released (and closed
+/// when no other process uses them) when it is dropped.
+pub struct Lease {
+    listeners: Arc<Listeners>,
+    addrs: Vec<ListenAddr>,
+    slot: u32,
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        if self.addrs.is_empty() {
+            return;
+        }
+        let mut open = self.listeners.lock_open();
+        for addr in &self.addrs {
+            if let Some(Bound::PerInstance(group)) = open.get_mut(addr) {
+                group.release(self.slot);
+            }
+        }
+    }
+}
+
 impl Listeners {
+    /// Listeners that hold TCP addresses the given way (tests).
+    #[cfg(test)]
+    fn with_sharing(sharing: Sharing) -> Listeners {
+        let listeners = Listeners::default();
+        let _ = listeners.sharing.set(sharing);
+        listeners
+    }
+
+    fn lock_open(&self) -> std::sync::MutexGuard<'_, BTreeMap<ListenAddr, Bound>> {
+        self.open.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// How TCP addresses are held, decided once.
+    pub fn sharing(&self) -> Sharing {
+        *self.sharing.get_or_init(decide_sharing)
+    }
+
     /// Binds what is wanted and not open yet; closes what is no longer wanted.
     pub fn sync(&self, wanted: &BTreeSet<ListenAddr>) {
-        let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut open = self.lock_open();
         let mut failed = self.failed.lock().unwrap_or_else(PoisonError::into_inner);
         open.retain(|addr, _| {
             let keep = wanted.contains(addr);
@@ -54,11 +196,11 @@ impl Listeners {
             if open.contains_key(addr) {
                 continue;
             }
-            match bind_one(addr) {
-                Ok(fd) => {
+            match self.bind_one(addr) {
+                Ok(bound) => {
                     tracing::info!(%addr, "listening for a cluster app");
                     failed.remove(addr);
-                    open.insert(addr.clone(), fd);
+                    open.insert(addr.clone(), bound);
                 }
                 Err(err) => {
                     tracing::warn!(%addr, %err, "cannot bind a cluster socket");
@@ -72,31 +214,65 @@ impl Listeners {
     /// that lists them is applied: an address another program holds is an
     /// error then, not a crash loop later.
     pub fn bind_new(&self, addrs: &BTreeSet<ListenAddr>) -> Result<(), (ListenAddr, io::Error)> {
-        let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut open = self.lock_open();
         for addr in addrs {
             if open.contains_key(addr) {
                 continue;
             }
-            let fd = bind_one(addr).map_err(|err| (addr.clone(), err))?;
+            let bound = self.bind_one(addr).map_err(|err| (addr.clone(), err))?;
             tracing::info!(%addr, "listening for a cluster app");
-            open.insert(addr.clone(), fd);
+            open.insert(addr.clone(), bound);
         }
         Ok(())
     }
 
-    /// Runs `spawn` with the raw fds of `addrs` made inheritable (and back to
-    /// close-on-exec afterwards). Spawns all happen on one thread, so no
-    /// other child can inherit them meanwhile.
+    fn bind_one(&self, addr: &ListenAddr) -> io::Result<Bound> {
+        match addr {
+            // Port 0 would give each SO_REUSEPORT socket a port of its own.
+            ListenAddr::Tcp(sa) if sa.port() != 0 && self.sharing() == Sharing::PerInstance => {
+                Group::bind(*sa).map(Bound::PerInstance)
+            }
+            ListenAddr::Tcp(sa) => bind_tcp(*sa, false, true).map(Bound::Shared),
+            ListenAddr::Unix(path) => bind_unix(path).map(Bound::Shared),
+        }
+    }
+
+    /// Runs `spawn` for instance `slot` with the raw fds of `addrs` made
+    /// inheritable (and back to close-on-exec afterwards). Spawns all
+    /// happen on one thread, so no other child can inherit them meanwhile.
+    /// The lease keeps the instance's own sockets while its process runs.
     pub fn with_inheritable<T>(
-        &self,
+        self: &Arc<Self>,
         addrs: &[ListenAddr],
+        slot: u32,
+        spawn: impl FnOnce(&[RawFd]) -> io::Result<T>,
+    ) -> io::Result<(T, Lease)> {
+        let mut lease = Lease {
+            listeners: Arc::clone(self),
+            addrs: Vec::new(),
+            slot,
+        };
+        // The lock is let go before `lease` can drop: it takes it again.
+        let mut open = self.lock_open();
+        let result = self.spawn_locked(&mut open, addrs, &mut lease, spawn);
+        drop(open);
+        result.map(|spawned| (spawned, lease))
+    }
+
+    fn spawn_locked<T>(
+        &self,
+        open: &mut BTreeMap<ListenAddr, Bound>,
+        addrs: &[ListenAddr],
+        lease: &mut Lease,
         spawn: impl FnOnce(&[RawFd]) -> io::Result<T>,
     ) -> io::Result<T> {
-        let open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
-        let mut fds = Vec::with_capacity(addrs.len());
         for addr in addrs {
-            match open.get(addr) {
-                Some(fd) => fds.push(fd),
+            match open.get_mut(addr) {
+                Some(Bound::Shared(_)) => {}
+                Some(Bound::PerInstance(group)) => {
+                    group.acquire(lease.slot)?;
+                    lease.addrs.push(addr.clone());
+                }
                 None => {
                     let why = self
                         .failed
@@ -108,6 +284,17 @@ impl Listeners {
                     return Err(io::Error::other(why));
                 }
             }
+        }
+        let mut fds = Vec::with_capacity(addrs.len());
+        for addr in addrs {
+            let fd = match open.get(addr) {
+                Some(Bound::Shared(fd)) => Some(fd),
+                Some(Bound::PerInstance(group)) => {
+                    group.slots.get(&lease.slot).map(|held| &held.fd)
+                }
+                None => None,
+            };
+            fds.push(fd.ok_or_else(|| io::Error::other(format!("{addr} is not bound")))?);
         }
         for fd in &fds {
             fcntl(fd.as_fd(), FcntlArg::F_SETFD(FdFlag::empty())).map_err(io::Error::from)?;
@@ -121,41 +308,73 @@ impl Listeners {
     }
 }
 
-fn bind_one(addr: &ListenAddr) -> io::Result<OwnedFd> {
+/// Per-instance sockets where the kernel can move a closed socket's queue
+/// (setting `net.ipv4.tcp_migrate_req` when eco runs as root and it is
+/// off), unless `ECO_CLUSTER_SOCKETS=shared`.
+fn decide_sharing() -> Sharing {
+    if std::env::var(SHARING_ENV).is_ok_and(|v| v == "shared") {
+        tracing::info!("cluster sockets: shared ({SHARING_ENV}=shared)");
+        return Sharing::Shared;
+    }
+    let sharing = match std::fs::read_to_string(MIGRATE_REQ) {
+        Ok(value) if value.trim() == "1" => Sharing::PerInstance,
+        Ok(_) if nix::unistd::geteuid().is_root() => match std::fs::write(MIGRATE_REQ, "1\n") {
+            Ok(()) => {
+                tracing::info!(
+                    "set net.ipv4.tcp_migrate_req=1 (system-wide) for per-instance cluster sockets"
+                );
+                Sharing::PerInstance
+            }
+            Err(err) => {
+                tracing::info!(%err, "cannot set net.ipv4.tcp_migrate_req");
+                Sharing::Shared
+            }
+        },
+        _ => Sharing::Shared,
+    };
+    tracing::info!("cluster sockets: {}", sharing.as_str());
+    sharing
+}
+
+/// A TCP socket bound to `addr` (listening when asked); `reuse_port` for a
+/// per-instance group.
+fn bind_tcp(addr: SocketAddr, reuse_port: bool, listening: bool) -> io::Result<OwnedFd> {
+    let family = if addr.is_ipv4() {
+        AddressFamily::Inet
+    } else {
+        AddressFamily::Inet6
+    };
+    let fd = socket(family, SockType::Stream, SockFlag::SOCK_CLOEXEC, None)?;
+    setsockopt(&fd, sockopt::ReuseAddr, &true)?;
+    if reuse_port {
+        setsockopt(&fd, sockopt::ReusePort, &true)?;
+    }
+    // Accepted sockets inherit it: apps that wrap the fd (uvicorn --fd)
+    // never set it themselves, and small answers would wait for Nagle's
+    // algorithm.
+    setsockopt(&fd, sockopt::TcpNoDelay, &true)?;
     match addr {
-        ListenAddr::Tcp(sa) => {
-            let family = if sa.is_ipv4() {
-                AddressFamily::Inet
-            } else {
-                AddressFamily::Inet6
-            };
-            let fd = socket(family, SockType::Stream, SockFlag::SOCK_CLOEXEC, None)?;
-            setsockopt(&fd, sockopt::ReuseAddr, &true)?;
-            // Accepted sockets inherit it: apps that wrap the fd (uvicorn
-            // --fd) never set it themselves, and small answers would wait
-            // for Nagle's algorithm.
-            setsockopt(&fd, sockopt::TcpNoDelay, &true)?;
-            match sa {
-                std::net::SocketAddr::V4(v4) => bind(fd.as_raw_fd(), &SockaddrIn::from(*v4))?,
-                std::net::SocketAddr::V6(v6) => {
-                    setsockopt(&fd, sockopt::Ipv6V6Only, &true)?;
-                    bind(fd.as_raw_fd(), &SockaddrIn6::from(*v6))?;
-                }
-            }
-            listen(&fd, Backlog::MAXCONN)?;
-            Ok(fd)
-        }
-        ListenAddr::Unix(path) => {
-            // A socket file left by an earlier run is stale: eco owned it.
-            if std::fs::symlink_metadata(path)
-                .is_ok_and(|m| std::os::unix::fs::FileTypeExt::is_socket(&m.file_type()))
-            {
-                std::fs::remove_file(path)?;
-            }
-            let listener = std::os::unix::net::UnixListener::bind(path)?;
-            Ok(OwnedFd::from(listener))
+        SocketAddr::V4(v4) => bind(fd.as_raw_fd(), &SockaddrIn::from(v4))?,
+        SocketAddr::V6(v6) => {
+            setsockopt(&fd, sockopt::Ipv6V6Only, &true)?;
+            bind(fd.as_raw_fd(), &SockaddrIn6::from(v6))?;
         }
     }
+    if listening {
+        listen(&fd, Backlog::MAXCONN)?;
+    }
+    Ok(fd)
+}
+
+fn bind_unix(path: &std::path::Path) -> io::Result<OwnedFd> {
+    // A socket file left by an earlier run is stale: eco owned it.
+    if std::fs::symlink_metadata(path)
+        .is_ok_and(|m| std::os::unix::fs::FileTypeExt::is_socket(&m.file_type()))
+    {
+        std::fs::remove_file(path)?;
+    }
+    let listener = std::os::unix::net::UnixListener::bind(path)?;
+    Ok(OwnedFd::from(listener))
 }
 
 /// `eco __listen --fds 9,11 --names a:b -- CMD…`: the step between eco and
@@ -214,6 +433,85 @@ mod tests {
         assert_eq!(fd_name(&tcp), "tcp-__1-8080");
         let v4 = ListenAddr::Tcp("127.0.0.1:80".parse().expect("addr"));
         assert_eq!(fd_name(&v4), "tcp-127.0.0.1-80");
+    }
+
+    fn free_addr() -> SocketAddr {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").expect("probe");
+        probe.local_addr().expect("addr")
+    }
+
+    /// Accepts what is queued on `slot`'s socket now.
+    fn queued(listeners: &Listeners, addr: &ListenAddr, slot: u32) -> usize {
+        let copy = match listeners.lock_open().get(addr) {
+            Some(Bound::PerInstance(group)) => group.slots[&slot].fd.try_clone().expect("dup"),
+            _ => panic!("no group"),
+        };
+        let listener = std::net::TcpListener::from(copy);
+        listener.set_nonblocking(true).expect("nonblocking");
+        std::iter::from_fn(|| listener.accept().ok()).count()
+    }
+
+    #[test]
+    fn per_instance_sockets_split_connections_and_close_with_their_last_user() {
+        let listeners = Arc::new(Listeners::with_sharing(Sharing::PerInstance));
+        let addr = free_addr();
+        let addrs = [ListenAddr::Tcp(addr)];
+        // A group is not joined to a socket that another program holds,
+        // even one with SO_REUSEPORT that the kernel would let it join.
+        let other = bind_tcp(addr, true, true).expect("another program's socket");
+        let taken = listeners.bind_new(&addrs.iter().cloned().collect());
+        assert!(taken.is_err(), "joined another program's group");
+        drop(other);
+        listeners
+            .bind_new(&addrs.iter().cloned().collect())
+            .expect("bound");
+        let (first, lease0) = listeners
+            .with_inheritable(&addrs, 0, |fds| Ok(fds[0]))
+            .expect("slot 0");
+        let (second, lease1) = listeners
+            .with_inheritable(&addrs, 1, |fds| Ok(fds[0]))
+            .expect("slot 1");
+        assert_ne!(first, second);
+        let clients: Vec<_> = (0..200)
+            .map(|_| std::net::TcpStream::connect(addr).expect("connect"))
+            .collect();
+        let (a, b) = (
+            queued(&listeners, &addrs[0], 0),
+            queued(&listeners, &addrs[0], 1),
+        );
+        assert_eq!(a + b, clients.len());
+        assert!(a.max(b) <= 140, "uneven split: {a} and {b}");
+        // A replacement beside slot 0's process shares its socket.
+        let (again, lease0_new) = listeners
+            .with_inheritable(&addrs, 0, |fds| Ok(fds[0]))
+            .expect("slot 0 again");
+        assert_eq!(again, first);
+        drop(lease0);
+        assert_eq!(
+            slots(&listeners, &addrs[0]),
+            [0, 1],
+            "used by the replacement"
+        );
+        drop(lease0_new);
+        assert_eq!(
+            slots(&listeners, &addrs[0]),
+            [1],
+            "closed with its last user"
+        );
+        // The last socket stays, so connections queue rather than fail.
+        drop(lease1);
+        assert_eq!(slots(&listeners, &addrs[0]), [1]);
+        std::net::TcpStream::connect(addr).expect("queued while none runs");
+        listeners.sync(&BTreeSet::new());
+        assert!(std::net::TcpStream::connect(addr).is_err(), "closed");
+    }
+
+    /// The slots with a socket open.
+    fn slots(listeners: &Listeners, addr: &ListenAddr) -> Vec<u32> {
+        match listeners.lock_open().get(addr) {
+            Some(Bound::PerInstance(group)) => group.slots.keys().copied().collect(),
+            _ => Vec::new(),
+        }
     }
 
     #[test]

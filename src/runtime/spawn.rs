@@ -5,12 +5,13 @@ use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
+use std::sync::Arc;
 
 use tokio::net::unix::pipe;
 use tokio::sync::oneshot;
 
 use super::cgroup::Cgroup;
-use super::listen::{Listeners, fd_name};
+use super::listen::{Lease, Listeners, fd_name};
 use super::reaper::{Reaper, pid_of};
 use crate::spec::{InstanceSpec, ListenAddr};
 use crate::state::Exit;
@@ -29,13 +30,17 @@ pub struct Spawned {
     pub exit: oneshot::Receiver<Exit>,
     pub stdout: pipe::Receiver,
     pub stderr: pipe::Receiver,
+    /// The instance's own cluster sockets, held while its process runs.
+    pub lease: Option<Lease>,
 }
 
 /// Cluster sockets for one spawn, and the fds the instance stored
 /// (`FDSTORE=1`), handed down after them.
 pub struct Sockets<'a> {
-    pub listeners: &'a Listeners,
+    pub listeners: &'a Arc<Listeners>,
     pub addrs: &'a [ListenAddr],
+    /// The instance's index: its slot among per-instance sockets.
+    pub slot: u32,
     pub stored: &'a [(String, OwnedFd)],
 }
 
@@ -50,29 +55,35 @@ pub fn spawn(
 ) -> io::Result<Spawned> {
     match sockets {
         Some(sockets) if !sockets.addrs.is_empty() || !sockets.stored.is_empty() => {
-            sockets.listeners.with_inheritable(sockets.addrs, |fds| {
-                let mut names: Vec<String> = sockets.addrs.iter().map(fd_name).collect();
-                names.extend(sockets.stored.iter().map(|(n, _)| n.replace(':', "_")));
-                let mut fds: Vec<String> = fds.iter().map(ToString::to_string).collect();
-                fds.extend(
-                    sockets
-                        .stored
-                        .iter()
-                        .map(|(_, fd)| fd.as_raw_fd().to_string()),
-                );
-                let _inheritable = Inheritable::new(sockets.stored.iter().map(|(_, fd)| fd));
-                let exe = std::env::current_exe()?;
-                let mut argv = vec![
-                    exe.display().to_string(),
-                    "__listen".to_owned(),
-                    "--fds".to_owned(),
-                    fds.join(","),
-                    "--names".to_owned(),
-                    names.join(":"),
-                    "--".to_owned(),
-                ];
-                argv.extend(spec.argv.iter().cloned());
-                spawn_argv(reaper, &argv, spec, extra, cgroup)
+            let listened = sockets
+                .listeners
+                .with_inheritable(sockets.addrs, sockets.slot, |fds| {
+                    let mut names: Vec<String> = sockets.addrs.iter().map(fd_name).collect();
+                    names.extend(sockets.stored.iter().map(|(n, _)| n.replace(':', "_")));
+                    let mut fds: Vec<String> = fds.iter().map(ToString::to_string).collect();
+                    fds.extend(
+                        sockets
+                            .stored
+                            .iter()
+                            .map(|(_, fd)| fd.as_raw_fd().to_string()),
+                    );
+                    let _inheritable = Inheritable::new(sockets.stored.iter().map(|(_, fd)| fd));
+                    let exe = std::env::current_exe()?;
+                    let mut argv = vec![
+                        exe.display().to_string(),
+                        "__listen".to_owned(),
+                        "--fds".to_owned(),
+                        fds.join(","),
+                        "--names".to_owned(),
+                        names.join(":"),
+                        "--".to_owned(),
+                    ];
+                    argv.extend(spec.argv.iter().cloned());
+                    spawn_argv(reaper, &argv, spec, extra, cgroup)
+                });
+            listened.map(|(mut spawned, lease)| {
+                spawned.lease = Some(lease);
+                spawned
             })
         }
         _ => spawn_argv(reaper, &spec.argv, spec, extra, cgroup),
@@ -113,6 +124,7 @@ fn spawn_argv(
         exit,
         stdout: pipe::Receiver::from_owned_fd(stdout)?,
         stderr: pipe::Receiver::from_owned_fd(stderr)?,
+        lease: None,
     })
 }
 

@@ -8,6 +8,7 @@ use super::Engine;
 use super::ops::{pick, select_in};
 use crate::logs::LogFiles;
 use crate::metrics::Metrics;
+use crate::spec::ListenAddr;
 use crate::state::{Exit, Status};
 use crate::target::TargetError;
 use crate::view::{AppView, HistoryView, InstanceView, MetricsView, Row, epoch_ms};
@@ -154,6 +155,13 @@ impl Engine {
                 log_errors,
                 config_error: None,
                 containment: self.containment().to_owned(),
+                sockets: app
+                    .spec
+                    .process
+                    .listen
+                    .iter()
+                    .any(|a| matches!(a, ListenAddr::Tcp(sa) if sa.port() != 0))
+                    .then(|| self.listeners.sharing().as_str().to_owned()),
                 instances,
             });
         }

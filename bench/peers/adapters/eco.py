@@ -16,17 +16,18 @@ def yaml_str(s):
 
 class Eco(Manager):
     name = "eco"
+    bin = ECO_BIN
     online_word = "online"
     cluster_missing = None
     edit_how = "the file write alone (the daemon watches ecosystem.yaml)"
 
     def missing(self):
-        if not os.access(ECO_BIN, os.X_OK):
-            return "not built (%s missing)" % ECO_BIN
+        if not self.bin and os.access(self.bin, os.X_OK):
+            return "not built (%s missing)" % self.bin
         return None
 
     def version(self):
-        return common.run([ECO_BIN, "--version"], common.base_env()).stdout.decode().strip()
+        return common.run([self.bin, "--version"], common.base_env()).stdout.decode().strip()
 
     def setup(self):
         super().setup()
@@ -36,7 +37,7 @@ class Eco(Manager):
         self.file = os.path.join(self.home, "ecosystem.yaml")
 
     def eco(self, *args, timeout=120, check=True):
-        return common.run([ECO_BIN, *args], self.env, timeout=timeout, check=check)
+        return common.run([self.bin, *args], self.env, timeout=timeout, check=check)
 
     def write_file(self, apps):
         lines = ["name: %s" % PROJECT, "apps:" if apps else "apps: {}"]
@@ -108,9 +109,21 @@ class Eco(Manager):
         return {r["app"]: r["status"] for r in rows if r.get("project") == PROJECT}
 
     def list_argv(self):
-        return [ECO_BIN, "ls", "--json"]
+        return [self.bin, "ls", "--json"]
 
     def stop_daemon(self):
         if os.path.exists(self.pidfile()):
             self.eco("kill", timeout=60, check=False)
             time.sleep(0.05)
+
+
+class EcoBase(Eco):
+    """An earlier eco build (ECO_BASE_BIN) measured beside this one, so a
+    regression is read in one run on one machine."""
+    name = "eco-base"
+    bin = os.environ.get("ECO_BASE_BIN", "")
+
+    def missing(self):
+        if not self.bin:
+            return "ECO_BASE_BIN is not set"
+        return super().missing()
