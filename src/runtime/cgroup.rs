@@ -12,6 +12,8 @@
 
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 /// The cgroup v2 (unified) mount point, from /proc/self/mountinfo:
@@ -102,14 +104,17 @@ impl Subtree {
                 let old = Cgroup {
                     path: path.clone(),
                     home: self.home.clone(),
+                    killed: Arc::default(),
                 };
                 old.kill();
+                return Ok(old);
             }
             Err(err) => return Err(err),
         }
         Ok(Cgroup {
             path,
             home: self.home.clone(),
+            killed: Arc::default(),
         })
     }
 
@@ -148,6 +153,7 @@ impl Subtree {
             .map(|e| Cgroup {
                 path: e.path(),
                 home: self.home.clone(),
+                killed: Arc::default(),
             })
             .collect()
     }
@@ -176,6 +182,11 @@ impl Subtree {
 pub struct Cgroup {
     path: PathBuf,
     home: PathBuf,
+    /// Set once `cgroup.kill` was written. Linux (6.18 here) then kills
+    /// every process cloned into it with CLONE_INTO_CGROUP at birth (the
+    /// clone compares the parent cgroup's kill count with this one's), so
+    /// such a cgroup is replaced, or entered instead.
+    killed: Arc<AtomicBool>,
 }
 
 impl Cgroup {
@@ -211,6 +222,7 @@ impl Cgroup {
     /// SIGKILL to every process in the cgroup at once (`cgroup.kill`, or
     /// one by one on kernels before 5.14).
     pub fn kill(&self) {
+        self.killed.store(true, Ordering::Relaxed);
         if std::fs::write(self.path.join("cgroup.kill"), "1").is_err() {
             for pid in self.procs() {
                 let _ = nix::sys::signal::kill(
@@ -231,6 +243,11 @@ impl Cgroup {
             std::thread::sleep(Duration::from_millis(2));
         }
         true
+    }
+
+    /// True once `kill` was used on it (see `killed`).
+    pub fn was_killed(&self) -> bool {
+        self.killed.load(Ordering::Relaxed)
     }
 
     /// Removes the (empty) cgroup.

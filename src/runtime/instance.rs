@@ -461,6 +461,24 @@ impl Actor {
     /// The instance's cgroup, created on the first run and kept across
     /// restarts; None without cgroup containment.
     fn cgroup(&mut self) -> Option<Cgroup> {
+        // A killed cgroup is replaced by a fresh one, which a clone can
+        // enter (see `Cgroup::killed`); its processes are gone by now.
+        let killed = [&self.cgroup, &self.probe_cgroup]
+            .into_iter()
+            .flatten()
+            .any(Cgroup::was_killed);
+        let empty = [&self.cgroup, &self.probe_cgroup]
+            .into_iter()
+            .flatten()
+            .all(Cgroup::is_empty);
+        if killed && empty {
+            for old in [self.cgroup.take(), self.probe_cgroup.take()]
+                .into_iter()
+                .flatten()
+            {
+                old.remove();
+            }
+        }
         if self.cgroup.is_none()
             && let Some(subtree) = &self.cgroups
         {

@@ -14,6 +14,7 @@
 //!   `listen`, `reaper`: the system calls behind it.
 
 pub mod cgroup;
+pub mod clone_into;
 pub mod guard;
 pub mod instance;
 pub mod kill;

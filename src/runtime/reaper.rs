@@ -60,6 +60,19 @@ impl Reaper {
         Ok(reaper)
     }
 
+    /// Runs `start`, which starts a child and returns its pid, and returns
+    /// the pid with a receiver for its exit.
+    pub fn spawn_with(
+        &self,
+        start: impl FnOnce() -> io::Result<i32>,
+    ) -> io::Result<(i32, oneshot::Receiver<Exit>)> {
+        let mut waiters = self.waiters.lock().unwrap_or_else(PoisonError::into_inner);
+        let pid = start()?;
+        let (tx, rx) = oneshot::channel();
+        waiters.insert(pid, tx);
+        Ok((pid, rx))
+    }
+
     /// Spawns `command` and returns the child with a receiver for its exit.
     pub fn spawn(&self, command: &mut Command) -> io::Result<(Child, oneshot::Receiver<Exit>)> {
         let mut waiters = self.waiters.lock().unwrap_or_else(PoisonError::into_inner);

@@ -6,11 +6,13 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use tokio::net::unix::pipe;
 use tokio::sync::oneshot;
 
 use super::cgroup::Cgroup;
+use super::clone_into::{self, Output};
 use super::listen::{Lease, Listeners, fd_name};
 use super::reaper::{Reaper, pid_of};
 use crate::spec::{InstanceSpec, ListenAddr};
@@ -107,13 +109,13 @@ fn spawn_argv(
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     new_session(&mut command);
-    let (mut child, exit) = spawn_in(reaper, &mut command, cgroup)?;
-    let pid = pid_of(&child);
+    let started = spawn_in(reaper, &mut command, cgroup, &Output::Piped)?;
+    let pid = started.pid;
+    let exit = started.exit;
     give_callers_nofile(pid);
-    let (Some(stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
+    let (Some(stdout), Some(stderr)) = (started.stdout, started.stderr) else {
         return Err(io::Error::other("the child's output pipes are missing"));
     };
-    let (stdout, stderr): (OwnedFd, OwnedFd) = (stdout.into(), stderr.into());
     for fd in [&stdout, &stderr] {
         // A roomier pipe: a chatty app keeps writing while eco is briefly
         // busy elsewhere (2 cores are shared by the app, eco and the disk).
@@ -146,8 +148,8 @@ pub fn spawn_quiet(
         .stdout(Stdio::null())
         .stderr(Stdio::null());
     new_session(&mut command);
-    let (child, exit) = spawn_in(reaper, &mut command, cgroup)?;
-    Ok((pid_of(&child), exit))
+    let started = spawn_in(reaper, &mut command, cgroup, &Output::Null)?;
+    Ok((started.pid, started.exit))
 }
 
 /// Stored fds made inheritable for one spawn, close-on-exec again after.
@@ -225,15 +227,62 @@ fn give_callers_nofile(pid: i32) {
     }
 }
 
-/// Spawns with eco inside `cgroup` for the instant of the spawn, so the
-/// child is born in it (see `cgroup`).
+/// A child just started.
+struct Started {
+    pid: i32,
+    exit: oneshot::Receiver<Exit>,
+    stdout: Option<OwnedFd>,
+    stderr: Option<OwnedFd>,
+}
+
+/// Kernels without `CLONE_INTO_CGROUP` (before 5.7) are found once.
+static CLONE_INTO_UNSUPPORTED: AtomicBool = AtomicBool::new(false);
+
+/// Spawns `command`, born inside `cgroup` when there is one: cloned into
+/// it, or on kernels before 5.7 with eco inside it for the instant of the
+/// spawn (see `clone_into` for why the clone is preferred).
 fn spawn_in(
     reaper: &Reaper,
     command: &mut Command,
     cgroup: Option<&Cgroup>,
-) -> io::Result<(std::process::Child, oneshot::Receiver<Exit>)> {
+    output: &Output,
+) -> io::Result<Started> {
+    if let Some(cgroup) = cgroup
+        && !cgroup.was_killed()
+        && !CLONE_INTO_UNSUPPORTED.load(Ordering::Relaxed)
+    {
+        let dir = clone_into::open_dir(cgroup.path())?;
+        let mut pipes = None;
+        let cloned = reaper.spawn_with(|| {
+            let child = clone_into::spawn(command, dir.as_fd(), output)?;
+            pipes = Some((child.stdout, child.stderr));
+            Ok(child.pid)
+        });
+        match cloned {
+            Ok((pid, exit)) => {
+                let (stdout, stderr) = pipes.unwrap_or_default();
+                return Ok(Started {
+                    pid,
+                    exit,
+                    stdout,
+                    stderr,
+                });
+            }
+            Err(err) if err.kind() == io::ErrorKind::Unsupported => {
+                tracing::info!(%err, "no CLONE_INTO_CGROUP: eco enters each cgroup to spawn");
+                CLONE_INTO_UNSUPPORTED.store(true, Ordering::Relaxed);
+            }
+            Err(err) => return Err(err),
+        }
+    }
     let _inside = cgroup.map(Cgroup::enter).transpose()?;
-    reaper.spawn(command)
+    let (mut child, exit) = reaper.spawn(command)?;
+    Ok(Started {
+        pid: pid_of(&child),
+        exit,
+        stdout: child.stdout.take().map(OwnedFd::from),
+        stderr: child.stderr.take().map(OwnedFd::from),
+    })
 }
 
 /// The child leads a new process group, so signals to the group reach
