@@ -197,31 +197,59 @@ pub async fn run(paths: Paths, lock_inode: u64) -> anyhow::Result<()> {
 }
 
 /// Resolves when this daemon's home was removed or replaced: the lock file
-/// at its path is no longer the one this daemon holds. Event-driven (an
-/// inotify watch on the home folder); never resolves if it cannot watch.
+/// at its path is no longer the one this daemon holds. Event-driven: an
+/// inotify watch on the lock file (an unlink changes its link count) and on
+/// the home folder itself (moved or deleted), read on the runtime, with no
+/// thread of its own and no wake-up for the files written in the home.
+/// Never resolves if it cannot watch.
+#[allow(unsafe_code)]
 async fn home_lost(paths: &Paths, lock_inode: u64) {
-    use notify::Watcher;
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    let watcher = notify::recommended_watcher(move |_event: notify::Result<notify::Event>| {
-        let _ = tx.send(());
-    });
-    let mut watcher = match watcher {
-        Ok(w) => w,
+    use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
+    let lock = paths.lock();
+    let watch = || -> std::io::Result<tokio::io::unix::AsyncFd<Watch>> {
+        let inotify = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC)?;
+        inotify.add_watch(
+            &lock,
+            AddWatchFlags::IN_ATTRIB | AddWatchFlags::IN_DELETE_SELF | AddWatchFlags::IN_MOVE_SELF,
+        )?;
+        inotify.add_watch(
+            &paths.home,
+            AddWatchFlags::IN_DELETE_SELF | AddWatchFlags::IN_MOVE_SELF | AddWatchFlags::IN_ONLYDIR,
+        )?;
+        // SAFETY: `Watch` owns the inotify instance and so its fd, which
+        // stays open and the same until the AsyncFd (its only owner) drops.
+        unsafe { tokio::io::unix::AsyncFd::register(Watch(inotify)) }
+            .map_err(|err| err.into_parts().1)
+    };
+    let inotify = match watch() {
+        Ok(inotify) => inotify,
         Err(err) => {
             tracing::warn!(%err, "cannot watch the home folder");
             return std::future::pending().await;
         }
     };
-    if let Err(err) = watcher.watch(&paths.home, notify::RecursiveMode::NonRecursive) {
-        tracing::warn!(%err, "cannot watch the home folder");
-        return std::future::pending().await;
-    }
-    let lock = paths.lock();
     let still_ours = || std::fs::metadata(&lock).is_ok_and(|m| m.ino() == lock_inode);
     while still_ours() {
-        if rx.recv().await.is_none() {
+        let Ok(mut ready) = inotify.readable().await else {
             return std::future::pending().await;
+        };
+        match ready.get_inner().0.read_events() {
+            Ok(_) => {}
+            Err(nix::errno::Errno::EAGAIN) => ready.clear_ready(),
+            Err(err) => {
+                tracing::warn!(%err, "cannot read the home folder's watch");
+                return std::future::pending().await;
+            }
         }
+    }
+}
+
+/// An inotify instance that tokio can poll.
+struct Watch(nix::sys::inotify::Inotify);
+
+impl std::os::fd::AsRawFd for Watch {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        std::os::fd::AsFd::as_fd(&self.0).as_raw_fd()
     }
 }
 
