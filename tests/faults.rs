@@ -224,6 +224,43 @@ fn the_daemon_raises_its_descriptor_limit() {
 }
 
 #[test]
+fn more_instances_than_descriptors_are_refused_with_how_many_fit() {
+    let home = Home::new();
+    // 400 instances hold 800 pipe ends, which would fit in 1024 with
+    // eco's reserve of 128, and one socket each for the cluster address,
+    // which does not (the suite runs as root: sockets per instance).
+    home.write(
+        "ecosystem.yaml",
+        &format!(
+            "apps:\n  many:\n    cmd: ['{}', __fixture-http]\n    mode: cluster\n    \
+             listen: ['127.0.0.1:{}']\n    instances: 400\n",
+            eco_bin().display(),
+            crate::support::free_port()
+        ),
+    );
+    // The hard limit is what eco may open; without CAP_SYS_RESOURCE it
+    // cannot raise it.
+    let out = Command::new("setpriv")
+        .args(["--bounding-set=-sys_resource", "sh", "-c"])
+        .arg(format!(
+            "ulimit -Sn 1024 && ulimit -Hn 1024 && exec '{}' up",
+            eco_bin().display()
+        ))
+        .current_dir(home.path())
+        .env("ECO_HOME", home.path())
+        .output()
+        .expect("setpriv runs");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("400 instances need about 1200 descriptors") && err.contains("fits about"),
+        "{err}"
+    );
+    assert!(err.contains("LimitNOFILE"), "{err}");
+    assert!(home.rows().is_empty(), "nothing started");
+}
+
+#[test]
 fn a_bad_home_fails_fast_with_its_reason() {
     let dir = tempfile::tempdir().expect("tempdir");
     let long = dir.path().join("h".repeat(110));

@@ -249,21 +249,27 @@ impl Reconciler {
 
     /// Refuses a spec whose instances, with every other project's, would
     /// need more descriptors than eco may open (two pipes per instance, a
-    /// notify socket for notify and watchdog apps), and says how many fit.
+    /// notify socket for notify and watchdog apps, a socket per TCP
+    /// `listen` address where instances have their own), and says how many
+    /// fit.
     async fn check_descriptors(&self, spec: &ProjectSpec) -> Result<(), ErrorReply> {
         use nix::sys::resource::{Resource, getrlimit, setrlimit};
         let Ok((soft, limit)) = getrlimit(Resource::RLIMIT_NOFILE) else {
             return Ok(());
         };
-        let others: u64 = self
-            .engine
-            .projects()
-            .await
+        let projects = self.engine.projects().await;
+        // Asked only where it matters: the first ask may set a sysctl.
+        let per_instance = projects
+            .iter()
+            .chain(std::iter::once(spec))
+            .any(|p| p.apps.values().any(|a| tcp_listen(a) > 0))
+            && self.engine.sockets_per_instance();
+        let others: u64 = projects
             .iter()
             .filter(|p| p.name != spec.name)
-            .map(descriptors_needed)
+            .map(|p| descriptors_needed(p, per_instance))
             .sum();
-        let needed = others + descriptors_needed(spec);
+        let needed = others + descriptors_needed(spec, per_instance);
         if needed + RESERVED_FDS <= limit {
             // Within the hard limit: raise the soft one as far as needed
             // (apps inherit it, so no further).
@@ -446,13 +452,27 @@ const FDS_PER_INSTANCE: u64 = 2;
 const RESERVED_FDS: u64 = 128;
 
 /// What a project's instances hold open in eco.
-fn descriptors_needed(spec: &ProjectSpec) -> u64 {
+/// Descriptors eco holds for `spec`'s instances; `per_instance` when each
+/// instance has its own socket per TCP `listen` address.
+fn descriptors_needed(spec: &ProjectSpec, per_instance: bool) -> u64 {
     spec.apps
         .values()
         .map(|app| {
             let notify = app.settings.ready == Some(crate::spec::Ready::Notify)
                 || app.process.watchdog.is_some();
-            u64::from(app.instances) * (FDS_PER_INSTANCE + u64::from(notify))
+            let sockets = if per_instance { tcp_listen(app) } else { 0 };
+            u64::from(app.instances) * (FDS_PER_INSTANCE + u64::from(notify) + sockets)
         })
         .sum()
+}
+
+/// The app's TCP `listen` addresses that get a socket per instance.
+fn tcp_listen(app: &crate::spec::AppSpec) -> u64 {
+    let count = app
+        .process
+        .listen
+        .iter()
+        .filter(|a| matches!(a, crate::spec::ListenAddr::Tcp(sa) if sa.port() != 0))
+        .count();
+    u64::try_from(count).unwrap_or(u64::MAX)
 }

@@ -305,6 +305,11 @@ impl Engine {
         engine
     }
 
+    /// True when cluster instances get a socket each (see `listen`).
+    pub fn sockets_per_instance(&self) -> bool {
+        self.listeners.sharing() == listen::Sharing::PerInstance
+    }
+
     /// How instances are contained: `cgroup` or `process-group`.
     pub fn containment(&self) -> &'static str {
         if self.cgroups.is_some() {
