@@ -253,7 +253,8 @@ fn more_instances_than_descriptors_are_refused_with_how_many_fit() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(
-        err.contains("400 instances need about 1200 descriptors") && err.contains("fits about"),
+        err.contains("400 instances need about 1200 descriptors")
+            && err.contains("fits about 298 instances"),
         "{err}"
     );
     assert!(err.contains("LimitNOFILE"), "{err}");

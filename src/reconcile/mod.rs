@@ -281,8 +281,13 @@ impl Reconciler {
             }
             return Ok(());
         }
-        let room = limit.saturating_sub(RESERVED_FDS + others) / FDS_PER_INSTANCE;
         let instances: u64 = spec.apps.values().map(|a| u64::from(a.instances)).sum();
+        // At this project's own cost per instance.
+        let each = descriptors_needed(spec, per_instance)
+            .checked_div(instances)
+            .unwrap_or(FDS_PER_INSTANCE)
+            .max(1);
+        let room = limit.saturating_sub(RESERVED_FDS + others) / each;
         Err(ErrorReply::failed(
             format!(
                 "{instances} instances need about {needed} descriptors with what already runs, \
