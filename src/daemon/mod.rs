@@ -115,6 +115,8 @@ pub async fn run(paths: Paths, lock_inode: u64) -> anyhow::Result<()> {
     let listener = server::bind(&paths.socket())
         .with_context(|| format!("cannot listen on {}", paths.socket().display()))?;
     tracing::info!(socket = %paths.socket().display(), fd = listener.as_raw_fd(), "listening");
+    // Start-up code is done with: only what runs from now on stays mapped.
+    startup::map_only_used_code();
     if let Ok(meta) = std::fs::metadata(paths.socket()) {
         let _ = host.socket_inode.set(meta.ino());
     }

@@ -86,3 +86,56 @@ pub fn raise_nofile() -> Option<u64> {
 /// Enough for the per-app cap of instances in several projects; more only
 /// makes every descriptor table larger.
 const MAX_NOFILE: u64 = 1 << 20;
+
+/// Most of an idle daemon's memory is its own binary's code, and most of
+/// that was never run: for each page a process touches, the kernel maps up
+/// to 16 neighbours that sit in the page cache ("fault-around"). Once
+/// started, eco drops its code mappings (MADV_DONTNEED on its own
+/// executable's `r-xp` mappings, which are clean and file-backed, so a page
+/// used again is read back from the page cache) and marks them
+/// MADV_RANDOM, so that only code it runs comes back. Read-only data is
+/// left alone: relocated pages there are private copies.
+#[allow(unsafe_code)]
+pub fn map_only_used_code() {
+    let (Ok(exe), Ok(maps)) = (
+        std::fs::read_link("/proc/self/exe"),
+        std::fs::read_to_string("/proc/self/maps"),
+    ) else {
+        return;
+    };
+    let mut dropped = 0usize;
+    for line in maps.lines() {
+        // start-end perms offset dev inode path
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let [range, "r-xp", _, _, _, path] = fields.as_slice() else {
+            continue;
+        };
+        if std::path::Path::new(path) != exe {
+            continue;
+        }
+        let Some((start, end)) = range.split_once('-') else {
+            continue;
+        };
+        let (Ok(start), Ok(end)) = (
+            usize::from_str_radix(start, 16),
+            usize::from_str_radix(end, 16),
+        ) else {
+            continue;
+        };
+        let Some(len) = end.checked_sub(start) else {
+            continue;
+        };
+        // SAFETY: the range is a whole mapping of this process's own
+        // executable, read-only and never written (no text relocations),
+        // so dropping its pages loses nothing: they fault back in from the
+        // file. Nothing is unmapped.
+        unsafe {
+            let addr = start as *mut libc::c_void;
+            libc::madvise(addr, len, libc::MADV_RANDOM);
+            if libc::madvise(addr, len, libc::MADV_DONTNEED) == 0 {
+                dropped += len;
+            }
+        }
+    }
+    tracing::debug!(dropped, "code pages left to fault in on use");
+}

@@ -959,6 +959,11 @@ impl Actor {
         pid == main
             || crate::procfs::descendants(main).contains(&pid)
             || crate::procfs::env_value(pid, SPAWN_MARK).as_deref() == Some(mark)
+            // It exited while being checked: an exiting process leaves
+            // cgroup.procs before its parent reaps it, so every check above
+            // can miss a short-lived sender of the instance (seen with the
+            // Node shim's `eco notify` under load).
+            || !crate::procfs::alive(pid)
     }
 
     /// After the launcher exited 0: the daemon it left, if any. With
