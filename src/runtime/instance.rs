@@ -467,11 +467,12 @@ impl Actor {
             .into_iter()
             .flatten()
             .any(Cgroup::was_killed);
-        let empty = [&self.cgroup, &self.probe_cgroup]
-            .into_iter()
-            .flatten()
-            .all(Cgroup::is_empty);
-        if killed && empty {
+        if killed
+            && [&self.cgroup, &self.probe_cgroup]
+                .into_iter()
+                .flatten()
+                .all(Cgroup::is_empty)
+        {
             for old in [self.cgroup.take(), self.probe_cgroup.take()]
                 .into_iter()
                 .flatten()
@@ -520,7 +521,9 @@ impl Actor {
             .into_iter()
             .flatten()
         {
-            cgroup.kill();
+            if !cgroup.is_empty() {
+                cgroup.kill();
+            }
             cgroup.remove();
         }
     }

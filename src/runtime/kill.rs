@@ -140,7 +140,11 @@ pub async fn stop(
     while Instant::now() < deadline && scope.anything_left(group, &others) {
         sleep(GROUP_POLL).await;
     }
-    scope.kill_everything(group, &others);
+    // Only what outlived the grace period: a cgroup that was killed must be
+    // replaced before the next start (see `Cgroup::killed`).
+    if scope.anything_left(group, &others) {
+        scope.kill_everything(group, &others);
+    }
     let leader = match leader {
         Some(exit) => exit,
         None => (&mut *exit).await.unwrap_or(Exit::Signal(libc::SIGKILL)),
