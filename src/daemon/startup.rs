@@ -87,14 +87,14 @@ pub fn raise_nofile() -> Option<u64> {
 /// makes every descriptor table larger.
 const MAX_NOFILE: u64 = 1 << 20;
 
-/// Most of an idle daemon's memory is its own binary's code, and most of
-/// that was never run: for each page a process touches, the kernel maps up
-/// to 16 neighbours that sit in the page cache ("fault-around"). Once
-/// started, eco drops its code mappings (MADV_DONTNEED on its own
-/// executable's `r-xp` mappings, which are clean and file-backed, so a page
-/// used again is read back from the page cache) and marks them
-/// MADV_RANDOM, so that only code it runs comes back. Read-only data is
-/// left alone: relocated pages there are private copies.
+/// Most of an idle daemon's memory is its own binary's code, much of it
+/// run only at start-up (argument parsing, home checks, restore), and for
+/// each page a process touches the kernel maps up to 16 neighbours that sit
+/// in the page cache ("fault-around"). Once started, eco drops its code
+/// mappings (MADV_DONTNEED on its own executable's `r-xp` mappings, which
+/// are clean and file-backed, so a page used again is read back from the
+/// page cache): what it runs from then on comes back, the rest stays out.
+/// Read-only data is left alone: relocated pages there are private copies.
 #[allow(unsafe_code)]
 pub fn map_only_used_code() {
     let (Ok(exe), Ok(maps)) = (
@@ -131,7 +131,6 @@ pub fn map_only_used_code() {
         // file. Nothing is unmapped.
         unsafe {
             let addr = start as *mut libc::c_void;
-            libc::madvise(addr, len, libc::MADV_RANDOM);
             if libc::madvise(addr, len, libc::MADV_DONTNEED) == 0 {
                 dropped += len;
             }
