@@ -262,6 +262,15 @@ pub enum ListenAddr {
     Unix(PathBuf),
 }
 
+impl ListenAddr {
+    /// A TCP address with a fixed port: the kind that can have one
+    /// SO_REUSEPORT socket per instance (port 0 would give each its own port,
+    /// and `unix:` paths have no such groups).
+    pub fn can_split_per_instance(&self) -> bool {
+        matches!(self, ListenAddr::Tcp(addr) if addr.port() != 0)
+    }
+}
+
 impl fmt::Display for ListenAddr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

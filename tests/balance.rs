@@ -10,8 +10,8 @@ use std::net::TcpStream;
 use std::process::Command;
 use std::time::Duration;
 
-use crate::cluster::{Load, free_port, wait_requests};
-use crate::support::{Home, all_online, eco_bin};
+use crate::cluster::{Load, free_port, kill_and_wait_respawn, wait_requests};
+use crate::support::{Home, eco_bin};
 
 fn cluster_file(port: u16, instances: u32) -> String {
     format!(
@@ -85,15 +85,7 @@ fn scaling_down_and_a_crash_refuse_no_connection() {
     let rows = home.rows();
     assert_eq!(rows.len(), 2, "{rows:#?}");
     wait_requests(&load, 50);
-    let victim = home.row("api", 1)["pid"].as_i64().expect("pid");
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(i32::try_from(victim).expect("pid")),
-        nix::sys::signal::Signal::SIGKILL,
-    )
-    .expect("kill");
-    home.wait_rows("respawned", |rows| {
-        all_online(rows) && rows.iter().all(|r| r["pid"].as_i64() != Some(victim))
-    });
+    kill_and_wait_respawn(&home, "api", 1);
     home.ok(&["reload", "api"]);
     wait_requests(&load, 50);
     let (ok, refused, failed) = load.finish();

@@ -109,6 +109,20 @@ fn pids(home: &Home) -> Vec<i64> {
         .collect()
 }
 
+/// SIGKILLs instance `index` of `app` and waits until every instance is
+/// online again, that one with a new pid.
+pub(crate) fn kill_and_wait_respawn(home: &Home, app: &str, index: u64) {
+    let victim = home.row(app, index)["pid"].as_i64().expect("pid");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(victim).expect("pid")),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("kill");
+    home.wait_rows("respawned", |rows| {
+        all_online(rows) && rows.iter().all(|r| r["pid"].as_i64() != Some(victim))
+    });
+}
+
 pub(crate) fn wait_requests(load: &Load, more: u64) {
     let target = load.ok() + more;
     eventually("requests flowing", Duration::from_secs(10), || {
@@ -164,15 +178,7 @@ fn a_killed_instance_refuses_no_connection() {
     home.ok(&["up", "--wait"]);
     let load = Load::start(port, 4);
     wait_requests(&load, 50);
-    let victim = home.row("api", 0)["pid"].as_i64().expect("pid");
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(i32::try_from(victim).expect("pid")),
-        nix::sys::signal::Signal::SIGKILL,
-    )
-    .expect("kill");
-    home.wait_rows("respawned", |rows| {
-        all_online(rows) && rows.iter().all(|r| r["pid"].as_i64() != Some(victim))
-    });
+    kill_and_wait_respawn(&home, "api", 0);
     wait_requests(&load, 50);
     let (ok, refused, _failed) = load.finish();
     assert_eq!(refused, 0, "refused connections");

@@ -477,7 +477,7 @@ fn tcp_listen(app: &crate::spec::AppSpec) -> u64 {
         .process
         .listen
         .iter()
-        .filter(|a| matches!(a, crate::spec::ListenAddr::Tcp(sa) if sa.port() != 0))
+        .filter(|a| a.can_split_per_instance())
         .count();
     u64::try_from(count).unwrap_or(u64::MAX)
 }

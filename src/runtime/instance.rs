@@ -950,22 +950,15 @@ impl Actor {
     /// (without one) the supervised process, below it, or carrying its mark;
     /// or a sender already gone.
     fn belongs(&self, pid: i32, main: i32, mark: &str, cgroup: Option<&Cgroup>) -> bool {
-        if !crate::procfs::alive(pid) {
-            // A short-lived sender (`eco notify`, `systemd-notify`) may be
-            // gone by the time its datagram is read: there is nothing left
-            // to check, so it is trusted (live outsiders are dropped).
-            return true;
-        }
-        if cgroup.is_some_and(|c| c.procs().contains(&pid)) {
-            return true;
-        }
         pid == main
+            || cgroup.is_some_and(|c| c.procs().contains(&pid))
             || crate::procfs::descendants(main).contains(&pid)
             || crate::procfs::env_value(pid, SPAWN_MARK).as_deref() == Some(mark)
-            // It exited while being checked: an exiting process leaves
-            // cgroup.procs before its parent reaps it, so every check above
-            // can miss a short-lived sender of the instance (seen with the
-            // Node shim's `eco notify` under load).
+            // A short-lived sender (`eco notify`, `systemd-notify`) may be
+            // gone by the time its datagram is read, or exit while it is
+            // checked (an exiting process leaves cgroup.procs before its
+            // parent reaps it): nothing is left to check, so it is trusted.
+            // Live outsiders are dropped.
             || !crate::procfs::alive(pid)
     }
 

@@ -228,8 +228,9 @@ impl Listeners {
 
     fn bind_one(&self, addr: &ListenAddr) -> io::Result<Bound> {
         match addr {
-            // Port 0 would give each SO_REUSEPORT socket a port of its own.
-            ListenAddr::Tcp(sa) if sa.port() != 0 && self.sharing() == Sharing::PerInstance => {
+            ListenAddr::Tcp(sa)
+                if addr.can_split_per_instance() && self.sharing() == Sharing::PerInstance =>
+            {
                 Group::bind(*sa).map(Bound::PerInstance)
             }
             ListenAddr::Tcp(sa) => bind_tcp(*sa, false, true).map(Bound::Shared),

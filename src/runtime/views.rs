@@ -160,7 +160,7 @@ impl Engine {
                     .process
                     .listen
                     .iter()
-                    .any(|a| matches!(a, ListenAddr::Tcp(sa) if sa.port() != 0))
+                    .any(ListenAddr::can_split_per_instance)
                     .then(|| self.listeners.sharing().as_str().to_owned()),
                 instances,
             });
