@@ -204,6 +204,33 @@ fn every_line_arrives_complete() {
     assert_eq!(next, [50_000, 50_000]);
 }
 
+/// Output in bursts with quiet gaps: each burst is read in batches out of
+/// epoll, each gap puts the pipe back in it; nothing is lost or reordered.
+#[test]
+fn bursts_and_gaps_lose_no_line() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = write(
+        dir.path(),
+        "ecosystem.yaml",
+        "apps:\n  bursty:\n    cmd: [sh, -c, 'for b in 1 2 3 4; do seq 1 20000 | sed \"s/^/$b:/\"; sleep 0.05; done; echo last']\n    restart: never\n",
+    );
+    let eco = Foreground::start(dir.path(), dir.path(), &file);
+    eco.stdout
+        .wait_for("the last line", LIMIT, |l| l == "bursty.0 | last");
+    let lines: Vec<String> = eco
+        .stdout
+        .all()
+        .iter()
+        .filter_map(|l| l.strip_prefix("bursty.0 | ").map(str::to_owned))
+        .collect();
+    let expected: Vec<String> = (1..=4)
+        .flat_map(|b| (1..=20_000).map(move |i| format!("{b}:{i}")))
+        .chain(["last".to_string()])
+        .collect();
+    assert_eq!(lines.len(), expected.len());
+    assert!(lines == expected, "lines out of order or changed");
+}
+
 #[test]
 fn long_lines_are_split_not_dropped() {
     let dir = tempfile::tempdir().expect("tempdir");

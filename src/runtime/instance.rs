@@ -10,12 +10,13 @@ use std::time::{Duration, SystemTime};
 
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::{Instant, timeout};
+use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::cgroup::{Cgroup, Subtree};
 use super::kill::Scope;
 use super::notify::{Datagram, Message, NotifySocket};
-use super::output::{LineMatcher, pump};
+use super::output::{LineMatcher, Sink, pump};
 use super::ready::{self, Probes};
 use super::reaper::Reaper;
 use super::spawn::{SPAWN_MARK, spawn};
@@ -359,6 +360,16 @@ impl Actor {
         self.state.send_modify(change);
     }
 
+    /// Where one of this instance's pipes goes.
+    fn sink(&self, stream: Stream, matcher: Option<LineMatcher>) -> Sink {
+        Sink {
+            id: Arc::clone(&self.id),
+            stream,
+            observer: Arc::clone(&self.observer),
+            matcher,
+        }
+    }
+
     fn event(&self, event: &Event) {
         if let Event::SpawnFailed { error } = event {
             // The cause goes where users look: the app's err log (or the
@@ -640,22 +651,22 @@ impl Actor {
             s.last_error = None;
         });
         self.event(&Event::Started { pid });
-        let pumps = [
-            self.tasks.spawn(pump(
-                spawned.stdout,
-                Arc::clone(&self.id),
-                Stream::Out,
-                Arc::clone(&self.observer),
-                matcher.clone(),
-            )),
-            self.tasks.spawn(pump(
-                spawned.stderr,
-                Arc::clone(&self.id),
-                Stream::Err,
-                Arc::clone(&self.observer),
-                matcher,
-            )),
-        ];
+        let hurry = CancellationToken::new();
+        let pumps = Pumps {
+            handles: [
+                self.tasks.spawn(pump(
+                    spawned.stdout,
+                    self.sink(Stream::Out, matcher.clone()),
+                    hurry.clone(),
+                )),
+                self.tasks.spawn(pump(
+                    spawned.stderr,
+                    self.sink(Stream::Err, matcher),
+                    hurry.clone(),
+                )),
+            ],
+            hurry,
+        };
         let mut exit_rx = spawned.exit;
         // Held until this run has ended and its processes are gone.
         let _lease = spawned.lease;
@@ -725,7 +736,7 @@ impl Actor {
                         continue;
                     }
                     kill::clean_up_after(self.scope(pid, &mark, cgroup.as_ref())).await;
-                    drain(pumps).await;
+                    pumps.drain().await;
                     self.exited_with(exit, reported_errno);
                     break RunEnd::Exited { exit, ran_for: started.elapsed(), reason: Reason::Crash };
                 }
@@ -918,7 +929,7 @@ impl Actor {
         mark: &str,
         cgroup: Option<&Cgroup>,
         exit_rx: &mut oneshot::Receiver<Exit>,
-        pumps: [tokio::task::JoinHandle<()>; 2],
+        pumps: Pumps,
     ) -> RunEnd {
         self.set(|s| s.last_error = Some(reason.clone()));
         self.event(&Event::NotReady { reason });
@@ -1024,7 +1035,7 @@ impl Actor {
         mark: &str,
         cgroup: Option<&Cgroup>,
         exit_rx: &mut oneshot::Receiver<Exit>,
-        pumps: [tokio::task::JoinHandle<()>; 2],
+        pumps: Pumps,
     ) -> Exit {
         let signal = self.settings.stop_signal;
         self.stop_with(signal, pid, mark, cgroup, exit_rx, pumps)
@@ -1040,7 +1051,7 @@ impl Actor {
         mark: &str,
         cgroup: Option<&Cgroup>,
         exit_rx: &mut oneshot::Receiver<Exit>,
-        pumps: [tokio::task::JoinHandle<()>; 2],
+        pumps: Pumps,
     ) -> Exit {
         self.set(|s| s.status = Status::Stopping);
         let exit = kill::stop(
@@ -1054,7 +1065,7 @@ impl Actor {
             s.last_exit = Some(exit);
             s.pid = None;
         });
-        drain(pumps).await;
+        pumps.drain().await;
         exit
     }
 }
@@ -1100,12 +1111,23 @@ fn not_ready(limit: Duration, kind: &Ready) -> String {
 /// close once the group is gone, unless an escaped process still holds them.
 const DRAIN_LIMIT: Duration = Duration::from_secs(1);
 
-/// Lets the output readers finish, so an exit is reported after the last line.
-async fn drain(pumps: [tokio::task::JoinHandle<()>; 2]) {
-    let _ = timeout(DRAIN_LIMIT, async {
-        for pump in pumps {
-            let _ = pump.await;
-        }
-    })
-    .await;
+/// The output readers of one run.
+struct Pumps {
+    handles: [tokio::task::JoinHandle<()>; 2],
+    /// Cancelled once the process has exited: read without pausing.
+    hurry: CancellationToken,
+}
+
+impl Pumps {
+    /// Lets the output readers finish, so an exit is reported after the
+    /// last line.
+    async fn drain(self) {
+        self.hurry.cancel();
+        let _ = timeout(DRAIN_LIMIT, async {
+            for pump in self.handles {
+                let _ = pump.await;
+            }
+        })
+        .await;
+    }
 }

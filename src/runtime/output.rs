@@ -1,21 +1,46 @@
 //! Draining a child's stdout/stderr: read big chunks, cut them into whole
 //! lines (a line longer than 64 KiB is split, never dropped) and hand them
 //! on. The pipe is always drained, so a slow consumer never stalls the app.
+//!
+//! A chatty app is read in batches. Once output flows, the pipe leaves epoll
+//! and is read every [`BATCH_PAUSE`] until it is empty, then goes back to
+//! epoll. While the pipe is out of epoll and not empty, the app's
+//! `write(2)`s wake nobody (a pipe in epoll wakes its reader on every
+//! write), so a writer of a million small lines pays for the copies only,
+//! as it would writing to a file. The 1 MiB pipe (`spawn.rs`) holds several
+//! pauses' worth; a read that fills the pipe's size skips the pause. Once
+//! the process has exited (`hurry`), nothing pauses: its exit is reported
+//! right after its last line.
 
+use std::fs::File;
+use std::io::{self, Read as _};
+use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
+use std::time::Duration;
 
 use regex::Regex;
-use tokio::io::AsyncReadExt;
-use tokio::net::unix::pipe;
+use tokio::io::Interest;
+use tokio::io::unix::AsyncFd;
 use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
 
 use super::{InstanceId, Observer, Stream};
 
 /// The longest line handed on in one piece.
 pub const MAX_LINE: usize = 64 * 1024;
 
-/// The first read's size; reads that fill it double it, up to [`MAX_LINE`].
+/// The first read's size; reads that fill it double it, up to the pipe's size.
 const READ_MIN: usize = 4096;
+
+/// How long a flowing pipe fills before the next read.
+const BATCH_PAUSE: Duration = Duration::from_millis(2);
+
+/// Pipes smaller than this (the kernel refused the 1 MiB) fill within a
+/// pause at full speed; they stay in epoll and are read at every write.
+const BATCH_MIN_PIPE: usize = 512 * 1024;
+
+/// How often a pipe is read when epoll refuses it (no watch slots left).
+const UNWATCHED_POLL: Duration = Duration::from_millis(50);
 
 /// Waits for the first output line matching a regex (`ready: {log: ...}`),
 /// on stdout or stderr (a clone watches each): uvicorn, gunicorn and
@@ -26,36 +51,165 @@ pub struct LineMatcher {
     pub found: Arc<std::sync::Mutex<Option<oneshot::Sender<()>>>>,
 }
 
-/// Reads `pipe` until EOF, passing complete lines to `observer`.
-pub async fn pump(
-    mut pipe: pipe::Receiver,
-    id: Arc<InstanceId>,
-    stream: Stream,
-    observer: Arc<dyn Observer>,
-    mut matcher: Option<LineMatcher>,
-) {
-    // Reads straight into the line buffer (no zeroing, no copy); it starts
-    // small, since most processes print little, and grows for chatty ones.
-    let mut buf: Vec<u8> = Vec::new();
-    let mut want = READ_MIN;
+/// Where a pipe's lines go.
+pub struct Sink {
+    pub id: Arc<InstanceId>,
+    pub stream: Stream,
+    pub observer: Arc<dyn Observer>,
+    pub matcher: Option<LineMatcher>,
+}
+
+/// Reads `pipe` (non-blocking) until EOF, passing complete lines to `sink`.
+/// `hurry` is cancelled once the process has exited.
+pub async fn pump(pipe: OwnedFd, sink: Sink, hurry: CancellationToken) {
+    let capacity = pipe_capacity(&pipe);
+    let batching = capacity >= BATCH_MIN_PIPE;
+    let mut lines = Lines::new(sink, capacity.max(MAX_LINE));
+    let mut pipe = File::from(pipe);
     loop {
-        buf.reserve(want);
-        match pipe.read_buf(&mut buf).await {
-            Ok(0) => break,
-            Ok(n) if n == want => want = (want * 2).min(MAX_LINE),
-            Ok(_) => {}
-            Err(err) if err.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(_) => break,
+        // Quiet: in epoll until output (or EOF) comes.
+        pipe = match watch(pipe) {
+            Ok(watched) => {
+                if !lines.wait_and_read(&watched, batching).await {
+                    return lines.finish();
+                }
+                watched.into_inner()
+            }
+            Err(refused) => {
+                let (pipe, _) = refused.into_parts();
+                tokio::time::sleep(UNWATCHED_POLL).await;
+                pipe
+            }
+        };
+        // Flowing: out of epoll, read after each pause until empty.
+        let mut filled = false;
+        loop {
+            if !filled && !hurry.is_cancelled() {
+                tokio::select! {
+                    () = tokio::time::sleep(BATCH_PAUSE) => {}
+                    () = hurry.cancelled() => {}
+                }
+            }
+            match lines.read_from(&pipe) {
+                Ok(Got::Eof) => return lines.finish(),
+                Ok(Got::Bytes { filled: full }) => filled = full,
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => filled = true,
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => break,
+                Err(_) => return lines.finish(),
+            }
         }
-        let used = split_lines(&buf, |lines| {
-            deliver(lines, &id, stream, &*observer, &mut matcher);
-        });
-        buf.drain(..used);
+        lines.shrink();
     }
-    if !buf.is_empty() {
-        buf.push(b'\n');
-        deliver(&buf, &id, stream, &*observer, &mut matcher);
+}
+
+/// What one read brought.
+enum Got {
+    Eof,
+    /// Some bytes; `filled` when they filled the largest read (the pipe
+    /// may hold more, so the next read comes without a pause).
+    Bytes {
+        filled: bool,
+    },
+}
+
+/// Bytes read but not yet handed on: at most one unfinished line between
+/// reads. The storage is initialised once and reused, so a read neither
+/// zeroes nor copies.
+struct Lines {
+    sink: Sink,
+    buf: Vec<u8>,
+    filled: usize,
+    want: usize,
+    largest: usize,
+}
+
+impl Lines {
+    fn new(sink: Sink, largest: usize) -> Lines {
+        Lines {
+            sink,
+            buf: Vec::new(),
+            filled: 0,
+            want: READ_MIN,
+            largest,
+        }
     }
+
+    /// Waits in epoll for output; reads it. False at EOF (or a broken
+    /// pipe). Returns after the first bytes when `batching`, else never
+    /// before EOF.
+    async fn wait_and_read(&mut self, watched: &AsyncFd<File>, batching: bool) -> bool {
+        loop {
+            let Ok(mut ready) = watched.readable().await else {
+                return false;
+            };
+            match ready.try_io(|pipe| self.read_from(pipe.get_ref())) {
+                Ok(Ok(Got::Eof)) => return false,
+                Ok(Ok(Got::Bytes { .. })) if batching => return true,
+                Ok(Ok(Got::Bytes { .. })) => {}
+                Ok(Err(err)) if err.kind() == io::ErrorKind::Interrupted => {}
+                Ok(Err(_)) => return false,
+                Err(_would_block) => {}
+            }
+        }
+    }
+
+    /// One `read(2)`; complete lines go on at once.
+    fn read_from(&mut self, mut pipe: &File) -> io::Result<Got> {
+        let end = self.filled + self.want;
+        if self.buf.len() < end {
+            self.buf.resize(end, 0);
+        }
+        let n = pipe.read(&mut self.buf[self.filled..end])?;
+        if n == 0 {
+            return Ok(Got::Eof);
+        }
+        let full = n == self.want;
+        if full {
+            self.want = (self.want * 2).min(self.largest);
+        }
+        self.filled += n;
+        let used = split_lines(&self.buf[..self.filled], |lines| self.sink.deliver(lines));
+        self.buf.copy_within(used..self.filled, 0);
+        self.filled -= used;
+        Ok(Got::Bytes {
+            filled: full && self.want == self.largest,
+        })
+    }
+
+    /// Gives back a chatty burst's buffer once the pipe is quiet.
+    fn shrink(&mut self) {
+        self.want = READ_MIN;
+        let keep = self.filled.max(READ_MIN);
+        if self.buf.len() > 4 * keep {
+            self.buf.truncate(keep);
+            self.buf.shrink_to_fit();
+        }
+    }
+
+    /// EOF: an unfinished last line goes on with a newline.
+    fn finish(mut self) {
+        if self.filled > 0 {
+            self.buf.truncate(self.filled);
+            self.buf.push(b'\n');
+            self.sink.deliver(&self.buf);
+        }
+    }
+}
+
+/// Puts the pipe into epoll, or hands it back if epoll refuses.
+#[allow(unsafe_code)]
+fn watch(pipe: File) -> Result<AsyncFd<File>, tokio::io::unix::AsyncFdRegisterError<File>> {
+    // SAFETY: the `File` owns its fd, which stays open and the same until
+    // the AsyncFd (its only owner) drops it or hands it back.
+    unsafe { AsyncFd::register_with_interest(pipe, Interest::READABLE) }
+}
+
+/// The pipe's size (`F_GETPIPE_SZ`); 64 KiB, Linux's default, if unknown.
+fn pipe_capacity(pipe: &OwnedFd) -> usize {
+    nix::fcntl::fcntl(pipe.as_fd(), nix::fcntl::FcntlArg::F_GETPIPE_SZ)
+        .ok()
+        .and_then(|size| usize::try_from(size).ok())
+        .unwrap_or(64 * 1024)
 }
 
 /// Hands `emit` runs of complete lines from `buf` (each ending in `\n`),
@@ -87,29 +241,25 @@ fn split_lines(buf: &[u8], mut emit: impl FnMut(&[u8])) -> usize {
     at
 }
 
-fn deliver(
-    lines: &[u8],
-    id: &InstanceId,
-    stream: Stream,
-    observer: &dyn Observer,
-    matcher: &mut Option<LineMatcher>,
-) {
-    if let Some(m) = matcher.as_ref() {
-        let hit = lines
-            .split(|b| *b == b'\n')
-            .any(|line| m.regex.is_match(&String::from_utf8_lossy(line)));
-        if hit && let Some(m) = matcher.take() {
-            let sender = m
-                .found
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .take();
-            if let Some(found) = sender {
-                let _ = found.send(());
+impl Sink {
+    fn deliver(&mut self, lines: &[u8]) {
+        if let Some(m) = self.matcher.as_ref() {
+            let hit = lines
+                .split(|b| *b == b'\n')
+                .any(|line| m.regex.is_match(&String::from_utf8_lossy(line)));
+            if hit && let Some(m) = self.matcher.take() {
+                let sender = m
+                    .found
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .take();
+                if let Some(found) = sender {
+                    let _ = found.send(());
+                }
             }
         }
+        self.observer.output(&self.id, self.stream, lines);
     }
-    observer.output(id, stream, lines);
 }
 
 #[cfg(test)]

@@ -8,7 +8,6 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use tokio::net::unix::pipe;
 use tokio::sync::oneshot;
 
 use super::cgroup::Cgroup;
@@ -30,8 +29,9 @@ const PIPE_SIZE: i32 = 1024 * 1024;
 pub struct Spawned {
     pub pid: i32,
     pub exit: oneshot::Receiver<Exit>,
-    pub stdout: pipe::Receiver,
-    pub stderr: pipe::Receiver,
+    /// Non-blocking read ends, for `output::pump`.
+    pub stdout: OwnedFd,
+    pub stderr: OwnedFd,
     /// The instance's own cluster sockets, held while its process runs.
     pub lease: Option<Lease>,
 }
@@ -120,12 +120,16 @@ fn spawn_argv(
         // A roomier pipe: a chatty app keeps writing while eco is briefly
         // busy elsewhere (2 cores are shared by the app, eco and the disk).
         let _ = nix::fcntl::fcntl(fd.as_fd(), nix::fcntl::FcntlArg::F_SETPIPE_SZ(PIPE_SIZE));
+        nix::fcntl::fcntl(
+            fd.as_fd(),
+            nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
+        )?;
     }
     Ok(Spawned {
         pid,
         exit,
-        stdout: pipe::Receiver::from_owned_fd(stdout)?,
-        stderr: pipe::Receiver::from_owned_fd(stderr)?,
+        stdout,
+        stderr,
         lease: None,
     })
 }
