@@ -224,6 +224,15 @@ impl Observer for LogFiles {
             });
     }
 
+    /// Output to `/dev/null` is not read at all (nor shown by `logs -f`).
+    fn captures(&self, settings: &crate::spec::Settings, stream: Stream) -> bool {
+        let file = match stream {
+            Stream::Out => &settings.out_file,
+            Stream::Err => &settings.err_file,
+        };
+        file.as_deref() != Some(Path::new("/dev/null"))
+    }
+
     fn event(&self, id: &InstanceId, event: &Event) {
         let instance = format!("{}/{}.{}", id.project, id.app, id.index);
         if let Event::Started { .. } = event {

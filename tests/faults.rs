@@ -261,6 +261,46 @@ fn more_instances_than_descriptors_are_refused_with_how_many_fit() {
     assert!(home.rows().is_empty(), "nothing started");
 }
 
+/// Output thrown away costs no descriptor: an instance whose `out_file`
+/// and `err_file` are /dev/null writes there itself, so 600 instances fit
+/// where 600 with pipes (1,200 ends) would not.
+#[test]
+fn output_to_dev_null_holds_no_pipe_and_fits_more_instances() {
+    let home = Home::new();
+    home.write(
+        "ecosystem.yaml",
+        "apps:\n  quiet:\n    cmd: [sleep, '1000']\n    instances: 600\n    \
+         out_file: /dev/null\n    err_file: /dev/null\n  \
+         chatty:\n    cmd: [sleep, '1000']\n    err_file: /dev/null\n",
+    );
+    let out = Command::new("setpriv")
+        .args(["--bounding-set=-sys_resource", "sh", "-c"])
+        .arg(format!(
+            "ulimit -Sn 1024 && ulimit -Hn 1024 && exec '{}' up --wait",
+            eco_bin().display()
+        ))
+        .current_dir(home.path())
+        .env("ECO_HOME", home.path())
+        .output()
+        .expect("setpriv runs");
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let rows = home.rows();
+    assert_eq!(rows.len(), 601);
+    assert!(crate::support::all_online(&rows));
+    let target = |pid: &serde_json::Value, fd: u32| {
+        std::fs::read_link(format!("/proc/{pid}/fd/{fd}"))
+            .expect("readlink")
+            .display()
+            .to_string()
+    };
+    let quiet = &home.row("quiet", 0)["pid"];
+    assert_eq!(target(quiet, 1), "/dev/null");
+    assert_eq!(target(quiet, 2), "/dev/null");
+    let chatty = &home.row("chatty", 0)["pid"];
+    assert!(target(chatty, 1).starts_with("pipe:"), "stdout is read");
+    assert_eq!(target(chatty, 2), "/dev/null");
+}
+
 #[test]
 fn a_bad_home_fails_fast_with_its_reason() {
     let dir = tempfile::tempdir().expect("tempdir");

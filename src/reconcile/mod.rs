@@ -267,9 +267,9 @@ impl Reconciler {
         let others: u64 = projects
             .iter()
             .filter(|p| p.name != spec.name)
-            .map(|p| descriptors_needed(p, per_instance))
+            .map(|p| descriptors_needed(p, per_instance, &self.engine))
             .sum();
-        let needed = others + descriptors_needed(spec, per_instance);
+        let needed = others + descriptors_needed(spec, per_instance, &self.engine);
         if needed + RESERVED_FDS <= limit {
             // Within the hard limit: raise the soft one as far as needed
             // (apps inherit it, so no further).
@@ -283,7 +283,7 @@ impl Reconciler {
         }
         let instances: u64 = spec.apps.values().map(|a| u64::from(a.instances)).sum();
         // At this project's own cost per instance.
-        let each = descriptors_needed(spec, per_instance)
+        let each = descriptors_needed(spec, per_instance, &self.engine)
             .checked_div(instances)
             .unwrap_or(FDS_PER_INSTANCE)
             .max(1);
@@ -449,7 +449,8 @@ impl Reconciler {
     }
 }
 
-/// Descriptors one instance holds in eco: its stdout and stderr pipes.
+/// Descriptors one instance holds in eco when nothing else is known: its
+/// stdout and stderr pipes.
 const FDS_PER_INSTANCE: u64 = 2;
 
 /// Descriptors eco keeps for itself: sockets, log files, inotify, the
@@ -459,14 +460,15 @@ const RESERVED_FDS: u64 = 128;
 /// What a project's instances hold open in eco.
 /// Descriptors eco holds for `spec`'s instances; `per_instance` when each
 /// instance has its own socket per TCP `listen` address.
-fn descriptors_needed(spec: &ProjectSpec, per_instance: bool) -> u64 {
+fn descriptors_needed(spec: &ProjectSpec, per_instance: bool, engine: &Engine) -> u64 {
     spec.apps
         .values()
         .map(|app| {
             let notify = app.settings.ready == Some(crate::spec::Ready::Notify)
                 || app.process.watchdog.is_some();
             let sockets = if per_instance { tcp_listen(app) } else { 0 };
-            u64::from(app.instances) * (FDS_PER_INSTANCE + u64::from(notify) + sockets)
+            let pipes = engine.output_pipes(&app.settings);
+            u64::from(app.instances) * (pipes + u64::from(notify) + sockets)
         })
         .sum()
 }

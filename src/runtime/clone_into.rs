@@ -40,12 +40,23 @@ struct CloneArgs {
     cgroup: u64,
 }
 
-/// Where the child's stdout and stderr go.
-pub enum Output {
-    /// New pipes; eco gets the read ends.
-    Piped,
-    /// /dev/null.
-    Null,
+/// Where the child's stdout and stderr go: `true`, a new pipe whose read
+/// end eco gets; `false`, /dev/null.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Output {
+    pub stdout: bool,
+    pub stderr: bool,
+}
+
+impl Output {
+    pub const PIPED: Output = Output {
+        stdout: true,
+        stderr: true,
+    };
+    pub const NULL: Output = Output {
+        stdout: false,
+        stderr: false,
+    };
 }
 
 /// A started child.
@@ -82,7 +93,7 @@ const CHILD_STACK: usize = 128 * 1024;
 /// Starts `command` (program, args, env, cwd, `process_group(0)`) inside
 /// the cgroup whose directory is open as `cgroup`. stdin is /dev/null.
 #[allow(unsafe_code)]
-pub fn spawn(command: &Command, cgroup: BorrowedFd<'_>, output: &Output) -> io::Result<Child> {
+pub fn spawn(command: &Command, cgroup: BorrowedFd<'_>, output: Output) -> io::Result<Child> {
     if !cfg!(target_arch = "x86_64") {
         return Err(io::Error::new(
             io::ErrorKind::Unsupported,
@@ -92,19 +103,15 @@ pub fn spawn(command: &Command, cgroup: BorrowedFd<'_>, output: &Output) -> io::
     let prepared = prepare(command)?;
     let argv: Vec<*const libc::c_char> = pointers(&prepared.argv);
     let envp: Vec<*const libc::c_char> = pointers(&prepared.envp);
-    let (out_read, out_write, err_read, err_write) = match output {
-        Output::Piped => {
-            let (out_read, out_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
-            let (err_read, err_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
-            (
-                Some(out_read),
-                Some(out_write),
-                Some(err_read),
-                Some(err_write),
-            )
+    let pipe = |wanted: bool| -> io::Result<(Option<OwnedFd>, Option<OwnedFd>)> {
+        if !wanted {
+            return Ok((None, None));
         }
-        Output::Null => (None, None, None, None),
+        let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+        Ok((Some(read), Some(write)))
     };
+    let (out_read, out_write) = pipe(output.stdout)?;
+    let (err_read, err_write) = pipe(output.stderr)?;
     let mut shared = Shared {
         prepared: &prepared,
         argv: &argv,

@@ -19,7 +19,7 @@ use super::notify::{Datagram, Message, NotifySocket};
 use super::output::{LineMatcher, Sink, pump};
 use super::ready::{self, Probes};
 use super::reaper::Reaper;
-use super::spawn::{SPAWN_MARK, spawn};
+use super::spawn::{Output, SPAWN_MARK, spawn};
 use super::{Event, InstanceId, Observer, Stream, kill};
 use crate::policy::{self, AfterExit};
 use crate::spec::{InstanceSpec, Ready, Settings};
@@ -612,12 +612,19 @@ impl Actor {
             slot: self.id.index,
             stored: &stored,
         };
+        // A stream thrown away goes to /dev/null directly, unless readiness
+        // reads the log.
+        let output = Output {
+            stdout: matcher.is_some() || self.observer.captures(&self.settings, Stream::Out),
+            stderr: matcher.is_some() || self.observer.captures(&self.settings, Stream::Err),
+        };
         let spawned = spawn(
             &self.reaper,
             &self.spec,
             &extra,
             Some(sockets),
             cgroup.as_ref(),
+            output,
         );
         // The app has its own copies now; eco keeps them for the next start.
         self.stored_fds = stored;
@@ -652,19 +659,15 @@ impl Actor {
         });
         self.event(&Event::Started { pid });
         let hurry = CancellationToken::new();
+        let pipes = [(spawned.stdout, Stream::Out), (spawned.stderr, Stream::Err)];
         let pumps = Pumps {
-            handles: [
-                self.tasks.spawn(pump(
-                    spawned.stdout,
-                    self.sink(Stream::Out, matcher.clone()),
-                    hurry.clone(),
-                )),
-                self.tasks.spawn(pump(
-                    spawned.stderr,
-                    self.sink(Stream::Err, matcher),
-                    hurry.clone(),
-                )),
-            ],
+            handles: pipes
+                .into_iter()
+                .filter_map(|(pipe, stream)| {
+                    let sink = self.sink(stream, matcher.clone());
+                    Some(self.tasks.spawn(pump(pipe?, sink, hurry.clone())))
+                })
+                .collect(),
             hurry,
         };
         let mut exit_rx = spawned.exit;
@@ -1113,7 +1116,7 @@ const DRAIN_LIMIT: Duration = Duration::from_secs(1);
 
 /// The output readers of one run.
 struct Pumps {
-    handles: [tokio::task::JoinHandle<()>; 2],
+    handles: Vec<tokio::task::JoinHandle<()>>,
     /// Cancelled once the process has exited: read without pausing.
     hurry: CancellationToken,
 }

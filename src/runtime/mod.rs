@@ -113,6 +113,12 @@ pub trait Observer: Send + Sync {
     /// `lines` holds one or more complete lines, each ending in `\n`.
     fn output(&self, id: &InstanceId, stream: Stream, lines: &[u8]);
     fn event(&self, id: &InstanceId, event: &Event);
+    /// False when the stream's output would be thrown away (`/dev/null`):
+    /// the instance then writes to /dev/null itself, with no pipe, and eco
+    /// reads nothing, as systemd's `StandardOutput=null`.
+    fn captures(&self, _settings: &crate::spec::Settings, _stream: Stream) -> bool {
+        true
+    }
 }
 
 /// A `listen` address that cannot be used.
@@ -303,6 +309,20 @@ impl Engine {
             }
         });
         engine
+    }
+
+    /// The output pipes eco holds per instance of an app with `settings`:
+    /// none for a stream thrown away (see [`Observer::captures`]), unless
+    /// readiness reads the log.
+    pub fn output_pipes(&self, settings: &crate::spec::Settings) -> u64 {
+        if matches!(settings.ready, Some(crate::spec::Ready::Log(_))) {
+            return 2;
+        }
+        [Stream::Out, Stream::Err]
+            .into_iter()
+            .filter(|stream| self.observer.captures(settings, *stream))
+            .map(|_| 1)
+            .sum()
     }
 
     /// True when cluster instances get a socket each (see `listen`).

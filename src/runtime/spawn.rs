@@ -11,7 +11,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use tokio::sync::oneshot;
 
 use super::cgroup::Cgroup;
-use super::clone_into::{self, Output};
+use super::clone_into;
+pub use super::clone_into::Output;
 use super::listen::{Lease, Listeners, fd_name};
 use super::reaper::{Reaper, pid_of};
 use crate::spec::{InstanceSpec, ListenAddr};
@@ -29,9 +30,10 @@ const PIPE_SIZE: i32 = 1024 * 1024;
 pub struct Spawned {
     pub pid: i32,
     pub exit: oneshot::Receiver<Exit>,
-    /// Non-blocking read ends, for `output::pump`.
-    pub stdout: OwnedFd,
-    pub stderr: OwnedFd,
+    /// Non-blocking read ends, for `output::pump`; None for a stream that
+    /// goes to /dev/null.
+    pub stdout: Option<OwnedFd>,
+    pub stderr: Option<OwnedFd>,
     /// The instance's own cluster sockets, held while its process runs.
     pub lease: Option<Lease>,
 }
@@ -47,13 +49,15 @@ pub struct Sockets<'a> {
 }
 
 /// Starts `spec` with `extra` env on top (NOTIFY_SOCKET, the spawn mark),
-/// and with its cluster sockets when it has any (through `eco __listen`).
+/// and with its cluster sockets when it has any (through `eco __listen`);
+/// `output` says which streams eco reads.
 pub fn spawn(
     reaper: &Reaper,
     spec: &InstanceSpec,
     extra: &[(&str, String)],
     sockets: Option<Sockets<'_>>,
     cgroup: Option<&Cgroup>,
+    output: Output,
 ) -> io::Result<Spawned> {
     match sockets {
         Some(sockets) if !sockets.addrs.is_empty() || !sockets.stored.is_empty() => {
@@ -81,14 +85,14 @@ pub fn spawn(
                         "--".to_owned(),
                     ];
                     argv.extend(spec.argv.iter().cloned());
-                    spawn_argv(reaper, &argv, spec, extra, cgroup)
+                    spawn_argv(reaper, &argv, spec, extra, cgroup, output)
                 });
             listened.map(|(mut spawned, lease)| {
                 spawned.lease = Some(lease);
                 spawned
             })
         }
-        _ => spawn_argv(reaper, &spec.argv, spec, extra, cgroup),
+        _ => spawn_argv(reaper, &spec.argv, spec, extra, cgroup, output),
     }
 }
 
@@ -98,6 +102,7 @@ fn spawn_argv(
     spec: &InstanceSpec,
     extra: &[(&str, String)],
     cgroup: Option<&Cgroup>,
+    output: Output,
 ) -> io::Result<Spawned> {
     let mut command = Command::new(&argv[0]);
     command.args(&argv[1..]).current_dir(&spec.cwd);
@@ -106,17 +111,26 @@ fn spawn_argv(
         .envs(&spec.env)
         .envs(extra.iter().map(|(k, v)| (*k, v.as_str())))
         .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+        .stdout(if output.stdout {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stderr(if output.stderr {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        });
     new_session(&mut command);
-    let started = spawn_in(reaper, &mut command, cgroup, &Output::Piped)?;
+    let started = spawn_in(reaper, &mut command, cgroup, output)?;
     let pid = started.pid;
     let exit = started.exit;
     give_callers_nofile(pid);
-    let (Some(stdout), Some(stderr)) = (started.stdout, started.stderr) else {
+    let (stdout, stderr) = (started.stdout, started.stderr);
+    if (stdout.is_some(), stderr.is_some()) != (output.stdout, output.stderr) {
         return Err(io::Error::other("the child's output pipes are missing"));
-    };
-    for fd in [&stdout, &stderr] {
+    }
+    for fd in stdout.iter().chain(&stderr) {
         // A roomier pipe: a chatty app keeps writing while eco is briefly
         // busy elsewhere (2 cores are shared by the app, eco and the disk).
         let _ = nix::fcntl::fcntl(fd.as_fd(), nix::fcntl::FcntlArg::F_SETPIPE_SZ(PIPE_SIZE));
@@ -152,7 +166,7 @@ pub fn spawn_quiet(
         .stdout(Stdio::null())
         .stderr(Stdio::null());
     new_session(&mut command);
-    let started = spawn_in(reaper, &mut command, cgroup, &Output::Null)?;
+    let started = spawn_in(reaper, &mut command, cgroup, Output::NULL)?;
     Ok((started.pid, started.exit))
 }
 
@@ -249,7 +263,7 @@ fn spawn_in(
     reaper: &Reaper,
     command: &mut Command,
     cgroup: Option<&Cgroup>,
-    output: &Output,
+    output: Output,
 ) -> io::Result<Started> {
     if let Some(cgroup) = cgroup
         && !cgroup.was_killed()
