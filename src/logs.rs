@@ -12,7 +12,7 @@
 //! (see `crate::home`). Output is bytes; it is decoded lossily wherever it
 //! becomes text, so invalid UTF-8 never hides a line.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
@@ -53,8 +53,6 @@ enum Job {
         bytes: Vec<u8>,
     },
     Flush(std::sync::mpsc::Sender<()>),
-    /// An app starts: reopen its files if their paths name other files now.
-    Recheck(Vec<PathBuf>),
     /// `eco flush`: empty these files, remove their rotated copies.
     Truncate(Vec<PathBuf>),
 }
@@ -70,6 +68,10 @@ pub struct LogFiles {
     live: broadcast::Sender<Arc<LiveLine>>,
     /// The last write error per file (a full disk), shown by `describe`.
     errors: Arc<Mutex<HashMap<PathBuf, String>>>,
+    /// Files of apps that started since the writer last looked: reopened
+    /// before their next write if their paths name other files now. Left
+    /// here rather than sent, so a start does not wake the writer.
+    recheck: Arc<Mutex<HashSet<PathBuf>>>,
 }
 
 impl LogFiles {
@@ -77,10 +79,12 @@ impl LogFiles {
         let (tx, rx) = channel();
         let errors = Arc::new(Mutex::new(HashMap::new()));
         let thread_errors = Arc::clone(&errors);
+        let recheck = Arc::new(Mutex::new(HashSet::new()));
+        let thread_recheck = Arc::clone(&recheck);
         let root = paths.logs();
         std::thread::Builder::new()
             .name("eco-logs".into())
-            .spawn(move || writer(&rx, &thread_errors, &root))
+            .spawn(move || writer(&rx, &thread_errors, &thread_recheck, &root))
             .ok();
         let (live, _) = broadcast::channel(4096);
         Arc::new(LogFiles {
@@ -89,6 +93,7 @@ impl LogFiles {
             jobs: Mutex::new(tx),
             live,
             errors,
+            recheck,
         })
     }
 
@@ -243,10 +248,9 @@ impl Observer for LogFiles {
                 .get(&(id.project.clone(), id.app.clone()))
                 .cloned();
             if let Some(settings) = settings {
-                self.send(Job::Recheck(vec![
-                    settings.out.clone(),
-                    settings.err.clone(),
-                ]));
+                let mut recheck = self.recheck.lock().unwrap_or_else(PoisonError::into_inner);
+                recheck.insert(settings.out.clone());
+                recheck.insert(settings.err.clone());
             }
         }
         match event {
@@ -299,22 +303,26 @@ struct Files {
 }
 
 /// The writer thread: appends, rotates, reopens, empties, records errors.
-fn writer(jobs: &Receiver<Job>, errors: &Mutex<HashMap<PathBuf, String>>, root: &Path) {
+fn writer(
+    jobs: &Receiver<Job>,
+    errors: &Mutex<HashMap<PathBuf, String>>,
+    recheck: &Mutex<HashSet<PathBuf>>,
+    root: &Path,
+) {
     let mut files = Files {
         open: HashMap::new(),
         root: root.to_path_buf(),
     };
     while let Ok(job) = jobs.recv() {
+        let due = std::mem::take(&mut *recheck.lock().unwrap_or_else(PoisonError::into_inner));
+        for path in due {
+            if files.open.get(&path).is_some_and(|log| !log.is_at(&path)) {
+                files.open.remove(&path);
+            }
+        }
         match job {
             Job::Flush(done) => {
                 let _ = done.send(());
-            }
-            Job::Recheck(paths) => {
-                for path in paths {
-                    if files.open.get(&path).is_some_and(|log| !log.is_at(&path)) {
-                        files.open.remove(&path);
-                    }
-                }
             }
             Job::Truncate(paths) => {
                 for path in paths {
