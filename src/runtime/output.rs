@@ -8,7 +8,7 @@
 //! `write(2)`s wake nobody (a pipe in epoll wakes its reader on every
 //! write), so a writer of a million small lines pays for the copies only,
 //! as it would writing to a file. The 1 MiB pipe (`spawn.rs`) holds several
-//! pauses' worth; a read that fills the pipe's size skips the pause. Once
+//! pauses' worth; a read that fills the largest read skips the pause. Once
 //! the process has exited (`hurry`), nothing pauses: its exit is reported
 //! right after its last line.
 
@@ -29,8 +29,13 @@ use super::{InstanceId, Observer, Stream};
 /// The longest line handed on in one piece.
 pub const MAX_LINE: usize = 64 * 1024;
 
-/// The first read's size; reads that fill it double it, up to the pipe's size.
+/// The first read's size; reads that fill it double it, up to [`READ_MAX`].
 const READ_MIN: usize = 4096;
+
+/// The largest read: a quarter of a full pipe, so a chatty app costs eco
+/// a 256 KiB buffer, not 1 MiB; a read that fills it is followed by
+/// another at once.
+const READ_MAX: usize = 256 * 1024;
 
 /// How long a flowing pipe fills before the next read.
 const BATCH_PAUSE: Duration = Duration::from_millis(2);
@@ -64,7 +69,7 @@ pub struct Sink {
 pub async fn pump(pipe: OwnedFd, sink: Sink, hurry: CancellationToken) {
     let capacity = pipe_capacity(&pipe);
     let batching = capacity >= BATCH_MIN_PIPE;
-    let mut lines = Lines::new(sink, capacity.max(MAX_LINE));
+    let mut lines = Lines::new(sink, capacity.clamp(MAX_LINE, READ_MAX));
     let mut pipe = File::from(pipe);
     loop {
         // Quiet: in epoll until output (or EOF) comes.
