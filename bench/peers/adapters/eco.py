@@ -79,6 +79,11 @@ class Eco(Manager):
             "    out_file: %s" % yaml_str(out),
             "    log_max_size: 0",
         ]
+        # BENCH_ECO_SURGE=2: `rollout: { max_surge: 2 }` (both new instances
+        # at once) instead of the default one at a time.
+        surge = os.environ.get("BENCH_ECO_SURGE")
+        if surge:
+            lines.append("    rollout: { max_surge: %d }" % int(surge))
         with open(self.file, "w") as f:
             f.write("\n".join(lines) + "\n")
         self.eco("up", "-f", self.file)
