@@ -548,6 +548,64 @@ fn monit_without_a_terminal_says_so() {
     );
 }
 
+/// The folders above an applied file's folder are watched only for entries
+/// created, removed or renamed: a file written or opened in them (a busy
+/// /tmp) must not wake the daemon. Read from the daemon's inotify watches
+/// in /proc/PID/fdinfo.
+#[test]
+fn folders_above_an_applied_file_are_watched_for_renames_only() {
+    use std::os::unix::fs::MetadataExt;
+    let home = Home::new();
+    let project = home.path().join("site/current");
+    std::fs::create_dir_all(&project).expect("mkdir");
+    let file = project.join("ecosystem.yaml");
+    std::fs::write(
+        &file,
+        "name: above\napps:\n  a:\n    cmd: [sleep, '1000']\n",
+    )
+    .expect("write");
+    home.ok(&["up", "-f", file.to_str().expect("utf-8")]);
+    home.wait_rows("online", all_online);
+    let daemon = home.daemon_pid().expect("daemon pid");
+    let masks_of = |folder: &std::path::Path| -> Vec<u32> {
+        let ino = format!("ino:{:x} ", std::fs::metadata(folder).expect("stat").ino());
+        let mut masks = Vec::new();
+        for entry in std::fs::read_dir(format!("/proc/{daemon}/fdinfo")).expect("fdinfo") {
+            let info = std::fs::read_to_string(entry.expect("entry").path()).unwrap_or_default();
+            for line in info
+                .lines()
+                .filter(|l| l.starts_with("inotify ") && l.contains(&ino))
+            {
+                let mask = line
+                    .split_whitespace()
+                    .find_map(|w| w.strip_prefix("mask:"))
+                    .expect("mask");
+                masks.push(u32::from_str_radix(mask, 16).expect("hex"));
+            }
+        }
+        masks
+    };
+    let (modify, attrib, close_write, open) = (0x2, 0x4, 0x8, 0x20);
+    let (moved_to, create) = (0x80, 0x100);
+    let above = masks_of(&home.path().join("site"));
+    assert!(!above.is_empty(), "the folder above is watched");
+    for mask in &above {
+        assert_eq!(
+            mask & (modify | attrib | close_write | open),
+            0,
+            "mask {mask:x}"
+        );
+        assert_eq!(
+            mask & (moved_to | create),
+            moved_to | create,
+            "mask {mask:x}"
+        );
+    }
+    // The file's own folder still sees saves.
+    let own = masks_of(&project);
+    assert!(own.iter().any(|m| m & close_write != 0), "{own:x?}");
+}
+
 #[test]
 fn deploys_that_replace_the_folder_are_applied() {
     let home = Home::new();

@@ -125,6 +125,9 @@ impl Reconciler {
         ));
         reconciler
             .services
+            .spawn(Arc::clone(&reconciler.watches).read_links(reconciler.stop.clone()));
+        reconciler
+            .services
             .spawn(Arc::clone(&reconciler).run(changes, trigger_rx));
         reconciler
     }

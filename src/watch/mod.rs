@@ -14,13 +14,15 @@
 //! counts as a change of the file, and a folder whose path now names
 //! another folder is watched again (re-resolved) when the watches are set.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
+use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify, WatchDescriptor};
 use notify::{RecommendedWatcher, RecursiveMode, Watcher};
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
 use crate::spec::{ProjectSpec, Watch};
 
@@ -133,12 +135,96 @@ impl Registry {
 /// The daemon's watches.
 pub struct Watches {
     watcher: Mutex<Option<RecommendedWatcher>>,
+    /// The folders above an applied file's folder (see [`Links`]).
+    links: Mutex<Links>,
+    /// Where the links' reader sends what it sees.
+    changes: mpsc::UnboundedSender<Change>,
     registry: Arc<Mutex<Registry>>,
     /// Folders watched now, with the folder each path named then (device,
     /// inode), to watch again a path that names another folder now.
     folders: Mutex<BTreeMap<PathBuf, Option<(u64, u64)>>>,
     /// eco's own log folder, never watched (the daemon's; none in `up -F`).
     log_root: Option<PathBuf>,
+}
+
+/// Folders above an applied file's own folder matter only when an entry in
+/// them is created, removed or renamed (a swapped release link, a folder
+/// recreated), so they get an inotify of their own with that narrow mask.
+/// Through the notify crate, which asks for every event, a busy folder on
+/// the path such as /tmp woke eco at every file written in it.
+struct Links {
+    /// None where inotify is unavailable: the notify watcher takes them.
+    inotify: Option<Arc<Inotify>>,
+    /// Watched folder → its watch and the folder it named then.
+    by_path: BTreeMap<PathBuf, (WatchDescriptor, Option<(u64, u64)>)>,
+    /// The reader's map back from a watch to its folder.
+    by_watch: Arc<Mutex<HashMap<WatchDescriptor, PathBuf>>>,
+}
+
+/// What a link folder is watched for.
+const LINK_EVENTS: AddWatchFlags = AddWatchFlags::IN_CREATE
+    .union(AddWatchFlags::IN_DELETE)
+    .union(AddWatchFlags::IN_MOVED_FROM)
+    .union(AddWatchFlags::IN_MOVED_TO)
+    .union(AddWatchFlags::IN_DELETE_SELF)
+    .union(AddWatchFlags::IN_MOVE_SELF)
+    .union(AddWatchFlags::IN_ONLYDIR);
+
+/// The links' inotify, for tokio's AsyncFd.
+struct LinkFd(Arc<Inotify>);
+
+impl std::os::fd::AsRawFd for LinkFd {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        std::os::fd::AsFd::as_fd(&*self.0).as_raw_fd()
+    }
+}
+
+impl Links {
+    fn new() -> Links {
+        let inotify = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC)
+            .map_err(|err| tracing::warn!(%err, "no inotify for the folders above applied files"))
+            .ok()
+            .map(Arc::new);
+        Links {
+            inotify,
+            by_path: BTreeMap::new(),
+            by_watch: Arc::default(),
+        }
+    }
+
+    /// Makes the link watches match `wanted`; a path that names another
+    /// folder now is watched again.
+    fn set(&mut self, wanted: &BTreeSet<PathBuf>) {
+        let Some(inotify) = self.inotify.clone() else {
+            return;
+        };
+        let mut by_watch = self.by_watch.lock().unwrap_or_else(PoisonError::into_inner);
+        self.by_path.retain(|folder, (watch, then)| {
+            let keep = wanted.contains(folder) && *then == identity(folder);
+            if !keep {
+                let _ = inotify.rm_watch(*watch);
+                by_watch.remove(watch);
+            }
+            keep
+        });
+        for folder in wanted {
+            if self.by_path.contains_key(folder) {
+                continue;
+            }
+            let now = identity(folder);
+            match inotify.add_watch(folder.as_path(), LINK_EVENTS) {
+                Ok(watch) => {
+                    by_watch.insert(watch, folder.clone());
+                    self.by_path.insert(folder.clone(), (watch, now));
+                }
+                // A folder being replaced: its parent's watch sees it come back.
+                Err(_) if now.is_none() => {}
+                Err(err) => {
+                    tracing::warn!(folder = %folder.display(), %err, "cannot watch (see fs.inotify.max_user_watches)");
+                }
+            }
+        }
+    }
 }
 
 fn globset(patterns: &[String]) -> Result<GlobSet, globset::Error> {
@@ -157,6 +243,7 @@ impl Watches {
     /// Starts the watcher; changes arrive on the returned channel.
     pub fn new(log_root: Option<PathBuf>) -> (Arc<Watches>, mpsc::UnboundedReceiver<Change>) {
         let (tx, rx) = mpsc::unbounded_channel();
+        let links_tx = tx.clone();
         let registry: Arc<Mutex<Registry>> = Arc::default();
         let routing = Arc::clone(&registry);
         let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
@@ -188,6 +275,8 @@ impl Watches {
         (
             Arc::new(Watches {
                 watcher: Mutex::new(watcher),
+                links: Mutex::new(Links::new()),
+                changes: links_tx,
                 registry,
                 folders: Mutex::new(BTreeMap::new()),
                 log_root,
@@ -200,6 +289,7 @@ impl Watches {
     pub fn set(&self, projects: &[ProjectSpec]) {
         let mut registry = Registry::default();
         let mut wanted: BTreeSet<PathBuf> = BTreeSet::new();
+        let mut above: BTreeSet<PathBuf> = BTreeSet::new();
         for spec in projects {
             let mut files = vec![spec.file.clone()];
             files.extend(spec.env_files.iter().cloned());
@@ -209,7 +299,7 @@ impl Watches {
                     // Each link of the path, seen from the folder holding it.
                     let mut link = folder;
                     while let Some(parent) = link.parent() {
-                        wanted.insert(parent.to_path_buf());
+                        above.insert(parent.to_path_buf());
                         registry
                             .links
                             .entry(link.to_path_buf())
@@ -265,6 +355,14 @@ impl Watches {
             }
         }
         *self.registry.lock().unwrap_or_else(PoisonError::into_inner) = registry;
+        let mut links = self.links.lock().unwrap_or_else(PoisonError::into_inner);
+        if links.inotify.is_some() {
+            above.retain(|folder| !wanted.contains(folder));
+            links.set(&above);
+        } else {
+            wanted.append(&mut above);
+        }
+        drop(links);
         let mut folders = self.folders.lock().unwrap_or_else(PoisonError::into_inner);
         let mut watcher = self.watcher.lock().unwrap_or_else(PoisonError::into_inner);
         let Some(watcher) = watcher.as_mut() else {
@@ -299,6 +397,61 @@ impl Watches {
                 Err(err) => {
                     folders.remove(&folder);
                     tracing::warn!(folder = %folder.display(), %err, "cannot watch (see fs.inotify.max_user_watches)");
+                }
+            }
+        }
+    }
+
+    /// Reads the link folders' events until `stop`: an entry created,
+    /// removed or renamed in one of them (or the folder itself going)
+    /// counts as a change of the applied files below it.
+    #[allow(unsafe_code)]
+    pub async fn read_links(self: Arc<Watches>, stop: CancellationToken) {
+        let (inotify, by_watch) = {
+            let links = self.links.lock().unwrap_or_else(PoisonError::into_inner);
+            (links.inotify.clone(), Arc::clone(&links.by_watch))
+        };
+        let Some(inotify) = inotify else { return };
+        // SAFETY: `LinkFd` holds the inotify (and so its fd) open and the
+        // same until the AsyncFd, its only owner here, drops it.
+        let registered = unsafe { tokio::io::unix::AsyncFd::register(LinkFd(inotify)) };
+        let Ok(watched) = registered else {
+            tracing::warn!("cannot read the link folders' inotify");
+            return;
+        };
+        loop {
+            let mut ready = tokio::select! {
+                () = stop.cancelled() => return,
+                ready = watched.readable() => match ready {
+                    Ok(ready) => ready,
+                    Err(_) => return,
+                },
+            };
+            let events = match ready
+                .try_io(|fd| fd.get_ref().0.read_events().map_err(std::io::Error::from))
+            {
+                Ok(Ok(events)) => events,
+                Ok(Err(err)) => {
+                    tracing::warn!(%err, "reading the link folders' inotify");
+                    return;
+                }
+                Err(_would_block) => continue,
+            };
+            let by_watch = by_watch.lock().unwrap_or_else(PoisonError::into_inner);
+            let registry = self.registry.lock().unwrap_or_else(PoisonError::into_inner);
+            for event in events {
+                let Some(folder) = by_watch.get(&event.wd) else {
+                    continue;
+                };
+                let gone = AddWatchFlags::IN_DELETE_SELF | AddWatchFlags::IN_MOVE_SELF;
+                let path = match &event.name {
+                    Some(name) if !event.mask.intersects(gone) => folder.join(name),
+                    _ => folder.clone(),
+                };
+                let is_dir_create = event.mask.contains(AddWatchFlags::IN_CREATE)
+                    && event.mask.contains(AddWatchFlags::IN_ISDIR);
+                for change in registry.route(&path, is_dir_create, true) {
+                    let _ = self.changes.send(change);
                 }
             }
         }
