@@ -49,10 +49,6 @@ pub struct Output {
 }
 
 impl Output {
-    pub const PIPED: Output = Output {
-        stdout: true,
-        stderr: true,
-    };
     pub const NULL: Output = Output {
         stdout: false,
         stderr: false,

@@ -19,7 +19,7 @@ use super::notify::{Datagram, Message, NotifySocket};
 use super::output::{LineMatcher, Sink, pump};
 use super::ready::{self, Probes};
 use super::reaper::Reaper;
-use super::spawn::{Output, SPAWN_MARK, spawn};
+use super::spawn::{SPAWN_MARK, spawn};
 use super::{Event, InstanceId, Observer, Stream, kill};
 use crate::policy::{self, AfterExit};
 use crate::spec::{InstanceSpec, Ready, Settings};
@@ -612,12 +612,7 @@ impl Actor {
             slot: self.id.index,
             stored: &stored,
         };
-        // A stream thrown away goes to /dev/null directly, unless readiness
-        // reads the log.
-        let output = Output {
-            stdout: matcher.is_some() || self.observer.captures(&self.settings, Stream::Out),
-            stderr: matcher.is_some() || self.observer.captures(&self.settings, Stream::Err),
-        };
+        let output = super::output_of(&*self.observer, &self.settings);
         let spawned = spawn(
             &self.reaper,
             &self.spec,

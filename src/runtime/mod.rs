@@ -121,6 +121,19 @@ pub trait Observer: Send + Sync {
     }
 }
 
+/// Which streams of an app with `settings` eco reads: none thrown away
+/// (see [`Observer::captures`]), unless readiness reads the log.
+pub(crate) fn output_of(
+    observer: &dyn Observer,
+    settings: &crate::spec::Settings,
+) -> spawn::Output {
+    let reads_log = matches!(settings.ready, Some(crate::spec::Ready::Log(_)));
+    spawn::Output {
+        stdout: reads_log || observer.captures(settings, Stream::Out),
+        stderr: reads_log || observer.captures(settings, Stream::Err),
+    }
+}
+
 /// A `listen` address that cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ListenError {
@@ -311,18 +324,10 @@ impl Engine {
         engine
     }
 
-    /// The output pipes eco holds per instance of an app with `settings`:
-    /// none for a stream thrown away (see [`Observer::captures`]), unless
-    /// readiness reads the log.
+    /// The output pipes eco holds per instance of an app with `settings`.
     pub fn output_pipes(&self, settings: &crate::spec::Settings) -> u64 {
-        if matches!(settings.ready, Some(crate::spec::Ready::Log(_))) {
-            return 2;
-        }
-        [Stream::Out, Stream::Err]
-            .into_iter()
-            .filter(|stream| self.observer.captures(settings, *stream))
-            .map(|_| 1)
-            .sum()
+        let output = output_of(&*self.observer, settings);
+        u64::from(output.stdout) + u64::from(output.stderr)
     }
 
     /// True when cluster instances get a socket each (see `listen`).
