@@ -14,7 +14,7 @@
 //! counts as a change of the file, and a folder whose path now names
 //! another folder is watched again (re-resolved) when the watches are set.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -157,8 +157,6 @@ struct Links {
     inotify: Option<Arc<Inotify>>,
     /// Watched folder → its watch and the folder it named then.
     by_path: BTreeMap<PathBuf, (WatchDescriptor, Option<(u64, u64)>)>,
-    /// The reader's map back from a watch to its folder.
-    by_watch: Arc<Mutex<HashMap<WatchDescriptor, PathBuf>>>,
 }
 
 /// What a link folder is watched for.
@@ -188,7 +186,6 @@ impl Links {
         Links {
             inotify,
             by_path: BTreeMap::new(),
-            by_watch: Arc::default(),
         }
     }
 
@@ -198,12 +195,10 @@ impl Links {
         let Some(inotify) = self.inotify.clone() else {
             return;
         };
-        let mut by_watch = self.by_watch.lock().unwrap_or_else(PoisonError::into_inner);
         self.by_path.retain(|folder, (watch, then)| {
             let keep = wanted.contains(folder) && *then == identity(folder);
             if !keep {
                 let _ = inotify.rm_watch(*watch);
-                by_watch.remove(watch);
             }
             keep
         });
@@ -214,7 +209,6 @@ impl Links {
             let now = identity(folder);
             match inotify.add_watch(folder.as_path(), LINK_EVENTS) {
                 Ok(watch) => {
-                    by_watch.insert(watch, folder.clone());
                     self.by_path.insert(folder.clone(), (watch, now));
                 }
                 // A folder being replaced: its parent's watch sees it come back.
@@ -407,10 +401,12 @@ impl Watches {
     /// counts as a change of the applied files below it.
     #[allow(unsafe_code)]
     pub async fn read_links(self: Arc<Watches>, stop: CancellationToken) {
-        let (inotify, by_watch) = {
-            let links = self.links.lock().unwrap_or_else(PoisonError::into_inner);
-            (links.inotify.clone(), Arc::clone(&links.by_watch))
-        };
+        let inotify = self
+            .links
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .inotify
+            .clone();
         let Some(inotify) = inotify else { return };
         // SAFETY: `LinkFd` holds the inotify (and so its fd) open and the
         // same until the AsyncFd, its only owner here, drops it.
@@ -437,10 +433,15 @@ impl Watches {
                 }
                 Err(_would_block) => continue,
             };
-            let by_watch = by_watch.lock().unwrap_or_else(PoisonError::into_inner);
+            // A few folders per applied file: a scan finds an event's folder.
+            let links = self.links.lock().unwrap_or_else(PoisonError::into_inner);
             let registry = self.registry.lock().unwrap_or_else(PoisonError::into_inner);
             for event in events {
-                let Some(folder) = by_watch.get(&event.wd) else {
+                let Some(folder) = links
+                    .by_path
+                    .iter()
+                    .find_map(|(folder, (watch, _))| (*watch == event.wd).then_some(folder))
+                else {
                     continue;
                 };
                 let gone = AddWatchFlags::IN_DELETE_SELF | AddWatchFlags::IN_MOVE_SELF;
