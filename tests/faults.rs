@@ -223,6 +223,21 @@ fn the_daemon_raises_its_descriptor_limit() {
     assert_eq!(line.split_whitespace().nth(3), Some("64"), "{line}");
 }
 
+/// `eco ARGS` (`up`, the daemon's first start) with 1,024 descriptors,
+/// soft and hard, and no CAP_SYS_RESOURCE to raise them.
+fn up_under_1024_descriptors(home: &Home, args: &str) -> std::process::Output {
+    Command::new("setpriv")
+        .args(["--bounding-set=-sys_resource", "sh", "-c"])
+        .arg(format!(
+            "ulimit -Sn 1024 && ulimit -Hn 1024 && exec '{}' {args}",
+            eco_bin().display()
+        ))
+        .current_dir(home.path())
+        .env("ECO_HOME", home.path())
+        .output()
+        .expect("setpriv runs")
+}
+
 #[test]
 fn more_instances_than_descriptors_are_refused_with_how_many_fit() {
     let home = Home::new();
@@ -240,16 +255,7 @@ fn more_instances_than_descriptors_are_refused_with_how_many_fit() {
     );
     // The hard limit is what eco may open; without CAP_SYS_RESOURCE it
     // cannot raise it.
-    let out = Command::new("setpriv")
-        .args(["--bounding-set=-sys_resource", "sh", "-c"])
-        .arg(format!(
-            "ulimit -Sn 1024 && ulimit -Hn 1024 && exec '{}' up",
-            eco_bin().display()
-        ))
-        .current_dir(home.path())
-        .env("ECO_HOME", home.path())
-        .output()
-        .expect("setpriv runs");
+    let out = up_under_1024_descriptors(&home, "up");
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(
@@ -273,16 +279,7 @@ fn output_to_dev_null_holds_no_pipe_and_fits_more_instances() {
          out_file: /dev/null\n    err_file: /dev/null\n  \
          chatty:\n    cmd: [sleep, '1000']\n    err_file: /dev/null\n",
     );
-    let out = Command::new("setpriv")
-        .args(["--bounding-set=-sys_resource", "sh", "-c"])
-        .arg(format!(
-            "ulimit -Sn 1024 && ulimit -Hn 1024 && exec '{}' up --wait",
-            eco_bin().display()
-        ))
-        .current_dir(home.path())
-        .env("ECO_HOME", home.path())
-        .output()
-        .expect("setpriv runs");
+    let out = up_under_1024_descriptors(&home, "up --wait");
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let rows = home.rows();
     assert_eq!(rows.len(), 601);
