@@ -24,6 +24,7 @@ pub mod config;
 pub mod daemon;
 pub mod error;
 pub mod export;
+pub mod fds;
 pub mod home;
 pub mod ipc;
 pub mod logs;

@@ -14,11 +14,33 @@ where
     cron.find_next_occurrence(after, false).ok()
 }
 
+/// Whether `expr` matches any date at all. The Gregorian calendar repeats
+/// every 400 years, so a schedule that fires fires within 400 years of any
+/// start; a fixed start keeps the answer independent of the clock.
+pub fn can_ever_fire(expr: &str) -> bool {
+    let Ok(cron) = expr.parse::<croner::Cron>() else {
+        return false;
+    };
+    let start = chrono::DateTime::UNIX_EPOCH;
+    cron.find_next_occurrence(&start, false)
+        .is_ok_and(|next| next.signed_duration_since(start).num_days() <= 400 * 366)
+}
+
 #[cfg(test)]
 mod tests {
     use chrono::{Duration, TimeZone, Timelike, Utc};
 
     use super::*;
+
+    #[test]
+    fn schedules_that_match_no_date_never_fire() {
+        for never in ["0 0 30 2 *", "0 0 31 4 *", "0 0 31 6,9,11 *"] {
+            assert!(!can_ever_fire(never), "{never}");
+        }
+        for fires in ["0 3 * * *", "0 0 29 2 *", "@hourly", "0 0 31 * *"] {
+            assert!(can_ever_fire(fires), "{fires}");
+        }
+    }
 
     #[test]
     fn every_minute_fires_exactly_once_per_minute() {

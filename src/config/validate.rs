@@ -791,7 +791,21 @@ impl Walker<'_> {
                 "cron_restart" => {
                     if let Some(expr) = self.string(value, path) {
                         match expr.parse::<croner::Cron>() {
-                            Ok(_) => settings.cron_restart = Some(expr),
+                            Ok(_) => {
+                                if !crate::schedule::can_ever_fire(&expr) {
+                                    self.notes.push(Note {
+                                        path: path.to_owned(),
+                                        app: Some(app.to_owned()),
+                                        pos: value.pos,
+                                        text: format!(
+                                            "the schedule {:?} never fires (no date matches it, \
+                                             e.g. the 30th of February): the app is never restarted by it",
+                                            clip(&expr)
+                                        ),
+                                    });
+                                }
+                                settings.cron_restart = Some(expr);
+                            }
                             Err(err) => self.error(
                                 value.pos,
                                 path,

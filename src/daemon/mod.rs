@@ -36,6 +36,9 @@ pub const DEFAULT_PROJECT: &str = "default";
 /// Runs `eco daemon` until SIGTERM/SIGINT or `eco kill`. Returns early (Ok)
 /// when another daemon already holds this ECO_HOME.
 pub fn main(paths: Paths) -> anyhow::Result<()> {
+    // Before anything of the daemon's own is open: what the starting
+    // command inherited (a deploy script's flock) is not the daemon's.
+    crate::fds::close_inherited();
     // Leave the caller's session: no terminal, no SIGHUP when it closes.
     // (Fails harmlessly when started as a process-group leader by a shell.)
     let _ = nix::unistd::setsid();

@@ -233,7 +233,7 @@ impl Reconciler {
                     Some("another program holds the address: stop it, or pick another".into()),
                 ),
             })?;
-        self.check_descriptors(spec).await?;
+        self.check_descriptors(spec, bind).await?;
         match self.engine.project_spec(&spec.name).await {
             Some(running) if running.file != spec.file => Err(ErrorReply::failed(
                 format!(
@@ -255,7 +255,9 @@ impl Reconciler {
     /// notify socket for notify and watchdog apps, a socket per TCP
     /// `listen` address where instances have their own), and says how many
     /// fit.
-    async fn check_descriptors(&self, spec: &ProjectSpec) -> Result<(), ErrorReply> {
+    /// Only when `apply`ing does it change anything (the soft limit, the
+    /// sharing sysctl): a dry run reads.
+    async fn check_descriptors(&self, spec: &ProjectSpec, apply: bool) -> Result<(), ErrorReply> {
         use nix::sys::resource::{Resource, getrlimit, setrlimit};
         let Ok((soft, limit)) = getrlimit(Resource::RLIMIT_NOFILE) else {
             return Ok(());
@@ -266,7 +268,11 @@ impl Reconciler {
             .iter()
             .chain(std::iter::once(spec))
             .any(|p| p.apps.values().any(|a| tcp_listen(a) > 0))
-            && self.engine.sockets_per_instance();
+            && if apply {
+                self.engine.sockets_per_instance()
+            } else {
+                self.engine.sockets_per_instance_preview()
+            };
         let others: u64 = projects
             .iter()
             .filter(|p| p.name != spec.name)
@@ -277,7 +283,8 @@ impl Reconciler {
             // Within the hard limit: raise the soft one as far as needed
             // (apps inherit it, so no further).
             let want = (needed + RESERVED_FDS) * 5 / 4;
-            if want > soft
+            if apply
+                && want > soft
                 && let Err(err) = setrlimit(Resource::RLIMIT_NOFILE, want.min(limit), limit)
             {
                 tracing::warn!(%err, want, "cannot raise the descriptor limit");

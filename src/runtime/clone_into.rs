@@ -231,7 +231,7 @@ extern "C" fn child_main(shared: *mut Shared<'_>) -> ! {
         };
         // eco's handlers would run on eco's memory: back to the defaults
         // (SIGPIPE too, which Rust ignores), then nothing blocked, as std does.
-        for signal in 1..libc::SIGRTMAX() {
+        for signal in 1..=libc::SIGRTMAX() {
             let mut current: libc::sigaction = std::mem::zeroed();
             if libc::sigaction(signal, std::ptr::null(), &raw mut current) == 0
                 && current.sa_sigaction != libc::SIG_DFL
@@ -246,17 +246,18 @@ extern "C" fn child_main(shared: *mut Shared<'_>) -> ! {
         if libc::setpgid(0, 0) != 0 {
             fail(shared);
         }
-        let null_in = libc::open(prepared.dev_null.as_ptr(), libc::O_RDONLY);
-        if null_in < 0 || libc::dup2(null_in, 0) < 0 {
+        // Opened close-on-exec: the app gets the copies on 0, 1 and 2 only.
+        let null_in = libc::open(prepared.dev_null.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC);
+        if null_in < 0 || !move_to(null_in, 0) {
             fail(shared);
         }
         for (target, fd) in [(1, shared.outputs[0]), (2, shared.outputs[1])] {
             let fd = if fd >= 0 {
                 fd
             } else {
-                libc::open(prepared.dev_null.as_ptr(), libc::O_WRONLY)
+                libc::open(prepared.dev_null.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC)
             };
-            if fd < 0 || libc::dup2(fd, target) < 0 {
+            if fd < 0 || !move_to(fd, target) {
                 fail(shared);
             }
         }
@@ -274,6 +275,20 @@ extern "C" fn child_main(shared: *mut Shared<'_>) -> ! {
             }
         }
         fail(shared)
+    }
+}
+
+/// `dup2(fd, target)`, leaving `target` inheritable: when `fd` already is
+/// `target` (eco was started with a closed stdio slot), dup2 does nothing
+/// and would leave its close-on-exec flag set, so the flag is cleared.
+#[allow(unsafe_code)]
+fn move_to(fd: RawFd, target: RawFd) -> bool {
+    // SAFETY: plain descriptor calls on numbers the child owns; async-signal-safe.
+    unsafe {
+        if fd == target {
+            return libc::fcntl(fd, libc::F_SETFD, 0) == 0;
+        }
+        libc::dup2(fd, target) == target
     }
 }
 

@@ -177,6 +177,19 @@ impl Listeners {
         *self.sharing.get_or_init(decide_sharing)
     }
 
+    /// How TCP addresses would be held, without deciding: for a dry run,
+    /// which must not set the system-wide sysctl `sharing` may set.
+    pub fn sharing_preview(&self) -> Sharing {
+        match self.sharing.get() {
+            Some(sharing) => *sharing,
+            None => sharing_from(
+                std::env::var(SHARING_ENV).ok().as_deref(),
+                std::fs::read_to_string(MIGRATE_REQ).ok().as_deref(),
+                nix::unistd::geteuid().is_root(),
+            ),
+        }
+    }
+
     /// Binds what is wanted and not open yet; closes what is no longer wanted.
     pub fn sync(&self, wanted: &BTreeSet<ListenAddr>) {
         let mut open = self.lock_open();
@@ -317,7 +330,8 @@ fn decide_sharing() -> Sharing {
         tracing::info!("cluster sockets: shared ({SHARING_ENV}=shared)");
         return Sharing::Shared;
     }
-    let sharing = match std::fs::read_to_string(MIGRATE_REQ) {
+    let current = std::fs::read_to_string(MIGRATE_REQ);
+    let sharing = match current {
         Ok(value) if value.trim() == "1" => Sharing::PerInstance,
         Ok(_) if nix::unistd::geteuid().is_root() => match std::fs::write(MIGRATE_REQ, "1\n") {
             Ok(()) => {
@@ -335,6 +349,17 @@ fn decide_sharing() -> Sharing {
     };
     tracing::info!("cluster sockets: {}", sharing.as_str());
     sharing
+}
+
+/// What [`decide_sharing`] would choose, from the environment's choice,
+/// the sysctl's value and whether eco may set it; pure.
+fn sharing_from(env: Option<&str>, migrate_req: Option<&str>, root: bool) -> Sharing {
+    match (env, migrate_req.map(str::trim)) {
+        (Some("shared"), _) => Sharing::Shared,
+        (_, Some("1")) => Sharing::PerInstance,
+        (_, Some(_)) if root => Sharing::PerInstance,
+        _ => Sharing::Shared,
+    }
 }
 
 /// A TCP socket bound to `addr` (listening when asked); `reuse_port` for a
@@ -416,6 +441,8 @@ pub fn exec_with_fds(fds: &[RawFd], names: &str, argv: &[String]) -> io::Error {
         // SAFETY: the parked copy is no longer used.
         unsafe { libc::close(*high) };
     }
+    // Anything else this step inherited is not the app's.
+    crate::fds::cloexec_all_but(3 + count, &[]);
     std::process::Command::new(program)
         .args(args)
         .env("LISTEN_FDS", count.to_string())
@@ -427,6 +454,18 @@ pub fn exec_with_fds(fds: &[RawFd], names: &str, argv: &[String]) -> io::Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_preview_of_the_sharing_matches_the_decision_without_setting_anything() {
+        assert_eq!(
+            sharing_from(Some("shared"), Some("1"), true),
+            Sharing::Shared
+        );
+        assert_eq!(sharing_from(None, Some("1\n"), false), Sharing::PerInstance);
+        assert_eq!(sharing_from(None, Some("0\n"), true), Sharing::PerInstance);
+        assert_eq!(sharing_from(None, Some("0\n"), false), Sharing::Shared);
+        assert_eq!(sharing_from(None, None, true), Sharing::Shared);
+    }
 
     #[test]
     fn names_never_contain_the_separator() {

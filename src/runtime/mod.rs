@@ -335,6 +335,12 @@ impl Engine {
         self.listeners.sharing() == listen::Sharing::PerInstance
     }
 
+    /// As [`Engine::sockets_per_instance`], without setting the sysctl the
+    /// first decision may set (dry runs change nothing on the host).
+    pub fn sockets_per_instance_preview(&self) -> bool {
+        self.listeners.sharing_preview() == listen::Sharing::PerInstance
+    }
+
     /// How instances are contained: `cgroup` or `process-group`.
     pub fn containment(&self) -> &'static str {
         if self.cgroups.is_some() {
