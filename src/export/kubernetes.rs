@@ -670,6 +670,103 @@ mod tests {
         assert_eq!(env[4]["value"], "line1\nline2");
     }
 
+    /// What the kubelet runs for one container: its env expanded in order
+    /// (each value sees the ones before it), then its command and exec
+    /// probe expanded with the whole env, as kubelet_pods.go and prober.go do.
+    fn as_the_kubelet_runs(
+        container: &Value,
+    ) -> (Vec<String>, BTreeMap<String, String>, Vec<String>) {
+        use crate::export::read_back::kubelet_expand;
+        let mut env = BTreeMap::new();
+        for var in container["env"].as_array().expect("env") {
+            let Some(value) = var["value"].as_str() else {
+                continue; // valueFrom
+            };
+            let value = kubelet_expand(value, &env);
+            env.insert(var["name"].as_str().expect("name").to_owned(), value);
+        }
+        let expand = |words: &Value| -> Vec<String> {
+            words
+                .as_array()
+                .map(|w| {
+                    w.iter()
+                        .map(|w| kubelet_expand(w.as_str().expect("word"), &env))
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        let command = expand(&container["command"]);
+        let probe = expand(&container["readinessProbe"]["exec"]["command"]);
+        (command, env, probe)
+    }
+
+    /// The manifests of a file full of `$(VAR)`, `$$`, `%`, quotes and
+    /// unicode, expanded as the kubelet does, run exactly the file's argv
+    /// with exactly its env and readiness command.
+    #[test]
+    fn hostile_values_round_trip_through_the_kubelets_expansion() {
+        use crate::export::read_back::{self, HOSTILE_ARGV, HOSTILE_ENV};
+        let (_dir, spec) = read_back::hostile_project();
+        let out = export(&spec, &image("x")).expect("export");
+        let d = doc(&out, "hostile-web.deployment.yaml");
+        let (command, env, probe) =
+            as_the_kubelet_runs(&d["spec"]["template"]["spec"]["containers"][0]);
+        assert_eq!(command, HOSTILE_ARGV);
+        for (key, value) in HOSTILE_ENV {
+            assert_eq!(env.get(*key).map(String::as_str), Some(*value), "{key}");
+        }
+        assert_eq!(
+            probe,
+            ["/bin/sh", "-c", "test \"$(HOME)\" = '$$' || exit 0"]
+        );
+        let tool = doc(&out, "hostile-tool.deployment.yaml");
+        let (command, _, _) =
+            as_the_kubelet_runs(&tool["spec"]["template"]["spec"]["containers"][0]);
+        assert_eq!(command, ["./bin/a $b %c/run", "$(HOME)"]);
+    }
+
+    #[test]
+    fn increment_var_wrapper_survives_expansion_and_refuses_non_shell_names() {
+        let mut web = app("web", 2);
+        web.process.increment_var = Some("PORT".into());
+        web.process.argv = vec!["node".into(), "$(PORT)".into()];
+        let out = export(&project("shop", vec![web]), &image("x")).expect("export");
+        let d = doc(&out, "shop-web.statefulset.yaml");
+        let (command, _, _) = as_the_kubelet_runs(&d["spec"]["template"]["spec"]["containers"][0]);
+        assert_eq!(
+            command,
+            [
+                "/bin/sh",
+                "-c",
+                "export PORT=$(( ${PORT} + ECO_INSTANCE )); exec \"$@\"",
+                "eco-instance",
+                "node",
+                "$(PORT)"
+            ]
+        );
+        let mut bad = app("web", 2);
+        bad.process.increment_var = Some("P;rm -rf /".into());
+        bad.process.env.insert("P;rm -rf /".into(), "1".into());
+        assert_eq!(
+            export(&project("shop", vec![bad]), &image("x")),
+            Err(ExportError::ShellName {
+                app: "web".into(),
+                var: "P;rm -rf /".into()
+            })
+        );
+    }
+
+    proptest::proptest! {
+        /// The kubelet gives back any string written through `literal`.
+        #[test]
+        fn literal_round_trips(text in "\\PC{0,40}", dollars in "[$()A-Z]{0,12}") {
+            let vars = BTreeMap::from([("A".to_owned(), "x".to_owned()), ("HOME".to_owned(), "/h".to_owned())]);
+            for text in [text.clone(), dollars.clone(), format!("{dollars}{text}{dollars}")] {
+                proptest::prop_assert_eq!(crate::export::read_back::kubelet_expand(&literal(&text), &vars), text);
+            }
+        }
+    }
+
     #[test]
     fn quantities() {
         assert_eq!(quantity(300 * 1024 * 1024), "300Mi");

@@ -299,6 +299,66 @@ mod tests {
         );
     }
 
+    /// ECO_HOME, HOME, PATH and the eco binary's path come back from the
+    /// unit as themselves, by systemd's rules.
+    #[test]
+    fn hostile_paths_round_trip() {
+        use crate::export::read_back;
+        let mut odd = unit(&[], false);
+        odd.eco = Path::new("/opt/100% $x \"q\"/eco");
+        odd.eco_home = Path::new("/home/al/.eco 100% $HOME ${HOME} 'x' \\ é");
+        odd.home = Path::new("/home/%i $$");
+        odd.path = "/a b:/100%:/q\"x:$PATH";
+        let text = render(&odd);
+        // The eco binary's path has a quote: systemd cannot run it.
+        assert!(text.is_err(), "{text:?}");
+        odd.eco = Path::new("/opt/100% $x é/eco");
+        let text = render(&odd).expect("render");
+        let all = read_back::assignments(&text).expect("reads");
+        let mut env = BTreeMap::new();
+        for line in read_back::values(&all, "Service", "Environment") {
+            env.extend(read_back::environment(line, "0").expect("Environment= reads"));
+        }
+        assert_eq!(env["ECO_HOME"], "/home/al/.eco 100% $HOME ${HOME} 'x' \\ é");
+        assert_eq!(env["HOME"], "/home/%i $$");
+        assert_eq!(env["PATH"], "/a b:/100%:/q\"x:$PATH");
+        let exec = read_back::values(&all, "Service", "ExecStart")[0];
+        let (program, argv) = read_back::exec(exec, "0", &env).expect("reads");
+        assert_eq!(program, "/opt/100% $x é/eco");
+        assert_eq!(argv, ["/opt/100% $x é/eco", "daemon"]);
+        let description = read_back::values(&all, "Unit", "Description")[0];
+        assert_eq!(
+            read_back::specifiers(description, "0").expect("no specifier"),
+            "eco process supervisor (ECO_HOME=/home/al/.eco 100% $HOME ${HOME} 'x' \\ é)"
+        );
+    }
+
+    /// A newline in ECO_HOME (the description) or in the eco binary's path
+    /// is an error naming it; in HOME or PATH, Environment= quotes it.
+    #[test]
+    fn newlines_are_errors_naming_the_variable() {
+        let evil = "/x\nExecStartPre=/bin/touch /tmp/pwned";
+        for (key, eco_home) in [("ECO_HOME", true), ("the eco binary's path", false)] {
+            let mut odd = unit(&[], false);
+            if eco_home {
+                odd.eco_home = Path::new(evil);
+            } else {
+                odd.eco = Path::new(evil);
+            }
+            let err = render(&odd).expect_err(key);
+            assert!(err.to_string().starts_with(&format!("{key}: ")), "{err}");
+        }
+        let mut odd = unit(&[], false);
+        odd.home = Path::new(evil);
+        odd.path = evil;
+        let text = render(&odd).expect("render");
+        assert!(
+            text.contains("\nEnvironment=\"PATH=/x\\nExecStartPre=/bin/touch /tmp/pwned\"\n"),
+            "{text}"
+        );
+        assert!(!text.contains("\nExecStartPre"), "{text}");
+    }
+
     #[test]
     fn unit_names() {
         assert_eq!(unit_name(true, "al"), "eco.service");
