@@ -321,7 +321,8 @@ fn service_template(
 
 /// One `Environment=` value, or the error naming `key`.
 fn environment(key: &str, name: &str, value: &str) -> Result<String, ExportError> {
-    unit_syntax::env_assignment(name, value).map_err(at(key, &value, "Environment="))
+    let assignment = format!("{name}={value}");
+    unit_syntax::env_assignment(name, value).map_err(at(key, &assignment, "Environment="))
 }
 
 /// `PROJECT-APP@N.service.d/eco.conf` for each instance whose
