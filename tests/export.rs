@@ -403,3 +403,209 @@ fn kubernetes_export_rejects_bad_images_with_exit_2() {
         assert!(out.stdout.is_empty());
     }
 }
+
+/// Values systemd or the kubelet would rewrite if written as they are, but
+/// that both can express: `%`, `$`, `$$`, `$(HOME)`, quotes, backslashes,
+/// spaces, `;`, `#`, unicode (the same file as the library's round trips
+/// in src/export/read_back.rs, which read the output back by each engine's
+/// rules).
+const HOSTILE_YAML: &str = r#"name: hostile
+apps:
+  web:
+    cmd: ['/bin/sh', '-c', 'echo "$HOME" ''$(HOME)'' $$ %i 100% \ ; x', 'a b', '$(HOME)', '$$', '$$(HOME)', '${HOME}', '$HOME', ';', '\;', 'é ü 日本', '''single''', "tab\there", '', '%%', '#x']
+    cwd: 'dir é 100% $x;'
+    instances: 2
+    env:
+      HOME: '/home/app'
+      A: '$(HOME)'
+      B: '$$(HOME)'
+      C: '100% %i %%'
+      D: 'quote " back \ end\'
+      E: 'a;b c #d'
+      F: '$HOME ${HOME} $$'
+      G: '日本 é'
+      H: "line1\nline2"
+    out_file: 'logs/out 100% $(HOME).log'
+    err_file: 'logs/err "q" ''x'' \.log'
+    mode: cluster
+    listen: ['unix:/tmp/eco hostile 100% $x.sock']
+    ready: { exec: 'test "$(HOME)" = ''$$'' || exit 0' }
+  tool:
+    cmd: ['./bin/a $b %c/run', '$(HOME)']
+"#;
+
+/// The hostile project in `dir`, with the folders and program it names.
+fn hostile_project(dir: &Path) -> PathBuf {
+    fs::create_dir_all(dir.join("dir é 100% $x;")).expect("mkdir cwd");
+    let program = dir.join("bin/a $b %c/run");
+    fs::create_dir_all(program.parent().expect("parent")).expect("mkdir bin");
+    fs::write(&program, "#!/bin/sh\nexit 0\n").expect("write program");
+    fs::set_permissions(&program, fs::Permissions::from_mode(0o755)).expect("chmod");
+    let file = dir.join("ecosystem.yaml");
+    fs::write(&file, HOSTILE_YAML).expect("write file");
+    file
+}
+
+#[test]
+fn hostile_but_expressible_values_pass_systemd_analyze_and_kubernetes_validate() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let file = hostile_project(tmp.path());
+    let file = file.to_string_lossy();
+    for user in [false, true] {
+        let units = tmp.path().join(if user { "user-units" } else { "units" });
+        let units_arg = units.to_string_lossy();
+        let mut args = vec!["systemd", "-f", &file, "-o", &units_arg];
+        if user {
+            args.push("--user");
+        }
+        let out = export(&args, &stub_path(tmp.path()));
+        assert!(out.status.success(), "{}", stderr(&out));
+        let (ok, text) = verify(&units, user);
+        assert!(
+            ok && text.trim().is_empty(),
+            "systemd-analyze verify:\n{text}"
+        );
+        // Spot checks of the escaping; the library reads it all back.
+        let web = fs::read_to_string(units.join("hostile-web@.service")).expect("unit");
+        for needle in [
+            "Environment=\"A=$(HOME)\"\n",
+            "Environment=\"C=100%% %%i %%%%\"\n",
+            "Environment=\"D=quote \\\" back \\\\ end\\\\\"\n",
+            "Environment=\"H=line1\\nline2\"\n",
+            " \"$$(HOME)\" \"$$$$\" \"$$$$(HOME)\" \"$${HOME}\" \"$$HOME\" \";\" \"\\\\;\" ",
+        ] {
+            assert!(web.contains(needle), "{needle:?} not in\n{web}");
+        }
+        let tool = fs::read_to_string(units.join("hostile-tool@.service")).expect("unit");
+        assert!(tool.contains(" \"$$(HOME)\"\n"), "{tool}");
+    }
+
+    let out = export(
+        &[
+            "kubernetes",
+            "-f",
+            &file,
+            "--image",
+            "registry.example/app:1",
+        ],
+        &stub_path(tmp.path()),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let manifests = tmp.path().join("all.yaml");
+    fs::write(&manifests, &out.stdout).expect("write manifests");
+    let check = kubernetes_validate(&manifests);
+    assert!(
+        check.status.success() && !stdout(&check).contains("WARN"),
+        "kubernetes-validate --strict:\n{}{}\n{}",
+        stdout(&check),
+        stderr(&check),
+        stdout(&out)
+    );
+    let docs: Vec<Value> =
+        serde_saphyr::from_str_multiple(&stdout(&out)).expect("multi-document YAML");
+    let web = docs
+        .iter()
+        .find(|d| d["metadata"]["name"] == "hostile-web")
+        .expect("web");
+    let c = &web["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(c["command"][4], "$$(HOME)");
+    assert_eq!(c["command"][6], "$$$$(HOME)");
+    let env = c["env"].as_array().expect("env");
+    let a = env.iter().find(|e| e["name"] == "A").expect("A");
+    assert_eq!(a["value"], "$$(HOME)");
+}
+
+/// `eco export systemd` on `yaml` (written in `dir`, the program stubs in
+/// `stubs`): must fail with exit 2, naming `key`, writing no unit.
+fn refused(dir: &Path, stubs: &Path, yaml: &str, key: &str) {
+    let file = dir.join("ecosystem.yaml");
+    fs::write(&file, yaml).expect("write file");
+    let units = dir.join("units");
+    let out = export(
+        &[
+            "systemd",
+            "-f",
+            &file.to_string_lossy(),
+            "-o",
+            &units.to_string_lossy(),
+        ],
+        &stub_path(stubs),
+    );
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.starts_with(&format!("error: {key}: ")),
+        "names {key}: {err}"
+    );
+    assert!(
+        err.contains("cannot be written into a systemd unit"),
+        "{err}"
+    );
+    assert!(!units.exists(), "no unit is written");
+}
+
+#[test]
+fn a_newline_in_out_file_err_file_or_a_unix_listen_path_is_exit_2_naming_the_key() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let evil = "x\nExecStartPre=/bin/touch /tmp/eco-pwned";
+    for (key, app) in [
+        ("apps.web.out_file", format!("    out_file: {evil:?}\n")),
+        ("apps.web.err_file", format!("    err_file: {evil:?}\n")),
+        (
+            "apps.web.listen",
+            format!(
+                "    mode: cluster\n    listen: [{:?}]\n",
+                format!("unix:/tmp/{evil}")
+            ),
+        ),
+    ] {
+        let yaml = format!("name: evil\napps:\n  web:\n    cmd: node server.js\n{app}");
+        refused(tmp.path(), tmp.path(), &yaml, key);
+    }
+}
+
+#[test]
+fn a_newline_in_the_project_folder_is_exit_2_naming_the_key() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    // A folder name holds no `/`: a bare program systemd finds on its PATH.
+    let folder = tmp.path().join("p\nExecStartPre=touch eco-pwned");
+    fs::create_dir(&folder).expect("mkdir");
+    refused(
+        &folder,
+        tmp.path(),
+        "name: evil\napps:\n  web:\n    cmd: node server.js\n",
+        "apps.web.cwd",
+    );
+}
+
+#[test]
+fn a_newline_in_eco_home_is_exit_2_for_eco_startup_print() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let home = tmp.path().join("h\nExecStartPre=/bin/touch /tmp/eco-pwned");
+    let out = Command::new(eco_bin())
+        .args(["startup", "--print"])
+        .env("ECO_HOME", &home)
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("eco runs");
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}\n{}", stdout(&out));
+    assert!(err.starts_with("error: ECO_HOME: "), "{err}");
+    assert!(out.stdout.is_empty(), "no unit printed: {}", stdout(&out));
+
+    // A hostile-but-expressible ECO_HOME prints a unit systemd accepts.
+    let home = tmp.path().join("h 100% $HOME 'q' é");
+    let out = Command::new(eco_bin())
+        .args(["startup", "--print"])
+        .env("ECO_HOME", &home)
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("eco runs");
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let unit = stdout(&out);
+    let expected = format!(
+        "Environment=\"ECO_HOME={}\"\n",
+        home.display().to_string().replace('%', "%%")
+    );
+    assert!(unit.contains(&expected), "{expected:?} not in\n{unit}");
+}

@@ -20,7 +20,9 @@ pub fn run(target: ExportTarget) -> Result<i32> {
             user,
         } => {
             let spec = super::load(&file, &profile)?;
-            let export = systemd::export(&spec, systemd::Options { user }, &which);
+            // A value no unit can hold is invalid input: exit 2, naming its key.
+            let export = systemd::export(&spec, systemd::Options { user }, &which)
+                .map_err(|e| UsageError(e.to_string()))?;
             warn(&export);
             write_all(&output, &export)?;
             let (scope, dir) = if user {

@@ -155,7 +155,9 @@ fn render(scope: &Scope) -> Result<String> {
         .context("cannot find the path of the eco binary")?;
     let path = std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into());
     let projects = applied_projects(&scope.eco_home);
-    Ok(startup::render(&DaemonUnit {
+    // A value no unit can hold (a newline in ECO_HOME, say) is invalid
+    // input: exit 2, naming it.
+    startup::render(&DaemonUnit {
         eco: &eco,
         eco_home: &scope.eco_home,
         home: &scope.home,
@@ -163,7 +165,8 @@ fn render(scope: &Scope) -> Result<String> {
         user_scope: scope.user_scope,
         run_as: scope.run_as.as_deref(),
         projects: &projects,
-    }))
+    })
+    .map_err(|e| UsageError(e.to_string()).into())
 }
 
 /// `eco startup [--user] [--print] [--user-name NAME]`.

@@ -1,6 +1,10 @@
 //! `eco export kubernetes`: per app a Deployment (a StatefulSet when the
 //! app needs its instance number), and a Service per app with `listen`.
 //! Pure: returns one YAML document per resource.
+//!
+//! The kubelet expands `$(VAR)` in a container's `command`, `args`, `env`
+//! values and exec probes (`$$` is a `$`). Every such string is written
+//! through [`literal`], so the pod runs exactly what the file says.
 
 use std::collections::BTreeMap;
 
@@ -8,6 +12,18 @@ use serde_json::{Value, json};
 
 use super::{Export, ExportError, ceil_secs};
 use crate::spec::{AppSpec, ListenAddr, ProjectSpec, Ready, RestartPolicy, Watch};
+
+/// A string the kubelet reads back as itself: `$` doubled, so `$(VAR)` and
+/// `$$` in the file stay as written (kubernetes third_party/forked/golang/
+/// expansion: `$$` gives `$`, `$(NAME)` a defined variable's value).
+pub(crate) fn literal(text: &str) -> String {
+    text.replace('$', "$$")
+}
+
+/// [`literal`] for each word of a command.
+fn literal_words<S: AsRef<str>>(words: &[S]) -> Vec<String> {
+    words.iter().map(|w| literal(w.as_ref())).collect()
+}
 
 /// The image that runs the waits of `depends_on` initContainers.
 const WAIT_IMAGE: &str = "busybox:1.36";
@@ -30,7 +46,7 @@ pub fn export(spec: &ProjectSpec, options: &Options) -> Result<Export, ExportErr
         let name = &names[&app.name];
         let image = &images[&app.name];
         let service = service(spec, app, name, &mut out.warnings);
-        let workload = workload(spec, app, name, image, &names, &mut out.warnings);
+        let workload = workload(spec, app, name, image, &names, &mut out.warnings)?;
         if let Some(service) = service {
             out.files
                 .push((format!("{name}.service.yaml"), yaml(&service)?));
@@ -219,17 +235,17 @@ fn workload(
     image: &str,
     names: &BTreeMap<String, String>,
     warnings: &mut Vec<String>,
-) -> Value {
+) -> Result<Value, ExportError> {
     let set = &app.settings;
     let stateful = needs_ordinal(app);
     let mut env: Vec<Value> = app
         .process
         .env
         .iter()
-        .map(|(k, v)| json!({ "name": k, "value": v }))
+        .map(|(k, v)| json!({ "name": k, "value": literal(v) }))
         .collect();
-    env.push(json!({ "name": "ECO_PROJECT", "value": spec.name }));
-    env.push(json!({ "name": "ECO_APP", "value": app.name }));
+    env.push(json!({ "name": "ECO_PROJECT", "value": literal(&spec.name) }));
+    env.push(json!({ "name": "ECO_APP", "value": literal(&app.name) }));
     let mut command = app.process.argv.clone();
     if stateful {
         // The StatefulSet ordinal is the instance number (pod-index label).
@@ -239,6 +255,13 @@ fn workload(
         env.push(json!({ "name": "ECO_INSTANCE", "valueFrom": index }));
         env.push(json!({ "name": "NODE_APP_INSTANCE", "valueFrom": index }));
         if let Some(var) = &app.process.increment_var {
+            // The name goes into shell code: only a shell name can.
+            if !is_shell_name(var) {
+                return Err(ExportError::ShellName {
+                    app: app.name.clone(),
+                    var: var.clone(),
+                });
+            }
             // Kubernetes cannot add to an env value: a shell does it at start.
             let mut wrapped = vec![
                 "/bin/sh".to_owned(),
@@ -265,7 +288,7 @@ fn workload(
     let mut container = json!({
         "name": dns_label(&app.name),
         "image": image,
-        "command": command,
+        "command": literal_words(&command),
         "workingDir": app.process.cwd.display().to_string(),
         "env": env,
     });
@@ -294,10 +317,10 @@ fn workload(
                 init.push(json!({
                     "name": dns_label(&format!("wait-for-{dep}")),
                     "image": WAIT_IMAGE,
-                    "command": [
+                    "command": literal_words(&[
                         "sh", "-c",
-                        format!("until nc -z {svc} {port}; do echo waiting for {svc}; sleep 1; done"),
-                    ],
+                        &format!("until nc -z {svc} {port}; do echo waiting for {svc}; sleep 1; done"),
+                    ]),
                 }));
             }
             None => warnings.push(format!(
@@ -367,12 +390,21 @@ fn workload(
     } else {
         "Deployment"
     };
-    json!({
+    Ok(json!({
         "apiVersion": "apps/v1",
         "kind": kind,
         "metadata": { "name": name, "labels": labels(spec, name) },
         "spec": workload_spec,
-    })
+    }))
+}
+
+/// A POSIX shell variable name: `[A-Za-z_][A-Za-z0-9_]*`.
+fn is_shell_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
 fn readiness(app: &AppSpec, warnings: &mut Vec<String>) -> Option<Value> {
@@ -407,7 +439,9 @@ fn readiness(app: &AppSpec, warnings: &mut Vec<String>) -> Option<Value> {
                 "scheme": scheme.to_ascii_uppercase(),
             }})
         }
-        Ready::Exec(cmd) => json!({ "exec": { "command": ["/bin/sh", "-c", cmd] } }),
+        Ready::Exec(cmd) => {
+            json!({ "exec": { "command": literal_words(&["/bin/sh", "-c", cmd]) } })
+        }
         Ready::Notify | Ready::Log(_) => {
             let kind = if matches!(ready, Ready::Notify) {
                 "notify"
@@ -634,6 +668,103 @@ mod tests {
         assert_eq!(env[2]["value"], "a: b # c");
         assert_eq!(env[3]["value"], "");
         assert_eq!(env[4]["value"], "line1\nline2");
+    }
+
+    /// What the kubelet runs for one container: its env expanded in order
+    /// (each value sees the ones before it), then its command and exec
+    /// probe expanded with the whole env, as kubelet_pods.go and prober.go do.
+    fn as_the_kubelet_runs(
+        container: &Value,
+    ) -> (Vec<String>, BTreeMap<String, String>, Vec<String>) {
+        use crate::export::read_back::kubelet_expand;
+        let mut env = BTreeMap::new();
+        for var in container["env"].as_array().expect("env") {
+            let Some(value) = var["value"].as_str() else {
+                continue; // valueFrom
+            };
+            let value = kubelet_expand(value, &env);
+            env.insert(var["name"].as_str().expect("name").to_owned(), value);
+        }
+        let expand = |words: &Value| -> Vec<String> {
+            words
+                .as_array()
+                .map(|w| {
+                    w.iter()
+                        .map(|w| kubelet_expand(w.as_str().expect("word"), &env))
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        let command = expand(&container["command"]);
+        let probe = expand(&container["readinessProbe"]["exec"]["command"]);
+        (command, env, probe)
+    }
+
+    /// The manifests of a file full of `$(VAR)`, `$$`, `%`, quotes and
+    /// unicode, expanded as the kubelet does, run exactly the file's argv
+    /// with exactly its env and readiness command.
+    #[test]
+    fn hostile_values_round_trip_through_the_kubelets_expansion() {
+        use crate::export::read_back::{self, HOSTILE_ARGV, HOSTILE_ENV};
+        let (_dir, spec) = read_back::hostile_project();
+        let out = export(&spec, &image("x")).expect("export");
+        let d = doc(&out, "hostile-web.deployment.yaml");
+        let (command, env, probe) =
+            as_the_kubelet_runs(&d["spec"]["template"]["spec"]["containers"][0]);
+        assert_eq!(command, HOSTILE_ARGV);
+        for (key, value) in HOSTILE_ENV {
+            assert_eq!(env.get(*key).map(String::as_str), Some(*value), "{key}");
+        }
+        assert_eq!(
+            probe,
+            ["/bin/sh", "-c", "test \"$(HOME)\" = '$$' || exit 0"]
+        );
+        let tool = doc(&out, "hostile-tool.deployment.yaml");
+        let (command, _, _) =
+            as_the_kubelet_runs(&tool["spec"]["template"]["spec"]["containers"][0]);
+        assert_eq!(command, ["./bin/a $b %c/run", "$(HOME)"]);
+    }
+
+    #[test]
+    fn increment_var_wrapper_survives_expansion_and_refuses_non_shell_names() {
+        let mut web = app("web", 2);
+        web.process.increment_var = Some("PORT".into());
+        web.process.argv = vec!["node".into(), "$(PORT)".into()];
+        let out = export(&project("shop", vec![web]), &image("x")).expect("export");
+        let d = doc(&out, "shop-web.statefulset.yaml");
+        let (command, _, _) = as_the_kubelet_runs(&d["spec"]["template"]["spec"]["containers"][0]);
+        assert_eq!(
+            command,
+            [
+                "/bin/sh",
+                "-c",
+                "export PORT=$(( ${PORT} + ECO_INSTANCE )); exec \"$@\"",
+                "eco-instance",
+                "node",
+                "$(PORT)"
+            ]
+        );
+        let mut bad = app("web", 2);
+        bad.process.increment_var = Some("P;rm -rf /".into());
+        bad.process.env.insert("P;rm -rf /".into(), "1".into());
+        assert_eq!(
+            export(&project("shop", vec![bad]), &image("x")),
+            Err(ExportError::ShellName {
+                app: "web".into(),
+                var: "P;rm -rf /".into()
+            })
+        );
+    }
+
+    proptest::proptest! {
+        /// The kubelet gives back any string written through `literal`.
+        #[test]
+        fn literal_round_trips(text in "\\PC{0,40}", dollars in "[$()A-Z]{0,12}") {
+            let vars = BTreeMap::from([("A".to_owned(), "x".to_owned()), ("HOME".to_owned(), "/h".to_owned())]);
+            for text in [text.clone(), dollars.clone(), format!("{dollars}{text}{dollars}")] {
+                proptest::prop_assert_eq!(crate::export::read_back::kubelet_expand(&literal(&text), &vars), text);
+            }
+        }
     }
 
     #[test]

@@ -5,8 +5,11 @@
 //! [`ProjectSpec`]: crate::spec::ProjectSpec
 
 pub mod kubernetes;
+#[cfg(test)]
+mod read_back;
 pub mod startup;
 pub mod systemd;
+mod unit_syntax;
 
 use std::time::Duration;
 
@@ -41,6 +44,20 @@ pub enum ExportError {
     },
     #[error("cannot render the manifests as YAML: {0} (this is a bug in eco, please report)")]
     Yaml(String),
+    /// A value a systemd setting cannot hold (see `unit_syntax`).
+    #[error("{key}: {value} cannot be written into a systemd unit ({setting}): {reason}; {fix}")]
+    Unrepresentable {
+        key: String,
+        value: String,
+        setting: &'static str,
+        reason: String,
+        fix: &'static str,
+    },
+    #[error(
+        "apps.{app}.increment_var: {var:?} is not a shell variable name, and the StatefulSet \
+         computes it with /bin/sh; rename it to letters, digits and _ (not starting with a digit)"
+    )]
+    ShellName { app: String, var: String },
 }
 
 /// The name eco gives a listening socket in LISTEN_FDNAMES, so an app finds

@@ -7,7 +7,9 @@ use std::fmt::Write as _;
 use std::path::Path;
 use std::time::Duration;
 
-use super::systemd::{env_assignment, exec_word, span};
+use super::ExportError;
+use super::systemd::{command, span};
+use super::unit_syntax;
 use crate::spec::ProjectSpec;
 
 /// How often systemd expects a WATCHDOG=1 (the daemon pings at half this).
@@ -116,8 +118,9 @@ fn longest_stop_chain(project: &ProjectSpec) -> Duration {
         .unwrap_or_default()
 }
 
-/// The unit's text.
-pub fn render(unit: &DaemonUnit<'_>) -> String {
+/// The unit's text, or the error naming what cannot be written into it
+/// (a newline in ECO_HOME, say): every value goes through [`unit_syntax`].
+pub fn render(unit: &DaemonUnit<'_>) -> Result<String, ExportError> {
     let stop = stop_budget(unit.projects).max(DEFAULT_STOP) + STOP_MARGIN;
     let mut out = String::new();
     let _ = writeln!(
@@ -128,11 +131,10 @@ pub fn render(unit: &DaemonUnit<'_>) -> String {
         env!("CARGO_PKG_VERSION")
     );
     out.push_str("[Unit]\n");
-    let _ = writeln!(
-        out,
-        "Description=eco process supervisor (ECO_HOME={})",
-        unit.eco_home.display().to_string().replace('%', "%%")
-    );
+    let eco_home = unit_syntax::utf8(unit.eco_home)
+        .and_then(|home| unit_syntax::text(&format!("eco process supervisor (ECO_HOME={home})")))
+        .map_err(|e| e.at("ECO_HOME", &unit.eco_home, "Description="))?;
+    let _ = writeln!(out, "Description={eco_home}");
     out.push_str("Documentation=https://github.com/eco/eco#production\n");
     if !unit.user_scope {
         // Apps usually want the network; the user manager has no such target.
@@ -142,13 +144,12 @@ pub fn render(unit: &DaemonUnit<'_>) -> String {
     // The daemon sends READY=1 once every project is restored.
     out.push_str("Type=notify\nNotifyAccess=main\n");
     if let Some(user) = unit.run_as {
+        let user = unit_syntax::text(user).map_err(|e| e.at("--user-name", &user, "User="))?;
         let _ = writeln!(out, "User={user}");
     }
-    let _ = writeln!(
-        out,
-        "ExecStart={} daemon",
-        exec_word(&unit.eco.display().to_string())
-    );
+    let exec = command(unit.eco, &["daemon".to_owned()])
+        .map_err(|e| e.at("the eco binary's path", &unit.eco, "ExecStart="))?;
+    let _ = writeln!(out, "ExecStart={exec}");
     out.push_str("ExecReload=/bin/kill -HUP $MAINPID\n");
     // SIGTERM to eco alone: it stops its apps itself, gracefully and in
     // dependency order; systemd's SIGKILL to the rest comes only after.
@@ -160,16 +161,23 @@ pub fn render(unit: &DaemonUnit<'_>) -> String {
     let _ = writeln!(out, "WatchdogSec={}", span(WATCHDOG));
     out.push_str("Restart=on-failure\nRestartSec=1s\n");
     let _ = writeln!(out, "LimitNOFILE={NOFILE}");
+    let utf8 = |key: &str, path: &Path| {
+        unit_syntax::utf8(path)
+            .map(str::to_owned)
+            .map_err(|e| e.at(key, &path, "Environment="))
+    };
     for (key, value) in [
-        ("ECO_HOME", unit.eco_home.display().to_string()),
-        ("HOME", unit.home.display().to_string()),
+        ("ECO_HOME", utf8("ECO_HOME", unit.eco_home)?),
+        ("HOME", utf8("HOME", unit.home)?),
         ("PATH", unit.path.to_owned()),
         (crate::paths::APP_NOFILE_ENV, APP_NOFILE.to_string()),
     ] {
-        let _ = writeln!(out, "Environment={}", env_assignment(key, &value));
+        let assignment = unit_syntax::env_assignment(key, &value)
+            .map_err(|e| e.at(key, &value, "Environment="))?;
+        let _ = writeln!(out, "Environment={assignment}");
     }
     out.push_str(&super::systemd::install_section(unit.user_scope));
-    out
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -240,7 +248,7 @@ mod tests {
     #[test]
     fn unit_has_what_systemd_needs() {
         let projects = [project(vec![app("db", 60, &[])])];
-        let text = render(&unit(&projects, false));
+        let text = render(&unit(&projects, false)).expect("render");
         for line in [
             "Type=notify",
             "ExecStart=\"/opt/my tools/eco\" daemon",
@@ -268,7 +276,7 @@ mod tests {
 
     #[test]
     fn user_units_and_other_users() {
-        let text = render(&unit(&[], true));
+        let text = render(&unit(&[], true)).expect("render");
         assert!(text.contains("WantedBy=default.target\n"));
         assert!(!text.contains("network-online"));
         assert!(
@@ -277,18 +285,78 @@ mod tests {
         );
         let mut other = unit(&[], false);
         other.run_as = Some("alice");
-        assert!(render(&other).contains("\nUser=alice\n"));
+        assert!(render(&other).expect("render").contains("\nUser=alice\n"));
     }
 
     #[test]
     fn values_are_escaped() {
         let mut odd = unit(&[], false);
         odd.path = "/a b:/100%:/q\"x";
-        let text = render(&odd);
+        let text = render(&odd).expect("render");
         assert!(
             text.contains("Environment=\"PATH=/a b:/100%%:/q\\\"x\"\n"),
             "{text}"
         );
+    }
+
+    /// ECO_HOME, HOME, PATH and the eco binary's path come back from the
+    /// unit as themselves, by systemd's rules.
+    #[test]
+    fn hostile_paths_round_trip() {
+        use crate::export::read_back;
+        let mut odd = unit(&[], false);
+        odd.eco = Path::new("/opt/100% $x \"q\"/eco");
+        odd.eco_home = Path::new("/home/al/.eco 100% $HOME ${HOME} 'x' \\ é");
+        odd.home = Path::new("/home/%i $$");
+        odd.path = "/a b:/100%:/q\"x:$PATH";
+        let text = render(&odd);
+        // The eco binary's path has a quote: systemd cannot run it.
+        assert!(text.is_err(), "{text:?}");
+        odd.eco = Path::new("/opt/100% $x é/eco");
+        let text = render(&odd).expect("render");
+        let all = read_back::assignments(&text).expect("reads");
+        let mut env = BTreeMap::new();
+        for line in read_back::values(&all, "Service", "Environment") {
+            env.extend(read_back::environment(line, "0").expect("Environment= reads"));
+        }
+        assert_eq!(env["ECO_HOME"], "/home/al/.eco 100% $HOME ${HOME} 'x' \\ é");
+        assert_eq!(env["HOME"], "/home/%i $$");
+        assert_eq!(env["PATH"], "/a b:/100%:/q\"x:$PATH");
+        let exec = read_back::values(&all, "Service", "ExecStart")[0];
+        let (program, argv) = read_back::exec(exec, "0", &env).expect("reads");
+        assert_eq!(program, "/opt/100% $x é/eco");
+        assert_eq!(argv, ["/opt/100% $x é/eco", "daemon"]);
+        let description = read_back::values(&all, "Unit", "Description")[0];
+        assert_eq!(
+            read_back::specifiers(description, "0").expect("no specifier"),
+            "eco process supervisor (ECO_HOME=/home/al/.eco 100% $HOME ${HOME} 'x' \\ é)"
+        );
+    }
+
+    /// A newline in ECO_HOME (the description) or in the eco binary's path
+    /// is an error naming it; in HOME or PATH, Environment= quotes it.
+    #[test]
+    fn newlines_are_errors_naming_the_variable() {
+        let evil = "/x\nExecStartPre=/bin/touch /tmp/pwned";
+        for (key, eco_home) in [("ECO_HOME", true), ("the eco binary's path", false)] {
+            let mut odd = unit(&[], false);
+            if eco_home {
+                odd.eco_home = Path::new(evil);
+            } else {
+                odd.eco = Path::new(evil);
+            }
+            let err = render(&odd).expect_err(key);
+            assert!(err.to_string().starts_with(&format!("{key}: ")), "{err}");
+        }
+        let mut odd = unit(&[], false);
+        odd.home = Path::new(evil);
+        odd.path = evil;
+        let text = render(&odd).expect("render");
+        assert!(
+            text.contains("\nEnvironment=\"PATH=/x\\nExecStartPre=/bin/touch /tmp/pwned\"\n"),
+            "{text}"
+        );
+        assert!(!text.contains("\nExecStartPre"), "{text}");
     }
 
     #[test]
