@@ -53,6 +53,11 @@ fn eco_within(
 
 /// `eco ls --json`, asserted to answer within [`RESPONSIVE`].
 fn responsive_rows(home: &Home) -> Vec<serde_json::Value> {
+    timed_rows(home).0
+}
+
+/// [`responsive_rows`], with how long `eco ls` took.
+fn timed_rows(home: &Home) -> (Vec<serde_json::Value>, Duration) {
     let (out, took) = eco_within(
         home.path(),
         home.path(),
@@ -63,7 +68,10 @@ fn responsive_rows(home: &Home) -> Vec<serde_json::Value> {
     .unwrap_or_else(|| panic!("`eco ls` did not answer within 5 s: the daemon is frozen"));
     assert!(took < RESPONSIVE, "`eco ls` took {took:?}");
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    serde_json::from_slice(&out.stdout).expect("ls --json is JSON")
+    (
+        serde_json::from_slice(&out.stdout).expect("ls --json is JSON"),
+        took,
+    )
 }
 
 /// The daemon's resident memory, in KiB.
@@ -117,11 +125,16 @@ fn a_pid_file_made_a_fifo_a_device_or_huge_fails_the_start_and_never_blocks() {
     home.write("ecosystem.yaml", &yaml);
     home.ok(&["up"]);
     let deadline = Instant::now() + Duration::from_secs(30);
+    let (mut slowest, mut most) = (Duration::ZERO, 0);
     let rows = loop {
-        let rows = responsive_rows(&home);
+        let (rows, took) = timed_rows(&home);
         let rss = daemon_rss_kb(&home);
         assert!(rss < MAX_RSS_KB, "daemon RSS {rss} KiB");
+        (slowest, most) = (slowest.max(took), most.max(rss));
         if rows.len() == 3 && rows.iter().all(|r| r["status"] == "errored") {
+            eprintln!(
+                "hostile pid files: slowest `eco ls` {slowest:?}, most daemon RSS {most} KiB"
+            );
             break rows;
         }
         assert!(Instant::now() < deadline, "never errored: {rows:#?}");
@@ -261,14 +274,16 @@ fn a_slow_javascript_config_saved_never_stalls_the_daemon() {
     );
     // Node is inside its 5 s wait now: every command answers meanwhile.
     let began = Instant::now();
-    let mut asked = 0;
+    let (mut asked, mut slowest) = (0, Duration::ZERO);
     while began.elapsed() < Duration::from_secs(3) {
-        let rows = responsive_rows(&home);
+        let (rows, took) = timed_rows(&home);
         assert_eq!(rows.len(), 1, "not applied before node is done: {rows:#?}");
         asked += 1;
+        slowest = slowest.max(took);
         std::thread::sleep(Duration::from_millis(100));
     }
     assert!(asked >= 10, "only {asked} answers in 3 s");
+    eprintln!("slow config: {asked} answers in 3 s, slowest `eco ls` {slowest:?}");
     home.wait_rows("the saved file applied", |rows| rows.len() == 2);
 }
 
@@ -303,6 +318,7 @@ fn a_config_whose_detached_child_holds_stdout_is_read_promptly_and_swept() {
     );
     assert!(stdout(&out).starts_with("ok: "), "{}", stdout(&out));
     assert!(took < Duration::from_secs(5), "took {took:?}");
+    eprintln!("detached child holding stdout: eco validate took {took:?}");
     eventually("the detached child is gone", Duration::from_secs(3), || {
         processes_with_env(&format!("ECO_TEST_MARK={tag}")).is_empty()
     });
