@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use nix::fcntl::{FcntlArg, OFlag, fcntl};
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::signal::{Signal, kill, killpg};
-use nix::sys::wait::{WaitStatus, waitpid};
+use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 use tokio::sync::oneshot;
 
@@ -80,13 +80,29 @@ pub type JsError = (String, Option<String>);
 /// started through it, or that place takes node's exit first.
 pub trait Runner: Sync {
     fn spawn(&self, command: &mut Command) -> io::Result<(Child, oneshot::Receiver<Exit>)>;
+
+    /// True when orphans of node come to this process (a subreaper) and
+    /// nothing else starts children meanwhile, so the sweep may end any new
+    /// child in a session of its own: a detached child that also cleared
+    /// its environment (and so lost [`EVAL_MARK`]).
+    fn sweeps_adopted(&self) -> bool {
+        false
+    }
 }
 
 /// The CLI's runner: node is waited for by a thread of its own.
 pub struct OwnChild;
 
 impl Runner for OwnChild {
+    fn sweeps_adopted(&self) -> bool {
+        true
+    }
+
     fn spawn(&self, command: &mut Command) -> io::Result<(Child, oneshot::Receiver<Exit>)> {
+        // Node's orphans come here rather than to init, where the sweep
+        // finds them. The CLI is short-lived and starts nothing else while
+        // node runs.
+        let _ = nix::sys::prctl::set_child_subreaper(true);
         let child = command.spawn()?;
         let pid = Pid::from_raw(i32::try_from(child.id()).unwrap_or(i32::MAX));
         let (tx, rx) = oneshot::channel();
@@ -138,6 +154,11 @@ pub fn evaluate_with(file: &Path, runner: &dyn Runner) -> Result<serde_json::Val
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
+    let before = if runner.sweeps_adopted() {
+        crate::procfs::own_children()
+    } else {
+        Vec::new()
+    };
     let (mut child, mut exit) = runner.spawn(&mut command).map_err(|err| {
         if err.kind() == io::ErrorKind::NotFound {
             (
@@ -157,6 +178,9 @@ pub fn evaluate_with(file: &Path, runner: &dyn Runner) -> Result<serde_json::Val
     };
     // Whatever the file started goes, whether node finished or not.
     sweep(group, &mark);
+    if runner.sweeps_adopted() {
+        sweep_adopted(&before, group);
+    }
     let (status, out, err) = match collected {
         Ok(done) => done,
         Err(Collect::TimedOut) => {
@@ -298,6 +322,31 @@ impl Pipe {
             }
         }
         Ok(())
+    }
+}
+
+/// Kills and reaps the children this process adopted while node ran, in a
+/// session of their own (`detached: true`): node's escapees, whether or not
+/// they kept [`EVAL_MARK`]. `before`: the children it had already.
+fn sweep_adopted(before: &[i32], node: i32) {
+    let own_session = nix::unistd::getsid(None).ok();
+    let adopted: Vec<i32> = crate::procfs::own_children()
+        .into_iter()
+        .filter(|pid| *pid != node && !before.contains(pid))
+        .filter(|pid| nix::unistd::getsid(Some(Pid::from_raw(*pid))).ok() != own_session)
+        .collect();
+    for pid in &adopted {
+        let _ = killpg(Pid::from_raw(*pid), Signal::SIGKILL);
+        let _ = kill(Pid::from_raw(*pid), Signal::SIGKILL);
+    }
+    let deadline = Instant::now() + SWEEP_LIMIT;
+    for pid in adopted {
+        while Instant::now() < deadline {
+            match waitpid(Pid::from_raw(pid), Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::StillAlive) => std::thread::sleep(TICK),
+                _ => break,
+            }
+        }
     }
 }
 
