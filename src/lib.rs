@@ -15,6 +15,9 @@
 //! - `daemon`: the reconciler behind a socket, persisted state; `ipc`: the
 //!   typed protocol and both ends of the socket; `logs`: output files; `paths`;
 //!   `home`: whether an ECO_HOME can be trusted, files made in it safely.
+//! - `untrusted`: the one way to read a file an app or a user controls
+//!   (pid files, env files, ecosystem files): no FIFO, device or endless
+//!   file, off the loop with a timeout.
 //! - `export`: the project as systemd units or Kubernetes manifests (pure).
 //! - `cli`: the commands, and all user-facing text (`cli::render`,
 //!   `cli::console`); `cli::foreground` is `eco up -F`.
@@ -39,5 +42,6 @@ pub mod schedule;
 pub mod spec;
 pub mod state;
 pub mod target;
+pub mod untrusted;
 pub mod view;
 pub mod watch;

@@ -47,6 +47,24 @@ pub fn after_exit(settings: &Settings, exit: Exit, ran_for: Duration, crashes: u
     }
 }
 
+/// Decides what follows a start that failed although the launcher exited
+/// (a `pid_file` never written, or naming no process of the app): always a
+/// failure and always a crash, whatever the exit code and however long the
+/// wait for the file took, so backoff and `max_restarts` bound it.
+pub fn after_failed_start(settings: &Settings, crashes: u32) -> AfterExit {
+    if settings.restart == RestartPolicy::Never {
+        return AfterExit::Errored;
+    }
+    let crashes = crashes.saturating_add(1);
+    if crashes > settings.max_restarts {
+        return AfterExit::Errored;
+    }
+    AfterExit::Restart {
+        delay: backoff(settings, crashes),
+        crashes,
+    }
+}
+
 /// `restart_delay × 2^(crashes-1)`, capped at `max_restart_delay`.
 pub fn backoff(settings: &Settings, crashes: u32) -> Duration {
     let doublings = crashes.saturating_sub(1).min(32);
@@ -122,6 +140,23 @@ mod tests {
         s.restart = RestartPolicy::Never;
         assert_eq!(after_exit(&s, Exit::Code(2), QUICK, 0), AfterExit::Errored);
         assert_eq!(after_exit(&s, Exit::Code(0), QUICK, 0), AfterExit::Stopped);
+    }
+
+    #[test]
+    fn a_failed_start_is_a_crash_whatever_the_policy() {
+        let mut s = settings();
+        for policy in [RestartPolicy::Always, RestartPolicy::OnFailure] {
+            s.restart = policy;
+            let mut crashes = 0;
+            let mut starts = 1;
+            while let AfterExit::Restart { crashes: c, .. } = after_failed_start(&s, crashes) {
+                crashes = c;
+                starts += 1;
+            }
+            assert_eq!(starts, s.max_restarts + 1, "{policy:?}");
+        }
+        s.restart = RestartPolicy::Never;
+        assert_eq!(after_failed_start(&s, 0), AfterExit::Errored);
     }
 
     #[test]

@@ -9,6 +9,7 @@ mod engine;
 mod export;
 mod faults;
 mod honest;
+mod hostile_files;
 mod hygiene;
 mod notify;
 mod observe;

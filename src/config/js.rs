@@ -2,10 +2,22 @@
 //! `.mjs`), evaluated by the machine's `node` in a child process that
 //! prints the exports as JSON: no config code runs inside eco.
 
-use std::io::Read;
+use std::io;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::process::CommandExt;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
+
+use nix::fcntl::{FcntlArg, OFlag, fcntl};
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sys::signal::{Signal, kill, killpg};
+use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+use nix::unistd::Pid;
+use tokio::sync::oneshot;
+
+use crate::state::Exit;
 
 /// The script node runs: load the file (require, or import for ES
 /// modules), print its exports as JSON.
@@ -30,10 +42,27 @@ load().then((m) => {
 ";
 
 /// How long a config file may take to evaluate.
-const TIMEOUT: Duration = Duration::from_secs(10);
+pub const TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The most JSON eco reads back (as for any ecosystem file).
 const MAX_OUTPUT: u64 = super::MAX_FILE_BYTES;
+
+/// The most of node's stderr kept for the message (the first lines).
+const MAX_ERRORS: usize = 64 * 1024;
+
+/// How often the read loop checks whether node has exited.
+const TICK: Duration = Duration::from_millis(10);
+
+/// How long the sweep keeps looking for processes the evaluation started.
+const SWEEP_LIMIT: Duration = Duration::from_secs(2);
+
+/// The variable that marks every process an evaluation starts: a child the
+/// file spawns with `detached: true` leaves node's process group (and, with
+/// `unref()`, outlives node), but keeps its environment, so the sweep finds
+/// it by this mark.
+pub const EVAL_MARK: &str = "ECO_CONFIG_EVAL_ID";
+
+static EVAL_COUNTER: AtomicU64 = AtomicU64::new(0);
 
 /// Whether eco reads `file` as JavaScript.
 pub fn is_js(file: &Path) -> bool {
@@ -46,60 +75,132 @@ pub fn is_js(file: &Path) -> bool {
 /// Why a JavaScript file could not be read: (message, hint).
 pub type JsError = (String, Option<String>);
 
-/// Runs `node` on `file` and parses what it prints.
+/// Starts node and delivers its exit. Where a process has one place that
+/// waits for children (the daemon's reaper, `waitpid(-1)`), node must be
+/// started through it, or that place takes node's exit first.
+pub trait Runner: Sync {
+    fn spawn(&self, command: &mut Command) -> io::Result<(Child, oneshot::Receiver<Exit>)>;
+
+    /// True when orphans of node come to this process (a subreaper) and
+    /// nothing else starts children meanwhile, so the sweep may end any new
+    /// child in a session of its own: a detached child that also cleared
+    /// its environment (and so lost [`EVAL_MARK`]).
+    fn sweeps_adopted(&self) -> bool {
+        false
+    }
+}
+
+/// The CLI's runner: node is waited for by a thread of its own.
+pub struct OwnChild;
+
+impl Runner for OwnChild {
+    fn sweeps_adopted(&self) -> bool {
+        true
+    }
+
+    fn spawn(&self, command: &mut Command) -> io::Result<(Child, oneshot::Receiver<Exit>)> {
+        // Node's orphans come here rather than to init, where the sweep
+        // finds them. The CLI is short-lived and starts nothing else while
+        // node runs.
+        let _ = nix::sys::prctl::set_child_subreaper(true);
+        let child = command.spawn()?;
+        let pid = Pid::from_raw(i32::try_from(child.id()).unwrap_or(i32::MAX));
+        let (tx, rx) = oneshot::channel();
+        std::thread::spawn(move || {
+            loop {
+                let exit = match waitpid(pid, None) {
+                    Ok(WaitStatus::Exited(_, code)) => Exit::Code(code),
+                    Ok(WaitStatus::Signaled(_, signal, _)) => Exit::Signal(signal as i32),
+                    Ok(_) | Err(nix::errno::Errno::EINTR) => continue,
+                    Err(_) => return,
+                };
+                let _ = tx.send(exit);
+                return;
+            }
+        });
+        Ok((child, rx))
+    }
+}
+
+/// Runs `node` on `file` and parses what it prints (the CLI's way).
 pub fn evaluate(file: &Path) -> Result<serde_json::Value, JsError> {
+    evaluate_with(file, &OwnChild)
+}
+
+/// Runs `node` on `file`, started by `runner`, and parses what it prints.
+/// Node runs in a process group of its own, with [`EVAL_MARK`] in its
+/// environment; whatever it started is killed once it has exited (or after
+/// [`TIMEOUT`]), detached children included. Never waits on a pipe that a
+/// child of node still holds once node has exited.
+pub fn evaluate_with(file: &Path, runner: &dyn Runner) -> Result<serde_json::Value, JsError> {
     let node = std::env::var_os("ECO_NODE").unwrap_or_else(|| "node".into());
     let folder = file.parent().unwrap_or(Path::new("/"));
-    let mut child = Command::new(&node)
+    let mark = format!(
+        "{}.{}.{}",
+        std::process::id(),
+        EVAL_COUNTER.fetch_add(1, Ordering::Relaxed),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos())
+    );
+    let mut command = Command::new(&node);
+    command
         .arg("-e")
         .arg(EVALUATE)
         .arg(file)
         .current_dir(folder)
+        .env(EVAL_MARK, &mark)
+        .process_group(0)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|err| {
-            if err.kind() == std::io::ErrorKind::NotFound {
-                (
-                    "node is needed to read a JavaScript ecosystem file, and it is not on PATH".into(),
-                    Some("install Node.js (or set ECO_NODE to its path), or convert the file once on a machine with node: `eco import ecosystem.config.js > ecosystem.yaml`".into()),
-                )
-            } else {
-                (format!("cannot run node: {err}"), None)
-            }
-        })?;
-    let out = child.stdout.take();
-    let err = child.stderr.take();
-    let reader = |pipe: Option<Box<dyn Read + Send>>| {
-        std::thread::spawn(move || {
-            let mut bytes = Vec::new();
-            if let Some(pipe) = pipe {
-                let _ = pipe.take(MAX_OUTPUT + 1).read_to_end(&mut bytes);
-            }
-            bytes
-        })
+        .stderr(Stdio::piped());
+    let before = if runner.sweeps_adopted() {
+        crate::procfs::own_children()
+    } else {
+        Vec::new()
     };
-    let out = reader(out.map(|p| Box::new(p) as Box<dyn Read + Send>));
-    let err = reader(err.map(|p| Box::new(p) as Box<dyn Read + Send>));
-    let started = Instant::now();
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(status)) => break status,
-            Ok(None) if started.elapsed() > TIMEOUT => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err((
-                    format!("node did not finish evaluating the file in {}s", TIMEOUT.as_secs()),
-                    Some("the file must only build its exports (a timer or a server keeps node running)".into()),
-                ));
-            }
-            Ok(None) => std::thread::sleep(Duration::from_millis(5)),
-            Err(e) => return Err((format!("cannot wait for node: {e}"), None)),
+    let (mut child, mut exit) = runner.spawn(&mut command).map_err(|err| {
+        if err.kind() == io::ErrorKind::NotFound {
+            (
+                "node is needed to read a JavaScript ecosystem file, and it is not on PATH".into(),
+                Some("install Node.js (or set ECO_NODE to its path), or convert the file once on a machine with node: `eco import ecosystem.config.js > ecosystem.yaml`".into()),
+            )
+        } else {
+            (format!("cannot run node: {err}"), None)
         }
+    })?;
+    let group = i32::try_from(child.id()).unwrap_or(i32::MAX);
+    let collected = match (child.stdout.take(), child.stderr.take()) {
+        (Some(out), Some(err)) => collect(out.into(), err.into(), &mut exit),
+        _ => Err(Collect::Failed(io::Error::other(
+            "node's pipes are missing",
+        ))),
     };
-    let out = out.join().unwrap_or_default();
-    let err = err.join().unwrap_or_default();
+    // Whatever the file started goes, whether node finished or not.
+    sweep(group, &mark);
+    if runner.sweeps_adopted() {
+        sweep_adopted(&before, group);
+    }
+    let (status, out, err) = match collected {
+        Ok(done) => done,
+        Err(Collect::TimedOut) => {
+            return Err((
+                format!(
+                    "node did not finish evaluating {} within {}s",
+                    file.display(),
+                    TIMEOUT.as_secs()
+                ),
+                Some("the file must only build its exports (a timer, a server or a loop keeps node running); eco stopped node and everything it started".into()),
+            ));
+        }
+        Err(Collect::TooLarge) => {
+            return Err((
+                "the file's exports are larger than 1 MiB as JSON".into(),
+                None,
+            ));
+        }
+        Err(Collect::Failed(e)) => return Err((format!("cannot read node's output: {e}"), None)),
+    };
     if !status.success() {
         let text = String::from_utf8_lossy(&err);
         let first: Vec<&str> = text.lines().take(6).collect();
@@ -111,16 +212,163 @@ pub fn evaluate(file: &Path) -> Result<serde_json::Value, JsError> {
             Some("fix the error above (PM2 would fail the same way)".into()),
         ));
     }
-    if u64::try_from(out.len()).unwrap_or(u64::MAX) > MAX_OUTPUT {
-        return Err((
-            "the file's exports are larger than 1 MiB as JSON".into(),
-            None,
-        ));
-    }
     serde_json::from_slice(&out).map_err(|e| {
         (
             format!("node printed something that is not JSON: {e}"),
             None,
         )
     })
+}
+
+/// Why collecting node's output stopped early.
+enum Collect {
+    TimedOut,
+    TooLarge,
+    Failed(io::Error),
+}
+
+/// What node printed, up to its exit: (exit, stdout, stderr). Reads both
+/// pipes without blocking; once node has exited, takes what is buffered and
+/// stops (a child of node may hold the pipes open for ever).
+fn collect(
+    out: OwnedFd,
+    err: OwnedFd,
+    exit: &mut oneshot::Receiver<Exit>,
+) -> Result<(Exit, Vec<u8>, Vec<u8>), Collect> {
+    let deadline = Instant::now() + TIMEOUT;
+    for fd in [&out, &err] {
+        fcntl(fd, FcntlArg::F_SETFL(OFlag::O_NONBLOCK)).map_err(|e| Collect::Failed(e.into()))?;
+    }
+    let mut pipes = [
+        Pipe::new(out, MAX_OUTPUT + 1),
+        Pipe::new(err, MAX_ERRORS as u64),
+    ];
+    loop {
+        // Checked before reading: an exit seen here means everything node
+        // wrote is already in the pipes (node writes pipes synchronously).
+        let ended = match exit.try_recv() {
+            Ok(status) => Some(status),
+            Err(oneshot::error::TryRecvError::Closed) => Some(Exit::Signal(libc::SIGKILL)),
+            Err(oneshot::error::TryRecvError::Empty) => None,
+        };
+        let mut polled: Vec<PollFd<'_>> = pipes
+            .iter()
+            .filter(|p| p.open)
+            .map(|p| PollFd::new(p.fd.as_fd(), PollFlags::POLLIN))
+            .collect();
+        if ended.is_none() {
+            let wait = deadline.saturating_duration_since(Instant::now()).min(TICK);
+            if polled.is_empty() {
+                std::thread::sleep(wait);
+            } else {
+                let wait = PollTimeout::try_from(wait).unwrap_or(PollTimeout::ZERO);
+                match poll(&mut polled, wait) {
+                    Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+                    Err(e) => return Err(Collect::Failed(e.into())),
+                }
+            }
+        }
+        drop(polled);
+        for pipe in &mut pipes {
+            pipe.read_available().map_err(Collect::Failed)?;
+        }
+        if pipes[0].bytes.len() as u64 > MAX_OUTPUT {
+            return Err(Collect::TooLarge);
+        }
+        if let Some(status) = ended {
+            let [out, err] = pipes;
+            return Ok((status, out.bytes, err.bytes));
+        }
+        if Instant::now() >= deadline {
+            return Err(Collect::TimedOut);
+        }
+    }
+}
+
+/// One of node's pipes, read without blocking.
+struct Pipe {
+    fd: OwnedFd,
+    open: bool,
+    bytes: Vec<u8>,
+    /// Bytes kept; more are read and dropped (node must not block).
+    keep: u64,
+}
+
+impl Pipe {
+    fn new(fd: OwnedFd, keep: u64) -> Pipe {
+        Pipe {
+            fd,
+            open: true,
+            bytes: Vec::new(),
+            keep,
+        }
+    }
+
+    /// Reads what the pipe holds now, until it is empty or closed.
+    fn read_available(&mut self) -> io::Result<()> {
+        let mut chunk = [0u8; 16 * 1024];
+        while self.open {
+            match nix::unistd::read(&self.fd, &mut chunk) {
+                Ok(0) => self.open = false,
+                Ok(n) => {
+                    let room = usize::try_from(self.keep)
+                        .unwrap_or(usize::MAX)
+                        .saturating_sub(self.bytes.len());
+                    self.bytes.extend_from_slice(&chunk[..n.min(room)]);
+                }
+                Err(nix::errno::Errno::EAGAIN) => return Ok(()),
+                Err(nix::errno::Errno::EINTR) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Kills and reaps the children this process adopted while node ran, in a
+/// session of their own (`detached: true`): node's escapees, whether or not
+/// they kept [`EVAL_MARK`]. `before`: the children it had already.
+fn sweep_adopted(before: &[i32], node: i32) {
+    let own_session = nix::unistd::getsid(None).ok();
+    let adopted: Vec<i32> = crate::procfs::own_children()
+        .into_iter()
+        .filter(|pid| *pid != node && !before.contains(pid))
+        .filter(|pid| nix::unistd::getsid(Some(Pid::from_raw(*pid))).ok() != own_session)
+        .collect();
+    for pid in &adopted {
+        let _ = killpg(Pid::from_raw(*pid), Signal::SIGKILL);
+        let _ = kill(Pid::from_raw(*pid), Signal::SIGKILL);
+    }
+    let deadline = Instant::now() + SWEEP_LIMIT;
+    for pid in adopted {
+        while Instant::now() < deadline {
+            match waitpid(Pid::from_raw(pid), Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::StillAlive) => std::thread::sleep(TICK),
+                _ => break,
+            }
+        }
+    }
+}
+
+/// Kills what an evaluation left running: node's process group, then every
+/// process that carries the evaluation's mark (and its group), until none is
+/// left or [`SWEEP_LIMIT`] passes.
+fn sweep(group: i32, mark: &str) {
+    let _ = killpg(Pid::from_raw(group), Signal::SIGKILL);
+    let needle = format!("{EVAL_MARK}={mark}");
+    let deadline = Instant::now() + SWEEP_LIMIT;
+    loop {
+        let marked: Vec<i32> = crate::procfs::other_pids()
+            .filter(|pid| crate::procfs::env_has(*pid, |var| var == needle.as_bytes()))
+            .filter(|pid| crate::procfs::alive(*pid))
+            .collect();
+        if marked.is_empty() || Instant::now() >= deadline {
+            return;
+        }
+        for pid in marked {
+            let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
+            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+        }
+        std::thread::sleep(TICK);
+    }
 }

@@ -12,9 +12,6 @@ pub mod shim;
 pub mod units;
 pub mod validate;
 
-use std::fs::{File, FileType};
-use std::io::Read;
-use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 pub use error::{ConfigError, ConfigErrors};
@@ -22,6 +19,7 @@ pub use pm2::Note;
 pub use validate::{FileSystem, Input, MAX_FILE_BYTES, ReadError, validate};
 
 use crate::spec::ProjectSpec;
+use crate::untrusted;
 
 /// The real file system.
 pub struct RealFs;
@@ -34,55 +32,7 @@ impl FileSystem for RealFs {
         path.exists()
     }
     fn read_limited(&self, path: &Path, limit: u64) -> Result<String, ReadError> {
-        // O_NONBLOCK: opening a FIFO for reading waits for a writer otherwise.
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NONBLOCK)
-            .open(path)?;
-        // Checked on the open file, so a swap after a path check cannot sneak
-        // a FIFO or device in.
-        let meta = file.metadata()?;
-        if !meta.is_file() {
-            return Err(ReadError::NotRegular {
-                kind: kind_of(meta.file_type()),
-            });
-        }
-        if meta.len() > limit {
-            return Err(ReadError::TooLarge {
-                size: meta.len(),
-                limit,
-            });
-        }
-        read_at_most(file, limit)
-    }
-}
-
-/// Reads `file` whole, but never more than `limit + 1` bytes: a file that
-/// grew after the size check is still refused without being read.
-fn read_at_most(file: File, limit: u64) -> Result<String, ReadError> {
-    let mut bytes = Vec::new();
-    file.take(limit.saturating_add(1)).read_to_end(&mut bytes)?;
-    let size = u64::try_from(bytes.len()).unwrap_or(u64::MAX);
-    if size > limit {
-        return Err(ReadError::TooLarge { size, limit });
-    }
-    String::from_utf8(bytes).map_err(|_| ReadError::NotUtf8)
-}
-
-/// How a non-regular file is named in messages.
-fn kind_of(kind: FileType) -> &'static str {
-    if kind.is_dir() {
-        "a folder"
-    } else if kind.is_fifo() {
-        "a named pipe"
-    } else if kind.is_char_device() {
-        "a character device"
-    } else if kind.is_block_device() {
-        "a block device"
-    } else if kind.is_socket() {
-        "a socket"
-    } else {
-        "an unknown kind of file"
+        untrusted::read_text(path, untrusted::Rules::config(limit))
     }
 }
 
@@ -149,7 +99,19 @@ pub fn load_for_run(
     profile: Option<&str>,
     home: &Path,
 ) -> Result<(ProjectSpec, Vec<Note>), ConfigErrors> {
-    let (mut spec, notes) = load_with_notes(file, profile)?;
+    load_for_run_with(file, profile, home, &js::OwnChild)
+}
+
+/// [`load_for_run`], with node (for a JavaScript file) started by
+/// `runner`: the daemon's reaper there. Blocks for up to [`js::TIMEOUT`]
+/// and more on a hung mount: the daemon calls it off its loop.
+pub fn load_for_run_with(
+    file: &Path,
+    profile: Option<&str>,
+    home: &Path,
+    runner: &dyn js::Runner,
+) -> Result<(ProjectSpec, Vec<Note>), ConfigErrors> {
+    let (mut spec, notes) = validate_source(file, profile, &read_source_with(file, runner)?)?;
     let eco = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("eco"));
     if shim::apply(&mut spec, &shim::path(home), &eco)
         && let Err(err) = shim::install(home)
@@ -188,25 +150,20 @@ pub enum Source {
 /// cannot read (PM2 evaluates `.json` as JavaScript, so comments and
 /// trailing commas occur) is read as JSON5.
 pub fn read_source(file: &Path) -> Result<Source, ConfigErrors> {
+    read_source_with(file, &js::OwnChild)
+}
+
+/// [`read_source`], with node started by `runner`.
+pub fn read_source_with(file: &Path, runner: &dyn js::Runner) -> Result<Source, ConfigErrors> {
+    let rules = untrusted::Rules::config(MAX_FILE_BYTES);
     if js::is_js(file) {
-        let exports =
-            js::evaluate(file).map_err(|(message, hint)| one_error(file, message, hint))?;
+        // Node would block on a FIFO too: the file is checked first.
+        untrusted::open(file, rules).map_err(|err| unreadable(file, err))?;
+        let exports = js::evaluate_with(file, runner)
+            .map_err(|(message, hint)| one_error(file, message, hint))?;
         return Ok(Source::Tree(pm2::from_json(&exports)));
     }
-    let text = RealFs.read_limited(file, MAX_FILE_BYTES).map_err(|err| {
-        let hint = match err {
-            ReadError::NotRegular { .. } => Some("pass the path of an ecosystem YAML file to -f"),
-            ReadError::TooLarge { .. } => {
-                Some("an ecosystem file is a few KB; check that -f names the right file")
-            }
-            ReadError::NotUtf8 | ReadError::Io(_) => None,
-        };
-        let message = match err {
-            ReadError::NotRegular { .. } | ReadError::TooLarge { .. } => err.to_string(),
-            ReadError::NotUtf8 | ReadError::Io(_) => format!("cannot read the file: {err}"),
-        };
-        one_error(file, message, hint.map(str::to_owned))
-    })?;
+    let text = untrusted::read_text(file, rules).map_err(|err| unreadable(file, err))?;
     let json = matches!(
         file.extension().and_then(|e| e.to_str()),
         Some("json" | "json5")
@@ -229,6 +186,27 @@ pub fn read_source(file: &Path) -> Result<Source, ConfigErrors> {
             Err(errors)
         }
     }
+}
+
+/// An ecosystem file eco refused to read, in eco's words.
+fn unreadable(file: &Path, err: ReadError) -> ConfigErrors {
+    let hint = match err {
+        ReadError::NotRegular { .. } | ReadError::Symlink => {
+            Some("pass the path of an ecosystem YAML file to -f")
+        }
+        ReadError::TooLarge { .. } => {
+            Some("an ecosystem file is a few KB; check that -f names the right file")
+        }
+        ReadError::TimedOut { .. } => {
+            Some("check the mount that holds the file, or copy it to a local disk")
+        }
+        ReadError::NotUtf8 | ReadError::Io(_) => None,
+    };
+    let message = match err {
+        ReadError::NotUtf8 | ReadError::Io(_) => format!("cannot read the file: {err}"),
+        _ => err.to_string(),
+    };
+    one_error(file, message, hint.map(str::to_owned))
 }
 
 /// Validates what [`read_source`] read.
@@ -347,26 +325,6 @@ mod tests {
         assert_eq!(
             err.to_string(),
             "file too large (1048577 bytes; the limit is 1 MiB)"
-        );
-    }
-
-    /// A file that grows after the size check is still read only up to
-    /// `limit + 1` bytes.
-    #[test]
-    fn reading_stops_one_byte_past_the_limit() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let file = dir.path().join("f");
-        std::fs::write(&file, "x".repeat(10_000)).expect("write");
-        let err = read_at_most(File::open(&file).expect("open"), 100).expect_err("over");
-        assert!(
-            matches!(
-                err,
-                ReadError::TooLarge {
-                    size: 101,
-                    limit: 100
-                }
-            ),
-            "{err:?}"
         );
     }
 

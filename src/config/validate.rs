@@ -3,7 +3,6 @@
 //! File-system questions go through [`FileSystem`] so this stays testable.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 
@@ -43,28 +42,9 @@ pub const MAX_SNIPPET_CHARS: usize = 200;
 /// messages are clipped to [`MAX_SNIPPET_CHARS`] where they are quoted).
 const MAX_MESSAGE_CHARS: usize = 1000;
 
-/// Why a file could not be read.
-#[derive(Debug, thiserror::Error)]
-pub enum ReadError {
-    /// A FIFO, device, folder or socket: reading it could block or never end.
-    #[error("not a regular file (it is {kind})")]
-    NotRegular { kind: &'static str },
-    #[error("file too large ({size} bytes; the limit is {})", limit_text(*.limit))]
-    TooLarge { size: u64, limit: u64 },
-    #[error("the file is not UTF-8 text")]
-    NotUtf8,
-    #[error("{0}")]
-    Io(#[from] io::Error),
-}
-
-/// `1048576` → "1 MiB", for messages.
-fn limit_text(limit: u64) -> String {
-    if limit >= 1024 * 1024 && limit.is_multiple_of(1024 * 1024) {
-        format!("{} MiB", limit / (1024 * 1024))
-    } else {
-        format!("{limit} bytes")
-    }
-}
+/// Why a file could not be read (eco reads every file a user controls
+/// through [`crate::untrusted`]).
+pub use crate::untrusted::ReadError;
 
 /// The file-system questions validation needs answered.
 pub trait FileSystem {
@@ -981,8 +961,11 @@ impl Walker<'_> {
                     ReadError::TooLarge { .. } => {
                         "an env file holds a few KEY=value lines; check the path"
                     }
-                    ReadError::NotUtf8 | ReadError::Io(_) => {
+                    ReadError::Symlink | ReadError::NotUtf8 | ReadError::Io(_) => {
                         "create it, or fix the path (relative paths start at the file's folder)"
+                    }
+                    ReadError::TimedOut { .. } => {
+                        "check the mount that holds it, or copy the file to a local disk"
                     }
                 };
                 self.error(

@@ -23,10 +23,12 @@ use tokio_util::task::TaskTracker;
 use crate::config;
 use crate::ipc::proto::{ErrorKind, ErrorReply};
 use crate::plan::Action;
+use crate::runtime::reaper::Reaper;
 use crate::runtime::rollout::RolloutError;
 use crate::runtime::{Engine, ListenError};
 use crate::spec::ProjectSpec;
 use crate::state::Reason;
+use crate::untrusted;
 use crate::watch::{Change, Watches};
 use signals::{Asked, Signals};
 
@@ -342,8 +344,12 @@ impl Reconciler {
         if current.file.as_os_str().is_empty() {
             return;
         }
-        let home = crate::paths::home();
-        let loaded = config::load_for_run(&current.file, current.profile.as_deref(), &home);
+        let loaded = load_off_loop(
+            current.file.clone(),
+            current.profile.clone(),
+            self.engine.reaper(),
+        )
+        .await;
         let errors = match loaded.map(|(spec, _)| spec) {
             Ok(spec) if spec.name == project => match self.check(&spec, true).await {
                 Ok(()) => {
@@ -456,6 +462,55 @@ impl Reconciler {
                 shutdown.await;
             }
         }
+    }
+}
+
+/// How long a reload may take to read its files: node's own limit, and
+/// room for the env files and the sweep after it.
+const LOAD_LIMIT: Duration = Duration::from_secs(config::js::TIMEOUT.as_secs() + 5);
+
+/// Reads and validates a project's file on a blocking thread, given up
+/// after [`LOAD_LIMIT`]: a slow `ecosystem.config.js`, or a file on a hung
+/// mount, never stops the loop (or, in the daemon, its one thread).
+async fn load_off_loop(
+    file: PathBuf,
+    profile: Option<String>,
+    reaper: Arc<Reaper>,
+) -> Result<(ProjectSpec, Vec<config::Note>), config::ConfigErrors> {
+    let home = crate::paths::home();
+    let shown = file.clone();
+    let work = move || config::load_for_run_with(&file, profile.as_deref(), &home, reaper.as_ref());
+    untrusted::off_loop(LOAD_LIMIT, work)
+        .await
+        .unwrap_or_else(|| {
+            Err(config::ConfigErrors(vec![config::ConfigError {
+            file: shown,
+            pos: config::node::Pos::default(),
+            path: String::new(),
+            message: format!(
+                "reading the file took longer than {}s",
+                LOAD_LIMIT.as_secs()
+            ),
+            hint: Some(
+                "check the mount that holds the file and its env files; the apps run as they were"
+                    .into(),
+            ),
+            source_line: None,
+        }]))
+        })
+}
+
+/// The daemon's (and `up -F`'s) node runs under the engine's reaper, the
+/// one place there that waits for children.
+impl config::js::Runner for Reaper {
+    fn spawn(
+        &self,
+        command: &mut std::process::Command,
+    ) -> std::io::Result<(
+        std::process::Child,
+        tokio::sync::oneshot::Receiver<crate::state::Exit>,
+    )> {
+        Reaper::spawn(self, command)
     }
 }
 

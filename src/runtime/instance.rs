@@ -24,6 +24,7 @@ use super::{Event, InstanceId, Observer, Stream, kill};
 use crate::policy::{self, AfterExit};
 use crate::spec::{InstanceSpec, Ready, Settings};
 use crate::state::{Exit, Reason, Status};
+use crate::untrusted::{self, Rules};
 
 /// Restart history entries kept per instance.
 const HISTORY: usize = 20;
@@ -263,6 +264,9 @@ enum RunEnd {
         exit: Exit,
         ran_for: Duration,
         reason: Reason,
+        /// The launcher exited but never handed over (`pid_file`): a
+        /// failure whatever its exit code.
+        failed_start: bool,
     },
     /// Stopped on request: the task ends.
     Stopped,
@@ -305,7 +309,12 @@ impl Actor {
                     exit,
                     ran_for,
                     reason: exit_reason,
-                } => match policy::after_exit(&self.settings, exit, ran_for, crashes) {
+                    failed_start,
+                } => match if failed_start {
+                    policy::after_failed_start(&self.settings, crashes)
+                } else {
+                    policy::after_exit(&self.settings, exit, ran_for, crashes)
+                } {
                     AfterExit::Restart { delay, crashes: c } => {
                         crashes = c;
                         self.set(|s| {
@@ -576,6 +585,7 @@ impl Actor {
                         exit: Exit::Code(127),
                         ran_for: Duration::ZERO,
                         reason: Reason::Crash,
+                        failed_start: false,
                     };
                 }
             }
@@ -640,6 +650,7 @@ impl Actor {
                     exit: Exit::Code(127),
                     ran_for: Duration::ZERO,
                     reason: Reason::Crash,
+                    failed_start: false,
                 };
             }
         };
@@ -715,28 +726,43 @@ impl Actor {
             tokio::select! {
                 exit = &mut exit_rx => {
                     let exit = exit.unwrap_or(Exit::Signal(libc::SIGKILL));
-                    if exit.success() && !handed_over
-                        && let Some(main) = self.hand_over(pid, &mark, cgroup.as_ref()).await
-                    {
-                        // A server that daemonized itself: supervise the daemon.
-                        handed_over = true;
-                        pid = main;
-                        exit_rx = self.exit_of(main);
-                        let guessed = !forking;
-                        self.set(|s| {
-                            s.pid = Some(main);
-                            s.daemonized = guessed;
-                            if !awaiting_ready {
-                                s.status = Status::Online;
+                    let mut failed_start = false;
+                    if exit.success() && !handed_over {
+                        match self.hand_over(pid, &mark, cgroup.as_ref()).await {
+                            HandOver::To(main) => {
+                                // A server that daemonized itself: supervise the daemon.
+                                handed_over = true;
+                                pid = main;
+                                exit_rx = self.exit_of(main);
+                                let guessed = !forking;
+                                self.set(|s| {
+                                    s.pid = Some(main);
+                                    s.daemonized = guessed;
+                                    if !awaiting_ready {
+                                        s.status = Status::Online;
+                                    }
+                                });
+                                self.event(&Event::HandedOver { pid: main, guessed });
+                                continue;
                             }
-                        });
-                        self.event(&Event::HandedOver { pid: main, guessed });
-                        continue;
+                            HandOver::Nothing => {}
+                            HandOver::Failed(error) => {
+                                // Reported as a start that failed: what the
+                                // launcher left goes below, before any restart.
+                                self.event(&Event::SpawnFailed { error });
+                                failed_start = true;
+                            }
+                        }
                     }
                     kill::clean_up_after(self.scope(pid, &mark, cgroup.as_ref())).await;
                     pumps.drain().await;
                     self.exited_with(exit, reported_errno);
-                    break RunEnd::Exited { exit, ran_for: started.elapsed(), reason: Reason::Crash };
+                    break RunEnd::Exited {
+                        exit,
+                        ran_for: if failed_start { Duration::ZERO } else { started.elapsed() },
+                        reason: if failed_start { Reason::NotReady } else { Reason::Crash },
+                        failed_start,
+                    };
                 }
                 result = &mut ready_rx, if ready_task.is_some() && awaiting_ready => {
                     awaiting_ready = false;
@@ -938,6 +964,7 @@ impl Actor {
             exit,
             ran_for: Duration::ZERO,
             reason: Reason::NotReady,
+            failed_start: false,
         }
     }
 
@@ -972,31 +999,41 @@ impl Actor {
     }
 
     /// After the launcher exited 0: the daemon it left, if any. With
-    /// `pid_file`, the live process of the instance the file names (waited
-    /// for up to `ready_timeout`); without, the oldest process it left
-    /// (systemd's GuessMainPID).
-    async fn hand_over(&self, launcher: i32, mark: &str, cgroup: Option<&Cgroup>) -> Option<i32> {
+    /// `pid_file`, the live process of the instance the file names, waited
+    /// for up to `ready_timeout`; a file that never names one, or that is
+    /// not a plain file (a FIFO, a device, a link, a huge file), fails the
+    /// start. Without, the oldest process it left (systemd's GuessMainPID).
+    /// The file is read off the loop (see [`crate::untrusted`]).
+    async fn hand_over(&self, launcher: i32, mark: &str, cgroup: Option<&Cgroup>) -> HandOver {
         let scope = self.scope(launcher, mark, cgroup);
         let Some(file) = &self.spec_pid_file else {
-            return kill::left_behind(scope).first().copied();
+            return kill::left_behind(scope)
+                .first()
+                .map_or(HandOver::Nothing, |pid| HandOver::To(*pid));
         };
-        let deadline = Instant::now() + self.settings.ready_timeout;
+        let waited = self.settings.ready_timeout;
+        let deadline = Instant::now() + waited;
+        let mut seen = PidFileSeen::Nothing;
         loop {
-            let named = std::fs::read_to_string(file)
-                .ok()
-                .and_then(|text| text.trim().parse::<i32>().ok());
-            if let Some(pid) = named
-                && crate::procfs::alive(pid)
-                && (kill::left_behind(scope).contains(&pid)
-                    || (cgroup.is_none() && self.adopted(pid)))
+            match untrusted::read_off_loop(file.clone(), Rules::PID_FILE, PID_FILE_READ_LIMIT).await
             {
-                return Some(pid);
+                Ok(text) => match text.trim().parse::<i32>() {
+                    Ok(named)
+                        if named > 0
+                            && crate::procfs::alive(named)
+                            && (kill::left_behind(scope).contains(&named)
+                                || (cgroup.is_none() && self.adopted(named))) =>
+                    {
+                        return HandOver::To(named);
+                    }
+                    Ok(named) => seen = PidFileSeen::Pid(named),
+                    Err(_) => seen = PidFileSeen::Text(text),
+                },
+                Err(err) if err.is_missing() => {}
+                Err(err) => return HandOver::Failed(pid_file_refused(file, &err)),
             }
             if Instant::now() >= deadline {
-                self.event(&Event::SpawnFailed {
-                    error: format!("{} never named a live process of the app", file.display()),
-                });
-                return None;
+                return HandOver::Failed(pid_file_missed(file, &seen, waited));
             }
             tokio::time::sleep(PID_FILE_POLL).await;
         }
@@ -1070,6 +1107,57 @@ impl Actor {
 
 /// How often a pid file is read while waiting for it.
 const PID_FILE_POLL: Duration = Duration::from_millis(20);
+
+/// How long one read of a pid file may take (a hung network mount).
+const PID_FILE_READ_LIMIT: Duration = Duration::from_secs(2);
+
+/// What a launcher that exited 0 left.
+enum HandOver {
+    /// The daemon to supervise from now on.
+    To(i32),
+    /// Nothing, and no `pid_file` was expected: the app simply exited.
+    Nothing,
+    /// The `pid_file` failed the start; why, for `last_error`.
+    Failed(String),
+}
+
+/// What a pid file held the last time it was read.
+enum PidFileSeen {
+    /// Nothing: no file.
+    Nothing,
+    /// A pid, but not one of a live process of the app.
+    Pid(i32),
+    /// Something that is not a pid.
+    Text(String),
+}
+
+/// `last_error` for a pid file eco will not read.
+fn pid_file_refused(file: &std::path::Path, err: &untrusted::ReadError) -> String {
+    format!(
+        "pid file {} refused: {err}; the app must write its pid into a regular file there",
+        file.display()
+    )
+}
+
+/// `last_error` for a pid file that never named a live process of the app.
+fn pid_file_missed(file: &std::path::Path, seen: &PidFileSeen, waited: Duration) -> String {
+    let within = humantime::format_duration(waited);
+    match seen {
+        PidFileSeen::Nothing => format!(
+            "pid file {} never written within {within} of the launcher's exit; check that `pid_file` names the file the app writes",
+            file.display()
+        ),
+        PidFileSeen::Pid(pid) => format!(
+            "pid file {} names no live process of the app (it names {pid}) within {within} of the launcher's exit",
+            file.display()
+        ),
+        PidFileSeen::Text(text) => format!(
+            "pid file {} never held a pid within {within} of the launcher's exit (it holds {:?})",
+            file.display(),
+            text.chars().take(40).collect::<String>()
+        ),
+    }
+}
 
 /// How often a supervised process that is not eco's child is checked.
 const FOREIGN_POLL: Duration = Duration::from_millis(200);

@@ -350,6 +350,12 @@ impl Engine {
         }
     }
 
+    /// The one place in this process that waits for children: whatever
+    /// else the process starts (node evaluating a config) goes through it.
+    pub fn reaper(&self) -> Arc<Reaper> {
+        Arc::clone(&self.reaper)
+    }
+
     /// Runs `task` as one of the engine's own tasks (awaited at shutdown).
     pub fn spawn<F>(&self, task: F) -> tokio::task::JoinHandle<F::Output>
     where
