@@ -1,14 +1,21 @@
-//! sd_notify, both ends. The instance's end: a datagram socket per
-//! instance in the abstract namespace (`NOTIFY_SOCKET=@eco-…`), open as long
-//! as the instance lives, that reads each message with its sender's
-//! credentials and any descriptors sent along (SCM_CREDENTIALS,
-//! SCM_RIGHTS). The sending end (`send`) serves `eco notify` and the daemon
-//! speaking to its own supervisor. Parsing is pure ([`parse`]).
+//! sd_notify, both ends. The instance's end: a datagram socket per run of
+//! an instance, at a path in a folder only eco's user can enter ([`place`]),
+//! that reads each message with its sender's credentials and any
+//! descriptors sent along (SCM_CREDENTIALS, SCM_RIGHTS); who may speak for
+//! the instance is decided in [`trust`], what it may store in [`fd_store`].
+//! The sending end (`send`, `send_and_wait`) serves `eco notify` and the
+//! daemon speaking to its own supervisor. Parsing is pure ([`parse`]).
+
+pub mod fd_store;
+pub mod place;
+pub mod trust;
 
 use std::io::{self, IoSlice, IoSliceMut};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::linux::net::SocketAddrExt;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use nix::sys::socket::{
     ControlMessage, ControlMessageOwned, MsgFlags, UnixCredentials, recvmsg, sendmsg, setsockopt,
@@ -20,24 +27,39 @@ use tokio::net::UnixDatagram;
 static NOTIFY_COUNTER: AtomicU64 = AtomicU64::new(0);
 
 /// The largest datagram read (systemd accepts up to about 4 KiB of text).
-const MAX_DATAGRAM: usize = 8192;
+pub const MAX_DATAGRAM: usize = 8192;
 
-/// The most descriptors read with one datagram.
-const MAX_FDS: usize = 16;
+/// The most descriptors read with one datagram; a datagram with more is
+/// refused whole (the kernel closes those that did not fit).
+pub const MAX_FDS: usize = 16;
 
-/// One instance's notify socket.
+/// How long `eco notify` waits for eco to have read its message.
+pub const BARRIER_WAIT: Duration = Duration::from_secs(5);
+
+/// One instance's notify socket; its file is removed when it is dropped.
 pub struct NotifySocket {
     socket: UnixDatagram,
+    path: PathBuf,
     /// The value for NOTIFY_SOCKET.
     pub env_value: String,
+}
+
+/// Who sent a datagram (SCM_CREDENTIALS).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Sender {
+    pub pid: i32,
+    pub uid: u32,
 }
 
 /// One datagram: who sent it, what it says, what it carried.
 #[derive(Debug)]
 pub struct Datagram {
-    pub pid: Option<i32>,
+    pub sender: Option<Sender>,
     pub messages: Vec<Message>,
     pub fds: Vec<OwnedFd>,
+    /// Longer than [`MAX_DATAGRAM`] or with more than [`MAX_FDS`]
+    /// descriptors: refused whole.
+    pub truncated: bool,
 }
 
 /// The sd_notify messages eco acts on.
@@ -86,19 +108,38 @@ pub fn parse(text: &str) -> Vec<Message> {
 }
 
 impl NotifySocket {
-    /// Binds `@eco-<pid>-<n>` with SO_PASSCRED (each datagram carries its
-    /// sender's pid).
+    /// Binds `<folder>/<eco pid>.<n>` with SO_PASSCRED (each datagram
+    /// carries its sender's pid and uid).
     pub fn bind() -> io::Result<NotifySocket> {
         let n = NOTIFY_COUNTER.fetch_add(1, Ordering::Relaxed);
-        let name = format!("eco-{}-{n}", std::process::id());
-        let addr = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes())?;
-        let std_socket = std::os::unix::net::UnixDatagram::bind_addr(&addr)?;
-        std_socket.set_nonblocking(true)?;
-        setsockopt(&std_socket, sockopt::PassCred, &true).map_err(io::Error::from)?;
-        Ok(NotifySocket {
-            socket: UnixDatagram::from_std(std_socket)?,
-            env_value: format!("@{name}"),
-        })
+        let path = place::folder()?.join(format!("{}.{n}", std::process::id()));
+        let env_value = path
+            .to_str()
+            .ok_or_else(|| io::Error::other("the notify folder's path is not UTF-8"))?
+            .to_owned();
+        // A file with this name was left by an earlier process with our pid.
+        match std::fs::remove_file(&path) {
+            Err(err) if err.kind() != io::ErrorKind::NotFound => return Err(err),
+            _ => {}
+        }
+        let std_socket = std::os::unix::net::UnixDatagram::bind(&path)?;
+        let ready = std_socket
+            .set_nonblocking(true)
+            .and_then(|()| {
+                setsockopt(&std_socket, sockopt::PassCred, &true).map_err(io::Error::from)
+            })
+            .and_then(|()| UnixDatagram::from_std(std_socket));
+        match ready {
+            Ok(socket) => Ok(NotifySocket {
+                socket,
+                path,
+                env_value,
+            }),
+            Err(err) => {
+                let _ = std::fs::remove_file(&path);
+                Err(err)
+            }
+        }
     }
 
     /// The next datagram.
@@ -107,6 +148,12 @@ impl NotifySocket {
         self.socket
             .async_io(Interest::READABLE, || receive(fd))
             .await
+    }
+}
+
+impl Drop for NotifySocket {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
     }
 }
 
@@ -122,11 +169,19 @@ fn receive(fd: RawFd) -> io::Result<Datagram> {
         MsgFlags::MSG_CMSG_CLOEXEC | MsgFlags::MSG_DONTWAIT,
     )
     .map_err(io::Error::from)?;
-    let mut pid = None;
+    let truncated = msg
+        .flags
+        .intersects(MsgFlags::MSG_TRUNC | MsgFlags::MSG_CTRUNC);
+    let mut sender = None;
     let mut fds = Vec::new();
     for cmsg in msg.cmsgs().map_err(io::Error::from)? {
         match cmsg {
-            ControlMessageOwned::ScmCredentials(creds) => pid = Some(creds.pid()),
+            ControlMessageOwned::ScmCredentials(creds) => {
+                sender = Some(Sender {
+                    pid: creds.pid(),
+                    uid: creds.uid(),
+                });
+            }
             ControlMessageOwned::ScmRights(received) => {
                 for raw in received {
                     // SAFETY: SCM_RIGHTS gave this process new descriptors
@@ -138,11 +193,16 @@ fn receive(fd: RawFd) -> io::Result<Datagram> {
         }
     }
     let len = msg.bytes;
-    let text = String::from_utf8_lossy(&buf[..len]);
+    let messages = if truncated {
+        Vec::new()
+    } else {
+        parse(&String::from_utf8_lossy(&buf[..len]))
+    };
     Ok(Datagram {
-        pid,
-        messages: parse(&text),
+        sender,
+        messages,
         fds,
+        truncated,
     })
 }
 
@@ -161,6 +221,38 @@ pub fn send(target: &str, text: &str, fds: &[RawFd]) -> io::Result<()> {
     sendmsg::<()>(socket.as_raw_fd(), &iov, cmsgs, MsgFlags::empty(), None)
         .map_err(io::Error::from)?;
     Ok(())
+}
+
+/// `send`, then what `sd_notify_barrier` does: `BARRIER=1` with a pipe's
+/// write end, and a wait (up to `wait`) until the receiver closes it. The
+/// receiver reads datagrams in order, so it has read (and checked) `text`
+/// while this process was still alive to be checked.
+pub fn send_and_wait(target: &str, text: &str, fds: &[RawFd], wait: Duration) -> io::Result<()> {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    send(target, text, fds)?;
+    let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+    send(target, "BARRIER=1", &[write.as_raw_fd()])?;
+    drop(write);
+    let deadline = Instant::now() + wait;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let timeout = PollTimeout::try_from(left).unwrap_or(PollTimeout::MAX);
+        let mut polled = [PollFd::new(read.as_fd(), PollFlags::empty())];
+        match poll(&mut polled, timeout) {
+            Ok(0) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!(
+                        "{target} did not confirm the message within {}s (BARRIER=1)",
+                        wait.as_secs()
+                    ),
+                ));
+            }
+            Ok(_) => return Ok(()),
+            Err(nix::errno::Errno::EINTR) => {}
+            Err(err) => return Err(err.into()),
+        }
+    }
 }
 
 #[cfg(test)]
