@@ -18,8 +18,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use nix::sys::socket::{
-    ControlMessage, ControlMessageOwned, MsgFlags, UnixCredentials, recvmsg, sendmsg, setsockopt,
-    sockopt,
+    ControlMessage, MsgFlags, UnixCredentials, recvmsg, sendmsg, setsockopt, sockopt,
 };
 use tokio::io::Interest;
 use tokio::net::UnixDatagram;
@@ -157,11 +156,16 @@ impl Drop for NotifySocket {
     }
 }
 
-#[allow(unsafe_code)]
+/// The most descriptors the kernel passes with one datagram (SCM_MAX_FD):
+/// the control buffer holds them all, so the kernel never cuts a datagram's
+/// descriptors short for lack of room, and every one it passed is closed.
+const SCM_MAX_FD: usize = 253;
+
 fn receive(fd: RawFd) -> io::Result<Datagram> {
     let mut buf = vec![0u8; MAX_DATAGRAM];
     let mut iov = [IoSliceMut::new(&mut buf)];
-    let mut space = nix::cmsg_space!(UnixCredentials, [RawFd; MAX_FDS]);
+    // Zeroed: the walk below ends where the kernel stopped writing.
+    let mut space = nix::cmsg_space!(UnixCredentials, [RawFd; SCM_MAX_FD]);
     let msg = recvmsg::<()>(
         fd,
         &mut iov,
@@ -169,30 +173,14 @@ fn receive(fd: RawFd) -> io::Result<Datagram> {
         MsgFlags::MSG_CMSG_CLOEXEC | MsgFlags::MSG_DONTWAIT,
     )
     .map_err(io::Error::from)?;
-    let truncated = msg
-        .flags
-        .intersects(MsgFlags::MSG_TRUNC | MsgFlags::MSG_CTRUNC);
-    let mut sender = None;
-    let mut fds = Vec::new();
-    for cmsg in msg.cmsgs().map_err(io::Error::from)? {
-        match cmsg {
-            ControlMessageOwned::ScmCredentials(creds) => {
-                sender = Some(Sender {
-                    pid: creds.pid(),
-                    uid: creds.uid(),
-                });
-            }
-            ControlMessageOwned::ScmRights(received) => {
-                for raw in received {
-                    // SAFETY: SCM_RIGHTS gave this process new descriptors
-                    // that nothing else in it refers to: they are ours to own.
-                    fds.push(unsafe { OwnedFd::from_raw_fd(raw) });
-                }
-            }
-            _ => {}
-        }
-    }
+    // MSG_CTRUNC remains possible when eco's descriptor table is full:
+    // nix then refuses to list the control messages, so they are read here
+    // (the descriptors that did arrive must still be closed).
+    let flags = msg.flags;
     let len = msg.bytes;
+    let (sender, fds) = control(&space);
+    let truncated =
+        flags.intersects(MsgFlags::MSG_TRUNC | MsgFlags::MSG_CTRUNC) || fds.len() > MAX_FDS;
     let messages = if truncated {
         Vec::new()
     } else {
@@ -204,6 +192,64 @@ fn receive(fd: RawFd) -> io::Result<Datagram> {
         fds,
         truncated,
     })
+}
+
+/// The sender's credentials and the descriptors in a received control
+/// buffer, walked with bounds checks (a cut-short last message included).
+#[allow(unsafe_code)]
+fn control(space: &[u8]) -> (Option<Sender>, Vec<OwnedFd>) {
+    let mut sender = None;
+    let mut fds = Vec::new();
+    for (level, kind, data) in cmsgs(space) {
+        if level != libc::SOL_SOCKET {
+            continue;
+        }
+        if kind == libc::SCM_CREDENTIALS {
+            // struct ucred: pid, uid, gid.
+            if let (Some(pid), Some(uid)) = (int_at(data, 0), int_at(data, 4)) {
+                sender = Some(Sender {
+                    pid,
+                    uid: u32::from_ne_bytes(uid.to_ne_bytes()),
+                });
+            }
+        } else if kind == libc::SCM_RIGHTS {
+            for raw in data.chunks_exact(4).filter_map(|c| int_at(c, 0)) {
+                // SAFETY: SCM_RIGHTS gave this process new descriptors that
+                // nothing else in it refers to: they are ours to own (and
+                // to close).
+                fds.push(unsafe { OwnedFd::from_raw_fd(raw) });
+            }
+        }
+    }
+    (sender, fds)
+}
+
+/// The control messages in `space`: (level, type, data). The kernel's
+/// layout: `size_t cmsg_len; int cmsg_level; int cmsg_type;`, then the data,
+/// each message aligned to `size_t`; a zero length ends the list.
+fn cmsgs(space: &[u8]) -> impl Iterator<Item = (i32, i32, &[u8])> {
+    const WORD: usize = std::mem::size_of::<usize>();
+    let header = std::mem::size_of::<libc::cmsghdr>();
+    let mut at = 0usize;
+    std::iter::from_fn(move || {
+        let head = space.get(at..at.checked_add(header)?)?;
+        let len = usize::from_ne_bytes(head.get(..WORD)?.try_into().ok()?);
+        if len < header {
+            return None;
+        }
+        let level = int_at(head, WORD)?;
+        let kind = int_at(head, WORD + 4)?;
+        let end = at.checked_add(len)?.min(space.len());
+        let data = space.get(at + header..end)?;
+        at = at.checked_add(len.checked_next_multiple_of(WORD)?)?;
+        Some((level, kind, data))
+    })
+}
+
+/// The native-endian i32 at `offset`.
+fn int_at(bytes: &[u8], offset: usize) -> Option<i32> {
+    let four = bytes.get(offset..offset.checked_add(4)?)?;
+    Some(i32::from_ne_bytes(four.try_into().ok()?))
 }
 
 /// Sends `text` (and `fds`) to a NOTIFY_SOCKET address (`@abstract` or a
@@ -283,5 +329,49 @@ mod tests {
             ]
         );
         assert_eq!(parse("MAINPID=x\nREADY=0"), Vec::new());
+    }
+
+    #[test]
+    fn every_descriptor_that_arrives_is_owned_and_too_many_refuse_the_datagram() {
+        let (tx, rx) = std::os::unix::net::UnixDatagram::pair().expect("pair");
+        setsockopt(&rx, sockopt::PassCred, &true).expect("SO_PASSCRED");
+        let null = std::fs::File::open("/dev/null").expect("/dev/null");
+        let send = |text: &str, count: usize| {
+            let fds = vec![null.as_raw_fd(); count];
+            let rights = [ControlMessage::ScmRights(&fds)];
+            sendmsg::<()>(
+                tx.as_raw_fd(),
+                &[IoSlice::new(text.as_bytes())],
+                &rights,
+                MsgFlags::empty(),
+                None,
+            )
+            .expect("sendmsg");
+        };
+        send("FDSTORE=1\nFDNAME=a", 2);
+        let two = receive(rx.as_raw_fd()).expect("datagram");
+        assert_eq!(
+            two.sender,
+            Some(Sender {
+                pid: i32::try_from(std::process::id()).expect("pid"),
+                uid: nix::unistd::geteuid().as_raw(),
+            })
+        );
+        assert_eq!(two.fds.len(), 2);
+        assert!(!two.truncated);
+        assert_eq!(
+            two.messages,
+            vec![Message::FdStore, Message::FdName("a".into())]
+        );
+        // More than eco reads at once: every one is received (and closed
+        // with the datagram), the datagram refused whole.
+        send("FDSTORE=1", 40);
+        let many = receive(rx.as_raw_fd()).expect("datagram");
+        assert_eq!(many.fds.len(), 40);
+        assert!(many.truncated);
+        assert!(many.messages.is_empty());
+        let ino = |fd: &OwnedFd| nix::sys::stat::fstat(fd).expect("fstat").st_ino;
+        let null_ino = nix::sys::stat::fstat(&null).expect("fstat").st_ino;
+        assert!(many.fds.iter().all(|fd| ino(fd) == null_ino));
     }
 }
