@@ -57,6 +57,11 @@ impl Paths {
         self.home.join("state.json")
     }
 
+    /// The instances' notify sockets (mode 0700: see `runtime::notify`).
+    pub fn notify(&self) -> PathBuf {
+        self.home.join("notify")
+    }
+
     pub fn logs(&self) -> PathBuf {
         self.home.join("logs")
     }

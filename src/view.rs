@@ -95,6 +95,10 @@ pub struct InstanceView {
     /// See [`Row::status_text`].
     #[serde(default)]
     pub status_text: Option<String>,
+    /// Notify datagrams and messages eco refused for this instance (from
+    /// outside it, an invalid `MAINPID=`, descriptors over the store's cap).
+    #[serde(default)]
+    pub notify_rejected: u64,
     pub history: Vec<HistoryView>,
     pub env: BTreeMap<String, String>,
 }

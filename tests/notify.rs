@@ -304,3 +304,92 @@ fn the_daemon_notifies_its_supervisor() {
     }
     assert!(stopping, "STOPPING=1 at shutdown");
 }
+
+/// The next datagram on `socket`, with the descriptors it carried.
+fn recv_with_fds(socket: &std::os::unix::net::UnixDatagram) -> (String, Vec<std::os::fd::OwnedFd>) {
+    use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
+    use std::os::fd::{AsRawFd, FromRawFd};
+    let mut buf = [0u8; 4096];
+    let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+    let mut space = nix::cmsg_space!([std::os::fd::RawFd; 4]);
+    let msg = recvmsg::<()>(
+        socket.as_raw_fd(),
+        &mut iov,
+        Some(&mut space),
+        MsgFlags::empty(),
+    )
+    .expect("recvmsg");
+    let mut fds = Vec::new();
+    for cmsg in msg.cmsgs().expect("cmsgs") {
+        if let ControlMessageOwned::ScmRights(raw) = cmsg {
+            // SAFETY: new descriptors from SCM_RIGHTS, owned by nothing else.
+            #[allow(unsafe_code)]
+            fds.extend(
+                raw.into_iter()
+                    .map(|fd| unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) }),
+            );
+        }
+    }
+    let n = msg.bytes;
+    (String::from_utf8_lossy(&buf[..n]).into_owned(), fds)
+}
+
+/// eco trusts only a sender still alive when it reads the message, so
+/// `eco notify` waits, as systemd-notify does, until the receiver has read
+/// it: BARRIER=1 with a pipe's write end, and the wait for its close.
+#[test]
+fn eco_notify_waits_until_its_message_was_read() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("notify.sock");
+    let socket = std::os::unix::net::UnixDatagram::bind(&path).expect("bind");
+    socket.set_read_timeout(Some(LIMIT)).expect("timeout");
+    let mut child = std::process::Command::new(eco_bin())
+        .args(["notify", "READY=1", "STATUS=up"])
+        .env("NOTIFY_SOCKET", &path)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("eco notify");
+    let (text, fds) = recv_with_fds(&socket);
+    assert_eq!(text, "READY=1\nSTATUS=up");
+    assert!(fds.is_empty());
+    let (barrier, fds) = recv_with_fds(&socket);
+    assert_eq!(barrier, "BARRIER=1");
+    assert_eq!(fds.len(), 1, "the pipe's write end");
+    // Still there while the receiver holds the pipe.
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        child.try_wait().expect("wait").is_none(),
+        "eco notify left before its message was read"
+    );
+    drop(fds);
+    let deadline = Instant::now() + LIMIT;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "eco notify did not end");
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    assert!(status.success());
+
+    // A receiver that never confirms: an error after the wait, not a hang.
+    let start = Instant::now();
+    let out = std::process::Command::new(eco_bin())
+        .args(["notify", "WATCHDOG=1"])
+        .env("NOTIFY_SOCKET", &path)
+        .output()
+        .expect("eco notify");
+    let held: Vec<_> = (0..2).map(|_| recv_with_fds(&socket)).collect();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("did not confirm the message within 5s"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        start.elapsed() >= Duration::from_secs(4),
+        "{:?}",
+        start.elapsed()
+    );
+    drop(held);
+}

@@ -13,7 +13,7 @@ pub mod monit;
 pub mod render;
 pub mod startup;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 
 use crate::config::{self, ConfigErrors};
 use crate::error::UsageError;
@@ -152,7 +152,10 @@ fn up_foreground(file: &FileArgs, profile: &ProfileArgs, exit_on_error: bool) ->
 }
 
 /// `eco notify READY=1`: what systemd-notify does, for shell-script apps;
-/// `--fd N` sends descriptor N along (`FDSTORE=1`).
+/// `--fd N` sends descriptor N along (`FDSTORE=1`). Like systemd-notify it
+/// then waits for the receiver to have read the message (`BARRIER=1`): eco
+/// trusts only a sender still alive, and inside the instance, when it
+/// reads the message.
 pub(crate) fn notify(messages: &[String], fds: &[i32]) -> Result<i32> {
     let Some(target) = std::env::var_os("NOTIFY_SOCKET") else {
         return Err(UsageError(
@@ -161,6 +164,13 @@ pub(crate) fn notify(messages: &[String], fds: &[i32]) -> Result<i32> {
         )
         .into());
     };
-    crate::runtime::notify::send(&target.to_string_lossy(), &messages.join("\n"), fds)?;
+    let target = target.to_string_lossy();
+    crate::runtime::notify::send_and_wait(
+        &target,
+        &messages.join("\n"),
+        fds,
+        crate::runtime::notify::BARRIER_WAIT,
+    )
+    .with_context(|| format!("cannot notify {target}"))?;
     Ok(0)
 }

@@ -232,6 +232,13 @@ pub fn describe(apps: &[AppView]) -> String {
             if let Some(error) = &inst.last_error {
                 let _ = writeln!(out, "    last start failed: {error}");
             }
+            if inst.notify_rejected > 0 {
+                let _ = writeln!(
+                    out,
+                    "    notify: {} messages refused (from outside the instance, or invalid; see daemon.log)",
+                    inst.notify_rejected
+                );
+            }
             for h in &inst.history {
                 let at = humantime::format_rfc3339_seconds(
                     std::time::UNIX_EPOCH + std::time::Duration::from_millis(h.at_ms),

@@ -70,6 +70,8 @@ pub async fn run(paths: Paths, lock_inode: u64) -> anyhow::Result<()> {
         let mut pid = crate::home::open(&paths.pid(), crate::home::Open::Truncate)?;
         writeln!(pid, "{}", std::process::id())?;
     }
+    // The instances' notify sockets: their private folder, swept of a dead daemon's.
+    crate::runtime::notify::place::init(&paths.home);
     // This ECO_HOME's cgroup subtree, where the machine allows; whatever a
     // dead daemon left in it goes first, then whatever carries its mark.
     let cgroups = Subtree::create(&format!("eco-{}", paths.token())).map(Arc::new);

@@ -15,6 +15,8 @@ use tokio_util::task::TaskTracker;
 
 use super::cgroup::{Cgroup, Subtree};
 use super::kill::Scope;
+use super::notify::fd_store::FdStore;
+use super::notify::trust::{self, Own, Procs, Refusal, Refusals};
 use super::notify::{Datagram, Message, NotifySocket};
 use super::output::{LineMatcher, Sink, pump};
 use super::ready::{self, Probes};
@@ -59,6 +61,9 @@ pub struct InstanceState {
     pub status_text: Option<String>,
     /// Between `RELOADING=1` and `READY=1`.
     pub reloading: bool,
+    /// Notify datagrams and messages refused (from outside the instance,
+    /// an invalid `MAINPID=`, descriptors over the store's cap).
+    pub notify_rejected: u64,
 }
 
 /// One restart, for `describe`.
@@ -161,6 +166,7 @@ pub fn stopped(index: u32) -> InstanceHandle {
         last_error: None,
         status_text: None,
         reloading: false,
+        notify_rejected: 0,
     });
     InstanceHandle {
         index,
@@ -202,6 +208,7 @@ pub fn launch(launch: Launch) -> InstanceHandle {
         last_error: None,
         status_text: None,
         reloading: false,
+        notify_rejected: 0,
     });
     let index = launch.id.index;
     let actor = Actor {
@@ -222,7 +229,8 @@ pub fn launch(launch: Launch) -> InstanceHandle {
         spec_pid_file: launch.pid_file,
         watchdog: launch.watchdog,
         restarts: launch.restarts,
-        stored_fds: Vec::new(),
+        fd_store: FdStore::default(),
+        refusals: Refusals::default(),
     };
     launch.tasks.spawn(actor.run(launch.gate));
     InstanceHandle {
@@ -253,7 +261,9 @@ struct Actor {
     restarts: mpsc::UnboundedSender<super::RestartRequest>,
     /// Fds the app stored with FDSTORE=1 (`fd_store`), handed back at its
     /// next start after the listen sockets.
-    stored_fds: Vec<(String, std::os::fd::OwnedFd)>,
+    fd_store: FdStore,
+    /// Notify datagrams and messages refused, and when they were last logged.
+    refusals: Refusals,
 }
 
 /// How one run of the process ended.
@@ -615,12 +625,11 @@ impl Actor {
             s.reloading = false;
         });
         let cgroup = self.cgroup();
-        let stored = std::mem::take(&mut self.stored_fds);
         let sockets = super::spawn::Sockets {
             listeners: &self.listeners,
             addrs: &self.listen,
             slot: self.id.index,
-            stored: &stored,
+            stored: self.fd_store.fds(),
         };
         let output = super::output_of(&*self.observer, &self.settings);
         let spawned = spawn(
@@ -632,7 +641,6 @@ impl Actor {
             output,
         );
         // The app has its own copies now; eco keeps them for the next start.
-        self.stored_fds = stored;
         let spawned = match spawned {
             Ok(spawned) => spawned,
             Err(err) => {
@@ -722,6 +730,7 @@ impl Actor {
         let mut reload_deadline: Option<Instant> = None;
         let mut reported_errno: Option<i32> = None;
         let mut handed_over = false;
+        let own = Own::get();
         let end = loop {
             tokio::select! {
                 exit = &mut exit_rx => {
@@ -786,11 +795,14 @@ impl Actor {
                 }
                 datagram = recv_notify(notify.as_ref()) => {
                     let Ok(datagram) = datagram else { continue };
-                    if !datagram.pid.is_some_and(|p| self.belongs(p, pid, &mark, cgroup.as_ref())) {
-                        tracing::warn!(sender = ?datagram.pid, instance = ?self.id, messages = ?datagram.messages, "dropped a notify message from outside the instance");
+                    let members = Members { main: pid, mark: &mark, cgroup: cgroup.as_ref(), own };
+                    if let Some(refusal) = trust::refuse_sender(&datagram, own, &members) {
+                        // Its descriptors are closed here, at once.
+                        drop(datagram);
+                        self.refuse(refusal);
                         continue;
                     }
-                    let mut fds = datagram.fds;
+                    let fds = datagram.fds;
                     let mut fd_name = None;
                     let mut store = false;
                     let mut remove = false;
@@ -821,8 +833,12 @@ impl Actor {
                                 watchdog_every = (usec > 0).then(|| Duration::from_micros(usec));
                                 watchdog_at = watchdog_every.map(|every| Instant::now() + every);
                             }
+                            Message::MainPid(main) if main == pid => {}
                             Message::MainPid(main) => {
-                                if main != pid && self.belongs(main, pid, &mark, cgroup.as_ref()) {
+                                let members = Members { main: pid, mark: &mark, cgroup: cgroup.as_ref(), own };
+                                if let Some(why) = trust::refuse_main_pid(main, own, &members) {
+                                    self.refuse(Refusal::MainPid { pid: main, why });
+                                } else {
                                     pid = main;
                                     exit_rx = self.exit_of(main);
                                     self.set(|s| s.pid = Some(main));
@@ -847,13 +863,17 @@ impl Actor {
                     }
                     let name = fd_name.unwrap_or_else(|| "stored".to_owned());
                     if remove {
-                        self.stored_fds.retain(|(n, _)| *n != name);
+                        self.fd_store.remove(&name);
                     }
-                    if store {
-                        let room = (self.settings.fd_store as usize).saturating_sub(self.stored_fds.len());
-                        self.stored_fds.extend(fds.drain(..).take(room).map(|fd| (name.clone(), fd)));
+                    if store && !fds.is_empty() {
+                        let cap = usize::try_from(self.settings.fd_store).unwrap_or(usize::MAX);
+                        if let Err((closed, why)) = self.fd_store.store(&name, fds, cap) {
+                            self.refuse(Refusal::FdStoreFull { closed, why });
+                        }
+                    } else {
+                        // A barrier's pipe, or descriptors sent without FDSTORE=1.
+                        drop(fds);
                     }
-                    drop(fds);
                 }
                 () = tokio::time::sleep_until(watchdog_at.unwrap_or(far)), if watchdog_at.is_some() => {
                     self.event(&Event::WatchdogTimeout);
@@ -941,7 +961,21 @@ impl Actor {
         if let Some(probe) = health_probe {
             probe.abort();
         }
+        if let Some(report) = self.refusals.flush() {
+            log_refusals(&self.id, &report);
+        }
         end
+    }
+
+    /// Counts a refused notify datagram or message; logs at most one line
+    /// per `trust::LOG_EVERY`.
+    fn refuse(&mut self, refusal: Refusal) {
+        let report = self.refusals.record(Instant::now(), refusal);
+        let total = self.refusals.total;
+        self.set(|s| s.notify_rejected = total);
+        if let Some(report) = report {
+            log_refusals(&self.id, &report);
+        }
     }
 
     /// Readiness failed: the process is stopped, and restarts (by the
@@ -980,22 +1014,6 @@ impl Actor {
             }
         });
         self.event(&Event::Exited { exit });
-    }
-
-    /// True when `pid` is a process of this instance: in its cgroup, or
-    /// (without one) the supervised process, below it, or carrying its mark;
-    /// or a sender already gone.
-    fn belongs(&self, pid: i32, main: i32, mark: &str, cgroup: Option<&Cgroup>) -> bool {
-        pid == main
-            || cgroup.is_some_and(|c| c.procs().contains(&pid))
-            || crate::procfs::descendants(main).contains(&pid)
-            || crate::procfs::env_value(pid, SPAWN_MARK).as_deref() == Some(mark)
-            // A short-lived sender (`eco notify`, `systemd-notify`) may be
-            // gone by the time its datagram is read, or exit while it is
-            // checked (an exiting process leaves cgroup.procs before its
-            // parent reaps it): nothing is left to check, so it is trusted.
-            // Live outsiders are dropped.
-            || !crate::procfs::alive(pid)
     }
 
     /// After the launcher exited 0: the daemon it left, if any. With
@@ -1161,6 +1179,53 @@ fn pid_file_missed(file: &std::path::Path, seen: &PidFileSeen, waited: Duration)
 
 /// How often a supervised process that is not eco's child is checked.
 const FOREIGN_POLL: Duration = Duration::from_millis(200);
+
+/// One run's processes, as the notify checks see them.
+struct Members<'a> {
+    main: i32,
+    mark: &'a str,
+    cgroup: Option<&'a Cgroup>,
+    own: Own,
+}
+
+impl Procs for Members<'_> {
+    fn alive(&self, pid: i32) -> bool {
+        crate::procfs::alive(pid)
+    }
+
+    /// In the cgroup; without one, the supervised process, its process
+    /// group (unless that is eco's), a process below it, or one carrying
+    /// the run's spawn mark.
+    fn inside(&self, pid: i32) -> bool {
+        if let Some(cgroup) = self.cgroup {
+            return cgroup.procs().contains(&pid);
+        }
+        let group = self.group(self.main);
+        pid == self.main
+            || (group.is_some() && group != Some(self.own.group) && self.group(pid) == group)
+            || crate::procfs::descendants(self.main).contains(&pid)
+            || crate::procfs::env_value(pid, SPAWN_MARK).as_deref() == Some(self.mark)
+    }
+
+    fn group(&self, pid: i32) -> Option<i32> {
+        nix::unistd::getpgid(Some(nix::unistd::Pid::from_raw(pid)))
+            .ok()
+            .map(nix::unistd::Pid::as_raw)
+    }
+}
+
+/// One line in daemon.log for refusals: how many, and the last reason
+/// (never a datagram's content).
+fn log_refusals(id: &InstanceId, report: &trust::Report) {
+    tracing::warn!(
+        instance = ?id,
+        refused = report.count,
+        total = report.total,
+        last = %report.last,
+        "refused notify messages (counted in `eco describe`; at most one line per {}s)",
+        trust::LOG_EVERY.as_secs()
+    );
+}
 
 /// The next datagram on the notify socket; never when there is none.
 async fn recv_notify(socket: Option<&NotifySocket>) -> std::io::Result<Datagram> {

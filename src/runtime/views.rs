@@ -112,6 +112,7 @@ impl Engine {
                         daemonized: s.daemonized,
                         last_error: s.last_error.clone(),
                         status_text: s.status_text.clone(),
+                        notify_rejected: s.notify_rejected,
                         metrics: s.pid.and_then(|p| metrics.get(&p)).map(|m| MetricsView {
                             cpu_percent: m.cpu_percent,
                             memory_bytes: m.memory_bytes,

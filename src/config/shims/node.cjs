@@ -3,7 +3,8 @@
 // - server.listen(PORT) on a port eco holds (LISTEN_FDS/LISTEN_FDNAMES)
 //   takes the inherited socket (fd 3, 4, ...) instead of binding;
 // - process.send('ready') (PM2's wait_ready) sends READY=1 to NOTIFY_SOCKET
-//   (node has no unix datagram sockets: `$ECO_BIN notify READY=1` does it);
+//   (node has no unix datagram sockets: `$ECO_BIN notify READY=1` does it,
+//   and returns once eco has read it: eco trusts only a live sender);
 //   with ECO_READY_ON_LISTEN=1 the first such listen() is the readiness;
 // - on SIGINT/SIGTERM, if the app has no handler of its own, the servers
 //   stop accepting and the process exits once in-flight requests are done;
