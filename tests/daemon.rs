@@ -190,7 +190,17 @@ fn logs_tail_and_follow() {
     let seen: Vec<String> = reader.lines().map_while(Result::ok).take(5).collect();
     let _ = follow.kill();
     let _ = follow.wait();
-    assert_eq!(seen, vec!["line 1", "line 2", "line 3", "line 4", "line 5"]);
+    // Two files followed (out and err): each line says which.
+    assert_eq!(
+        seen,
+        vec![
+            "talk out | line 1",
+            "talk out | line 2",
+            "talk out | line 3",
+            "talk out | line 4",
+            "talk out | line 5"
+        ]
+    );
 }
 
 #[test]

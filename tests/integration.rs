@@ -13,6 +13,7 @@ mod hygiene;
 mod notify;
 mod observe;
 mod pm2;
+mod pm2_hands;
 mod production;
 mod reconcile;
 mod reload;

@@ -41,7 +41,10 @@ fn without_hidden(mut err: clap::Error) -> clap::Error {
             .filter(|n| !hidden.contains(&n.as_str()))
             .collect();
         if !shown.is_empty() {
-            err.insert(ContextKind::SuggestedSubcommand, ContextValue::Strings(shown));
+            err.insert(
+                ContextKind::SuggestedSubcommand,
+                ContextValue::Strings(shown),
+            );
         }
     }
     err

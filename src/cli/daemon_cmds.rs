@@ -80,24 +80,39 @@ pub(super) fn print_done(response: &Response, silent: bool) -> Result<BTreeSet<S
 }
 
 /// After an action, the table of the projects it touched, as PM2 prints
-/// its list after `pm2 start` (`-s`: not).
+/// its list after `pm2 start` (`-s`: not). A restart answers once its
+/// instances are told to stop: the table waits (a little, bounded) for
+/// them to be past `stopping`, so it shows the new pids.
 pub(super) fn print_tables(projects: &BTreeSet<String>, silent: bool) -> Result<()> {
     if silent || projects.is_empty() {
         return Ok(());
     }
-    let response = call(Request::List)?;
-    let Response::List { rows, .. } = response else {
-        return Err(unexpected(&response));
+    let deadline = Instant::now() + SETTLE;
+    let rows = loop {
+        let response = call(Request::List)?;
+        let Response::List { rows, .. } = response else {
+            return Err(unexpected(&response));
+        };
+        let rows: Vec<_> = rows
+            .into_iter()
+            .filter(|r| projects.contains(&r.project))
+            .collect();
+        let settled = rows
+            .iter()
+            .all(|r| r.status != crate::state::Status::Stopping);
+        if settled || Instant::now() >= deadline {
+            break rows;
+        }
+        std::thread::sleep(Duration::from_millis(50));
     };
-    let rows: Vec<_> = rows
-        .into_iter()
-        .filter(|r| projects.contains(&r.project))
-        .collect();
     if !rows.is_empty() {
         print!("{}", render::table(&rows, render::use_color()));
     }
     Ok(())
 }
+
+/// How long the table after an action waits for stopping instances.
+const SETTLE: Duration = Duration::from_secs(2);
 
 /// The projects that have an instance in the daemon.
 pub(super) fn applied_projects() -> Result<BTreeSet<String>> {
@@ -108,10 +123,7 @@ pub(super) fn applied_projects() -> Result<BTreeSet<String>> {
     Ok(rows.into_iter().map(|r| r.project).collect())
 }
 
-pub(super) fn load(
-    file: &FileArgs,
-    profile: &ProfileArgs,
-) -> Result<crate::spec::ProjectSpec> {
+pub(super) fn load(file: &FileArgs, profile: &ProfileArgs) -> Result<crate::spec::ProjectSpec> {
     let path = config::locate(file.file.as_deref())?;
     Ok(config::load(&path, profile.profile.as_deref())?)
 }
@@ -413,6 +425,10 @@ pub fn scale(app: &str, instances: u32, silent: bool) -> Result<i32> {
     )
 }
 
+/// `eco logs`: the tail of each log file, then with `-f` new lines, each
+/// labelled `APP out | ` or `APP err | ` when more than one file is
+/// followed (one app's one stream needs no label). Nothing running is said
+/// on stderr, and is no error (exit 0), as `ls` and `flush` treat it.
 pub fn logs(target: Option<&str>, lines: usize, follow: bool, out: bool, err: bool) -> Result<i32> {
     let (want_out, want_err) = if out || err { (out, err) } else { (true, true) };
     let response = call(Request::LogFiles {
@@ -421,6 +437,10 @@ pub fn logs(target: Option<&str>, lines: usize, follow: bool, out: bool, err: bo
     let Response::LogFiles { files } = response else {
         return Err(unexpected(&response));
     };
+    if files.is_empty() {
+        eprintln!("{}", render::no_logs());
+        return Ok(0);
+    }
     let files: Vec<_> = files
         .into_iter()
         .filter(|f| match f.stream {
@@ -444,6 +464,7 @@ pub fn logs(target: Option<&str>, lines: usize, follow: bool, out: bool, err: bo
     if !follow {
         return Ok(0);
     }
+    let labelled = files.len() > 1;
     let mut client = connect(true)?;
     client.send(Request::Follow {
         target: target.map(str::to_owned),
@@ -452,7 +473,10 @@ pub fn logs(target: Option<&str>, lines: usize, follow: bool, out: bool, err: bo
     })?;
     while let Some(response) = client.receive()? {
         let text = match response {
-            Response::Line { text } => text,
+            Response::Line { text, app, stream } if labelled => {
+                render::followed(&text, app.as_deref(), stream)
+            }
+            Response::Line { text, .. } => text,
             Response::Skipped { count } => render::skipped(count),
             Response::Error(reply) => return Err(DaemonError(reply).into()),
             _ => continue,

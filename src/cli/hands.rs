@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Result;
 
 use super::args::{FileArgs, ProfileArgs};
-use super::daemon_cmds::{apply, applied_projects, load, print_done, print_tables};
+use super::daemon_cmds::{applied_projects, apply, load, print_done, print_tables};
 use crate::config;
 use crate::ipc::proto::Request;
 use crate::plan::Action;
@@ -43,8 +43,7 @@ pub fn is_file_target(target: &str) -> bool {
     let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
         return false;
     };
-    ecosystem_name(name)
-        && (path.is_file() || name.to_ascii_lowercase().starts_with("ecosystem"))
+    ecosystem_name(name) && (path.is_file() || name.to_ascii_lowercase().starts_with("ecosystem"))
 }
 
 fn file_args(path: &Path) -> FileArgs {
@@ -130,8 +129,7 @@ pub fn again_file(
 ) -> Result<String> {
     let (project, actions) = apply(&file_args(path), profile, silent)?;
     for app in left_as_they_were(&actions, again) {
-        let response =
-            super::daemon_cmds::call(again.request(format!("{project}/{app}")))?;
+        let response = super::daemon_cmds::call(again.request(format!("{project}/{app}")))?;
         print_done(&response, silent)?;
     }
     Ok(project)
@@ -201,7 +199,14 @@ mod tests {
             assert!(ecosystem_name(name), "{name}");
         }
         // Scripts and app names stay what they are.
-        for name in ["app.js", "server.mjs", "index.cjs", "web", "main.py", ".json"] {
+        for name in [
+            "app.js",
+            "server.mjs",
+            "index.cjs",
+            "web",
+            "main.py",
+            ".json",
+        ] {
             assert!(!ecosystem_name(name), "{name}");
         }
     }

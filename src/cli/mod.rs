@@ -207,8 +207,12 @@ fn restart(target: Option<String>, profile: &ProfileArgs, silent: bool) -> Resul
     match target {
         None => hands::here(hands::Again::Restart, profile, silent),
         Some(t) if hands::is_file_target(&t) => {
-            let project =
-                hands::again_file(std::path::Path::new(&t), profile, hands::Again::Restart, silent)?;
+            let project = hands::again_file(
+                std::path::Path::new(&t),
+                profile,
+                hands::Again::Restart,
+                silent,
+            )?;
             daemon_cmds::print_tables(&std::collections::BTreeSet::from([project]), silent)?;
             Ok(0)
         }

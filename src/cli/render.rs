@@ -3,7 +3,7 @@
 use std::fmt::Write;
 use std::io::IsTerminal;
 
-use crate::ipc::proto::Command;
+use crate::ipc::proto::{Command, LogStream};
 use crate::plan::Action;
 use crate::reconcile::Report;
 use crate::spec::{ProjectSpec, Watch};
@@ -449,6 +449,21 @@ pub fn flushed(files: &[std::path::PathBuf]) -> String {
         let _ = write!(text, "\n  {}", file.display());
     }
     text
+}
+
+/// A followed line labelled by where it came from: `web out | text`.
+pub fn followed(text: &str, app: Option<&str>, stream: Option<LogStream>) -> String {
+    let stream = match stream {
+        Some(LogStream::Out) => "out",
+        Some(LogStream::Err) => "err",
+        None => "?",
+    };
+    format!("{} {stream} | {text}", app.unwrap_or("?"))
+}
+
+/// `eco logs` with no app applied.
+pub fn no_logs() -> String {
+    "eco: no app runs, so there is no output to show: `eco up` (or `eco start ecosystem.config.js`) starts the apps of a file".into()
 }
 
 /// The line `logs -f` prints when it could not keep up.
