@@ -428,7 +428,8 @@ fn ad_hoc_scripts_start_like_pm2() {
         "--",
         "8080",
     ]);
-    assert_eq!(out, "+ start Server1:0..1\n");
+    // The plan, then the project's table (as PM2 prints its list).
+    assert!(out.starts_with("+ start Server1:0..1\nproject "), "{out}");
     let rows = home.wait_rows("online", all_online);
     assert!(
         rows.iter()
