@@ -127,8 +127,19 @@ pub fn again_file(
     again: Again,
     silent: bool,
 ) -> Result<String> {
-    let (project, actions) = apply(&file_args(path), profile, silent)?;
-    for app in left_as_they_were(&actions, again) {
+    let (project, actions) = apply(&file_args(path), profile, true)?;
+    let again_apps = left_as_they_were(&actions, again);
+    if !silent {
+        // The rest of the plan; the apps acted on again say so below.
+        let rest: Vec<Action> = actions
+            .into_iter()
+            .filter(|a| !again_apps.iter().any(|app| app == a.app()))
+            .collect();
+        for line in super::render::plan_lines(&rest) {
+            println!("{line}");
+        }
+    }
+    for app in again_apps {
         let response = super::daemon_cmds::call(again.request(format!("{project}/{app}")))?;
         print_done(&response, silent)?;
     }
