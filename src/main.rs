@@ -1,7 +1,5 @@
-use clap::Parser;
-
 fn main() {
-    let cli = eco::cli::args::Cli::parse();
+    let cli = eco::cli::args::parse();
     if matches!(cli.command, eco::cli::args::Command::Daemon) {
         tracing_subscriber::fmt()
             .with_env_filter(

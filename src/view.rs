@@ -37,6 +37,10 @@ pub struct Row {
     /// Between the app's `RELOADING=1` and `READY=1`.
     #[serde(default)]
     pub reloading: bool,
+    /// A change of the watched files restarts the app (`watch` is set and
+    /// the user has not stopped it).
+    #[serde(default)]
+    pub watching: bool,
 }
 
 /// A project whose last save could not be applied (the apps run as before).

@@ -190,7 +190,17 @@ fn logs_tail_and_follow() {
     let seen: Vec<String> = reader.lines().map_while(Result::ok).take(5).collect();
     let _ = follow.kill();
     let _ = follow.wait();
-    assert_eq!(seen, vec!["line 1", "line 2", "line 3", "line 4", "line 5"]);
+    // Two files followed (out and err): each line says which.
+    assert_eq!(
+        seen,
+        vec![
+            "talk out | line 1",
+            "talk out | line 2",
+            "talk out | line 3",
+            "talk out | line 4",
+            "talk out | line 5"
+        ]
+    );
 }
 
 #[test]
@@ -418,7 +428,8 @@ fn ad_hoc_scripts_start_like_pm2() {
         "--",
         "8080",
     ]);
-    assert_eq!(out, "+ start Server1:0..1\n");
+    // The plan, then the project's table (as PM2 prints its list).
+    assert!(out.starts_with("+ start Server1:0..1\nproject "), "{out}");
     let rows = home.wait_rows("online", all_online);
     assert!(
         rows.iter()

@@ -2,7 +2,8 @@
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
+use clap::error::{ContextKind, ContextValue, ErrorKind};
+use clap::{Args, CommandFactory, Parser, Subcommand};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -14,6 +15,39 @@ use clap::{Args, Parser, Subcommand};
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// Parses the command line as `Parser::parse` does, except that
+/// did-you-mean never suggests an internal command (`__listen`, …): clap
+/// offers hidden subcommands too.
+pub fn parse() -> Cli {
+    Cli::try_parse().unwrap_or_else(|err| without_hidden(err).exit())
+}
+
+/// The error with every hidden subcommand dropped from its suggestions.
+fn without_hidden(mut err: clap::Error) -> clap::Error {
+    if err.kind() != ErrorKind::InvalidSubcommand {
+        return err;
+    }
+    let command = Cli::command();
+    let hidden: Vec<&str> = command
+        .get_subcommands()
+        .filter(|c| c.is_hide_set())
+        .map(|c| c.get_name())
+        .collect();
+    if let Some(ContextValue::Strings(names)) = err.remove(ContextKind::SuggestedSubcommand) {
+        let shown: Vec<String> = names
+            .into_iter()
+            .filter(|n| !hidden.contains(&n.as_str()))
+            .collect();
+        if !shown.is_empty() {
+            err.insert(
+                ContextKind::SuggestedSubcommand,
+                ContextValue::Strings(shown),
+            );
+        }
+    }
+    err
 }
 
 #[derive(Debug, Args, Clone)]
@@ -29,6 +63,14 @@ pub struct ProfileArgs {
     /// project was last applied with; `--env ""` for none]
     #[arg(long = "env", value_name = "NAME")]
     pub profile: Option<String>,
+}
+
+/// `-s`: what PM2's `--silent` does after an action.
+#[derive(Debug, Args, Clone, Copy)]
+pub struct SilentArgs {
+    /// Print nothing on success (no table of the project afterwards)
+    #[arg(short = 's', long = "silent")]
+    pub silent: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -63,12 +105,17 @@ pub enum Command {
         /// The project to take down (instead of -f)
         project: Option<String>,
     },
-    /// Re-read the file and converge; with TARGETs: zero-downtime rolling restart
+    /// Re-read the file and converge; with TARGETs: zero-downtime rolling
+    /// restart; with no file here: every applied project
     Reload {
         #[command(flatten)]
         file: FileArgs,
         #[command(flatten)]
         profile: ProfileArgs,
+        #[command(flatten)]
+        silent: SilentArgs,
+        /// Apps, or an ecosystem file (apply it, then reload the apps it
+        /// left as they were)
         targets: Vec<String>,
     },
     /// Print the plan `up` would carry out (exit 1 when there are changes)
@@ -92,16 +139,21 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// = ls --json (PM2 habit)
+    Jlist,
     /// Everything about an app: spec, env, files, restart history
+    #[command(visible_alias = "show")]
     Describe {
         target: String,
         #[arg(long)]
         json: bool,
     },
-    /// Start a stopped app, or an ad-hoc script (`eco start app.js --name api -- 8080`)
+    /// Start a stopped app, an ecosystem file's apps (= up -f FILE), or an
+    /// ad-hoc script (`eco start app.js --name api -- 8080`)
     Start {
-        /// An app name, project/app, app:INSTANCE, all, or a script path
-        target: String,
+        /// An app name, project/app, app:INSTANCE, all, an ecosystem file, or
+        /// a script path [default: the ecosystem file in this folder]
+        target: Option<String>,
         /// Name of the ad-hoc app [default: the script's file stem]
         #[arg(long)]
         name: Option<String>,
@@ -111,18 +163,43 @@ pub enum Command {
         /// Restart the ad-hoc app when files in its folder change
         #[arg(long)]
         watch: bool,
+        #[command(flatten)]
+        profile: ProfileArgs,
+        #[command(flatten)]
+        silent: SilentArgs,
         /// Arguments for the script
         #[arg(last = true)]
         args: Vec<String>,
     },
-    /// Stop apps; they stay stopped across reloads until `eco start`
-    Stop { target: String },
-    /// Stop then start
-    Restart { target: String },
-    /// Stop and remove an app
-    Delete { target: String },
+    /// Stop apps (or an ecosystem file's apps); they stay stopped across
+    /// reloads until `eco start`
+    Stop {
+        target: String,
+        #[command(flatten)]
+        silent: SilentArgs,
+    },
+    /// Stop then start; an ecosystem file: apply it, then restart the apps it
+    /// left as they were [default: the file in this folder, else every project]
+    Restart {
+        target: Option<String>,
+        #[command(flatten)]
+        profile: ProfileArgs,
+        #[command(flatten)]
+        silent: SilentArgs,
+    },
+    /// Stop and remove an app; an ecosystem file: its whole project (= down -f FILE)
+    Delete {
+        target: String,
+        #[command(flatten)]
+        silent: SilentArgs,
+    },
     /// Set an app's number of instances
-    Scale { app: String, instances: u32 },
+    Scale {
+        app: String,
+        instances: u32,
+        #[command(flatten)]
+        silent: SilentArgs,
+    },
     /// Show captured output
     Logs {
         target: Option<String>,

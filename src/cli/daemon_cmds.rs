@@ -1,5 +1,6 @@
 //! Commands that talk to the daemon.
 
+use std::collections::BTreeSet;
 use std::io::Write;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -23,7 +24,7 @@ fn connect(start: bool) -> Result<Client> {
 /// error whose kind gives the exit code. A connection dropped before any
 /// answer (a daemon that was dying as we connected) is retried once,
 /// against a fresh daemon.
-fn call(request: Request) -> Result<Response> {
+pub(super) fn call(request: Request) -> Result<Response> {
     let mut client = connect(true)?;
     let answer = match client.call(request.clone()) {
         Err(ClientError::Io(err, _))
@@ -58,22 +59,71 @@ fn unexpected(response: &Response) -> anyhow::Error {
     anyhow::anyhow!("unexpected answer from the daemon: {response:?}")
 }
 
-/// Prints what a command did.
-fn print_done(response: &Response) -> Result<()> {
+/// Prints what a command did (nothing when `silent`); returns the projects
+/// it touched.
+pub(super) fn print_done(response: &Response, silent: bool) -> Result<BTreeSet<String>> {
     match response {
         Response::Done { command, targets } => {
-            println!("{}", render::done(*command, targets));
-            Ok(())
+            if !silent {
+                println!("{}", render::done(*command, targets));
+            }
+            Ok(targets.iter().map(|t| t.project.clone()).collect())
         }
         Response::Down { project } => {
-            println!("project {project} is down");
-            Ok(())
+            if !silent {
+                println!("project {project} is down");
+            }
+            Ok(BTreeSet::new())
         }
         other => Err(unexpected(other)),
     }
 }
 
-fn load(file: &FileArgs, profile: &ProfileArgs) -> Result<crate::spec::ProjectSpec> {
+/// After an action, the table of the projects it touched, as PM2 prints
+/// its list after `pm2 start` (`-s`: not). A restart answers once its
+/// instances are told to stop: the table waits (a little, bounded) for
+/// them to be past `stopping`, so it shows the new pids.
+pub(super) fn print_tables(projects: &BTreeSet<String>, silent: bool) -> Result<()> {
+    if silent || projects.is_empty() {
+        return Ok(());
+    }
+    let deadline = Instant::now() + SETTLE;
+    let rows = loop {
+        let response = call(Request::List)?;
+        let Response::List { rows, .. } = response else {
+            return Err(unexpected(&response));
+        };
+        let rows: Vec<_> = rows
+            .into_iter()
+            .filter(|r| projects.contains(&r.project))
+            .collect();
+        let settled = rows
+            .iter()
+            .all(|r| r.status != crate::state::Status::Stopping);
+        if settled || Instant::now() >= deadline {
+            break rows;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    if !rows.is_empty() {
+        print!("{}", render::table(&rows, render::use_color()));
+    }
+    Ok(())
+}
+
+/// How long the table after an action waits for stopping instances.
+const SETTLE: Duration = Duration::from_secs(2);
+
+/// The projects that have an instance in the daemon.
+pub(super) fn applied_projects() -> Result<BTreeSet<String>> {
+    let response = call(Request::List)?;
+    let Response::List { rows, .. } = response else {
+        return Err(unexpected(&response));
+    };
+    Ok(rows.into_iter().map(|r| r.project).collect())
+}
+
+pub(super) fn load(file: &FileArgs, profile: &ProfileArgs) -> Result<crate::spec::ProjectSpec> {
     let path = config::locate(file.file.as_deref())?;
     Ok(config::load(&path, profile.profile.as_deref())?)
 }
@@ -131,6 +181,30 @@ fn saved_profile(project: &str) -> Option<Option<String>> {
         .map(|a| a.profile)
 }
 
+/// Applies the file (as `up`); returns the project and the plan carried
+/// out, printed unless `silent`.
+pub(super) fn apply(
+    file: &FileArgs,
+    profile: &ProfileArgs,
+    silent: bool,
+) -> Result<(String, Vec<crate::plan::Action>)> {
+    let spec = load_for_run(file, profile)?;
+    let project = spec.name.clone();
+    let response = call(Request::Apply {
+        spec: Box::new(spec),
+        dry_run: false,
+    })?;
+    let Response::Plan { actions, .. } = response else {
+        return Err(unexpected(&response));
+    };
+    if !silent {
+        for line in render::plan_lines(&actions) {
+            println!("{line}");
+        }
+    }
+    Ok((project, actions))
+}
+
 /// `eco up` (detached), and `eco reload` without targets.
 pub fn up(
     file: &FileArgs,
@@ -138,24 +212,13 @@ pub fn up(
     wait: bool,
     timeout: Option<&str>,
 ) -> Result<i32> {
-    let spec = load_for_run(file, profile)?;
     let limit = match timeout {
         Some(text) => config::units::parse_duration(text).ok_or_else(|| {
             UsageError(format!("--timeout {text}: expected a duration such as 30s"))
         })?,
         None => Duration::from_secs(60),
     };
-    let project = spec.name.clone();
-    let response = call(Request::Apply {
-        spec: Box::new(spec),
-        dry_run: false,
-    })?;
-    let Response::Plan { actions, .. } = &response else {
-        return Err(unexpected(&response));
-    };
-    for line in render::plan_lines(actions) {
-        println!("{line}");
-    }
+    let (project, _) = apply(file, profile, false)?;
     if !wait {
         return Ok(0);
     }
@@ -186,19 +249,46 @@ pub fn down(file: &FileArgs, project: Option<&str>) -> Result<i32> {
         Some(p) => p.to_owned(),
         None => load(file, &ProfileArgs { profile: None })?.name,
     };
-    print_done(&call(Request::Down { project })?)?;
+    print_done(&call(Request::Down { project })?, false)?;
     Ok(0)
 }
 
-pub fn reload(file: &FileArgs, profile: &ProfileArgs, targets: &[String]) -> Result<i32> {
+/// `eco reload`: the file converges (with no file here and no -f, every
+/// applied project reloads); with targets, each reloads, an ecosystem file
+/// as PM2 reloads one.
+pub fn reload(
+    file: &FileArgs,
+    profile: &ProfileArgs,
+    targets: &[String],
+    silent: bool,
+) -> Result<i32> {
     if targets.is_empty() {
-        return up(file, profile, false, None);
+        if file.file.is_none() && config::locate(None).is_err() {
+            return super::hands::every_project(super::hands::Again::Reload, silent);
+        }
+        let (project, _) = apply(file, profile, silent)?;
+        print_tables(&BTreeSet::from([project]), silent)?;
+        return Ok(0);
     }
+    let mut touched = BTreeSet::new();
     for target in targets {
-        print_done(&call(Request::Reload {
-            target: target.clone(),
-        })?)?;
+        if super::hands::is_file_target(target) {
+            touched.insert(super::hands::again_file(
+                Path::new(target),
+                profile,
+                super::hands::Again::Reload,
+                silent,
+            )?);
+            continue;
+        }
+        touched.extend(print_done(
+            &call(Request::Reload {
+                target: target.clone(),
+            })?,
+            silent,
+        )?);
     }
+    print_tables(&touched, silent)?;
     Ok(0)
 }
 
@@ -265,9 +355,11 @@ pub fn describe(target: &str, json: bool) -> Result<i32> {
     Ok(0)
 }
 
-/// stop, restart, delete: one request, what was done printed.
-pub fn simple(request: Request) -> Result<i32> {
-    print_done(&call(request)?)?;
+/// stop, restart, delete, scale: one request, what was done printed, then
+/// the table of the projects it touched.
+pub fn simple(request: Request, silent: bool) -> Result<i32> {
+    let touched = print_done(&call(request)?, silent)?;
+    print_tables(&touched, silent)?;
     Ok(0)
 }
 
@@ -278,12 +370,16 @@ pub fn start(
     instances: Option<&str>,
     watch: bool,
     args: &[String],
+    silent: bool,
 ) -> Result<i32> {
     let is_script = Path::new(target).is_file();
     if !is_script {
-        return simple(Request::Start {
-            target: target.to_owned(),
-        });
+        return simple(
+            Request::Start {
+                target: target.to_owned(),
+            },
+            silent,
+        );
     }
     // An app of that name wins over a file of that name.
     if name.is_none()
@@ -294,21 +390,25 @@ pub fn start(
             target: target.to_owned(),
         })
     {
-        print_done(&response)?;
+        let touched = print_done(&response, silent)?;
+        print_tables(&touched, silent)?;
         return Ok(0);
     }
     let app = super::adhoc::app(target, name, instances, watch, args)?;
     let response = call(Request::AddApp { app: Box::new(app) })?;
-    let Response::Plan { actions, .. } = &response else {
+    let Response::Plan { project, actions } = &response else {
         return Err(unexpected(&response));
     };
-    for line in render::plan_lines(actions) {
-        println!("{line}");
+    if !silent {
+        for line in render::plan_lines(actions) {
+            println!("{line}");
+        }
     }
+    print_tables(&BTreeSet::from([project.clone()]), silent)?;
     Ok(0)
 }
 
-pub fn scale(app: &str, instances: u32) -> Result<i32> {
+pub fn scale(app: &str, instances: u32, silent: bool) -> Result<i32> {
     let max = crate::config::validate::MAX_INSTANCES;
     if instances > max {
         return Err(UsageError(format!(
@@ -316,12 +416,19 @@ pub fn scale(app: &str, instances: u32) -> Result<i32> {
         ))
         .into());
     }
-    simple(Request::Scale {
-        target: app.to_owned(),
-        instances,
-    })
+    simple(
+        Request::Scale {
+            target: app.to_owned(),
+            instances,
+        },
+        silent,
+    )
 }
 
+/// `eco logs`: the tail of each log file, then with `-f` new lines, each
+/// labelled `APP out | ` or `APP err | ` when more than one file is
+/// followed (one app's one stream needs no label). Nothing running is said
+/// on stderr, and is no error (exit 0), as `ls` and `flush` treat it.
 pub fn logs(target: Option<&str>, lines: usize, follow: bool, out: bool, err: bool) -> Result<i32> {
     let (want_out, want_err) = if out || err { (out, err) } else { (true, true) };
     let response = call(Request::LogFiles {
@@ -330,6 +437,10 @@ pub fn logs(target: Option<&str>, lines: usize, follow: bool, out: bool, err: bo
     let Response::LogFiles { files } = response else {
         return Err(unexpected(&response));
     };
+    if files.is_empty() {
+        eprintln!("{}", render::no_logs());
+        return Ok(0);
+    }
     let files: Vec<_> = files
         .into_iter()
         .filter(|f| match f.stream {
@@ -353,6 +464,7 @@ pub fn logs(target: Option<&str>, lines: usize, follow: bool, out: bool, err: bo
     if !follow {
         return Ok(0);
     }
+    let labelled = files.len() > 1;
     let mut client = connect(true)?;
     client.send(Request::Follow {
         target: target.map(str::to_owned),
@@ -361,7 +473,10 @@ pub fn logs(target: Option<&str>, lines: usize, follow: bool, out: bool, err: bo
     })?;
     while let Some(response) = client.receive()? {
         let text = match response {
-            Response::Line { text } => text,
+            Response::Line { text, app, stream } if labelled => {
+                render::followed(&text, app.as_deref(), stream)
+            }
+            Response::Line { text, .. } => text,
             Response::Skipped { count } => render::skipped(count),
             Response::Error(reply) => return Err(DaemonError(reply).into()),
             _ => continue,

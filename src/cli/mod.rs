@@ -9,6 +9,7 @@ pub mod daemon_cmds;
 pub mod export;
 pub mod fixture;
 pub mod foreground;
+pub mod hands;
 pub mod monit;
 pub mod render;
 pub mod startup;
@@ -59,21 +60,49 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Reload {
             file,
             profile,
+            silent,
             targets,
-        } => daemon_cmds::reload(&file, &profile, &targets),
+        } => daemon_cmds::reload(&file, &profile, &targets, silent.silent),
         Command::Ls { json } => daemon_cmds::ls(json),
+        Command::Jlist => daemon_cmds::ls(true),
         Command::Describe { target, json } => daemon_cmds::describe(&target, json),
         Command::Start {
             target,
             name,
             instances,
             watch,
+            profile,
+            silent,
             args,
-        } => daemon_cmds::start(&target, name.as_deref(), instances.as_deref(), watch, &args),
-        Command::Stop { target } => daemon_cmds::simple(Request::Stop { target }),
-        Command::Restart { target } => daemon_cmds::simple(Request::Restart { target }),
-        Command::Delete { target } => daemon_cmds::simple(Request::Delete { target }),
-        Command::Scale { app, instances } => daemon_cmds::scale(&app, instances),
+        } => start(
+            target.as_deref(),
+            &AdHoc {
+                name: name.as_deref(),
+                instances: instances.as_deref(),
+                watch,
+                args: &args,
+            },
+            &profile,
+            silent.silent,
+        ),
+        Command::Stop { target, silent } => match hands::file_target(Some(&target)) {
+            Some(file) => hands::stop_file(&file, silent.silent),
+            None => daemon_cmds::simple(Request::Stop { target }, silent.silent),
+        },
+        Command::Restart {
+            target,
+            profile,
+            silent,
+        } => restart(target, &profile, silent.silent),
+        Command::Delete { target, silent } => match hands::file_target(Some(&target)) {
+            Some(file) => hands::delete_file(&file, silent.silent),
+            None => daemon_cmds::simple(Request::Delete { target }, silent.silent),
+        },
+        Command::Scale {
+            app,
+            instances,
+            silent,
+        } => daemon_cmds::scale(&app, instances, silent.silent),
         Command::Logs {
             target,
             lines,
@@ -104,6 +133,97 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Schema => {
             print!("{}", config::raw::schema_json());
             Ok(0)
+        }
+    }
+}
+
+/// What `eco start SCRIPT` takes for an ad-hoc app.
+struct AdHoc<'a> {
+    name: Option<&'a str>,
+    instances: Option<&'a str>,
+    watch: bool,
+    args: &'a [String],
+}
+
+impl AdHoc<'_> {
+    /// The first option given, to name in an error.
+    fn given(&self) -> Option<&'static str> {
+        if self.name.is_some() {
+            Some("--name")
+        } else if self.instances.is_some() {
+            Some("-i")
+        } else if self.watch {
+            Some("--watch")
+        } else if !self.args.is_empty() {
+            Some("-- ARGS")
+        } else {
+            None
+        }
+    }
+}
+
+/// `eco start`: an ecosystem file's apps (the file here when no TARGET),
+/// an app, or an ad-hoc script.
+fn start(
+    target: Option<&str>,
+    adhoc: &AdHoc<'_>,
+    profile: &ProfileArgs,
+    silent: bool,
+) -> Result<i32> {
+    let file = match target {
+        None => Some(config::locate(None)?),
+        Some(t) => hands::file_target(Some(t)),
+    };
+    if let Some(file) = file {
+        if let Some(option) = adhoc.given() {
+            return Err(UsageError(format!(
+                "{option} is for a script; {} is an ecosystem file, whose apps take their settings from it\n  help: set them in the file, or run the script itself: eco start SCRIPT {option}",
+                file.display()
+            ))
+            .into());
+        }
+        return hands::start_file(&file, profile, silent);
+    }
+    let target = target.unwrap_or_default();
+    if profile.profile.is_some() {
+        return Err(UsageError(format!(
+            "--env picks a profile of an ecosystem file; `{target}` is not one\n  help: eco start ecosystem.config.js --env NAME"
+        ))
+        .into());
+    }
+    daemon_cmds::start(
+        target,
+        adhoc.name,
+        adhoc.instances,
+        adhoc.watch,
+        adhoc.args,
+        silent,
+    )
+}
+
+/// `eco restart`: an ecosystem file, the one here (else every project) when
+/// no TARGET, or apps.
+fn restart(target: Option<String>, profile: &ProfileArgs, silent: bool) -> Result<i32> {
+    match target {
+        None => hands::here(hands::Again::Restart, profile, silent),
+        Some(t) if hands::is_file_target(&t) => {
+            let project = hands::again_file(
+                std::path::Path::new(&t),
+                profile,
+                hands::Again::Restart,
+                silent,
+            )?;
+            daemon_cmds::print_tables(&std::collections::BTreeSet::from([project]), silent)?;
+            Ok(0)
+        }
+        Some(target) => {
+            if profile.profile.is_some() {
+                return Err(UsageError(format!(
+                    "--env picks a profile of an ecosystem file; `{target}` is not one\n  help: eco restart ecosystem.config.js --env NAME"
+                ))
+                .into());
+            }
+            daemon_cmds::simple(Request::Restart { target }, silent)
         }
     }
 }

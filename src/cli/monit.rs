@@ -68,7 +68,7 @@ impl Follower {
                     return;
                 }
                 while let Ok(Some(response)) = client.receive() {
-                    if let Response::Line { text } = response {
+                    if let Response::Line { text, .. } = response {
                         let mut buf = sink.lock().unwrap_or_else(PoisonError::into_inner);
                         buf.push_back(text);
                         while buf.len() > LOG_LINES {

@@ -3,10 +3,10 @@
 use std::fmt::Write;
 use std::io::IsTerminal;
 
-use crate::ipc::proto::Command;
+use crate::ipc::proto::{Command, LogStream};
 use crate::plan::Action;
 use crate::reconcile::Report;
-use crate::spec::ProjectSpec;
+use crate::spec::{ProjectSpec, Watch};
 use crate::state::Status;
 use crate::target::Selected;
 use crate::view::{AppView, Row, WaitCause, WaitFailure};
@@ -68,6 +68,7 @@ pub fn table(rows: &[Row], color: bool) -> String {
         "uptime",
         "cpu",
         "memory",
+        "watching",
         "last restart",
     ];
     let dash = || "-".to_owned();
@@ -88,6 +89,7 @@ pub fn table(rows: &[Row], color: bool) -> String {
                 r.uptime_ms.map_or_else(dash, uptime),
                 r.cpu_percent.map_or_else(dash, |c| format!("{c:.1}%")),
                 r.memory_bytes.map_or_else(dash, bytes),
+                if r.watching { "yes".to_owned() } else { dash() },
                 r.last_restart_reason.clone().unwrap_or_default(),
             ]
         })
@@ -204,6 +206,24 @@ pub fn describe(apps: &[AppView]) -> String {
             settings.restart_delay.as_millis(),
             settings.max_restart_delay.as_millis()
         );
+        let _ = writeln!(out, "  watch:     {}", watch(settings, app.user_stopped));
+        let _ = writeln!(
+            out,
+            "  max mem:   {}",
+            settings.max_memory.map_or_else(
+                || "none".to_owned(),
+                |m| format!("{} (restarted above it)", bytes(m))
+            )
+        );
+        let _ = writeln!(
+            out,
+            "  depends:   {}",
+            if settings.depends_on.is_empty() {
+                "nothing".to_owned()
+            } else {
+                settings.depends_on.join(", ")
+            }
+        );
         for inst in &app.instances {
             let _ = writeln!(
                 out,
@@ -257,6 +277,29 @@ pub fn describe(apps: &[AppView]) -> String {
         }
     }
     out
+}
+
+/// What `describe` says of `watch`: what is watched, what is ignored.
+fn watch(settings: &crate::spec::Settings, user_stopped: bool) -> String {
+    let what = match &settings.watch {
+        Watch::Off => return "off".to_owned(),
+        Watch::All => "the whole folder".to_owned(),
+        Watch::Globs(globs) => globs.join(", "),
+    };
+    let ignoring = if settings.watch_ignore.is_empty() {
+        String::new()
+    } else {
+        format!(", ignoring {}", settings.watch_ignore.join(", "))
+    };
+    let paused = if user_stopped {
+        " (paused while stopped)"
+    } else {
+        ""
+    };
+    format!(
+        "{what}{ignoring}, restart {} ms after a change{paused}",
+        settings.watch_delay.as_millis()
+    )
 }
 
 /// `web` for one instance, `web:2` for one of many, `web:0..3` for a range.
@@ -415,6 +458,21 @@ pub fn flushed(files: &[std::path::PathBuf]) -> String {
     text
 }
 
+/// A followed line labelled by where it came from: `web out | text`.
+pub fn followed(text: &str, app: Option<&str>, stream: Option<LogStream>) -> String {
+    let stream = match stream {
+        Some(LogStream::Out) => "out",
+        Some(LogStream::Err) => "err",
+        None => "?",
+    };
+    format!("{} {stream} | {text}", app.unwrap_or("?"))
+}
+
+/// `eco logs` with no app applied.
+pub fn no_logs() -> String {
+    "eco: no app runs, so there is no output to show: `eco up` (or `eco start ecosystem.config.js`) starts the apps of a file".into()
+}
+
 /// The line `logs -f` prints when it could not keep up.
 pub fn skipped(count: u64) -> String {
     format!(
@@ -474,7 +532,8 @@ mod tests {
         let rows: Vec<Row> = serde_json::from_value(serde_json::json!([
             {"project": "shop", "app": "web", "instance": 0, "pid": 42,
                 "status": "online", "restarts": 1, "uptime_ms": 61_000, "cpu_percent": null,
-                "memory_bytes": 2_097_152, "exit_code": null, "last_restart_reason": "crash"},
+                "memory_bytes": 2_097_152, "exit_code": null, "last_restart_reason": "crash",
+                "watching": true},
             {"project": "shop", "app": "worker", "instance": 1, "pid": null,
                 "status": "stopped", "restarts": 0, "uptime_ms": null, "cpu_percent": null,
                 "memory_bytes": null, "exit_code": null, "last_restart_reason": null},
@@ -483,9 +542,9 @@ mod tests {
         let text = table(&rows, false);
         assert_eq!(
             text,
-            "project  app     id  pid  status   restarts  uptime  cpu  memory   last restart\n\
-             shop     web     0   42   online   1         1m 1s   -    2.0 MiB  crash\n\
-             shop     worker  1   -    stopped  0         -       -    -\n"
+            "project  app     id  pid  status   restarts  uptime  cpu  memory   watching  last restart\n\
+             shop     web     0   42   online   1         1m 1s   -    2.0 MiB  yes       crash\n\
+             shop     worker  1   -    stopped  0         -       -    -        -\n"
         );
         assert!(table(&rows, true).contains("\x1b[32monline\x1b[0m"));
     }

@@ -404,6 +404,11 @@ async fn follow(daemon: &Daemon, target: Option<&str>, out: bool, err: bool, mut
                 }
                 Response::Line {
                     text: line.text.clone(),
+                    app: Some(line.app.clone()),
+                    stream: Some(match line.stream {
+                        Stream::Out => LogStream::Out,
+                        Stream::Err => LogStream::Err,
+                    }),
                 }
             }
             Err(tokio::sync::broadcast::error::RecvError::Lagged(count)) => {

@@ -143,6 +143,11 @@ pub enum Response {
     /// One output line, while following.
     Line {
         text: String,
+        /// The app and stream it came from, so `logs -f` can label it.
+        #[serde(default)]
+        app: Option<String>,
+        #[serde(default)]
+        stream: Option<LogStream>,
     },
     /// Lines the follower was too slow for (the log files have them).
     Skipped {

@@ -1,14 +1,14 @@
 //! The typed views `ls` and `describe` are built from (`crate::view`),
 //! with CPU and memory sampled on demand.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::time::{Duration, SystemTime};
 
 use super::Engine;
 use super::ops::{pick, select_in};
 use crate::logs::LogFiles;
 use crate::metrics::Metrics;
-use crate::spec::ListenAddr;
+use crate::spec::{ListenAddr, Watch};
 use crate::state::{Exit, Status};
 use crate::target::TargetError;
 use crate::view::{AppView, HistoryView, InstanceView, MetricsView, Row, epoch_ms};
@@ -36,6 +36,7 @@ impl Engine {
     /// `ls` rows, ordered by project, app, instance.
     pub async fn list(&self) -> Vec<Row> {
         let metrics = self.metrics().await;
+        let watching = self.watching().await;
         self.rows()
             .await
             .into_iter()
@@ -51,6 +52,7 @@ impl Engine {
                     _ => None,
                 };
                 let m = s.pid.and_then(|p| metrics.get(&p));
+                let watching = watching.contains(&(row.project.clone(), row.app.clone()));
                 Row {
                     project: row.project,
                     app: row.app,
@@ -67,7 +69,23 @@ impl Engine {
                     last_error: s.last_error.clone(),
                     status_text: s.status_text.clone(),
                     reloading: s.reloading,
+                    watching,
                 }
+            })
+            .collect()
+    }
+
+    /// The (project, app) pairs a file change restarts: `watch` is set and
+    /// the user has not stopped the app (a stopped app is left alone).
+    async fn watching(&self) -> HashSet<(String, String)> {
+        let projects = self.projects.lock().await;
+        projects
+            .iter()
+            .flat_map(|(project, rt)| {
+                rt.apps
+                    .iter()
+                    .filter(|(_, app)| app.spec.settings.watch != Watch::Off && !app.user_stopped)
+                    .map(move |(app, _)| (project.clone(), app.clone()))
             })
             .collect()
     }
