@@ -391,7 +391,7 @@ fn cluster_mode_needs_listen_or_a_port() {
     let home = Home::new();
     home.write(
         "ecosystem.yaml",
-        "apps:\n  api:\n    cmd: node server.js\n    mode: cluster\n",
+        "apps:\n  api:\n    cmd: python3 server.py\n    mode: cluster\n",
     );
     let out = home.eco(&["validate"]);
     assert_eq!(out.status.code(), Some(2));
@@ -400,9 +400,16 @@ fn cluster_mode_needs_listen_or_a_port() {
         "{}",
         stderr(&out)
     );
+    assert!(stderr(&out).contains("only a Node app"), "{}", stderr(&out));
+    // A Node app gets the port it listens on from eco.
     home.write(
         "ecosystem.yaml",
-        "apps:\n  api:\n    cmd: node server.js\n    mode: cluster\n    env: { PORT: 8080 }\n",
+        "apps:\n  api:\n    cmd: node server.js\n    mode: cluster\n",
+    );
+    home.ok(&["validate"]);
+    home.write(
+        "ecosystem.yaml",
+        "apps:\n  api:\n    cmd: python3 server.py\n    mode: cluster\n    env: { PORT: 8080 }\n",
     );
     home.ok(&["validate"]);
 }

@@ -2,11 +2,14 @@
 //! with `NODE_OPTIONS=--require` into Node apps in cluster mode or with
 //! `ready: notify` (or `ECO_NODE_SHIM=1` in env, which `eco import` writes
 //! for PM2's fork-mode Node apps), so PM2 apps run unchanged (`listen(PORT)` takes eco's
-//! socket; `process.send('ready')` is READY=1). Everything is decided
+//! socket; in cluster mode `listen(port)` on any other port asks eco for
+//! it, through the runtime's listen broker; `process.send('ready')` is
+//! READY=1). Everything is decided
 //! here, in the spec's env: the runtime needs to know nothing about it.
 
 use std::path::{Path, PathBuf};
 
+use crate::runtime::listen_broker::BROKER_ENV;
 use crate::spec::{Mode, ProjectSpec, Ready};
 
 /// The shim's source.
@@ -55,6 +58,11 @@ pub fn apply(spec: &mut ProjectSpec, shim: &Path, eco: &Path) -> bool {
         };
         env.insert("NODE_OPTIONS".into(), options);
         env.insert("ECO_BIN".into(), eco.display().to_string());
+        if app.process.mode == Mode::Cluster {
+            // Asks the runtime for a listen broker: the instance's listen()
+            // on a port no `listen` names gets eco's socket from it.
+            env.insert(BROKER_ENV.into(), "1".into());
+        }
     }
     any
 }

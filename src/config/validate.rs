@@ -844,15 +844,19 @@ impl Walker<'_> {
         env.extend(app_profile_env);
         if mode == Mode::Cluster && listen.is_empty() {
             // PM2 cluster apps listen on PORT; eco binds it for them.
+            // Without one, a Node app (eco's shim) asks eco for whatever
+            // port it listens on, as Node's cluster module shares it.
+            let node = argv.as_deref().is_some_and(super::shim::is_node);
             match env.get("PORT").and_then(|p| p.trim().parse::<u16>().ok()).filter(|p| *p > 0) {
                 Some(port) => listen.push((
                     ListenAddr::Tcp(SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port)),
                     key_pos,
                 )),
+                None if node => {}
                 None => self.error(
                     key_pos,
                     &join(&base, "listen"),
-                    "`mode: cluster` needs `listen` (the sockets eco binds once and shares between instances), or a PORT in env to listen on".into(),
+                    "`mode: cluster` needs `listen` (the sockets eco binds once and shares between instances), or a PORT in env to listen on: only a Node app (`cmd: node …`) gets the port it listens on from eco by itself".into(),
                     Some("add e.g. `listen: [8080]`, or `env: { PORT: 8080 }` for an app that calls listen(PORT)".into()),
                 ),
             }

@@ -15,6 +15,7 @@ use tokio_util::task::TaskTracker;
 
 use super::cgroup::{Cgroup, Subtree};
 use super::kill::Scope;
+use super::listen_broker::{BROKER_ENV, Borrower, Broker};
 use super::notify::fd_store::FdStore;
 use super::notify::trust::{self, Own, Procs, Refusal, Refusals};
 use super::notify::{Datagram, Message, NotifySocket};
@@ -602,6 +603,17 @@ impl Actor {
         } else {
             None
         };
+        // A Node cluster app asks for its ports at listen() time.
+        let mut broker = None;
+        if self.spec.env.contains_key(BROKER_ENV) {
+            match Broker::bind() {
+                Ok(bound) => {
+                    extra.push((BROKER_ENV, bound.env_value.clone()));
+                    broker = Some(bound);
+                }
+                Err(err) => tracing::warn!(%err, "cannot create the listen broker's socket"),
+            }
+        }
         let mut watchdog_every = self.watchdog;
         if let Some(every) = watchdog_every {
             extra.push(("WATCHDOG_USEC", every.as_micros().to_string()));
@@ -665,6 +677,17 @@ impl Actor {
         // The supervised process: the spawned one, until a launcher that
         // daemonized hands over to its daemon (or MAINPID= moves it).
         let mut pid = spawned.pid;
+        if let Some(broker) = broker.as_mut() {
+            broker.serve(
+                &self.tasks,
+                Borrower {
+                    listeners: Arc::clone(&self.listeners),
+                    owner: format!("{}/{}", self.id.project, self.id.app),
+                    slot: self.id.index,
+                    pid,
+                },
+            );
+        }
         let started = Instant::now();
         self.set(|s| {
             s.pid = Some(pid);

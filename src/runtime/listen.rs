@@ -61,6 +61,10 @@ pub struct Listeners {
     failed: Mutex<BTreeMap<ListenAddr, String>>,
     /// Decided at the first TCP bind: it may set a sysctl.
     sharing: OnceLock<Sharing>,
+    /// Addresses no `listen` names, bound on request of a Node app's
+    /// instances (`listen_broker`): the app that asked, and how many
+    /// running processes hold them. Kept while any does.
+    lent: Mutex<BTreeMap<ListenAddr, (String, u32)>>,
 }
 
 /// One address, as eco holds it.
@@ -159,7 +163,107 @@ impl Drop for Lease {
     }
 }
 
+/// An address lent to one running process ([`Listeners::lend`]): given
+/// back (and its per-instance socket released) when dropped.
+pub struct Loan {
+    listeners: Arc<Listeners>,
+    addr: ListenAddr,
+    /// Dropped after `drop` below has counted the loan back.
+    _lease: Lease,
+}
+
+impl Drop for Loan {
+    fn drop(&mut self) {
+        let mut lent = self.listeners.lock_lent();
+        if let Some((_, users)) = lent.get_mut(&self.addr) {
+            *users = users.saturating_sub(1);
+        }
+    }
+}
+
+/// Why an address cannot be lent.
+#[derive(Debug, thiserror::Error)]
+pub enum LendError {
+    #[error("{addr} is held for app `{owner}`: two apps cannot share a port")]
+    OtherApp { addr: ListenAddr, owner: String },
+    #[error("{addr} is in the `listen` of an app: listen on it from that app")]
+    Listed { addr: ListenAddr },
+    #[error("cannot listen on {addr}: {err}")]
+    Bind { addr: ListenAddr, err: io::Error },
+}
+
 impl Listeners {
+    fn lock_lent(&self) -> std::sync::MutexGuard<'_, BTreeMap<ListenAddr, (String, u32)>> {
+        self.lent.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The socket of `addr` for instance `slot` of app `owner`, which asked
+    /// for it at `listen()` time: bound on first request (once per app and
+    /// address, one socket per instance where the kernel allows, as for
+    /// `listen`), kept while a loan is held and until a `sync` finds none.
+    /// The fd is a copy for the app (close-on-exec here).
+    pub fn lend(
+        self: &Arc<Self>,
+        addr: &ListenAddr,
+        slot: u32,
+        owner: &str,
+    ) -> Result<(OwnedFd, Loan), LendError> {
+        let mut open = self.lock_open();
+        let mut lent = self.lock_lent();
+        match lent.get(addr) {
+            Some((held_by, _)) if held_by != owner => {
+                return Err(LendError::OtherApp {
+                    addr: addr.clone(),
+                    owner: held_by.clone(),
+                });
+            }
+            Some(_) => {}
+            None if open.contains_key(addr) => {
+                return Err(LendError::Listed { addr: addr.clone() });
+            }
+            None => {
+                let bound = self.bind_one(addr).map_err(|err| LendError::Bind {
+                    addr: addr.clone(),
+                    err,
+                })?;
+                tracing::info!(%addr, owner, "listening for a Node cluster app that asked");
+                open.insert(addr.clone(), bound);
+            }
+        }
+        let mut lease = Lease {
+            listeners: Arc::clone(self),
+            addrs: Vec::new(),
+            slot,
+        };
+        let bind_err = |err| LendError::Bind {
+            addr: addr.clone(),
+            err,
+        };
+        let fd = match open.get_mut(addr) {
+            Some(Bound::Shared(fd)) => fd.try_clone().map_err(bind_err)?,
+            Some(Bound::PerInstance(group)) => {
+                let fd = group.acquire(slot).and_then(OwnedFd::try_clone);
+                lease.addrs.push(addr.clone());
+                fd.map_err(bind_err)?
+            }
+            None => return Err(bind_err(io::Error::other("not bound"))),
+        };
+        let entry = lent
+            .entry(addr.clone())
+            .or_insert_with(|| (owner.to_owned(), 0));
+        entry.1 += 1;
+        drop(lent);
+        drop(open);
+        Ok((
+            fd,
+            Loan {
+                listeners: Arc::clone(self),
+                addr: addr.clone(),
+                _lease: lease,
+            },
+        ))
+    }
+
     /// Listeners that hold TCP addresses the given way (tests).
     #[cfg(test)]
     fn with_sharing(sharing: Sharing) -> Listeners {
@@ -194,8 +298,12 @@ impl Listeners {
     pub fn sync(&self, wanted: &BTreeSet<ListenAddr>) {
         let mut open = self.lock_open();
         let mut failed = self.failed.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut lent = self.lock_lent();
+        // A lent address no process holds any more is given up here: its
+        // app is gone or stopped (a reload holds it throughout).
+        lent.retain(|_, (_, users)| *users > 0);
         open.retain(|addr, _| {
-            let keep = wanted.contains(addr);
+            let keep = wanted.contains(addr) || lent.contains_key(addr);
             if !keep {
                 tracing::info!(%addr, "closing a cluster socket");
                 if let ListenAddr::Unix(path) = addr {

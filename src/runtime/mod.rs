@@ -19,6 +19,7 @@ pub mod guard;
 pub mod instance;
 pub mod kill;
 pub mod listen;
+pub mod listen_broker;
 pub mod notify;
 pub mod ops;
 pub mod output;

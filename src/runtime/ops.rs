@@ -263,6 +263,10 @@ impl Engine {
             self.listeners.sync(&super::wanted_sockets(&projects));
         }
         super::stop_all(&removed).await;
+        // Ports the deleted apps asked for at listen() were held until
+        // their last process ended: they close now.
+        self.listeners
+            .sync(&super::wanted_sockets(&*self.projects.lock().await));
         self.reap_unowned().await;
         Ok(selected)
     }
