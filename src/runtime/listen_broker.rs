@@ -173,18 +173,9 @@ async fn serve(listener: UnixListener, borrower: Borrower, loans: Loans) {
     }
 }
 
-/// Reads the request of a trusted peer.
+/// Reads the request, then checks who sent it (read first: a refusal
+/// sent with the request unread would reach the peer as a reset).
 async fn request(stream: &mut UnixStream, borrower: &Borrower) -> Result<ListenAddr, String> {
-    let peer = stream
-        .peer_cred()
-        .map_err(|err| format!("cannot tell who is asking: {err}"))?;
-    let pid = peer.pid().unwrap_or(0);
-    if !is_instance_process(pid, borrower.pid) {
-        return Err(format!(
-            "process {pid} is not instance {} of `{}` (pid {}): only the instance asks for its sockets",
-            borrower.slot, borrower.owner, borrower.pid
-        ));
-    }
     let mut buf = Vec::with_capacity(MAX_REQUEST);
     let mut byte = [0u8; 1];
     while buf.len() < MAX_REQUEST {
@@ -194,6 +185,16 @@ async fn request(stream: &mut UnixStream, borrower: &Borrower) -> Result<ListenA
             Ok(_) => buf.push(byte[0]),
             Err(err) => return Err(format!("cannot read the request: {err}")),
         }
+    }
+    let peer = stream
+        .peer_cred()
+        .map_err(|err| format!("cannot tell who is asking: {err}"))?;
+    let pid = peer.pid().unwrap_or(0);
+    if !is_instance_process(pid, borrower.pid) {
+        return Err(format!(
+            "process {pid} is not instance {} of `{}` (pid {}): only the instance asks for its sockets",
+            borrower.slot, borrower.owner, borrower.pid
+        ));
     }
     parse_request(&String::from_utf8_lossy(&buf))
 }
