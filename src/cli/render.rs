@@ -72,23 +72,13 @@ pub fn table(rows: &[Row], color: bool) -> String {
         "last restart",
     ];
     let dash = || "-".to_owned();
-    // An app with several instances is listed as `web:N` (a TARGET too).
-    let mut counts: std::collections::HashMap<(&str, &str), usize> =
-        std::collections::HashMap::new();
-    for r in rows {
-        *counts.entry((&r.project, &r.app)).or_default() += 1;
-    }
-    let several = |r: &Row| counts.get(&(r.project.as_str(), r.app.as_str())) > Some(&1);
     let cells: Vec<Vec<String>> = rows
         .iter()
         .map(|r| {
             vec![
                 r.project.clone(),
-                if several(r) {
-                    format!("{}:{}", r.app, r.instance)
-                } else {
-                    r.app.clone()
-                },
+                r.app.clone(),
+                // The instance's id, as PM2's `id` column: a TARGET.
                 r.id.to_string(),
                 r.pid.map_or_else(dash, |p| p.to_string()),
                 if r.reloading {
@@ -557,10 +547,10 @@ mod tests {
         let text = table(&rows, false);
         assert_eq!(
             text,
-            "project  app       id  pid  status   restarts  uptime  cpu  memory   watching  last restart\n\
-             shop     web       3   42   online   1         1m 1s   -    2.0 MiB  yes       crash\n\
-             shop     worker:0  0   -    stopped  0         -       -    -        -\n\
-             shop     worker:1  12  -    stopped  0         -       -    -        -\n"
+            "project  app     id  pid  status   restarts  uptime  cpu  memory   watching  last restart\n\
+             shop     web     3   42   online   1         1m 1s   -    2.0 MiB  yes       crash\n\
+             shop     worker  0   -    stopped  0         -       -    -        -\n\
+             shop     worker  12  -    stopped  0         -       -    -        -\n"
         );
         assert!(table(&rows, true).contains("\x1b[32monline\x1b[0m"));
     }
