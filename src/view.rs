@@ -16,6 +16,10 @@ pub struct Row {
     pub project: String,
     pub app: String,
     pub instance: u32,
+    /// The instance's numeric id (PM2's `id`): stable across restarts,
+    /// reloads and daemon restarts, unique within the daemon, a TARGET.
+    #[serde(default)]
+    pub id: u32,
     pub pid: Option<i32>,
     pub status: Status,
     pub restarts: u32,
@@ -80,6 +84,9 @@ pub struct AppView {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct InstanceView {
     pub instance: u32,
+    /// See [`Row::id`].
+    #[serde(default)]
+    pub id: u32,
     pub pid: Option<i32>,
     pub status: Status,
     pub restarts: u32,

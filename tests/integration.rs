@@ -12,6 +12,7 @@ mod honest;
 mod hostile_files;
 mod hostile_notify;
 mod hygiene;
+mod ids;
 mod node_cluster;
 mod notify;
 mod observe;

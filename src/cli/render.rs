@@ -78,7 +78,8 @@ pub fn table(rows: &[Row], color: bool) -> String {
             vec![
                 r.project.clone(),
                 r.app.clone(),
-                r.instance.to_string(),
+                // The instance's id, as PM2's `id` column: a TARGET.
+                r.id.to_string(),
                 r.pid.map_or_else(dash, |p| p.to_string()),
                 if r.reloading {
                     "reloading".to_owned()
@@ -227,8 +228,9 @@ pub fn describe(apps: &[AppView]) -> String {
         for inst in &app.instances {
             let _ = writeln!(
                 out,
-                "  instance {}: {} pid {} restarts {}{}{}",
+                "  instance {} (id {}): {} pid {} restarts {}{}{}",
                 inst.instance,
+                inst.id,
                 inst.status.as_str(),
                 inst.pid.map_or("-".into(), |p| p.to_string()),
                 inst.restarts,
@@ -530,11 +532,14 @@ mod tests {
     #[test]
     fn table_aligns_every_column() {
         let rows: Vec<Row> = serde_json::from_value(serde_json::json!([
-            {"project": "shop", "app": "web", "instance": 0, "pid": 42,
+            {"project": "shop", "app": "web", "instance": 0, "id": 3, "pid": 42,
                 "status": "online", "restarts": 1, "uptime_ms": 61_000, "cpu_percent": null,
                 "memory_bytes": 2_097_152, "exit_code": null, "last_restart_reason": "crash",
                 "watching": true},
-            {"project": "shop", "app": "worker", "instance": 1, "pid": null,
+            {"project": "shop", "app": "worker", "instance": 0, "id": 0, "pid": null,
+                "status": "stopped", "restarts": 0, "uptime_ms": null, "cpu_percent": null,
+                "memory_bytes": null, "exit_code": null, "last_restart_reason": null},
+            {"project": "shop", "app": "worker", "instance": 1, "id": 12, "pid": null,
                 "status": "stopped", "restarts": 0, "uptime_ms": null, "cpu_percent": null,
                 "memory_bytes": null, "exit_code": null, "last_restart_reason": null},
         ]))
@@ -543,8 +548,9 @@ mod tests {
         assert_eq!(
             text,
             "project  app     id  pid  status   restarts  uptime  cpu  memory   watching  last restart\n\
-             shop     web     0   42   online   1         1m 1s   -    2.0 MiB  yes       crash\n\
-             shop     worker  1   -    stopped  0         -       -    -        -\n"
+             shop     web     3   42   online   1         1m 1s   -    2.0 MiB  yes       crash\n\
+             shop     worker  0   -    stopped  0         -       -    -        -\n\
+             shop     worker  12  -    stopped  0         -       -    -        -\n"
         );
         assert!(table(&rows, true).contains("\x1b[32monline\x1b[0m"));
     }

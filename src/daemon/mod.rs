@@ -91,6 +91,7 @@ pub async fn run(paths: Paths, lock_inode: u64) -> anyhow::Result<()> {
     services.spawn(Arc::clone(&saver).retry(services_stop.clone()));
     let life = Arc::new(requests::Life::default());
     let host = Arc::new(DaemonHost {
+        engine: Arc::clone(&engine),
         supervisor: supervisor.clone(),
         logs: Arc::clone(&logs),
         saver: Arc::clone(&saver),
@@ -106,10 +107,13 @@ pub async fn run(paths: Paths, lock_inode: u64) -> anyhow::Result<()> {
     let mut not_restored = None;
     match state::load(&paths.state()) {
         Ok(saved) => {
+            // Ids first: each restored instance starts under its old id.
+            engine.load_ids(&saved.ids);
             for project in saved.projects {
                 logs.configure(&project.spec);
                 engine.restore(project.spec, &project.user_stopped).await;
             }
+            engine.settle_ids().await;
             reconciler.saved().await;
         }
         Err(err) => {
@@ -263,6 +267,8 @@ impl std::os::fd::AsRawFd for Watch {
 /// The daemon's side of the reconciler: logs configured per project, the
 /// state saved after every change, reports in daemon.log.
 struct DaemonHost {
+    /// Read for the instances' ids at each save.
+    engine: Arc<Engine>,
     supervisor: supervisor::Supervisor,
     logs: Arc<LogFiles>,
     saver: Arc<state::Saver>,
@@ -282,7 +288,10 @@ impl Host for DaemonHost {
         if self.home_lost.load(Ordering::SeqCst) {
             return;
         }
-        self.saver.save(projects);
+        self.saver.save(state::Snapshot {
+            projects,
+            ids: self.engine.saved_ids(),
+        });
     }
 
     fn report(&self, report: Report) {

@@ -141,6 +141,9 @@ async fn answer(daemon: &Daemon, request: Request) -> Response {
         Request::Restart { target } => done(Command::Restart, engine.restart(&target).await),
         Request::Reload { target } => reload(daemon, &target).await,
         Request::Delete { target } => {
+            if let Err(err) = whole_apps(daemon, &target).await {
+                return Response::Error(err.into());
+            }
             let result = engine.delete(&target).await;
             daemon.reconciler.saved().await;
             done(Command::Delete, result)
@@ -158,6 +161,20 @@ async fn answer(daemon: &Daemon, request: Request) -> Response {
         Request::Flush { target } => flush(daemon, target.as_deref()).await,
         Request::Kill => Response::Error(ErrorReply::failed("kill is answered as a stream", None)),
     }
+}
+
+/// Refuses a target naming single instances (`web:1`, an id) for a
+/// command that removes whole apps: deleting one instance would delete
+/// its app, which is not what `eco delete 3` asks (PM2 removes just that
+/// process; eco's instances are an app's count: `eco scale`).
+async fn whole_apps(daemon: &Daemon, target: &str) -> Result<(), TargetError> {
+    let selected = daemon.reconciler.engine().select(target).await?;
+    if selected.iter().any(|s| s.instance.is_some()) {
+        return Err(TargetError::WholeAppOnly {
+            target: target.to_owned(),
+        });
+    }
+    Ok(())
 }
 
 fn done(command: Command, result: Result<Vec<Selected>, TargetError>) -> Response {
@@ -346,7 +363,7 @@ async fn kill(daemon: &Daemon, mut reply: Reply) {
     if !daemon.life.stopping.is_cancelled() {
         // An explicit kill forgets what ran: the next daemon starts empty
         // (a crash or SIGTERM keeps the state, to be restored).
-        daemon.saver.save(Vec::new());
+        daemon.saver.save(super::state::Snapshot::default());
         daemon.killed.notify_one();
     }
     if let Some(error) = daemon.saver.error() {

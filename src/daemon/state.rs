@@ -1,6 +1,7 @@
 //! What the daemon remembers across its own death: every applied project
-//! (its resolved spec) and what the user stopped (whole apps as `app`,
-//! single instances as `app:N`). Written atomically through a fresh
+//! (its resolved spec), what the user stopped (whole apps as `app`,
+//! single instances as `app:N`) and every instance's numeric id (`ids`,
+//! so `eco stop 3` names the same instance under the next daemon). Written atomically through a fresh
 //! `state.json.tmp` (`O_EXCL`, no link followed); a file another user owns
 //! is refused, a damaged one set aside and reported. A save that fails (a
 //! full disk) is retried every second until one succeeds ([`Saver`]).
@@ -15,6 +16,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::home::{self, HomeError, Open};
+use crate::runtime::ids::SavedId;
 use crate::spec::ProjectSpec;
 
 const STATE_VERSION: u32 = 1;
@@ -26,6 +28,9 @@ const RETRY_EVERY: Duration = Duration::from_secs(1);
 pub struct SavedState {
     pub version: u32,
     pub projects: Vec<SavedProject>,
+    /// The instances' numeric ids (absent in a state saved before ids).
+    #[serde(default)]
+    pub ids: Vec<SavedId>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -87,8 +92,16 @@ pub fn load(path: &Path) -> Result<SavedState, LoadError> {
     })
 }
 
+/// What one save writes: the projects with their user stops, and the ids.
+#[derive(Clone, Debug, Default)]
+pub struct Snapshot {
+    pub projects: Vec<(ProjectSpec, Vec<String>)>,
+    pub ids: Vec<SavedId>,
+}
+
 /// Writes a fresh `state.json.tmp`, syncs it, and renames it over `state.json`.
-pub fn save(path: &Path, projects: &[(ProjectSpec, Vec<String>)]) -> std::io::Result<()> {
+pub fn save(path: &Path, snapshot: &Snapshot) -> std::io::Result<()> {
+    let Snapshot { projects, ids } = snapshot;
     let state = SavedState {
         version: STATE_VERSION,
         projects: projects
@@ -98,6 +111,7 @@ pub fn save(path: &Path, projects: &[(ProjectSpec, Vec<String>)]) -> std::io::Re
                 user_stopped: user_stopped.clone(),
             })
             .collect(),
+        ids: ids.clone(),
     };
     let bytes = serde_json::to_vec_pretty(&state).map_err(std::io::Error::other)?;
     let tmp = path.with_extension("json.tmp");
@@ -118,7 +132,7 @@ pub fn save(path: &Path, projects: &[(ProjectSpec, Vec<String>)]) -> std::io::Re
 /// What is still to be saved after a failed save.
 #[derive(Default)]
 struct Pending {
-    projects: Option<Vec<(ProjectSpec, Vec<String>)>>,
+    snapshot: Option<Snapshot>,
     error: Option<String>,
     /// Bumped by every save, so a retry never clears a newer failure.
     generation: u64,
@@ -141,18 +155,18 @@ impl Saver {
     }
 
     /// Saves now; on failure keeps the state for [`Saver::retry`].
-    pub fn save(&self, projects: Vec<(ProjectSpec, Vec<String>)>) {
-        let result = save(&self.path, &projects);
+    pub fn save(&self, snapshot: Snapshot) {
+        let result = save(&self.path, &snapshot);
         let mut pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
         pending.generation += 1;
         match result {
             Ok(()) => {
-                pending.projects = None;
+                pending.snapshot = None;
                 pending.error = None;
             }
             Err(err) => {
                 tracing::error!(%err, "cannot save the state; retrying every second");
-                pending.projects = Some(projects);
+                pending.snapshot = Some(snapshot);
                 pending.error = Some(err.to_string());
                 self.wake.notify_one();
             }
@@ -180,19 +194,19 @@ impl Saver {
                     () = stop.cancelled() => return,
                     () = tokio::time::sleep(RETRY_EVERY) => {}
                 }
-                let (projects, generation) = {
+                let (snapshot, generation) = {
                     let pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
-                    match &pending.projects {
-                        Some(projects) => (projects.clone(), pending.generation),
+                    match &pending.snapshot {
+                        Some(snapshot) => (snapshot.clone(), pending.generation),
                         None => break,
                     }
                 };
-                let result = save(&self.path, &projects);
+                let result = save(&self.path, &snapshot);
                 let mut pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
                 match result {
                     Ok(()) if pending.generation == generation => {
                         tracing::info!("the state is saved again");
-                        pending.projects = None;
+                        pending.snapshot = None;
                         pending.error = None;
                         break;
                     }
@@ -227,8 +241,30 @@ mod tests {
         let victim = dir.path().join("victim");
         std::fs::write(&victim, "keep").expect("write");
         std::os::unix::fs::symlink(&victim, dir.path().join("state.json.tmp")).expect("link");
-        save(&dir.path().join("state.json"), &[]).expect("saved");
+        save(&dir.path().join("state.json"), &Snapshot::default()).expect("saved");
         assert_eq!(std::fs::read_to_string(&victim).expect("read"), "keep");
         assert!(load(&dir.path().join("state.json")).is_ok());
+    }
+
+    #[test]
+    fn ids_are_saved_and_a_state_from_before_ids_still_loads() {
+        use crate::runtime::ids::Slot;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("state.json");
+        std::fs::write(&path, r#"{"version": 1, "projects": []}"#).expect("write");
+        assert!(load(&path).expect("old state").ids.is_empty());
+        let ids = vec![SavedId {
+            id: 3,
+            slot: Slot::new("shop", "web", 1),
+        }];
+        save(
+            &path,
+            &Snapshot {
+                projects: Vec::new(),
+                ids: ids.clone(),
+            },
+        )
+        .expect("saved");
+        assert_eq!(load(&path).expect("loads").ids, ids);
     }
 }

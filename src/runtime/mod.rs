@@ -10,12 +10,14 @@
 //! - `ops`: user commands (stop, start, restart, reload, delete, scale).
 //! - `rollout`: the one rolling replacement (new beside old, readiness-gated).
 //! - `wait`: `up --wait`. `views`: what `ls` and `describe` show.
+//! - `ids`: the instances' numeric ids (PM2's `id` column).
 //! - `instance`: one instance's task; `spawn`, `kill`, `ready`, `output`,
 //!   `listen`, `reaper`: the system calls behind it.
 
 pub mod cgroup;
 pub mod clone_into;
 pub mod guard;
+pub mod ids;
 pub mod instance;
 pub mod kill;
 pub mod listen;
@@ -216,6 +218,8 @@ impl ProjectRuntime {
 /// One row of `eco ls`.
 #[derive(Clone, Debug)]
 pub struct InstanceRow {
+    /// The slot's numeric id (see `ids`).
+    pub id: u32,
     pub project: String,
     pub app: String,
     pub index: u32,
@@ -266,6 +270,9 @@ pub struct Engine {
     /// Instances a restore keeps stopped (`eco stop app:N` before the
     /// daemon restarted): launched as stopped, once.
     held: std::sync::Mutex<std::collections::BTreeSet<(String, String, u32)>>,
+    /// Every instance slot's numeric id: given at its first launch, freed
+    /// when the slot goes (see `ids`).
+    ids: std::sync::Mutex<ids::IdTable>,
 }
 
 impl Engine {
@@ -286,6 +293,7 @@ impl Engine {
             tasks: TaskTracker::new(),
             closing: CancellationToken::new(),
             held: std::sync::Mutex::default(),
+            ids: std::sync::Mutex::default(),
             app_ops: std::sync::Mutex::default(),
             cgroups,
             restarts,
@@ -369,6 +377,55 @@ impl Engine {
     /// True once shutdown has begun.
     pub fn is_closing(&self) -> bool {
         self.closing.is_cancelled()
+    }
+
+    pub(crate) fn lock_ids(&self) -> std::sync::MutexGuard<'_, ids::IdTable> {
+        self.ids
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The id of an instance slot, given now if it has none.
+    pub(crate) fn id_of(&self, project: &str, app: &str, index: u32) -> u32 {
+        self.lock_ids()
+            .allocate(&ids::Slot::new(project, app, index))
+    }
+
+    /// Frees the ids of instances `from..` of an app (its slots are gone).
+    pub(crate) fn free_ids(&self, project: &str, app: &str, from: u32) {
+        self.lock_ids().free_from(project, app, from);
+    }
+
+    /// The ids to save with the state.
+    pub fn saved_ids(&self) -> Vec<ids::SavedId> {
+        self.lock_ids().saved()
+    }
+
+    /// Takes the ids a previous daemon saved, before its projects are
+    /// restored: each slot starts again under its old id.
+    pub fn load_ids(&self, saved: &[ids::SavedId]) {
+        *self.lock_ids() = ids::IdTable::from_saved(saved);
+    }
+
+    /// Frees the ids of slots that no longer exist (saved ones whose
+    /// project was not restored), and numbers slots that have none yet.
+    pub async fn settle_ids(&self) {
+        let projects = self.projects.lock().await;
+        let live: std::collections::BTreeSet<ids::Slot> = projects
+            .iter()
+            .flat_map(|(p, rt)| {
+                rt.apps.iter().flat_map(move |(a, app)| {
+                    app.instances
+                        .iter()
+                        .map(move |h| ids::Slot::new(p, a, h.index))
+                })
+            })
+            .collect();
+        let mut table = self.lock_ids();
+        table.free(|slot| !live.contains(slot));
+        for slot in &live {
+            table.allocate(slot);
+        }
     }
 
     fn ops_of(&self, project: &str, app: &str) -> Arc<AppOps> {
@@ -540,6 +597,7 @@ impl Engine {
                     .insert(name.to_owned(), AppRuntime::new(app, handles, false));
             }
             Action::Stop { .. } => {
+                self.free_ids(&spec.name, name, 0);
                 if let Some(app) = project.apps.remove(name) {
                     let handles: Vec<InstanceHandle> = app.all_handles().cloned().collect();
                     for handle in &handles {
@@ -556,6 +614,7 @@ impl Engine {
                 };
                 rt.retiring.retain(|h| !h.is_finished());
                 // Old instances beyond the new count stop now.
+                self.free_ids(&spec.name, name, *to);
                 for h in rt.instances.split_off((*to).min(*from) as usize) {
                     h.send(Control::Stop);
                     rt.retiring.push(h);
@@ -613,6 +672,7 @@ impl Engine {
                         rt.instances.extend(added);
                     }
                 } else if let Some(rt) = project.apps.get_mut(name) {
+                    self.free_ids(&spec.name, name, *to);
                     let gone = rt.instances.split_off(*to as usize);
                     for handle in &gone {
                         handle.send(Control::Stop);
@@ -671,6 +731,7 @@ impl Engine {
             // Shutdown has begun: nothing new starts.
             return instance::stopped(index);
         }
+        self.id_of(project_name, &app.name, index);
         let key = (project_name.to_owned(), app.name.clone(), index);
         if self
             .held
@@ -728,6 +789,7 @@ impl Engine {
                 return false;
             };
             self.listeners.sync(&wanted_sockets(&projects));
+            self.lock_ids().free(|slot| slot.project == project);
             runtime
         };
         stop_project(&runtime).await;
@@ -832,6 +894,7 @@ impl Engine {
             for (app, rt) in &runtime.apps {
                 for handle in &rt.instances {
                     rows.push(InstanceRow {
+                        id: self.id_of(project, app, handle.index),
                         project: project.clone(),
                         app: app.clone(),
                         index: handle.index,

@@ -12,13 +12,13 @@ use super::rollout::{RolloutError, Target};
 use super::{AppRuntime, Engine, ProjectRuntime, replaced_rolling};
 use crate::spec::ProjectSpec;
 use crate::state::Reason;
-use crate::target::{Known, Selected, TargetError, resolve};
+use crate::target::{Known, Numbered, Selected, TargetError, resolve};
 
 impl Engine {
     /// Resolves a target against what is applied now.
     pub async fn select(&self, target: &str) -> Result<Vec<Selected>, TargetError> {
         let projects = self.projects.lock().await;
-        select_in(&projects, target)
+        select_in(&projects, &self.lock_ids(), target)
     }
 
     /// Stops the targets; whole apps stay stopped across reloads until `start`.
@@ -256,6 +256,7 @@ impl Engine {
                     if let Some(app) = project.apps.remove(&sel.app) {
                         removed.extend(app.all_handles().cloned());
                     }
+                    self.free_ids(&sel.project, &sel.app, 0);
                     project.spec.apps.remove(&sel.app);
                 }
             }
@@ -395,11 +396,21 @@ impl Engine {
     }
 }
 
-/// Resolves `target` in `projects`.
+/// Resolves `target` in `projects`, numeric ids by `ids`.
 pub(super) fn select_in(
     projects: &BTreeMap<String, ProjectRuntime>,
+    ids: &super::ids::IdTable,
     target: &str,
 ) -> Result<Vec<Selected>, TargetError> {
+    let numbered: Vec<Numbered<'_>> = ids
+        .iter()
+        .map(|(id, slot)| Numbered {
+            id,
+            project: &slot.project,
+            app: &slot.app,
+            instance: slot.instance,
+        })
+        .collect();
     let known: Vec<Known<'_>> = projects
         .iter()
         .flat_map(|(p, rt)| {
@@ -412,7 +423,7 @@ pub(super) fn select_in(
             })
         })
         .collect();
-    resolve(&known, target)
+    resolve(&known, &numbered, target)
 }
 
 fn app_mut<'a>(

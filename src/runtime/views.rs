@@ -54,6 +54,7 @@ impl Engine {
                 let m = s.pid.and_then(|p| metrics.get(&p));
                 let watching = watching.contains(&(row.project.clone(), row.app.clone()));
                 Row {
+                    id: row.id,
                     project: row.project,
                     app: row.app,
                     instance: row.index,
@@ -98,7 +99,7 @@ impl Engine {
     ) -> Result<Vec<AppView>, TargetError> {
         let metrics = self.metrics().await;
         let projects = self.projects.lock().await;
-        let selected = select_in(&projects, target)?;
+        let selected = select_in(&projects, &self.lock_ids(), target)?;
         let mut apps = Vec::new();
         let mut seen = BTreeSet::new();
         for sel in selected {
@@ -116,6 +117,7 @@ impl Engine {
                     let s = h.state.borrow();
                     InstanceView {
                         instance: h.index,
+                        id: self.id_of(&sel.project, &sel.app, h.index),
                         pid: s.pid,
                         status: s.status,
                         restarts: s.restarts,
