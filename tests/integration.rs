@@ -9,6 +9,7 @@ mod engine;
 mod export;
 mod faults;
 mod honest;
+mod hostile_logs;
 mod notify;
 mod observe;
 mod pm2;
