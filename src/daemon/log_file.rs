@@ -35,7 +35,7 @@ pub const KEEP: u32 = 3;
 pub const INTERVAL: Duration = Duration::from_secs(10);
 /// Lines of one template written per interval before it counts as a flood
 /// (an `up` of a few apps logs each start; a flood is summed up).
-pub const BURST: u32 = 10;
+pub const BURST: u32 = 20;
 
 /// The daemon's tracing writer: rate-limited lines, to a rotated file or
 /// to stderr.
@@ -301,7 +301,7 @@ fn summary(window: &Window) -> Vec<u8> {
     let since = humantime::format_rfc3339_seconds(window.since);
     line.extend_from_slice(
         format!(
-            " … repeated {} times since {since}, not written (at most {BURST} lines of one kind per {} s)\n",
+            " … repeated {} times since {since}, not written (a line repeated over {BURST} times in {} s is summed up)\n",
             window.suppressed,
             INTERVAL.as_secs()
         )
