@@ -53,32 +53,30 @@ enum Sink {
     File(RotatingFile),
 }
 
-/// daemon.log, its size, and whether stdout and stderr follow it.
+/// daemon.log and its size. The daemon writes it through its stderr (fd
+/// 2, moved with stdout onto each new file), holding no descriptor of its
+/// own that a sweep of inherited descriptors could close; `file` is for
+/// tests, which keep their stderr.
 struct RotatingFile {
     path: PathBuf,
-    file: File,
+    file: Option<File>,
     size: u64,
     max_size: u64,
     keep: u32,
-    stdio: bool,
 }
 
 impl DaemonLog {
     /// Into `daemon_log` when the daemon's stderr is that file (an `eco`
     /// command started it), else to stderr.
     pub fn for_daemon(daemon_log: &Path) -> DaemonLog {
-        let sink = match stderr_file(daemon_log) {
-            Some(file) => {
-                let size = file.metadata().map_or(0, |m| m.len());
-                Sink::File(RotatingFile {
-                    path: daemon_log.to_path_buf(),
-                    file,
-                    size,
-                    max_size: MAX_SIZE,
-                    keep: KEEP,
-                    stdio: true,
-                })
-            }
+        let sink = match stderr_size(daemon_log) {
+            Some(size) => Sink::File(RotatingFile {
+                path: daemon_log.to_path_buf(),
+                file: None,
+                size,
+                max_size: MAX_SIZE,
+                keep: KEEP,
+            }),
             None => Sink::Stderr,
         };
         DaemonLog::new(sink)
@@ -131,7 +129,11 @@ impl RotatingFile {
         if self.size > 0 && self.size + len > self.max_size {
             self.rotate();
         }
-        if self.file.write_all(line).is_ok() {
+        let written = match &mut self.file {
+            Some(file) => file.write_all(line),
+            None => io::stderr().write_all(line),
+        };
+        if written.is_ok() {
             self.size += len;
         }
     }
@@ -147,24 +149,24 @@ impl RotatingFile {
         let Ok(file) = crate::home::open(&self.path, crate::home::Open::Append) else {
             return;
         };
-        if self.stdio {
-            let _ = nix::unistd::dup2_stdout(file.as_fd());
-            let _ = nix::unistd::dup2_stderr(file.as_fd());
-        }
         self.size = file.metadata().map_or(0, |m| m.len());
-        self.file = file;
+        match &mut self.file {
+            Some(old) => *old = file,
+            None => {
+                let _ = nix::unistd::dup2_stdout(file.as_fd());
+                let _ = nix::unistd::dup2_stderr(file.as_fd());
+            }
+        }
     }
 }
 
-/// A copy of stderr when it is the regular file at `path` (not a link).
-fn stderr_file(path: &Path) -> Option<File> {
+/// The size of the file at `path` when stderr is that regular file (not a
+/// link): the daemon then writes and rotates it.
+fn stderr_size(path: &Path) -> Option<u64> {
     let at_path = std::fs::symlink_metadata(path).ok()?;
-    if !at_path.is_file() {
-        return None;
-    }
-    let file = File::from(io::stderr().as_fd().try_clone_to_owned().ok()?);
-    let open = file.metadata().ok()?;
-    (open.dev() == at_path.dev() && open.ino() == at_path.ino()).then_some(file)
+    let open = nix::sys::stat::fstat(io::stderr().as_fd()).ok()?;
+    let same = at_path.is_file() && open.st_dev == at_path.dev() && open.st_ino == at_path.ino();
+    same.then_some(at_path.len())
 }
 
 /// One formatted line on its way: written (or counted) when dropped, so
@@ -351,11 +353,10 @@ mod tests {
         let file = crate::home::open(&path, crate::home::Open::Append).expect("open");
         let log = DaemonLog::new(Sink::File(RotatingFile {
             path: path.clone(),
-            file,
+            file: Some(file),
             size: 0,
             max_size: 100,
             keep: 2,
-            stdio: false,
         }));
         for i in 0..100 {
             // No callsite: never held back, so every line is written.
