@@ -403,3 +403,28 @@ fn at_the_descriptor_limit_the_accept_loop_backs_off() {
     });
     ls_answers_within_a_second(&home);
 }
+
+/// A crash loop as fast as it goes (no backoff to speak of) costs
+/// daemon.log a few lines per interval, not three per restart.
+#[test]
+fn a_crash_loop_keeps_the_daemon_log_small() {
+    let home = Home::new();
+    home.write(
+        "ecosystem.yaml",
+        "apps:\n  crashy:\n    cmd: [sh, -c, 'exit 1']\n    restart_delay: 1ms\n    \
+         max_restart_delay: 1ms\n    max_restarts: 1000000\n",
+    );
+    home.ok(&["up"]);
+    let daemon = home.daemon_pid().expect("pid");
+    let restarts = || home.row("crashy", 0)["restarts"].as_u64().unwrap_or(0);
+    let log = home.path().join("daemon.log");
+    let size = || std::fs::metadata(&log).map_or(0, |m| m.len());
+    let (before, restarts_before) = (size(), restarts());
+    eventually("hundreds of restarts", LIMIT, || {
+        ls_answers_within_a_second(&home);
+        restarts() >= restarts_before + 300
+    });
+    assert!(rss_kb(daemon) < RSS_LIMIT_KB);
+    let grown = size() - before;
+    assert!(grown < 32 * 1024, "daemon.log grew by {grown} bytes");
+}
