@@ -140,9 +140,6 @@ pub async fn pump(pipe: OwnedFd, sink: Sink, hurry: CancellationToken) {
     let mut lines = Lines::new(sink, capacity.clamp(MAX_LINE, READ_MAX));
     let mut pipe = File::from(pipe);
     loop {
-        if let Some(backlog) = &backlog {
-            backlog.room().await;
-        }
         // Quiet: in epoll until output (or EOF) comes.
         pipe = match watch(pipe) {
             Ok(watched) => {
@@ -226,12 +223,16 @@ impl Lines {
         backlog: Option<&Backlog>,
     ) -> bool {
         loop {
-            if let Some(backlog) = backlog {
-                backlog.room().await;
-            }
             let Ok(mut ready) = watched.readable().await else {
                 return false;
             };
+            // Checked after the wait, right before the read: pumps of
+            // several instances that share a backlog wait here together.
+            if let Some(backlog) = backlog.filter(|b| b.full()) {
+                drop(ready);
+                backlog.room().await;
+                continue;
+            }
             match ready.try_io(|pipe| self.read_from(pipe.get_ref())) {
                 Ok(Ok(Got::Eof)) => return false,
                 Ok(Ok(Got::Bytes { .. })) if batching => return true,
@@ -377,6 +378,24 @@ mod tests {
         assert_eq!(used, buf.len());
         let sizes: Vec<usize> = out.iter().map(Vec::len).collect();
         assert_eq!(sizes, vec![MAX_LINE + 1, MAX_LINE + 1, 11]);
+    }
+
+    #[tokio::test]
+    async fn a_full_backlog_waits_until_the_writer_catches_up() {
+        let backlog = Arc::new(Backlog::new(100));
+        backlog.room().await;
+        backlog.queued(150);
+        assert!(backlog.full());
+        let writer = Arc::clone(&backlog);
+        let thread = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(50));
+            writer.written(100);
+        });
+        tokio::time::timeout(Duration::from_secs(10), backlog.room())
+            .await
+            .expect("woken once under budget");
+        assert_eq!(backlog.len(), 50);
+        thread.join().expect("writer");
     }
 
     #[test]
