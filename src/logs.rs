@@ -8,13 +8,23 @@
 //! A log file deleted or moved away (by hand, or logrotate's
 //! move-and-create) is reopened: at every start of its app, and within a
 //! second while writing (the path's inode is compared with the open
-//! file's). Files under `ECO_HOME/logs` are made without following links
-//! (see `crate::home`). Output is bytes; it is decoded lossily wherever it
-//! becomes text, so invalid UTF-8 never hides a line.
+//! file's). Output is bytes; it is decoded lossily wherever it becomes
+//! text, so invalid UTF-8 never hides a line.
+//!
+//! An app can write its own log paths, so nothing at a log path can block
+//! the writer (which writes every app's logs): a path is opened without
+//! following a link and without blocking (`O_NOFOLLOW|O_NONBLOCK`), and
+//! only a regular file is written. Under `ECO_HOME/logs`, where eco owns
+//! the files, anything else found there (a FIFO, a device, a link) is
+//! removed and a fresh file made; elsewhere (`out_file`) it is refused, and
+//! the refusal is shown by `describe`. Each app's queue to the writer is
+//! bounded ([`LOG_BUDGET`] per stream): an app that outpaces its file is
+//! held back at its own pipe, never buffered without bound.
 
 use std::collections::{HashMap, HashSet};
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{Receiver, Sender, channel};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -23,6 +33,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::broadcast;
 
 use crate::paths::Paths;
+use crate::runtime::output::Backlog;
 use crate::runtime::{Event, InstanceId, Observer, Stream};
 use crate::spec::ProjectSpec;
 
@@ -46,11 +57,25 @@ pub struct LiveLine {
     pub text: String,
 }
 
+/// The most output of one app's stream that waits for the writer: the
+/// app is held back at its pipe beyond it. Four of the pump's largest
+/// reads, so a writer that keeps up never holds an app back.
+pub const LOG_BUDGET: usize = 1024 * 1024;
+
+/// Where and how an app logs, with its two queues to the writer (kept
+/// across reconfigurations, as the pumps of running instances hold them).
+struct AppLog {
+    settings: Arc<LogSettings>,
+    out: Arc<Backlog>,
+    err: Arc<Backlog>,
+}
+
 enum Job {
     Write {
         file: PathBuf,
         settings: Arc<LogSettings>,
         bytes: Vec<u8>,
+        backlog: Arc<Backlog>,
     },
     Flush(std::sync::mpsc::Sender<()>),
     /// `eco flush`: empty these files, remove their rotated copies.
@@ -63,7 +88,7 @@ const RECHECK_EVERY: Duration = Duration::from_secs(1);
 /// The daemon's observer: output to files, events to the daemon log.
 pub struct LogFiles {
     paths: Paths,
-    settings: Mutex<HashMap<(String, String), Arc<LogSettings>>>,
+    settings: Mutex<HashMap<(String, String), Arc<AppLog>>>,
     jobs: Mutex<Sender<Job>>,
     live: broadcast::Sender<Arc<LiveLine>>,
     /// The last write error per file (a full disk), shown by `describe`.
@@ -100,13 +125,35 @@ impl LogFiles {
     /// Records where and how each app of `spec` logs.
     pub fn configure(&self, spec: &ProjectSpec) {
         let mut map = self.settings.lock().unwrap_or_else(PoisonError::into_inner);
-        map.retain(|(project, _), _| project != &spec.name);
+        let mut old: HashMap<(String, String), Arc<AppLog>> = HashMap::new();
+        map.retain(|key, log| {
+            if key.0 == spec.name {
+                old.insert(key.clone(), Arc::clone(log));
+                false
+            } else {
+                true
+            }
+        });
         for app in spec.apps.values() {
-            map.insert(
-                (spec.name.clone(), app.name.clone()),
-                Arc::new(self.settings_for(&spec.name, app)),
-            );
+            let key = (spec.name.clone(), app.name.clone());
+            let (out, err) = match old.get(&key) {
+                Some(log) => (Arc::clone(&log.out), Arc::clone(&log.err)),
+                None => (
+                    Arc::new(Backlog::new(LOG_BUDGET)),
+                    Arc::new(Backlog::new(LOG_BUDGET)),
+                ),
+            };
+            let settings = Arc::new(self.settings_for(&spec.name, app));
+            map.insert(key, Arc::new(AppLog { settings, out, err }));
         }
+    }
+
+    fn app_log(&self, id: &InstanceId) -> Option<Arc<AppLog>> {
+        self.settings
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&(id.project.clone(), id.app.clone()))
+            .cloned()
     }
 
     /// The log settings of one app.
@@ -172,13 +219,8 @@ impl LogFiles {
 
 impl Observer for LogFiles {
     fn output(&self, id: &InstanceId, stream: Stream, lines: &[u8]) {
-        let settings = self
-            .settings
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(&(id.project.clone(), id.app.clone()))
-            .cloned();
-        let Some(settings) = settings else { return };
+        let Some(log) = self.app_log(id) else { return };
+        let settings = &log.settings;
         let prefix = settings
             .prefix_instances
             .then(|| format!("{}.{} | ", id.app, id.index));
@@ -214,19 +256,34 @@ impl Observer for LogFiles {
                 }));
             }
         }
-        let file = match stream {
-            Stream::Out => settings.out.clone(),
-            Stream::Err => settings.err.clone(),
+        let (file, backlog) = match stream {
+            Stream::Out => (settings.out.clone(), Arc::clone(&log.out)),
+            Stream::Err => (settings.err.clone(), Arc::clone(&log.err)),
         };
-        let _ = self
+        let len = bytes.len();
+        backlog.queued(len);
+        let sent = self
             .jobs
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .send(Job::Write {
                 file,
-                settings,
+                settings: Arc::clone(settings),
                 bytes,
+                backlog,
             });
+        if let Err(std::sync::mpsc::SendError(Job::Write { backlog, .. })) = sent {
+            // No writer (it could not start): never hold the app back.
+            backlog.written(len);
+        }
+    }
+
+    fn backlog(&self, id: &InstanceId, stream: Stream) -> Option<Arc<Backlog>> {
+        let log = self.app_log(id)?;
+        Some(match stream {
+            Stream::Out => Arc::clone(&log.out),
+            Stream::Err => Arc::clone(&log.err),
+        })
     }
 
     /// Output to `/dev/null` is not read at all (nor shown by `logs -f`).
@@ -240,18 +297,12 @@ impl Observer for LogFiles {
 
     fn event(&self, id: &InstanceId, event: &Event) {
         let instance = format!("{}/{}.{}", id.project, id.app, id.index);
-        if let Event::Started { .. } = event {
-            let settings = self
-                .settings
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .get(&(id.project.clone(), id.app.clone()))
-                .cloned();
-            if let Some(settings) = settings {
-                let mut recheck = self.recheck.lock().unwrap_or_else(PoisonError::into_inner);
-                recheck.insert(settings.out.clone());
-                recheck.insert(settings.err.clone());
-            }
+        if let Event::Started { .. } = event
+            && let Some(log) = self.app_log(id)
+        {
+            let mut recheck = self.recheck.lock().unwrap_or_else(PoisonError::into_inner);
+            recheck.insert(log.settings.out.clone());
+            recheck.insert(log.settings.err.clone());
         }
         match event {
             Event::Started { pid } => tracing::info!(%instance, pid, "started"),
@@ -287,7 +338,6 @@ struct OpenLog {
 impl OpenLog {
     /// True while `path` still names this open file.
     fn is_at(&self, path: &Path) -> bool {
-        use std::os::unix::fs::MetadataExt;
         match (std::fs::symlink_metadata(path), self.file.metadata()) {
             (Ok(at_path), Ok(open)) => at_path.ino() == open.ino() && at_path.dev() == open.dev(),
             _ => false,
@@ -335,8 +385,10 @@ fn writer(
                 file,
                 settings,
                 bytes,
+                backlog,
             } => {
                 let result = append(&mut files, &file, &settings, &bytes);
+                backlog.written(bytes.len());
                 let mut errors = errors.lock().unwrap_or_else(PoisonError::into_inner);
                 match result {
                     Ok(()) => {
@@ -344,7 +396,11 @@ fn writer(
                     }
                     Err(err) => {
                         files.open.remove(&file);
-                        errors.insert(file, format!("cannot write: {err}"));
+                        let message = err.to_string();
+                        if errors.get(&file) != Some(&message) {
+                            tracing::warn!(file = %file.display(), error = %message, "cannot write the log");
+                        }
+                        errors.insert(file, message);
                     }
                 }
             }
@@ -359,7 +415,11 @@ fn append(
     path: &Path,
     settings: &LogSettings,
     mut bytes: &[u8],
-) -> io::Result<()> {
+) -> Result<(), LogError> {
+    if path == Path::new("/dev/null") {
+        // Read only for `ready: log`; thrown away as asked.
+        return Ok(());
+    }
     while !bytes.is_empty() {
         let log = open_log(files, path)?;
         let room = if settings.max_size == 0 {
@@ -395,7 +455,7 @@ fn append(
 
 /// The open file for `path`: opened when missing, and reopened when the
 /// path names another file (or none) now, checked at most every second.
-fn open_log<'a>(files: &'a mut Files, path: &Path) -> io::Result<&'a mut OpenLog> {
+fn open_log<'a>(files: &'a mut Files, path: &Path) -> Result<&'a mut OpenLog, LogError> {
     if let Some(log) = files.open.get_mut(path)
         && log.checked.elapsed() >= RECHECK_EVERY
     {
@@ -409,21 +469,21 @@ fn open_log<'a>(files: &'a mut Files, path: &Path) -> io::Result<&'a mut OpenLog
         let file = if path.starts_with(&files.root) {
             // Inside ECO_HOME: private folders, no link followed.
             let mut dir = files.root.clone();
-            crate::home::private_dir(&dir)?;
+            crate::home::private_dir(&dir).map_err(io::Error::from)?;
             if let Some(parent) = path.parent()
                 && let Ok(rest) = parent.strip_prefix(&files.root)
             {
                 for part in rest.components() {
                     dir.push(part);
-                    crate::home::private_dir(&dir)?;
+                    crate::home::private_dir(&dir).map_err(io::Error::from)?;
                 }
             }
-            crate::home::open(path, crate::home::Open::Append)?
+            open_own(path)?
         } else {
             if let Some(dir) = path.parent() {
                 std::fs::create_dir_all(dir)?;
             }
-            OpenOptions::new().create(true).append(true).open(path)?
+            open_regular(path, 0o666)?
         };
         let size = file.metadata()?.len();
         files.open.insert(
@@ -438,12 +498,101 @@ fn open_log<'a>(files: &'a mut Files, path: &Path) -> io::Result<&'a mut OpenLog
     files
         .open
         .get_mut(path)
-        .ok_or_else(|| io::Error::other("this is a bug in eco: the log file vanished"))
+        .ok_or_else(|| io::Error::other("this is a bug in eco: the log file vanished").into())
+}
+
+/// Why a log line was not written, as `describe` shows it after the path.
+#[derive(Debug, thiserror::Error)]
+pub enum LogError {
+    #[error(
+        "is {0}, not a regular file; eco writes logs only to regular files (remove it, or set out_file/err_file to a file)"
+    )]
+    NotRegular(&'static str),
+    #[error("cannot write: {0}")]
+    Io(#[from] io::Error),
+}
+
+/// What kind of file `meta` describes, for a refusal.
+fn kind_of(meta: &std::fs::Metadata) -> &'static str {
+    let kind = meta.file_type();
+    if kind.is_symlink() {
+        "a symbolic link"
+    } else if kind.is_fifo() {
+        "a named pipe"
+    } else if kind.is_char_device() {
+        "a character device"
+    } else if kind.is_block_device() {
+        "a block device"
+    } else if kind.is_socket() {
+        "a socket"
+    } else if kind.is_dir() {
+        "a folder"
+    } else {
+        "not a regular file"
+    }
+}
+
+/// Opens a log file for appending, never blocking and never following a
+/// link: whatever is at `path` is looked at first (a device is never
+/// opened), then opened `O_NONBLOCK|O_NOFOLLOW` and checked again on the
+/// open descriptor (the path may have changed in between). Created with
+/// `mode` when missing.
+fn open_regular(path: &Path, mode: u32) -> Result<File, LogError> {
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if !meta.is_file() => return Err(LogError::NotRegular(kind_of(&meta))),
+        Ok(_) => {}
+        Err(err) if err.kind() == io::ErrorKind::NotFound => {}
+        Err(err) => return Err(err.into()),
+    }
+    let file = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(mode)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(path)
+        .map_err(|err| match err.raw_os_error() {
+            Some(libc::ELOOP) => LogError::NotRegular("a symbolic link"),
+            // O_NONBLOCK: a FIFO without a reader.
+            Some(libc::ENXIO) => LogError::NotRegular("a named pipe"),
+            _ => LogError::Io(err),
+        })?;
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Err(LogError::NotRegular(kind_of(&meta)));
+    }
+    Ok(file)
+}
+
+/// Opens a log file under `ECO_HOME/logs`, where eco owns the files: what
+/// is not a regular file of eco's user there (an app put a FIFO, a device
+/// or a link in its place) is removed, and a fresh file made.
+fn open_own(path: &Path) -> Result<File, LogError> {
+    let own = |file: &File| {
+        file.metadata()
+            .is_ok_and(|m| m.uid() == nix::unistd::geteuid().as_raw())
+    };
+    match open_regular(path, 0o600) {
+        Ok(file) if own(&file) => return Ok(file),
+        Ok(_) => {
+            tracing::warn!(file = %path.display(), "another user's file in the logs folder: replaced")
+        }
+        Err(LogError::NotRegular(kind)) => {
+            tracing::warn!(file = %path.display(), kind, "not a regular file in the logs folder: replaced by a fresh log file");
+        }
+        Err(err) => return Err(err),
+    }
+    std::fs::remove_file(path).or_else(ignore_missing)?;
+    let file = open_regular(path, 0o600)?;
+    if own(&file) {
+        Ok(file)
+    } else {
+        Err(LogError::NotRegular("another user's file"))
+    }
 }
 
 /// Empties a log file in place (the app keeps its open pipe; eco appends,
 /// so the next line lands at the start) and removes its rotated copies.
-fn empty(files: &mut Files, path: &Path) -> io::Result<()> {
+fn empty(files: &mut Files, path: &Path) -> Result<(), LogError> {
     let log = open_log(files, path)?;
     log.file.set_len(0)?;
     log.size = 0;
@@ -466,7 +615,7 @@ fn empty(files: &mut Files, path: &Path) -> io::Result<()> {
 }
 
 /// `app.out.log` → `app.out.log.1` → … → `app.out.log.KEEP`; the oldest goes.
-fn rotate(path: &Path, keep: u32) -> io::Result<()> {
+pub(crate) fn rotate(path: &Path, keep: u32) -> io::Result<()> {
     let numbered = |n: u32| {
         let mut name = path.as_os_str().to_owned();
         name.push(format!(".{n}"));
@@ -491,10 +640,19 @@ fn ignore_missing(err: io::Error) -> io::Result<()> {
 }
 
 /// The last `n` lines of a file (reading backwards from the end).
+/// Only a regular file is read (a FIFO or a device at a log path would
+/// block or never end), opened without blocking or following a link.
 pub fn tail(path: &Path, n: usize) -> Vec<String> {
-    let Ok(mut file) = File::open(path) else {
+    let opened = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(path);
+    let Ok(mut file) = opened else {
         return Vec::new();
     };
+    if !file.metadata().is_ok_and(|m| m.is_file()) {
+        return Vec::new();
+    }
     let Ok(len) = file.metadata().map(|m| m.len()) else {
         return Vec::new();
     };

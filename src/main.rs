@@ -1,13 +1,18 @@
 fn main() {
     let cli = eco::cli::args::parse();
     if matches!(cli.command, eco::cli::args::Command::Daemon) {
+        // daemon.log when an `eco` command started the daemon (its stderr
+        // is that file): rotated and rate-limited; else stderr (journald).
+        let log = eco::daemon::log_file::DaemonLog::for_daemon(
+            &eco::paths::Paths::from_env().daemon_log(),
+        );
         tracing_subscriber::fmt()
             .with_env_filter(
                 tracing_subscriber::EnvFilter::try_from_env("ECO_LOG")
                     .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
             )
             .with_ansi(false)
-            .with_writer(std::io::stderr)
+            .with_writer(log)
             .init();
     }
     let code = match eco::cli::run(cli) {

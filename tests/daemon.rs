@@ -447,10 +447,16 @@ fn ad_hoc_scripts_start_like_pm2() {
 #[test]
 fn a_full_disk_is_reported_and_the_daemon_carries_on() {
     let home = Home::new();
-    // /dev/full fails every write with ENOSPC, like a full disk.
+    // A full disk (a small tmpfs, filled): every write fails with ENOSPC.
+    let disk = crate::faults::SmallDisk::mount().expect("needs root to mount a small tmpfs");
+    disk.fill();
+    let out_file = disk.mount.join("noisy.log");
     home.write(
         "ecosystem.yaml",
-        "apps:\n  noisy:\n    cmd: [sh, -c, 'while :; do echo hello; sleep 0.05; done']\n    out_file: /dev/full\n",
+        &format!(
+            "apps:\n  noisy:\n    cmd: [sh, -c, 'while :; do echo hello; sleep 0.05; done']\n    out_file: {}\n",
+            out_file.display()
+        ),
     );
     home.ok(&["up"]);
     eventually("the error in describe", Duration::from_secs(5), || {
@@ -460,7 +466,7 @@ fn a_full_disk_is_reported_and_the_daemon_carries_on() {
     assert_eq!(home.row("noisy", 0)["status"], "online");
     assert!(
         home.ok(&["describe", "noisy", "--json"])
-            .contains("/dev/full: cannot write")
+            .contains("noisy.log: cannot write")
     );
 }
 

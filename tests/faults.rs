@@ -325,13 +325,13 @@ fn a_bad_home_fails_fast_with_its_reason() {
 
 /// A small tmpfs mounted for one test (root only), unmounted on drop after
 /// its daemon is killed.
-struct SmallDisk {
+pub(crate) struct SmallDisk {
     _dir: tempfile::TempDir,
-    mount: PathBuf,
+    pub(crate) mount: PathBuf,
 }
 
 impl SmallDisk {
-    fn mount() -> Option<SmallDisk> {
+    pub(crate) fn mount() -> Option<SmallDisk> {
         if !nix::unistd::getuid().is_root() {
             return None;
         }
@@ -347,7 +347,7 @@ impl SmallDisk {
     }
 
     /// Fills the disk; returns the filler to remove.
-    fn fill(&self) -> PathBuf {
+    pub(crate) fn fill(&self) -> PathBuf {
         let filler = self.mount.join("filler");
         let _ = Command::new("dd")
             .args(["if=/dev/zero", "bs=64k"])

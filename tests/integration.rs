@@ -10,6 +10,7 @@ mod export;
 mod faults;
 mod honest;
 mod hostile_files;
+mod hostile_logs;
 mod hostile_notify;
 mod hygiene;
 mod ids;

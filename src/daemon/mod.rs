@@ -5,6 +5,7 @@
 //! dead daemon left running.
 
 pub mod leftovers;
+pub mod log_file;
 pub mod requests;
 pub mod startup;
 pub mod state;
@@ -164,9 +165,17 @@ pub async fn run(paths: Paths, lock_inode: u64) -> anyhow::Result<()> {
         }
     };
     let accept = async {
+        // An accept that fails (EMFILE/ENFILE at the descriptor limit)
+        // fails again at once: wait 100 ms, doubling to 1 s, and log the
+        // episode once, not each try.
+        let mut failures: u32 = 0;
         loop {
             match listener.accept().await {
                 Ok((stream, _)) => {
+                    if failures > 0 {
+                        tracing::info!(failures, "accepting connections again");
+                        failures = 0;
+                    }
                     let daemon = Arc::clone(&daemon);
                     let hang_up = hang_up.clone();
                     connections.spawn(async move {
@@ -176,7 +185,14 @@ pub async fn run(paths: Paths, lock_inode: u64) -> anyhow::Result<()> {
                         }
                     });
                 }
-                Err(err) => tracing::warn!(%err, "accept failed"),
+                Err(err) => {
+                    if failures == 0 {
+                        tracing::warn!(%err, "cannot accept connections; retrying every second at most until it can (at the descriptor limit, see `ulimit -n`/LimitNOFILE)");
+                    }
+                    failures = failures.saturating_add(1);
+                    let delay = std::time::Duration::from_millis(100 << (failures - 1).min(4));
+                    tokio::time::sleep(delay.min(std::time::Duration::from_secs(1))).await;
+                }
             }
         }
     };

@@ -259,9 +259,13 @@ fn not_responding(paths: &Paths, timeout: Duration) -> ClientError {
 /// What the daemon wrote to its log since `start` (its last 20 lines).
 fn log_since(paths: &Paths, start: u64) -> String {
     let mut text = String::new();
-    if let Ok(mut file) = std::fs::File::open(paths.daemon_log())
-        && file.seek(SeekFrom::Start(start)).is_ok()
-    {
+    if let Ok(mut file) = std::fs::File::open(paths.daemon_log()) {
+        // Shorter than it was: the daemon rotated it, all of it is new.
+        let len = file.metadata().map_or(0, |m| m.len());
+        let start = if len < start { 0 } else { start };
+        if file.seek(SeekFrom::Start(start)).is_err() {
+            return "  (it wrote nothing)".into();
+        }
         let mut bytes = Vec::new();
         let _ = file.take(1 << 20).read_to_end(&mut bytes);
         text = String::from_utf8_lossy(&bytes).into_owned();

@@ -122,6 +122,11 @@ pub trait Observer: Send + Sync {
     fn captures(&self, _settings: &crate::spec::Settings, _stream: Stream) -> bool {
         true
     }
+    /// The stream's bounded queue to its log, if output waits in one: the
+    /// pump reads no more while it is full (backpressure to the app).
+    fn backlog(&self, _id: &InstanceId, _stream: Stream) -> Option<Arc<output::Backlog>> {
+        None
+    }
 }
 
 /// Which streams of an app with `settings` eco reads: none thrown away

@@ -11,17 +11,24 @@
 //! pauses' worth; a read that fills the largest read skips the pause. Once
 //! the process has exited (`hurry`), nothing pauses: its exit is reported
 //! right after its last line.
+//!
+//! What is handed on but not yet written is bounded per app and stream
+//! ([`Backlog`]): once its log file lags a budget behind, the pump stops
+//! reading until the file has caught up, so the pipe fills and the app
+//! blocks in `write(2)`, as it would writing to a slow file itself. Nothing
+//! is dropped, and no other app and no daemon memory pays for it.
 
 use std::fs::File;
 use std::io::{self, Read as _};
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use regex::Regex;
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
-use tokio::sync::oneshot;
+use tokio::sync::{Notify, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use super::{InstanceId, Observer, Stream};
@@ -56,6 +63,66 @@ pub struct LineMatcher {
     pub found: Arc<std::sync::Mutex<Option<oneshot::Sender<()>>>>,
 }
 
+/// Bytes of one app's stream handed on but not yet on disk, and the most
+/// that may be: the observer counts them in (`queued`) and its writer out
+/// (`written`); the pump reads no more while the budget is used up.
+pub struct Backlog {
+    queued: AtomicUsize,
+    budget: usize,
+    drained: Notify,
+}
+
+impl Backlog {
+    pub fn new(budget: usize) -> Backlog {
+        Backlog {
+            queued: AtomicUsize::new(0),
+            budget,
+            drained: Notify::new(),
+        }
+    }
+
+    /// `bytes` more are on their way to the file.
+    pub fn queued(&self, bytes: usize) {
+        self.queued.fetch_add(bytes, Ordering::AcqRel);
+    }
+
+    /// `bytes` are written (or given up on): a pump waiting for room is
+    /// woken when this brings the backlog under budget.
+    pub fn written(&self, bytes: usize) {
+        let before = self.queued.fetch_sub(bytes, Ordering::AcqRel);
+        if before >= self.budget && before - bytes < self.budget {
+            self.drained.notify_waiters();
+        }
+    }
+
+    /// Bytes handed on and not yet written.
+    pub fn len(&self) -> usize {
+        self.queued.load(Ordering::Acquire)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn full(&self) -> bool {
+        self.len() >= self.budget
+    }
+
+    /// Returns once the backlog is under budget.
+    async fn room(&self) {
+        while self.full() {
+            let drained = self.drained.notified();
+            tokio::pin!(drained);
+            // Registered before the check, so a `written` in between wakes it.
+            drained.as_mut().enable();
+            if !self.full() {
+                return;
+            }
+            drained.await;
+        }
+    }
+}
+
 /// Where a pipe's lines go.
 pub struct Sink {
     pub id: Arc<InstanceId>,
@@ -69,13 +136,17 @@ pub struct Sink {
 pub async fn pump(pipe: OwnedFd, sink: Sink, hurry: CancellationToken) {
     let capacity = pipe_capacity(&pipe);
     let batching = capacity >= BATCH_MIN_PIPE;
+    let backlog = sink.observer.backlog(&sink.id, sink.stream);
     let mut lines = Lines::new(sink, capacity.clamp(MAX_LINE, READ_MAX));
     let mut pipe = File::from(pipe);
     loop {
         // Quiet: in epoll until output (or EOF) comes.
         pipe = match watch(pipe) {
             Ok(watched) => {
-                if !lines.wait_and_read(&watched, batching).await {
+                if !lines
+                    .wait_and_read(&watched, batching, backlog.as_deref())
+                    .await
+                {
                     return lines.finish();
                 }
                 watched.into_inner()
@@ -94,6 +165,9 @@ pub async fn pump(pipe: OwnedFd, sink: Sink, hurry: CancellationToken) {
                     () = tokio::time::sleep(BATCH_PAUSE) => {}
                     () = hurry.cancelled() => {}
                 }
+            }
+            if let Some(backlog) = &backlog {
+                backlog.room().await;
             }
             match lines.read_from(&pipe) {
                 Ok(Got::Eof) => return lines.finish(),
@@ -142,11 +216,23 @@ impl Lines {
     /// Waits in epoll for output; reads it. False at EOF (or a broken
     /// pipe). Returns after the first bytes when `batching`, else never
     /// before EOF.
-    async fn wait_and_read(&mut self, watched: &AsyncFd<File>, batching: bool) -> bool {
+    async fn wait_and_read(
+        &mut self,
+        watched: &AsyncFd<File>,
+        batching: bool,
+        backlog: Option<&Backlog>,
+    ) -> bool {
         loop {
             let Ok(mut ready) = watched.readable().await else {
                 return false;
             };
+            // Checked after the wait, right before the read: pumps of
+            // several instances that share a backlog wait here together.
+            if let Some(backlog) = backlog.filter(|b| b.full()) {
+                drop(ready);
+                backlog.room().await;
+                continue;
+            }
             match ready.try_io(|pipe| self.read_from(pipe.get_ref())) {
                 Ok(Ok(Got::Eof)) => return false,
                 Ok(Ok(Got::Bytes { .. })) if batching => return true,
@@ -292,6 +378,24 @@ mod tests {
         assert_eq!(used, buf.len());
         let sizes: Vec<usize> = out.iter().map(Vec::len).collect();
         assert_eq!(sizes, vec![MAX_LINE + 1, MAX_LINE + 1, 11]);
+    }
+
+    #[tokio::test]
+    async fn a_full_backlog_waits_until_the_writer_catches_up() {
+        let backlog = Arc::new(Backlog::new(100));
+        backlog.room().await;
+        backlog.queued(150);
+        assert!(backlog.full());
+        let writer = Arc::clone(&backlog);
+        let thread = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(50));
+            writer.written(100);
+        });
+        tokio::time::timeout(Duration::from_secs(10), backlog.room())
+            .await
+            .expect("woken once under budget");
+        assert_eq!(backlog.len(), 50);
+        thread.join().expect("writer");
     }
 
     #[test]
