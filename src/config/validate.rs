@@ -804,6 +804,9 @@ impl Walker<'_> {
                 "log_time" => set(&mut settings.log_time, self.boolean(value, path)),
                 "log_max_size" => set(&mut settings.log_max_size, self.size(value, path)),
                 "log_keep" => set(&mut settings.log_keep, self.count(value, path)),
+                "write_pid_file" => {
+                    settings.write_pid_file = self.string(value, path).map(|p| self.resolve(&p));
+                }
                 profile => {
                     let wanted = profile.strip_prefix("env_");
                     profiles_seen.insert(wanted.unwrap_or_default().to_owned());

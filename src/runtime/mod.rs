@@ -22,6 +22,7 @@ pub mod listen;
 pub mod notify;
 pub mod ops;
 pub mod output;
+pub mod pid_write;
 pub mod ready;
 pub mod reaper;
 pub mod rollout;
