@@ -3,6 +3,7 @@
 
 pub mod emit;
 pub mod error;
+pub mod host;
 pub mod js;
 pub mod keys;
 pub mod node;
@@ -254,7 +255,8 @@ pub fn import(file: &Path) -> Result<String, ConfigErrors> {
         .file_name()
         .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
     let (root, notes) = if pm2::is_pm2(&root) {
-        let t = pm2::translate(&root, cpu_count());
+        let folder = file.parent().unwrap_or(Path::new("/"));
+        let t = pm2::translate(&root, &host::Host { cpus: cpu_count() }, folder);
         (t.root, t.notes)
     } else {
         (root, Vec::new())

@@ -130,7 +130,10 @@ impl<'a> Walker<'a> {
         if !pm2::is_pm2(root) {
             return self.project(root);
         }
-        let translated = pm2::translate(root, self.input.cpus);
+        let host = super::host::Host {
+            cpus: self.input.cpus,
+        };
+        let translated = pm2::translate(root, &host, &self.folder());
         for (pos, path, message, hint) in translated.errors {
             self.error(pos, &path, message, hint);
         }
