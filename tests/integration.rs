@@ -15,6 +15,7 @@ mod hygiene;
 mod notify;
 mod observe;
 mod pm2;
+mod pm2_corpus;
 mod pm2_hands;
 mod production;
 mod reconcile;
