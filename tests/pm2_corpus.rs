@@ -49,7 +49,7 @@ const PER_CPU: &[(&str, i64)] = &[
 
 /// A path as the recording writes it: `{dir}/...` inside the corpus copy.
 fn relative(path: &str, dir: &Path) -> String {
-    let canonical = std::fs::canonicalize(path).map_or_else(|_| PathBuf::from(path), |p| p);
+    let canonical = std::fs::canonicalize(path).unwrap_or_else(|_| PathBuf::from(path));
     match canonical.strip_prefix(dir) {
         Ok(rest) if rest.as_os_str().is_empty() => "{dir}".into(),
         Ok(rest) => format!("{{dir}}/{}", rest.display()),
@@ -112,7 +112,7 @@ fn matches(actual: &[String], expected: &[String], pid: i64, cwd: &Path, dir: &P
         return matches(actual, &normalize(&words, cwd, dir), pid, cwd, dir);
     }
     let exe = std::fs::read_link(format!("/proc/{pid}/exe")).unwrap_or_default();
-    if !exe.file_name().is_some_and(|n| n == "node") || actual.is_empty() {
+    if exe.file_name().is_none_or(|n| n != "node") || actual.is_empty() {
         return false;
     }
     let named: Vec<&str> =
