@@ -272,3 +272,115 @@ fn pm2_corpus_runs_as_pm2_ran_it() {
         failed.join("\n")
     );
 }
+
+/// PM2 shows what a config prints and starts it: eco warns with each line
+/// (stdout and stderr) and goes on.
+#[test]
+fn what_a_config_prints_is_a_warning_not_an_error() {
+    let home = Home::new();
+    let dir = home.path().join("p");
+    copy_tree(&corpus(), &dir);
+    let out = home.eco(&["validate", "-f", "p/12-console-log.config.js"]);
+    let err = crate::support::stderr(&out);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    for line in ["loading ecosystem for", "a warning on stderr"] {
+        assert!(
+            err.contains(&format!(
+                "12-console-log.config.js: node printed while evaluating the file: {line}"
+            )),
+            "{err}"
+        );
+    }
+}
+
+/// `module.exports` in an ES module is node's own error (as under PM2),
+/// not a config with no apps.
+#[test]
+fn module_exports_in_an_mjs_file_is_nodes_error() {
+    let home = Home::new();
+    home.write(
+        "ecosystem.config.mjs",
+        "module.exports = { apps: [{ name: 'a', script: 'a.js' }] };\n",
+    );
+    let out = home.eco(&["validate", "-f", "ecosystem.config.mjs"]);
+    let err = crate::support::stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("node could not evaluate the file:\n    ReferenceError: module is not defined in ES module scope"),
+        "{err}"
+    );
+    assert!(!err.contains("missing required key"), "{err}");
+}
+
+/// Node's error comes first (the exception, then where: the file, line,
+/// code and caret), however much was printed before it, and what was
+/// printed is shown after it.
+#[test]
+fn nodes_error_comes_first_and_what_was_printed_after() {
+    let home = Home::new();
+    home.write(
+        "broken.js",
+        "module.exports = {\n  apps: [ { name 'web' } ],\n};\n",
+    );
+    home.write(
+        "ecosystem.config.js",
+        "for (let i = 0; i < 8; i++) process.stderr.write(`(node:1) Warning: noise ${i}\\n`);\n\
+         console.log('booting config');\n\
+         module.exports = require('./broken.js');\n",
+    );
+    let out = home.eco(&["validate"]);
+    let err = crate::support::stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    let broken = home.path().join("broken.js");
+    let expected = format!(
+        "node could not evaluate the file:\n    SyntaxError: Unexpected string\n    at {}:2\n",
+        broken.display()
+    );
+    assert!(err.contains(&expected), "{err}");
+    assert!(
+        err.contains("node also printed:\n    booting config\n"),
+        "{err}"
+    );
+    assert!(err.contains("Warning: noise 7"), "{err}");
+}
+
+/// `eco import --env production` is `pm2 start FILE --env production`
+/// written down: env_production merged over env, no profiles left, and a
+/// file eco validates.
+#[test]
+fn import_with_env_bakes_the_profile_in() {
+    let home = Home::new();
+    let dir = home.path().join("p");
+    copy_tree(&corpus(), &dir);
+    let yaml = home.ok(&[
+        "import",
+        "p/13-env-production.config.js",
+        "--env",
+        "production",
+    ]);
+    for line in [
+        "NODE_ENV: production",
+        "API_URL: \"https://api.example.com\"",
+        "SHARED: base",
+    ] {
+        assert!(yaml.contains(line), "{line}:\n{yaml}");
+    }
+    assert!(!yaml.contains("env_production:"), "{yaml}");
+    std::fs::write(dir.join("ecosystem.yaml"), &yaml).expect("write");
+    home.ok(&["validate", "-f", "p/ecosystem.yaml"]);
+    let out = home.eco(&[
+        "import",
+        "p/13-env-production.config.js",
+        "--env",
+        "staging",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        crate::support::stderr(&out).contains("profile `staging` (--env staging) is not defined"),
+        "{}",
+        crate::support::stderr(&out)
+    );
+    // `pid_file` is imported as the key that keeps its PM2 meaning.
+    let yaml = home.ok(&["import", "p/06-pid-alias.config.js"]);
+    assert!(yaml.contains("write_pid_file: \"./run/pair.pid\""), "{yaml}");
+}
