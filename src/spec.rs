@@ -87,6 +87,10 @@ pub struct Settings {
     pub log_time: bool,
     pub log_max_size: u64,
     pub log_keep: u32,
+    /// `write_pid_file`: eco writes each instance's pid here (PM2's
+    /// `pid_file`; absolute, named per instance as PM2 names it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub write_pid_file: Option<PathBuf>,
     /// Liveness probes: restart after `failures` consecutive failures.
     #[serde(default)]
     pub health: Option<Health>,
@@ -166,6 +170,7 @@ impl Default for Settings {
             log_time: false,
             log_max_size: 10 * 1024 * 1024,
             log_keep: 5,
+            write_pid_file: None,
             health: None,
             reload_signal: None,
             fd_store: 0,

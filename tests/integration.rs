@@ -18,6 +18,7 @@ mod node_cluster;
 mod notify;
 mod observe;
 mod pm2;
+mod pm2_corpus;
 mod pm2_hands;
 mod production;
 mod reconcile;

@@ -303,7 +303,9 @@ fn pm2_yaml_json_and_json5_files_are_read() {
     let home = Home::new();
     home.write(
         "ecosystem.yaml",
-        "apps:\n  - name: web\n    script: app.js\n    instances: \"2\"\n",
+        // `instances` makes a Node app a cluster app, as in PM2: it needs a
+        // PORT until eco's shim takes the app's own listen().
+        "apps:\n  - name: web\n    script: app.js\n    instances: \"2\"\n    env: {PORT: 3000}\n",
     );
     let out = home.ok(&["validate"]);
     assert!(out.contains("1 app, 2 instances"), "{out}");

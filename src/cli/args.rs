@@ -263,6 +263,9 @@ pub enum Command {
     Import {
         /// The PM2 file, e.g. ecosystem.config.js
         file: PathBuf,
+        /// Merge this profile (`env_NAME`) into each app's env, as `pm2 start FILE --env NAME`
+        #[arg(long = "env", value_name = "NAME")]
+        env: Option<String>,
     },
     /// Write the project as systemd units or Kubernetes manifests
     Export {

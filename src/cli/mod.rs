@@ -126,8 +126,9 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Save => Ok(startup::save()),
         Command::Resurrect => startup::resurrect(),
         Command::Export { target } => export::run(target),
-        Command::Import { file } => {
-            print!("{}", config::import(&config::locate(Some(&file))?)?);
+        Command::Import { file, env } => {
+            let file = config::locate(Some(&file))?;
+            print!("{}", config::import(&file, env.as_deref())?);
             Ok(0)
         }
         Command::Schema => {

@@ -13,7 +13,11 @@ pub fn yaml(root: &Node, notes: &[Note], header: &str) -> String {
         let _ = writeln!(out, "# {line}");
     }
     for note in notes.iter().filter(|n| n.app.is_none()) {
-        let _ = writeln!(out, "# PM2 {}: {}", note.path, note.text);
+        if note.path.is_empty() {
+            let _ = writeln!(out, "# PM2: {}", note.text);
+        } else {
+            let _ = writeln!(out, "# PM2 {}: {}", note.path, note.text);
+        }
     }
     if let Value::Map(entries) = &root.value {
         for (k, v) in entries {
@@ -37,6 +41,76 @@ pub fn yaml(root: &Node, notes: &[Note], header: &str) -> String {
         }
     }
     out
+}
+
+/// `--env NAME` baked in: in the file and in each app, `env_NAME` is
+/// merged over `env` (as PM2 does at start), and every `env_*` profile
+/// is left out.
+pub fn bake_profile(root: &mut Node, profile: &str) {
+    bake(root, profile);
+    if let Value::Map(entries) = &mut root.value
+        && let Some((_, apps)) = entries
+            .iter_mut()
+            .find(|(k, _)| k.scalar_string().as_deref() == Some("apps"))
+        && let Value::Map(apps) = &mut apps.value
+    {
+        for (_, app) in apps {
+            bake(app, profile);
+        }
+    }
+}
+
+fn bake(map: &mut Node, profile: &str) {
+    let Value::Map(entries) = &mut map.value else {
+        return;
+    };
+    let wanted = format!("env_{profile}");
+    let chosen = entries
+        .iter()
+        .find(|(k, _)| k.scalar_string().as_deref() == Some(wanted.as_str()))
+        .map(|(_, v)| v.clone());
+    entries.retain(|(k, _)| {
+        !k.scalar_string()
+            .is_some_and(|k| k.starts_with("env_") && k.len() > 4)
+    });
+    let Some(Node {
+        value: Value::Map(over),
+        pos,
+    }) = chosen
+    else {
+        return;
+    };
+    let env = match entries
+        .iter_mut()
+        .find(|(k, _)| k.scalar_string().as_deref() == Some("env"))
+    {
+        Some((_, env)) => env,
+        None => {
+            let key = Node {
+                pos,
+                value: Value::Str("env".into()),
+            };
+            entries.push((
+                key,
+                Node {
+                    pos,
+                    value: Value::Map(Vec::new()),
+                },
+            ));
+            &mut entries.last_mut().expect("just pushed").1
+        }
+    };
+    if let Value::Map(base) = &mut env.value {
+        for (k, v) in over {
+            match base
+                .iter_mut()
+                .find(|(b, _)| b.scalar_string() == k.scalar_string())
+            {
+                Some(slot) => slot.1 = v,
+                None => base.push((k, v)),
+            }
+        }
+    }
 }
 
 fn entry(out: &mut String, key: &str, v: &Node, indent: usize) {
@@ -131,5 +205,22 @@ mod tests {
         assert_eq!(to_json(&again), to_json(&root), "{out}");
         assert!(out.contains("FLAG: \"true\""), "{out}");
         assert!(out.contains("cmd: [node, \"a b.js\", \"--x=1\"]"), "{out}");
+    }
+
+    /// PM2 (`pm2 start FILE --env production`): env_production over env.
+    #[test]
+    fn a_profile_is_merged_into_env() {
+        let mut root = parse(
+            "apps:\n  web:\n    cmd: x\n    env: {A: 1, B: 2}\n    env_production: {B: 3, C: 4}\n    env_staging: {B: 5}\n  job:\n    cmd: y\n    env_production: {D: 6}\n",
+        )
+        .expect("yaml");
+        bake_profile(&mut root, "production");
+        let json = to_json(&root);
+        assert_eq!(
+            json["apps"]["web"]["env"],
+            serde_json::json!({"A": 1, "B": 3, "C": 4})
+        );
+        assert_eq!(json["apps"]["web"]["env_staging"], serde_json::Value::Null);
+        assert_eq!(json["apps"]["job"]["env"], serde_json::json!({"D": 6}));
     }
 }

@@ -3,7 +3,7 @@
 //! prints the exports as JSON: no config code runs inside eco.
 
 use std::io;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -20,25 +20,39 @@ use tokio::sync::oneshot;
 use crate::state::Exit;
 
 /// The script node runs: load the file (require, or import for ES
-/// modules), print its exports as JSON.
+/// modules) and send one frame on fd 3: `{"exports": ...}` or
+/// `{"error": STACK}`. What the file itself prints goes to stdout and
+/// stderr, apart from the exports (PM2 shows it and goes on). Node exits
+/// once the exports are sent, as PM2 goes on once `require` returns.
+/// It runs from a file, not `node -e`, which would make `module`, `require`
+/// and every built-in module globals that an ES module config then sees
+/// (`module.exports` in a `.mjs` must get node's own ReferenceError).
 const EVALUATE: &str = r"
-const url = require('url');
-const file = process.argv[1];
+const req = require;
+const fs = req('fs');
+const url = req('url');
+const file = process.argv[2];
+const send = (frame) => {
+  const bytes = Buffer.from(JSON.stringify(frame));
+  for (let at = 0; at < bytes.length;) at += fs.writeSync(3, bytes, at);
+};
 const esm = () => import(url.pathToFileURL(file).href);
 async function load() {
   if (file.endsWith('.mjs')) return esm();
-  try { return require(file); } catch (e) {
+  try { return req(file); } catch (e) {
     if (e && (e.code === 'ERR_REQUIRE_ESM' || e.code === 'ERR_REQUIRE_ASYNC_MODULE')) return esm();
     throw e;
   }
 }
+const failed = (e) => {
+  send({ error: String((e && e.stack) || e) });
+  process.exit(3);
+};
 load().then((m) => {
   if (m && m[Symbol.toStringTag] === 'Module') m = 'default' in m ? m.default : { ...m };
-  process.stdout.write(JSON.stringify(m === undefined ? null : m));
-}, (e) => {
-  process.stderr.write(String((e && e.stack) || e));
-  process.exit(3);
-});
+  try { send({ exports: m === undefined ? null : m }); } catch (e) { failed(e); }
+  process.exit(0);
+}, failed);
 ";
 
 /// How long a config file may take to evaluate.
@@ -74,6 +88,17 @@ pub fn is_js(file: &Path) -> bool {
 
 /// Why a JavaScript file could not be read: (message, hint).
 pub type JsError = (String, Option<String>);
+
+/// A file's exports, and what it printed while node evaluated it.
+#[derive(Debug)]
+pub struct Evaluated {
+    pub exports: serde_json::Value,
+    /// Lines from stdout and stderr (node's warnings among them).
+    pub printed: Vec<String>,
+}
+
+/// The most printed lines shown.
+const MAX_PRINTED: usize = 10;
 
 /// Starts node and delivers its exit. Where a process has one place that
 /// waits for children (the daemon's reaper, `waitpid(-1)`), node must be
@@ -123,7 +148,7 @@ impl Runner for OwnChild {
 }
 
 /// Runs `node` on `file` and parses what it prints (the CLI's way).
-pub fn evaluate(file: &Path) -> Result<serde_json::Value, JsError> {
+pub fn evaluate(file: &Path) -> Result<Evaluated, JsError> {
     evaluate_with(file, &OwnChild)
 }
 
@@ -132,7 +157,7 @@ pub fn evaluate(file: &Path) -> Result<serde_json::Value, JsError> {
 /// environment; whatever it started is killed once it has exited (or after
 /// [`TIMEOUT`]), detached children included. Never waits on a pipe that a
 /// child of node still holds once node has exited.
-pub fn evaluate_with(file: &Path, runner: &dyn Runner) -> Result<serde_json::Value, JsError> {
+pub fn evaluate_with(file: &Path, runner: &dyn Runner) -> Result<Evaluated, JsError> {
     let node = std::env::var_os("ECO_NODE").unwrap_or_else(|| "node".into());
     let folder = file.parent().unwrap_or(Path::new("/"));
     let mark = format!(
@@ -143,10 +168,21 @@ pub fn evaluate_with(file: &Path, runner: &dyn Runner) -> Result<serde_json::Val
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.subsec_nanos())
     );
+    // The exports' own channel: fd 3 in node.
+    let (frame_read, frame_write) = nix::unistd::pipe2(OFlag::O_CLOEXEC)
+        .map_err(|e| (format!("cannot create a pipe for node: {e}"), None))?;
+    let script = Evaluator::write().map_err(|e| {
+        (
+            format!(
+                "cannot write eco's evaluation script in {}: {e}",
+                std::env::temp_dir().display()
+            ),
+            Some("check that TMPDIR is writable".into()),
+        )
+    })?;
     let mut command = Command::new(&node);
     command
-        .arg("-e")
-        .arg(EVALUATE)
+        .arg(&script.path)
         .arg(file)
         .current_dir(folder)
         .env(EVAL_MARK, &mark)
@@ -154,6 +190,7 @@ pub fn evaluate_with(file: &Path, runner: &dyn Runner) -> Result<serde_json::Val
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
+    on_fd_3(&mut command, frame_write.as_raw_fd());
     let before = if runner.sweeps_adopted() {
         crate::procfs::own_children()
     } else {
@@ -169,9 +206,11 @@ pub fn evaluate_with(file: &Path, runner: &dyn Runner) -> Result<serde_json::Val
             (format!("cannot run node: {err}"), None)
         }
     })?;
+    // Node has its copy: EOF comes when node (and what it started) closes it.
+    drop(frame_write);
     let group = i32::try_from(child.id()).unwrap_or(i32::MAX);
     let collected = match (child.stdout.take(), child.stderr.take()) {
-        (Some(out), Some(err)) => collect(out.into(), err.into(), &mut exit),
+        (Some(out), Some(err)) => collect(frame_read, out.into(), err.into(), &mut exit),
         _ => Err(Collect::Failed(io::Error::other(
             "node's pipes are missing",
         ))),
@@ -181,7 +220,7 @@ pub fn evaluate_with(file: &Path, runner: &dyn Runner) -> Result<serde_json::Val
     if runner.sweeps_adopted() {
         sweep_adopted(&before, group);
     }
-    let (status, out, err) = match collected {
+    let (status, frame, out, err) = match collected {
         Ok(done) => done,
         Err(Collect::TimedOut) => {
             return Err((
@@ -201,24 +240,181 @@ pub fn evaluate_with(file: &Path, runner: &dyn Runner) -> Result<serde_json::Val
         }
         Err(Collect::Failed(e)) => return Err((format!("cannot read node's output: {e}"), None)),
     };
-    if !status.success() {
-        let text = String::from_utf8_lossy(&err);
-        let first: Vec<&str> = text.lines().take(6).collect();
-        return Err((
-            format!(
-                "node could not evaluate the file:\n    {}",
-                first.join("\n    ")
-            ),
-            Some("fix the error above (PM2 would fail the same way)".into()),
-        ));
-    }
-    serde_json::from_slice(&out).map_err(|e| {
-        (
-            format!("node printed something that is not JSON: {e}"),
-            None,
-        )
-    })
+    let printed = printed_lines(&out, &err);
+    outcome(file, &status, &frame, printed)
 }
+
+/// The exports, or node's error in words: node's own exception and where
+/// it was thrown first, what the file printed (and node's warnings) after.
+fn outcome(
+    file: &Path,
+    status: &Exit,
+    frame: &[u8],
+    printed: Vec<String>,
+) -> Result<Evaluated, JsError> {
+    let frame: Option<serde_json::Value> = serde_json::from_slice(frame).ok();
+    let error = match frame {
+        Some(mut frame) => {
+            if let Some(exports) = frame.get_mut("exports") {
+                return Ok(Evaluated {
+                    exports: exports.take(),
+                    printed,
+                });
+            }
+            let stack = frame.get("error").and_then(serde_json::Value::as_str);
+            node_error(stack.unwrap_or_default(), &file.display().to_string())
+        }
+        None => vec![match status {
+            Exit::Code(code) => format!(
+                "node exited with code {code} before the file's exports were read (does the file call process.exit?)"
+            ),
+            Exit::Signal(signal) => {
+                format!("node was killed by signal {signal} while evaluating the file")
+            }
+        }],
+    };
+    let mut message = format!(
+        "node could not evaluate the file:\n    {}",
+        error.join("\n    ")
+    );
+    if !printed.is_empty() {
+        message.push_str("\n  node also printed:\n    ");
+        message.push_str(&printed.join("\n    "));
+    }
+    Err((
+        message,
+        Some("fix the error above (PM2 would fail the same way)".into()),
+    ))
+}
+
+/// Node's error, shortest first: the exception (`SyntaxError: ...` and the
+/// lines that explain it), then where it was thrown (node's `FILE:LINE`
+/// with the code and a caret, else the first stack frame in the file).
+pub fn node_error(stack: &str, file: &str) -> Vec<String> {
+    let lines: Vec<&str> = stack.lines().collect();
+    let first_at = lines
+        .iter()
+        .position(|l| l.trim_start().starts_with("at "))
+        .unwrap_or(lines.len());
+    let (header, frames) = lines.split_at(first_at);
+    let is_exception = |line: &&str| {
+        line.starts_with(|c: char| c.is_ascii_uppercase())
+            && line.split_once(':').is_some_and(|(name, _)| {
+                name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+            })
+    };
+    let (location, exception) = match header.iter().position(is_exception) {
+        Some(i) => header.split_at(i),
+        None => (&[][..], header),
+    };
+    let mut out: Vec<String> = exception
+        .iter()
+        .filter(|l| !l.trim().is_empty())
+        .take(3)
+        .map(|l| (*l).to_owned())
+        .collect();
+    let location: Vec<&str> = location
+        .iter()
+        .copied()
+        .filter(|l| !l.trim().is_empty())
+        .take(3)
+        .collect();
+    if location.is_empty() {
+        let url = format!("file://{file}");
+        let frame = frames
+            .iter()
+            .find(|l| l.contains(file) || l.contains(&url))
+            .or_else(|| frames.first());
+        out.extend(frame.map(|l| l.trim().to_owned()));
+    } else {
+        out.push(format!("at {}", location[0]));
+        out.extend(location[1..].iter().map(|l| format!("  {l}")));
+    }
+    if out.is_empty() {
+        out.push("node gave no error message".into());
+    }
+    out
+}
+
+/// What the file printed while evaluated, stdout then stderr, at most
+/// [`MAX_PRINTED`] lines (and how many more there were).
+fn printed_lines(out: &[u8], err: &[u8]) -> Vec<String> {
+    let text = format!(
+        "{}\n{}",
+        String::from_utf8_lossy(out),
+        String::from_utf8_lossy(err)
+    );
+    let all: Vec<&str> = text
+        .lines()
+        .map(str::trim_end)
+        .filter(|l| !l.trim().is_empty())
+        .collect();
+    let mut shown: Vec<String> = all
+        .iter()
+        .take(MAX_PRINTED)
+        .map(|l| l.chars().take(300).collect())
+        .collect();
+    if all.len() > MAX_PRINTED {
+        shown.push(format!("... and {} more lines", all.len() - MAX_PRINTED));
+    }
+    shown
+}
+
+/// [`EVALUATE`] in a file of its own for one evaluation; removed on drop.
+struct Evaluator {
+    path: std::path::PathBuf,
+}
+
+impl Evaluator {
+    fn write() -> io::Result<Evaluator> {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let path = std::env::temp_dir().join(format!(
+            "eco-evaluate-{}-{}.cjs",
+            std::process::id(),
+            EVAL_COUNTER.fetch_add(1, Ordering::Relaxed)
+        ));
+        // O_EXCL | O_NOFOLLOW: never writes through what another user left.
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&path)?;
+        let script = Evaluator { path };
+        file.write_all(EVALUATE.as_bytes())?;
+        Ok(script)
+    }
+}
+
+impl Drop for Evaluator {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Makes `fd` (close-on-exec in eco) node's fd 3.
+#[allow(unsafe_code)]
+fn on_fd_3(command: &mut Command, fd: RawFd) {
+    // SAFETY: plain descriptor calls between fork and exec, async-signal-safe.
+    unsafe {
+        command.pre_exec(move || {
+            let ok = if fd == 3 {
+                libc::fcntl(3, libc::F_SETFD, 0) == 0
+            } else {
+                libc::dup2(fd, 3) == 3
+            };
+            if ok {
+                Ok(())
+            } else {
+                Err(io::Error::last_os_error())
+            }
+        });
+    }
+}
+
+/// What node wrote, up to its exit: (exit, frame on fd 3, stdout, stderr).
+type Collected = (Exit, Vec<u8>, Vec<u8>, Vec<u8>);
 
 /// Why collecting node's output stopped early.
 enum Collect {
@@ -231,16 +427,18 @@ enum Collect {
 /// pipes without blocking; once node has exited, takes what is buffered and
 /// stops (a child of node may hold the pipes open for ever).
 fn collect(
+    frame: OwnedFd,
     out: OwnedFd,
     err: OwnedFd,
     exit: &mut oneshot::Receiver<Exit>,
-) -> Result<(Exit, Vec<u8>, Vec<u8>), Collect> {
+) -> Result<Collected, Collect> {
     let deadline = Instant::now() + TIMEOUT;
-    for fd in [&out, &err] {
+    for fd in [&frame, &out, &err] {
         fcntl(fd, FcntlArg::F_SETFL(OFlag::O_NONBLOCK)).map_err(|e| Collect::Failed(e.into()))?;
     }
     let mut pipes = [
-        Pipe::new(out, MAX_OUTPUT + 1),
+        Pipe::new(frame, MAX_OUTPUT + 1),
+        Pipe::new(out, MAX_ERRORS as u64),
         Pipe::new(err, MAX_ERRORS as u64),
     ];
     loop {
@@ -276,8 +474,8 @@ fn collect(
             return Err(Collect::TooLarge);
         }
         if let Some(status) = ended {
-            let [out, err] = pipes;
-            return Ok((status, out.bytes, err.bytes));
+            let [frame, out, err] = pipes;
+            return Ok((status, frame.bytes, out.bytes, err.bytes));
         }
         if Instant::now() >= deadline {
             return Err(Collect::TimedOut);
@@ -370,5 +568,49 @@ fn sweep(group: i32, mark: &str) {
             let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
         }
         std::thread::sleep(TICK);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Node's error first: the exception, then where (node's FILE:LINE
+    /// with the code and caret), however much node printed before it.
+    #[test]
+    fn node_errors_start_with_the_exception_and_where() {
+        let stack = "/srv/eco.config.js:2\nmodule.exports = { apps: [ { name 'a' } ] };\n                                  ^^^\n\nSyntaxError: Unexpected string\n    at wrapSafe (node:internal/modules/cjs/loader:1464:18)\n    at Module._compile (node:internal/modules/cjs/loader:1495:20)";
+        assert_eq!(
+            node_error(stack, "/srv/eco.config.js"),
+            [
+                "SyntaxError: Unexpected string",
+                "at /srv/eco.config.js:2",
+                "  module.exports = { apps: [ { name 'a' } ] };",
+                "                                    ^^^",
+            ]
+        );
+        let stack = "ReferenceError: module is not defined in ES module scope\n    at ModuleJob.run (node:internal/x:1:1)\n    at file:///srv/eco.config.mjs:1:1";
+        assert_eq!(
+            node_error(stack, "/srv/eco.config.mjs"),
+            [
+                "ReferenceError: module is not defined in ES module scope",
+                "at file:///srv/eco.config.mjs:1:1",
+            ]
+        );
+        assert_eq!(node_error("boom", "/srv/x.js"), ["boom"]);
+    }
+
+    /// PM2 shows what a config prints and goes on: eco keeps the lines
+    /// (stdout, then stderr), at most ten.
+    #[test]
+    fn printed_lines_are_kept_and_capped() {
+        assert_eq!(
+            printed_lines(b"hello\n\n", b"(node:1) Warning: x\n"),
+            ["hello", "(node:1) Warning: x"]
+        );
+        let many = "line\n".repeat(25);
+        let lines = printed_lines(many.as_bytes(), b"");
+        assert_eq!(lines.len(), 11);
+        assert_eq!(lines[10], "... and 15 more lines");
     }
 }

@@ -35,6 +35,7 @@ pub const APP_KEYS: &[&str] = &[
     "log_max_size",
     "log_keep",
     "pid_file",
+    "write_pid_file",
     "watchdog",
     "health",
     "reload_signal",

@@ -3,6 +3,7 @@
 
 pub mod emit;
 pub mod error;
+pub mod host;
 pub mod js;
 pub mod keys;
 pub mod node;
@@ -143,7 +144,8 @@ fn one_error(file: &Path, message: String, hint: Option<String>) -> ConfigErrors
 /// or a tree with no positions (a JavaScript file's exports, JSON5).
 pub enum Source {
     Text(String),
-    Tree(node::Node),
+    /// With notes about the reading (what a JavaScript file printed).
+    Tree(node::Node, Vec<Note>),
 }
 
 /// Reads the file: JavaScript is evaluated by node; `.json` that YAML
@@ -159,9 +161,20 @@ pub fn read_source_with(file: &Path, runner: &dyn js::Runner) -> Result<Source, 
     if js::is_js(file) {
         // Node would block on a FIFO too: the file is checked first.
         untrusted::open(file, rules).map_err(|err| unreadable(file, err))?;
-        let exports = js::evaluate_with(file, runner)
+        let evaluated = js::evaluate_with(file, runner)
             .map_err(|(message, hint)| one_error(file, message, hint))?;
-        return Ok(Source::Tree(pm2::from_json(&exports)));
+        // PM2 shows what a config prints and goes on: notes, not errors.
+        let notes = evaluated
+            .printed
+            .iter()
+            .map(|line| Note {
+                path: String::new(),
+                app: None,
+                pos: node::Pos::default(),
+                text: format!("node printed while evaluating the file: {line}"),
+            })
+            .collect();
+        return Ok(Source::Tree(pm2::from_json(&evaluated.exports), notes));
     }
     let text = untrusted::read_text(file, rules).map_err(|err| unreadable(file, err))?;
     let json = matches!(
@@ -172,7 +185,7 @@ pub fn read_source_with(file: &Path, runner: &dyn js::Runner) -> Result<Source, 
         return Ok(Source::Text(text));
     }
     match json5::from_str::<serde_json::Value>(&text) {
-        Ok(value) => Ok(Source::Tree(pm2::from_json(&value))),
+        Ok(value) => Ok(Source::Tree(pm2::from_json(&value), Vec::new())),
         Err(err) => {
             let message = err.to_string();
             let message = message.split(" at ").next().unwrap_or_default();
@@ -217,7 +230,7 @@ pub fn validate_source(
 ) -> Result<(ProjectSpec, Vec<Note>), ConfigErrors> {
     let text = match source {
         Source::Text(text) => text.as_str(),
-        Source::Tree(_) => "",
+        Source::Tree(..) => "",
     };
     let input = Input {
         file: file.to_path_buf(),
@@ -228,7 +241,8 @@ pub fn validate_source(
     };
     match source {
         Source::Text(_) => validate::validate_with_notes(&input),
-        Source::Tree(root) => validate::validate_tree(&input, root),
+        Source::Tree(root, read) => validate::validate_tree(&input, root)
+            .map(|(spec, notes)| (spec, read.iter().cloned().chain(notes).collect())),
     }
 }
 
@@ -242,26 +256,38 @@ pub fn load_with_notes(
 }
 
 /// `eco import`: the file as eco's ecosystem.yaml, with a comment at each
-/// key eco approximates or drops. The file is validated first.
-pub fn import(file: &Path) -> Result<String, ConfigErrors> {
+/// key eco approximates or drops. The file is validated first. With
+/// `profile` (`--env NAME`, as `pm2 start FILE --env NAME`), each
+/// `env_NAME` is merged into its `env` and the profiles are left out.
+pub fn import(file: &Path, profile: Option<&str>) -> Result<String, ConfigErrors> {
     let source = read_source(file)?;
-    validate_source(file, None, &source)?;
-    let root = match source {
-        Source::Text(text) => node::parse(&text).map_err(|e| one_error(file, e.message, None))?,
-        Source::Tree(root) => root,
+    validate_source(file, profile, &source)?;
+    let (root, read_notes) = match source {
+        Source::Text(text) => (
+            node::parse(&text).map_err(|e| one_error(file, e.message, None))?,
+            Vec::new(),
+        ),
+        Source::Tree(root, notes) => (root, notes),
     };
     let name = file
         .file_name()
         .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
-    let (root, notes) = if pm2::is_pm2(&root) {
-        let t = pm2::translate(&root, cpu_count());
+    let (mut root, mut notes) = if pm2::is_pm2(&root) {
+        let folder = file.parent().unwrap_or(Path::new("/"));
+        let t = pm2::translate(&root, &host::Host { cpus: cpu_count() }, folder);
         (t.root, t.notes)
     } else {
         (root, Vec::new())
     };
-    let header = format!(
-        "Converted from {name} by `eco import`: check the `# PM2` comments.\n\
-         yaml-language-server: $schema=https://raw.githubusercontent.com/eco/eco/main/schema/ecosystem.schema.json"
+    notes.splice(0..0, read_notes);
+    let mut header = format!("Converted from {name} by `eco import`");
+    if let Some(profile) = profile {
+        emit::bake_profile(&mut root, profile);
+        header.push_str(&format!(" --env {profile} (env_{profile} merged into env)"));
+    }
+    header.push_str(
+        ": check the `# PM2` comments.\n\
+         yaml-language-server: $schema=https://raw.githubusercontent.com/eco/eco/main/schema/ecosystem.schema.json",
     );
     Ok(emit::yaml(&root, &notes, &header))
 }

@@ -6,6 +6,7 @@
 //! elsewhere ([`super::js`]) and reach this module as a JSON tree.
 
 use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
 
 use super::keys::pm2_key;
 use super::node::{Node, Pos, Value};
@@ -43,6 +44,30 @@ pub fn is_pm2(root: &Node) -> bool {
     }
 }
 
+/// What is at a script's path, as far as choosing how PM2 runs it goes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ScriptKind {
+    /// Nothing there: a program looked up in PATH, or a file that is missing.
+    Missing,
+    Folder,
+    /// A binary (PM2's `isBinaryFile`): run directly.
+    Binary,
+    /// A text file, with its `#!` line if it has one.
+    Text {
+        shebang: Option<String>,
+    },
+}
+
+/// The machine a PM2 file is translated for: what PM2 asks of it.
+pub trait Machine {
+    /// CPUs, for `instances: 0 | 'max' | -N`.
+    fn cpus(&self) -> u32;
+    /// What is at `path` (absolute).
+    fn script(&self, path: &Path) -> ScriptKind;
+    /// Whether `program` is in PATH (bash, python, bun).
+    fn has(&self, program: &str) -> bool;
+}
+
 /// PM2 keys eco reads but that change nothing here, with why.
 const NO_EFFECT: &[(&str, &str)] = &[
     ("vizion", "PM2's version-control metadata"),
@@ -68,7 +93,6 @@ const NO_EFFECT: &[(&str, &str)] = &[
         "merge_logs",
         "eco merges instances' output into one file per app",
     ),
-    ("pid_file", "eco keeps pids in its state"),
     (
         "filter_env",
         "eco passes its own environment under the file's env",
@@ -86,12 +110,14 @@ const NO_EFFECT: &[(&str, &str)] = &[
     ("exec_interpreter", ""),
 ];
 
-/// Translates a PM2 document. `cpus` resolves `instances: -1`.
-pub fn translate(root: &Node, cpus: u32) -> Translated {
+/// Translates a PM2 document found in `folder` for `machine` (which
+/// resolves `instances` and how each script runs).
+pub fn translate(root: &Node, machine: &dyn Machine, folder: &Path) -> Translated {
     let mut t = Translator {
         notes: Vec::new(),
         errors: Vec::new(),
-        cpus,
+        machine,
+        folder: folder.to_path_buf(),
     };
     let mut top: Vec<(Node, Node)> = Vec::new();
     let apps_node: Option<&Node> = match &root.value {
@@ -201,10 +227,11 @@ fn str_node(pos: Pos, s: &str) -> Node {
     node(pos, Value::Str(s.to_owned()))
 }
 
-struct Translator {
+struct Translator<'m> {
     notes: Vec<Note>,
     errors: Vec<(Pos, String, String, Option<String>)>,
-    cpus: u32,
+    machine: &'m dyn Machine,
+    folder: PathBuf,
 }
 
 /// An app's PM2 values, gathered before eco's keys are written.
@@ -223,9 +250,14 @@ struct Gathered<'a> {
     exp_backoff: Option<&'a Node>,
     env: Option<&'a Node>,
     stop_signal: bool,
+    /// `exec_mode` written (else PM2 picks it: [`pm2_cluster_default`]).
+    exec_mode: bool,
+    instances: Option<&'a Node>,
+    cwd: Option<&'a Node>,
+    pid_file: Option<&'a Node>,
 }
 
-impl Translator {
+impl Translator<'_> {
     fn note(&mut self, app: Option<&str>, path: &str, pos: Pos, text: &str) {
         self.notes.push(Note {
             path: path.to_owned(),
@@ -335,33 +367,32 @@ impl Translator {
                 "args" => g.args = Some(v),
                 "interpreter" | "exec_interpreter" => g.interpreter = Some(v),
                 "interpreter_args" | "node_args" => g.interpreter_args.push(v),
-                "cwd" => put("cwd", v.clone()),
+                "cwd" => {
+                    g.cwd = Some(v);
+                    put("cwd", v.clone());
+                }
+                // PM2 writes the pid there itself; `pid` is its alias.
+                "pid_file" | "pid" => g.pid_file = Some(v),
                 "env" => g.env = Some(v),
                 p if p.starts_with("env_") && p.len() > 4 => put(p, self.env_values(v, &app, &path)),
-                "instances" => match &v.value {
-                    Value::Int(n) if *n > 0 => put("instances", v.clone()),
-                    // PM2: 0 and "max" are one per CPU, -1 one fewer.
-                    Value::Int(0) => put("instances", str_node(v.pos, "max")),
-                    Value::Int(-1) => put(
-                        "instances",
-                        node(v.pos, Value::Int(i128::from(self.cpus.saturating_sub(1).max(1)))),
-                    ),
-                    Value::Str(s) if s == "max" => put("instances", v.clone()),
-                    Value::Str(s) if s.trim().parse::<i128>().is_ok() => {
-                        let n = s.trim().parse::<i128>().unwrap_or(1);
-                        let n = match n {
-                            0 => {
-                                put("instances", str_node(v.pos, "max"));
-                                continue;
-                            }
-                            -1 => i128::from(self.cpus.saturating_sub(1).max(1)),
-                            n => n,
-                        };
-                        put("instances", node(v.pos, Value::Int(n)));
+                "instances" => {
+                    g.instances = Some(v);
+                    match pm2_instances(v) {
+                        // PM2: 0 and "max" are one per CPU (kept as `max`).
+                        Some(0) => put("instances", str_node(v.pos, "max")),
+                        Some(n) => {
+                            let count = pm2_instance_count(n, self.machine.cpus());
+                            put("instances", node(v.pos, Value::Int(i128::from(count))));
+                        }
+                        None => put("instances", v.clone()),
                     }
-                    _ => put("instances", v.clone()),
-                },
-                "exec_mode" => match v.scalar_string().as_deref() {
+                }
+                "exec_mode" => match {
+                    g.exec_mode = true;
+                    v.scalar_string()
+                }
+                .as_deref()
+                {
                     Some("cluster" | "cluster_mode") => {
                         g.cluster = true;
                         put("mode", str_node(v.pos, "cluster"));
@@ -506,47 +537,36 @@ impl Translator {
             );
             return None;
         };
-        let mut argv: Vec<Node> = Vec::new();
-        let interpreter = match g.interpreter.and_then(Node::scalar_string) {
-            Some(i) if i == "none" => None,
-            Some(i) => Some(i),
-            None => default_interpreter(&script_text).map(str::to_owned),
-        };
+        let (argv, interpreter) = self.command(&g, script, &script_text, &app, &base);
+        out.push((key("cmd", script.pos), node(script.pos, Value::Seq(argv))));
         let node_app = interpreter
             .as_deref()
-            .is_some_and(|i| matches!(i.rsplit('/').next(), Some("node" | "nodejs")));
-        let shell_script = g.args.is_none()
-            && g.interpreter.is_none()
-            && script_text.contains(' ')
-            && default_interpreter(&script_text).is_none();
-        if shell_script {
-            // PM2 runs a script with spaces through bash -c.
-            out.push((key("cmd", script.pos), str_node(script.pos, &script_text)));
-            out.push((
-                key("shell", script.pos),
-                node(script.pos, Value::Bool(true)),
+            .is_some_and(|i| i.rsplit('/').next().is_some_and(|b| b.ends_with("node")));
+        if interpreter.as_deref().is_some_and(|i| i.contains("python")) {
+            // PM2 sets it for Python apps, over the file's env.
+            env_entries.retain(|(k, _)| k.scalar_string().as_deref() != Some("PYTHONUNBUFFERED"));
+            env_entries.push((
+                key("PYTHONUNBUFFERED", script.pos),
+                str_node(script.pos, "1"),
             ));
-        } else {
-            if let Some(i) = &interpreter {
-                argv.push(str_node(g.interpreter.map_or(script.pos, |n| n.pos), i));
-            }
-            for args in &g.interpreter_args {
-                argv.extend(words(args));
-            }
-            // Run directly, `app.bin` would be looked up in PATH; PM2
-            // resolves it against cwd.
-            let direct =
-                interpreter.is_none() && !script_text.contains('/') && script_text.contains('.');
-            let script_text = if direct {
-                format!("./{script_text}")
-            } else {
-                script_text.clone()
+        }
+        if !g.exec_mode && node_app && g.instances.is_some_and(pm2_cluster_default) {
+            // PM2 runs a Node app with `instances` and no `exec_mode` in
+            // cluster mode (Common.determineExecMode).
+            g.cluster = true;
+            out.push((key("mode", item.pos), str_node(item.pos, "cluster")));
+        }
+        if let Some(file) = g.pid_file.and_then(|f| f.scalar_string().map(|s| (f, s))) {
+            // PM2 resolves it against the app's cwd; eco's key against the
+            // file's folder.
+            let (pos, text) = (file.0.pos, file.1);
+            let path = match g.cwd.and_then(Node::scalar_string) {
+                Some(cwd) if !text.starts_with('/') => {
+                    format!("{}/{text}", cwd.trim_end_matches('/'))
+                }
+                _ => text,
             };
-            argv.push(str_node(script.pos, &script_text));
-            if let Some(args) = g.args {
-                argv.extend(words(args));
-            }
-            out.push((key("cmd", script.pos), node(script.pos, Value::Seq(argv))));
+            out.push((key("write_pid_file", pos), str_node(pos, &path)));
         }
         if !env_entries.is_empty() {
             let pos = g.env.map_or(item.pos, |e| e.pos);
@@ -640,6 +660,88 @@ impl Translator {
         Some((key(&eco_name, name_pos), node(item.pos, Value::Map(out))))
     }
 
+    /// The argv PM2 runs for `script` (its interpreter, the interpreter's
+    /// arguments, the script, `args`), and the interpreter (`None`: the
+    /// script runs directly).
+    fn command(
+        &mut self,
+        g: &Gathered<'_>,
+        script: &Node,
+        script_text: &str,
+        app: &str,
+        base: &str,
+    ) -> (Vec<Node>, Option<String>) {
+        let pos = script.pos;
+        let explicit = g.interpreter.and_then(Node::scalar_string);
+        if script_text.contains(' ') {
+            // PM2 (Common.verifyConfs): a script with a space is a command
+            // line, run as `bash -c SCRIPT` (`sh` without bash); it sets
+            // `args` to `-c SCRIPT`, so the file's args are dropped.
+            let shell = if self.machine.has("bash") {
+                "bash"
+            } else {
+                "sh"
+            };
+            if g.args.is_some() {
+                self.note(
+                    Some(app),
+                    &format!("{base}.args"),
+                    pos,
+                    "dropped: PM2 runs a script with spaces as `bash -c SCRIPT` and ignores args; put them in the script",
+                );
+            }
+            if explicit.as_deref().is_some_and(|i| i != "none") {
+                self.note(
+                    Some(app),
+                    &format!("{base}.interpreter"),
+                    pos,
+                    "ignored: a script with spaces is a command line run by bash",
+                );
+            }
+            let argv = [shell, "-c", script_text]
+                .iter()
+                .map(|w| str_node(pos, w))
+                .collect();
+            return (argv, None);
+        }
+        let cwd = g.cwd.and_then(Node::scalar_string).unwrap_or_default();
+        let path = self.folder.join(cwd).join(script_text);
+        let interpreter = match explicit {
+            Some(i) if i == "none" => None,
+            Some(i) => Some(i),
+            None => {
+                let kind = || self.machine.script(&path);
+                let (interpreter, how) =
+                    pm2_interpreter(script_text, kind, |p| self.machine.has(p));
+                if let Some(text) = how {
+                    self.note(Some(app), &format!("{base}.script"), pos, text);
+                }
+                interpreter
+            }
+        };
+        let mut argv = Vec::new();
+        if let Some(i) = &interpreter {
+            argv.push(str_node(g.interpreter.map_or(pos, |n| n.pos), i));
+        }
+        for args in &g.interpreter_args {
+            argv.extend(words(args));
+        }
+        // Run directly, `app.bin` would be looked up in PATH; PM2 resolves
+        // a script against cwd first (PATH only when nothing is there).
+        let local = !script_text.contains('/')
+            && (script_text.contains('.') || self.machine.script(&path) != ScriptKind::Missing);
+        let script_text = if interpreter.is_none() && local {
+            format!("./{script_text}")
+        } else {
+            script_text.to_owned()
+        };
+        argv.push(str_node(pos, &script_text));
+        if let Some(args) = g.args {
+            argv.extend(words(args));
+        }
+        (argv, interpreter)
+    }
+
     /// An env mapping whose non-scalar values become JSON, as PM2 does.
     fn env_values(&mut self, env: &Node, app: &str, path: &str) -> Node {
         let Value::Map(entries) = &env.value else {
@@ -675,6 +777,105 @@ fn push_env(out: &mut Vec<(Node, Node)>, name: &str, value: &str, pos: Pos) {
         return;
     }
     out.push((key("env", pos), node(pos, Value::Map(vec![entry]))));
+}
+
+/// `instances` as PM2 reads it (Common.verifyConfs): `'max'` is 0, a
+/// string is `parseInt(s) || 0`, a number is truncated. `None`: not a
+/// number or a string (eco's validation says so).
+pub fn pm2_instances(v: &Node) -> Option<i64> {
+    match &v.value {
+        Value::Int(n) => Some(i64::try_from(*n).unwrap_or(0)),
+        #[allow(clippy::cast_possible_truncation)]
+        Value::Float(x) if x.is_finite() => Some(x.trunc() as i64),
+        Value::Str(s) if s.trim() == "max" => Some(0),
+        Value::Str(s) => Some(parse_int(s)),
+        _ => None,
+    }
+}
+
+/// JavaScript's `parseInt(s) || 0`: the leading integer, else 0.
+fn parse_int(s: &str) -> i64 {
+    let t = s.trim_start();
+    let (sign, digits) = match t.strip_prefix('-') {
+        Some(rest) => (-1, rest),
+        None => (1, t.strip_prefix('+').unwrap_or(t)),
+    };
+    let end = digits
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(digits.len());
+    digits[..end].parse::<i64>().map_or(0, |n| sign * n)
+}
+
+/// How many instances PM2 starts for `n` (God.prepare): 0 is one per
+/// CPU, a negative number that many fewer, and never fewer than one.
+pub fn pm2_instance_count(n: i64, cpus: u32) -> u32 {
+    let cpus = i64::from(cpus.max(1));
+    let count = match n {
+        0 => cpus,
+        n if n < 0 => n + cpus,
+        n => n,
+    };
+    u32::try_from(count.max(1)).unwrap_or(u32::MAX)
+}
+
+/// Whether `instances` makes PM2 pick cluster mode for a Node app with no
+/// `exec_mode` (Common.determineExecMode: `instances >= 1 || === 0 ||
+/// === -1`, after verifyConfs' parsing).
+pub fn pm2_cluster_default(instances: &Node) -> bool {
+    pm2_instances(instances).is_some_and(|n| n >= 1 || n == 0 || n == -1)
+}
+
+/// How PM2 runs a script without an explicit interpreter
+/// (Common.sink.resolveInterpreter): by extension, else node unless it is
+/// a binary. `kind` looks at the file only when the extension does not
+/// decide; `has` asks PATH. Also a note when eco departs from PM2.
+pub fn pm2_interpreter(
+    script: &str,
+    kind: impl FnOnce() -> ScriptKind,
+    has: impl Fn(&str) -> bool,
+) -> (Option<String>, Option<&'static str>) {
+    let name = script.rsplit('/').next().unwrap_or(script);
+    let ext = match name.rfind('.') {
+        Some(i) if i > 0 => &name[i..],
+        _ => "",
+    };
+    let by_ext = match ext {
+        ".sh" => Some(if has("bash") { "bash" } else { "sh" }),
+        // PM2 picks `python`, and `python3` when there is no `python`.
+        ".py" => Some(if has("python") || !has("python3") {
+            "python"
+        } else {
+            "python3"
+        }),
+        ".rb" => Some("ruby"),
+        ".php" => Some("php"),
+        ".pl" => Some("perl"),
+        ".js" => Some("node"),
+        ".coffee" => Some("coffee"),
+        ".ls" => Some("lsc"),
+        // bun, else node's own type stripping (Node >= 22.18), as PM2.
+        ".ts" | ".tsx" => Some(if has("bun") { "bun" } else { "node" }),
+        _ => None,
+    };
+    if let Some(i) = by_ext {
+        return (Some(i.to_owned()), None);
+    }
+    match kind() {
+        // A program in PATH (`npm`), or a missing file: run directly (a
+        // Node program's `#!` line runs node, as PM2 would).
+        ScriptKind::Missing | ScriptKind::Binary => (None, None),
+        // Node resolves a folder to its index.js or package.json main.
+        ScriptKind::Folder => (Some("node".into()), None),
+        ScriptKind::Text {
+            shebang: Some(line),
+        } if !line.contains("node") => (
+            None,
+            Some(
+                "approximated: run by its `#!` line (PM2 would run a script with no extension with node)",
+            ),
+        ),
+        ScriptKind::Text { .. } => (Some("node".into()), None),
+    }
 }
 
 /// PM2's interpreter for a script, by extension (`None`: run it directly).
@@ -838,10 +1039,33 @@ mod tests {
     use super::*;
     use crate::config::node::parse;
 
+    /// A machine with 4 CPUs, bash, python3 (no `python`), and these files
+    /// under /srv.
+    struct Fake(Vec<(&'static str, ScriptKind)>);
+
+    impl Machine for Fake {
+        fn cpus(&self) -> u32 {
+            4
+        }
+        fn script(&self, path: &Path) -> ScriptKind {
+            self.0
+                .iter()
+                .find(|(p, _)| Path::new(p) == path)
+                .map_or(ScriptKind::Missing, |(_, k)| k.clone())
+        }
+        fn has(&self, program: &str) -> bool {
+            matches!(program, "bash" | "python3" | "node")
+        }
+    }
+
     fn eco(yaml: &str) -> (serde_json::Value, Vec<String>) {
+        eco_on(&Fake(Vec::new()), yaml)
+    }
+
+    fn eco_on(machine: &Fake, yaml: &str) -> (serde_json::Value, Vec<String>) {
         let root = parse(yaml).expect("yaml");
         assert!(is_pm2(&root));
-        let t = translate(&root, 4);
+        let t = translate(&root, machine, Path::new("/srv"));
         assert!(t.errors.is_empty(), "{:?}", t.errors);
         (
             to_json(&t.root),
@@ -901,5 +1125,200 @@ mod tests {
         let (json, notes) = eco("apps:\n  - script: bin/www.js\ndeploy:\n  production: {}\n");
         assert!(json["apps"]["www"].is_object());
         assert!(notes[0].starts_with("deploy: not supported"), "{notes:?}");
+    }
+
+    fn app(yaml: &str) -> serde_json::Value {
+        let (json, _) = eco(yaml);
+        json["apps"]["a"].clone()
+    }
+
+    /// PM2 Common.determineExecMode: `instances` (>= 1, 0 or -1 once
+    /// parsed) with no `exec_mode` on a Node script is cluster mode; no
+    /// `instances`, or a script that is not Node, is fork mode.
+    #[test]
+    fn instances_without_exec_mode_is_cluster_for_node() {
+        let mode =
+            |extra: &str| app(&format!("- {{name: a, script: s.js, {extra}}}\n"))["mode"].clone();
+        for cluster in [
+            "instances: 2",
+            "instances: 1",
+            "instances: 0",
+            "instances: -1",
+            "instances: '0'",
+            "instances: max",
+            "instances: '4'",
+        ] {
+            assert_eq!(mode(cluster), "cluster", "{cluster}");
+        }
+        assert_eq!(mode("instances: -2"), serde_json::Value::Null, "-2 is fork");
+        assert_eq!(
+            mode("port: 80"),
+            serde_json::Value::Null,
+            "no instances: fork"
+        );
+        assert_eq!(mode("instances: 2, exec_mode: fork"), "fork");
+        assert_eq!(
+            mode("instances: 2, interpreter: none"),
+            serde_json::Value::Null
+        );
+        let py = app("- {name: a, script: w.py, instances: 2}\n");
+        assert_eq!(py["mode"], serde_json::Value::Null, "not Node: fork");
+        // Cluster by default waits for listen, as an explicit cluster app.
+        let web = app("- {name: a, script: s.js, instances: 2, env: {PORT: 3000}}\n");
+        assert_eq!(web["ready"], "notify");
+        assert_eq!(web["env"]["ECO_READY_ON_LISTEN"], "1");
+    }
+
+    /// PM2 God.prepare: parseInt(instances); 0 is all CPUs, a negative
+    /// number that many fewer, never fewer than 1; 'max' and '0' are 0.
+    #[test]
+    fn instance_counts_as_pm2_computes_them() {
+        let count = |v: &str| {
+            app(&format!(
+                "- {{name: a, script: s.js, exec_mode: fork, instances: {v}}}\n"
+            ))["instances"]
+                .clone()
+        };
+        assert_eq!(count("-1"), 3);
+        assert_eq!(count("'-1'"), 3);
+        assert_eq!(count("-3"), 1);
+        assert_eq!(count("-9"), 1);
+        assert_eq!(count("0"), "max");
+        assert_eq!(count("'0'"), "max");
+        assert_eq!(count("max"), "max");
+        assert_eq!(count("'3'"), 3);
+        assert_eq!(count("'3 workers'"), 3);
+        assert_eq!(count("2.7"), 2);
+        assert_eq!(count("lots"), "max", "parseInt('lots') || 0");
+        assert_eq!(pm2_instance_count(0, 2), 2);
+        assert_eq!(pm2_instance_count(-1, 1), 1);
+    }
+
+    /// PM2 Common.prepareAppConf + God.js: `pid_file` (alias `pid`) is
+    /// the file PM2 writes, relative to the app's cwd; never eco's
+    /// `pid_file` (which the app writes).
+    #[test]
+    fn pid_file_and_pid_are_the_file_pm2_writes() {
+        let a = app("- {name: a, script: s.js, pid_file: ./run/a.pid}\n");
+        assert_eq!(a["write_pid_file"], "./run/a.pid");
+        assert_eq!(a["pid_file"], serde_json::Value::Null);
+        let (json, notes) = eco("- {name: a, script: s.js, pid: /run/a.pid, cwd: sub}\n");
+        assert_eq!(json["apps"]["a"]["write_pid_file"], "/run/a.pid");
+        assert!(notes.is_empty(), "`pid` is a PM2 key: {notes:?}");
+        let a = app("- {name: a, script: s.js, pid: run/a.pid, cwd: ./sub/}\n");
+        assert_eq!(a["write_pid_file"], "./sub/run/a.pid");
+    }
+
+    /// PM2 Common.verifyConfs: a script with a space is run as
+    /// `bash -c SCRIPT` (sh without bash), and `args` are replaced.
+    #[test]
+    fn a_script_with_spaces_is_a_bash_command_line() {
+        let a = app("- {name: a, script: node server.js, exec_interpreter: none}\n");
+        assert_eq!(
+            a["cmd"],
+            serde_json::json!(["bash", "-c", "node server.js"])
+        );
+        assert_eq!(a["shell"], serde_json::Value::Null);
+        let (json, notes) = eco("- {name: a, script: npm run start, args: --port 3000}\n");
+        assert_eq!(
+            json["apps"]["a"]["cmd"],
+            serde_json::json!(["bash", "-c", "npm run start"])
+        );
+        assert!(
+            notes.iter().any(|n| n.starts_with("apps[0].args: dropped")),
+            "{notes:?}"
+        );
+    }
+
+    /// PM2 Common.sink.resolveInterpreter: by extension (interpreter.json),
+    /// else node unless the file is a binary (a folder too: node resolves
+    /// it); `none` runs the script itself; Python gets PYTHONUNBUFFERED=1.
+    #[test]
+    fn interpreters_as_pm2_picks_them() {
+        let machine = Fake(vec![
+            ("/srv/bin/www", ScriptKind::Text { shebang: None }),
+            (
+                "/srv/bin/node-cli",
+                ScriptKind::Text {
+                    shebang: Some("/usr/bin/env node".into()),
+                },
+            ),
+            (
+                "/srv/bin/run",
+                ScriptKind::Text {
+                    shebang: Some("/bin/sh".into()),
+                },
+            ),
+            ("/srv/dist", ScriptKind::Folder),
+            ("/srv/sub/dist", ScriptKind::Folder),
+            ("/srv/server", ScriptKind::Binary),
+            ("/srv/app.cjs", ScriptKind::Text { shebang: None }),
+            ("/srv/app.mjs", ScriptKind::Text { shebang: None }),
+        ]);
+        let cmd = |doc: &str| {
+            let (json, _) = eco_on(&machine, doc);
+            json["apps"]["a"]["cmd"].clone()
+        };
+        let j = |v: &[&str]| serde_json::json!(v);
+        assert_eq!(
+            cmd("- {name: a, script: ./bin/www}\n"),
+            j(&["node", "./bin/www"])
+        );
+        assert_eq!(
+            cmd("- {name: a, script: bin/node-cli}\n"),
+            j(&["node", "bin/node-cli"])
+        );
+        assert_eq!(cmd("- {name: a, script: ./dist}\n"), j(&["node", "./dist"]));
+        assert_eq!(
+            cmd("- {name: a, script: dist, cwd: sub}\n"),
+            j(&["node", "dist"])
+        );
+        assert_eq!(cmd("- {name: a, script: server}\n"), j(&["./server"]));
+        assert_eq!(
+            cmd("- {name: a, script: npm, args: run start}\n"),
+            j(&["npm", "run", "start"])
+        );
+        assert_eq!(
+            cmd("- {name: a, script: app.cjs}\n"),
+            j(&["node", "app.cjs"])
+        );
+        assert_eq!(
+            cmd("- {name: a, script: app.mjs, node_args: --inspect}\n"),
+            j(&["node", "--inspect", "app.mjs"])
+        );
+        assert_eq!(cmd("- {name: a, script: w.py}\n"), j(&["python3", "w.py"]));
+        assert_eq!(cmd("- {name: a, script: w.sh}\n"), j(&["bash", "w.sh"]));
+        assert_eq!(cmd("- {name: a, script: a.ts}\n"), j(&["node", "a.ts"]));
+        assert_eq!(
+            cmd("- {name: a, script: app.js, interpreter: none}\n"),
+            j(&["./app.js"])
+        );
+        assert_eq!(
+            cmd(
+                "- {name: a, script: w.py, interpreter: python3, interpreter_args: -u, args: [--queue, mail]}\n"
+            ),
+            j(&["python3", "-u", "w.py", "--queue", "mail"])
+        );
+        let (json, notes) = eco_on(&machine, "- {name: a, script: bin/run}\n");
+        assert_eq!(json["apps"]["a"]["cmd"], j(&["bin/run"]));
+        assert!(notes[0].contains("`#!` line"), "{notes:?}");
+        let (json, _) = eco("- {name: a, script: w.py, env: {PYTHONUNBUFFERED: '0'}}\n");
+        assert_eq!(json["apps"]["a"]["env"]["PYTHONUNBUFFERED"], "1");
+    }
+
+    /// PM2 (shell-quote): `args` as a string is split like a shell; a list
+    /// is kept word for word.
+    #[test]
+    fn args_as_a_string_and_as_a_list() {
+        let a = app("- {name: a, script: s.js, args: '--mode fast \"two words\"'}\n");
+        assert_eq!(
+            a["cmd"],
+            serde_json::json!(["node", "s.js", "--mode", "fast", "two words"])
+        );
+        let a = app("- {name: a, script: s.js, args: [--mode, 'two words']}\n");
+        assert_eq!(
+            a["cmd"],
+            serde_json::json!(["node", "s.js", "--mode", "two words"])
+        );
     }
 }

@@ -270,6 +270,10 @@ pub struct RawApp {
     /// eco supervises that pid, as systemd's Type=forking + PIDFile=. Default:
     /// none (eco supervises the process it started).
     pid_file: Option<String>,
+    /// eco writes each instance's pid here (relative to the file's folder), as PM2 does with
+    /// its `pid_file`: `app.pid` is `app-0.pid`, `app-1.pid`, ... (the instance number before
+    /// `.pid`); removed when the instance exits. Default: none.
+    write_pid_file: Option<String>,
     /// The app sends WATCHDOG=1 at least this often (WATCHDOG_USEC); late: SIGABRT, then a
     /// restart (reason watchdog). Default: none (no watchdog).
     watchdog: Option<Duration>,

@@ -130,7 +130,10 @@ impl<'a> Walker<'a> {
         if !pm2::is_pm2(root) {
             return self.project(root);
         }
-        let translated = pm2::translate(root, self.input.cpus);
+        let host = super::host::Host {
+            cpus: self.input.cpus,
+        };
+        let translated = pm2::translate(root, &host, &self.folder());
         for (pos, path, message, hint) in translated.errors {
             self.error(pos, &path, message, hint);
         }
@@ -804,6 +807,9 @@ impl Walker<'_> {
                 "log_time" => set(&mut settings.log_time, self.boolean(value, path)),
                 "log_max_size" => set(&mut settings.log_max_size, self.size(value, path)),
                 "log_keep" => set(&mut settings.log_keep, self.count(value, path)),
+                "write_pid_file" => {
+                    settings.write_pid_file = self.string(value, path).map(|p| self.resolve(&p));
+                }
                 profile => {
                     let wanted = profile.strip_prefix("env_");
                     profiles_seen.insert(wanted.unwrap_or_default().to_owned());

@@ -695,6 +695,7 @@ impl Actor {
             s.last_error = None;
         });
         self.event(&Event::Started { pid });
+        let pid_written = self.write_pid(pid);
         let hurry = CancellationToken::new();
         let pipes = [(spawned.stdout, Stream::Out), (spawned.stderr, Stream::Err)];
         let pumps = Pumps {
@@ -987,7 +988,24 @@ impl Actor {
         if let Some(report) = self.refusals.flush() {
             log_refusals(&self.id, &report);
         }
+        if let Some((file, written)) = pid_written {
+            super::pid_write::remove(&file, written);
+        }
         end
+    }
+
+    /// `write_pid_file`: the pid goes to the instance's file (PM2's
+    /// `pid_file`); a failure is logged, and the app runs on, as in PM2.
+    fn write_pid(&self, pid: i32) -> Option<(std::path::PathBuf, i32)> {
+        let base = self.settings.write_pid_file.as_deref()?;
+        let file = super::pid_write::file_of(base, self.id.index);
+        match super::pid_write::write(&file, pid) {
+            Ok(()) => Some((file, pid)),
+            Err(err) => {
+                tracing::warn!(%err, instance = ?self.id, file = %file.display(), "cannot write write_pid_file");
+                None
+            }
+        }
     }
 
     /// Counts a refused notify datagram or message; logs at most one line

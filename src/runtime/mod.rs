@@ -25,6 +25,7 @@ pub mod listen_broker;
 pub mod notify;
 pub mod ops;
 pub mod output;
+pub mod pid_write;
 pub mod ready;
 pub mod reaper;
 pub mod rollout;
