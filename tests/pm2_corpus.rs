@@ -382,5 +382,8 @@ fn import_with_env_bakes_the_profile_in() {
     );
     // `pid_file` is imported as the key that keeps its PM2 meaning.
     let yaml = home.ok(&["import", "p/06-pid-alias.config.js"]);
-    assert!(yaml.contains("write_pid_file: \"./run/pair.pid\""), "{yaml}");
+    assert!(
+        yaml.contains("write_pid_file: \"./run/pair.pid\""),
+        "{yaml}"
+    );
 }
