@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
+use crate::support::tools::{require, tool, tool_str};
 use crate::support::{
     Foreground, Home, eco_bin, eventually, free_port, mark, processes_with_env, stderr, stdout,
     write,
@@ -118,7 +119,7 @@ fn a_daemon_that_hides_its_mark_is_guessed_and_warned_about() {
 
 fn redis_conf(dir: &Path, port: u16) -> Vec<String> {
     vec![
-        "redis-server".into(),
+        tool_str("redis-server"),
         "--port".into(),
         port.to_string(),
         "--bind".into(),
@@ -247,7 +248,8 @@ fn nginx_daemon_on_with_and_without_a_pid_file() {
         home.write(
             "ecosystem.yaml",
             &format!(
-                "apps:\n  web:\n    cmd: [nginx, -c, {}, -p, {}]\n{extra}",
+                "apps:\n  web:\n    cmd: ['{}', -c, {}, -p, {}]\n{extra}",
+                tool_str("nginx"),
                 conf.display(),
                 home.path().display()
             ),
@@ -341,7 +343,7 @@ fn escaped(tag: &str, dir: &Path, n: u32) -> Vec<i32> {
 
 /// Runs `eco` as nobody (no cgroups can be written), in `dir`.
 fn eco_as_nobody(dir: &Path, args: &[&str]) -> Output {
-    Command::new("setpriv")
+    Command::new(tool("setpriv"))
         .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
         .arg(eco_bin())
         .args(args)
@@ -353,6 +355,7 @@ fn eco_as_nobody(dir: &Path, args: &[&str]) -> Output {
 }
 
 fn run_escapes(as_nobody: bool) {
+    require(&["perl", "setsid"]);
     let dir = tempfile::tempdir().expect("tempdir");
     let tag = mark(if as_nobody {
         "escapes_nobody"

@@ -10,6 +10,7 @@ use std::process::{Command, Output};
 
 use serde_json::Value;
 
+use crate::support::tools::tool;
 use crate::support::{eco_bin, root, stderr, stdout};
 
 /// Every `examples/**/*.yaml`.
@@ -58,27 +59,10 @@ fn export(args: &[&str], path_var: &str) -> Output {
         .expect("eco export runs")
 }
 
-fn tool(name: &str, hint: &str) -> PathBuf {
-    let venv = root().join(".ci/venv/bin").join(name);
-    if venv.is_file() {
-        return venv;
-    }
-    std::env::var_os("PATH")
-        .and_then(|p| {
-            std::env::split_paths(&p)
-                .map(|d| d.join(name))
-                .find(|c| c.is_file())
-        })
-        .unwrap_or_else(|| panic!("`{name}` is not installed: {hint}"))
-}
-
 /// Runs `systemd-analyze verify` on the target and every unit it wants,
 /// loading units from `dir` only; returns its combined output.
 fn verify(dir: &Path, user: bool) -> (bool, String) {
-    let analyze = tool(
-        "systemd-analyze",
-        "install the `systemd` package (.ci/run does: apt-get install -y systemd)",
-    );
+    let analyze = tool("systemd-analyze");
     let targets: Vec<String> = fs::read_dir(dir)
         .expect("read units")
         .flatten()
@@ -240,11 +224,7 @@ fn which_sh() -> String {
 }
 
 fn kubernetes_validate(manifests: &Path) -> Output {
-    let validate = tool(
-        "kubernetes-validate",
-        "run `python3 -m venv .ci/venv && .ci/venv/bin/pip install kubernetes-validate` \
-         (as .ci/run does)",
-    );
+    let validate = tool("kubernetes-validate");
     Command::new(validate)
         .arg("--strict")
         .arg(manifests)

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::support::tools::tool;
 use crate::support::{Home, all_online, eco_bin, eventually, state_of, stderr, stdout};
 
 /// `eco ARGS` against `home` in the background, output piped.
@@ -226,7 +227,7 @@ fn the_daemon_raises_its_descriptor_limit() {
 /// `eco ARGS` (`up`, the daemon's first start) with 1,024 descriptors,
 /// soft and hard, and no CAP_SYS_RESOURCE to raise them.
 fn up_under_1024_descriptors(home: &Home, args: &str) -> std::process::Output {
-    Command::new("setpriv")
+    Command::new(tool("setpriv"))
         .args(["--bounding-set=-sys_resource", "sh", "-c"])
         .arg(format!(
             "ulimit -Sn 1024 && ulimit -Hn 1024 && exec '{}' {args}",

@@ -256,6 +256,7 @@ fn js_apps(names: &[&str]) -> String {
 /// applied once node is done.
 #[test]
 fn a_slow_javascript_config_saved_never_stalls_the_daemon() {
+    crate::support::tools::require(&["node"]);
     let home = Home::new();
     home.write(
         "ecosystem.config.js",
@@ -292,6 +293,7 @@ fn a_slow_javascript_config_saved_never_stalls_the_daemon() {
 /// the pipe's end for ever) and leaves nothing running.
 #[test]
 fn a_config_whose_detached_child_holds_stdout_is_read_promptly_and_swept() {
+    crate::support::tools::require(&["node"]);
     let home = Home::new();
     let tag = format!("detached-{}", std::process::id());
     home.write(
@@ -345,6 +347,7 @@ fn processes_running(args: &[&str]) -> Vec<i32> {
 /// environment (so no mark finds it: the CLI adopts it as subreaper).
 #[test]
 fn a_config_that_never_finishes_times_out_and_leaves_nothing() {
+    crate::support::tools::require(&["node"]);
     let home = Home::new();
     let tag = format!("endless-{}", std::process::id());
     let seconds = (1_000_000 + std::process::id()).to_string();

@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::support::tools::tool;
 use crate::support::{eco_bin, eventually, mark, processes_with_env, stderr, stdout};
 
 const NOBODY: u32 = 65534;
@@ -172,7 +173,7 @@ for _ in range(count):
 "#;
 
 fn sender(path: &str, count: u32, text: &str, fds_each: u32) -> Command {
-    let mut command = Command::new("python3");
+    let mut command = Command::new(tool("python3"));
     command
         .args(["-c", SENDER, path])
         .arg(count.to_string())
@@ -463,6 +464,7 @@ time.sleep(1000)
 
 #[test]
 fn fdstore_cannot_fill_the_daemons_descriptor_table() {
+    crate::support::tools::require(&["python3"]);
     let site = Site::new(false);
     site.write("hoard.py", HOARDER);
     site.write(
@@ -470,7 +472,7 @@ fn fdstore_cannot_fill_the_daemons_descriptor_table() {
         "apps:\n  hoard:\n    cmd: [python3, hoard.py]\n    ready: notify\n    fd_store: 100000\n",
     );
     // The daemon's table holds 1,024 and it cannot raise that.
-    let out = Command::new("setpriv")
+    let out = Command::new(tool("setpriv"))
         .args(["--bounding-set=-sys_resource", "sh", "-c"])
         .arg(format!(
             "ulimit -Sn 1024 && ulimit -Hn 1024 && exec '{}' up --wait --timeout 30s",
@@ -510,6 +512,7 @@ const NODE_READY: &str =
     "setTimeout(() => process.send('ready'), 200); setInterval(() => {}, 1000);";
 
 fn short_lived_senders_still_speak_for_their_instance(as_nobody: bool) {
+    crate::support::tools::require(&["node", "systemd-notify"]);
     let site = Site::new(as_nobody);
     site.write(
         "ecosystem.yaml",

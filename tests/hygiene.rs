@@ -10,6 +10,7 @@ use std::path::Path;
 use std::process::{Command, Output};
 use std::time::Duration;
 
+use crate::support::tools::{tool, tool_str};
 use crate::support::{eco_bin, eventually, free_port, stderr, stdout};
 
 const NOBODY: u32 = 65534;
@@ -28,7 +29,7 @@ fn assert_root() {
 fn eco_as(home: &Path, dir: &Path, nobody: bool, lock: Option<&Path>, args: &[&str]) -> Output {
     let mut argv: Vec<String> = Vec::new();
     if let Some(lock) = lock {
-        argv.extend(["flock".into(), lock.display().to_string()]);
+        argv.extend([tool_str("flock"), lock.display().to_string()]);
     }
     argv.push(eco_bin().display().to_string());
     argv.extend(args.iter().map(|a| (*a).to_owned()));
@@ -145,7 +146,7 @@ fn run_descriptor_check(nobody: bool) {
         "the daemon holds the deploy script's lock: {:?}",
         fds_of(daemon)
     );
-    let free = Command::new("flock")
+    let free = Command::new(tool("flock"))
         .args(["-n", &lock_name, "true"])
         .status()
         .expect("flock -n");
@@ -203,7 +204,7 @@ fn up_foreground_closes_what_it_inherited() {
         "ecosystem.yaml",
         "apps:\n  plain:\n    cmd: [sleep, '1000']\n",
     );
-    let mut child = Command::new("flock")
+    let mut child = Command::new(tool("flock"))
         .arg(&lock)
         .arg(eco_bin())
         .args(["up", "-F", "-f"])
@@ -268,9 +269,10 @@ fn a_dry_run_changes_nothing_on_the_host() {
         ),
     );
     let eco = eco_bin().display().to_string();
+    let ip = tool_str("ip");
     let script = format!(
         "set -e\n\
-         ip link set lo up\n\
+         '{ip}' link set lo up\n\
          '{eco}' ls >/dev/null\n\
          cat /proc/sys/net/ipv4/tcp_migrate_req\n\
          '{eco}' diff >/dev/null || true\n\
@@ -278,7 +280,7 @@ fn a_dry_run_changes_nothing_on_the_host() {
          cat /proc/sys/net/ipv4/tcp_migrate_req\n\
          cat \"$ECO_HOME/daemon.pid\"\n"
     );
-    let out = Command::new("unshare")
+    let out = Command::new(tool("unshare"))
         .args(["-n", "sh", "-c", &script])
         .current_dir(dir.path())
         .env("ECO_HOME", &home)
@@ -296,14 +298,14 @@ fn a_dry_run_changes_nothing_on_the_host() {
     assert_eq!(lines[1], "0", "a dry run set net.ipv4.tcp_migrate_req");
     let daemon: i64 = lines[2].parse().expect("daemon pid");
     // The real thing, in the daemon's namespace: both change.
-    let out = Command::new("nsenter")
+    let out = Command::new(tool("nsenter"))
         .args(["-t", &daemon.to_string(), "-n", &eco, "up"])
         .current_dir(dir.path())
         .env("ECO_HOME", &home)
         .output()
         .expect("nsenter eco up");
     assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
-    let sysctl = Command::new("nsenter")
+    let sysctl = Command::new(tool("nsenter"))
         .args([
             "-t",
             &daemon.to_string(),

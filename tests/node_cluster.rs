@@ -82,6 +82,7 @@ fn up(home: &Home) {
 
 #[test]
 fn a_hard_coded_port_serves_through_both_instances_and_reloads_fail_no_request() {
+    crate::support::tools::require(&["node"]);
     let home = Home::new();
     let port = free_port();
     home.write("server.js", &server(&format!("server.listen({port});")));
@@ -126,6 +127,7 @@ fn a_hard_coded_port_serves_through_both_instances_and_reloads_fail_no_request()
 
 #[test]
 fn port_or_default_and_a_port_from_the_apps_own_env_file_work() {
+    crate::support::tools::require(&["node"]);
     let home = Home::new();
     let (fallback, dotenv) = (free_port(), free_port());
     home.write(
@@ -162,6 +164,7 @@ fn port_or_default_and_a_port_from_the_apps_own_env_file_work() {
 /// eco's own user that finds the socket is refused, and nothing is bound.
 #[test]
 fn only_the_instance_gets_a_socket_from_eco() {
+    crate::support::tools::require(&["node"]);
     let home = Home::new();
     let port = free_port();
     home.write("server.js", &server(&format!("server.listen({port});")));

@@ -10,6 +10,7 @@ const LIMIT: Duration = Duration::from_secs(15);
 
 #[test]
 fn systemd_notify_ready_with_its_barrier_and_status_long_after() {
+    crate::support::tools::require(&["systemd-notify"]);
     let home = Home::new();
     home.write(
         "ecosystem.yaml",
@@ -89,6 +90,7 @@ http.server.HTTPServer(("127.0.0.1", int(sys.argv[2])), H).serve_forever()
 
 #[test]
 fn a_failing_health_check_restarts_after_three_failures_and_a_healthy_one_never() {
+    crate::support::tools::require(&["python3"]);
     let home = Home::new();
     home.write("app.py", HTTP_APP);
     let (sick, well) = (free_port(), free_port());
@@ -156,6 +158,7 @@ os.execvp("sleep", ["sleep", "1000"])
 
 #[test]
 fn a_stored_fd_comes_back_after_a_crash() {
+    crate::support::tools::require(&["python3"]);
     let home = Home::new();
     home.write("keep.py", FDSTORE_APP);
     let out = home.path().join("fds");
@@ -218,6 +221,7 @@ fn reload_signal_reloads_in_place() {
 
 #[test]
 fn cluster_listen_sockets_have_tcp_nodelay() {
+    crate::support::tools::require(&["python3"]);
     let home = Home::new();
     let port = free_port();
     home.write(

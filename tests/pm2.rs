@@ -15,6 +15,7 @@ use std::time::Duration;
 use crate::support::{Home, eco_bin, eventually, root, stderr, stdout};
 
 fn fixture(name: &str) -> PathBuf {
+    crate::support::tools::require(&["node"]);
     root().join("tests/pm2").join(name)
 }
 
@@ -193,6 +194,7 @@ impl Load {
 
 #[test]
 fn pm2_cluster_app_reloads_under_load_without_failing_a_request() {
+    crate::support::tools::require(&["node"]);
     let home = Home::new();
     let port = free_port();
     std::fs::copy(fixture("app.js"), home.path().join("app.js")).expect("copy app.js");
@@ -262,6 +264,7 @@ fn pm2_import_gives_files_that_validate() {
 
 #[test]
 fn import_comments_what_is_approximated_or_dropped() {
+    crate::support::tools::require(&["node"]);
     let home = Home::new();
     home.write(
         "ecosystem.config.js",
@@ -300,6 +303,7 @@ fn import_comments_what_is_approximated_or_dropped() {
 
 #[test]
 fn pm2_yaml_json_and_json5_files_are_read() {
+    crate::support::tools::require(&["node"]);
     let home = Home::new();
     home.write(
         "ecosystem.yaml",
@@ -335,6 +339,7 @@ fn pm2_yaml_json_and_json5_files_are_read() {
 
 #[test]
 fn javascript_errors_name_the_app_and_key() {
+    crate::support::tools::require(&["node"]);
     let home = Home::new();
     home.write(
         "ecosystem.config.js",
@@ -473,6 +478,7 @@ fn the_profile_survives_reload_and_a_daemon_restart() {
 /// with `pm2 start`.
 #[test]
 fn start_passes_the_callers_environment() {
+    crate::support::tools::require(&["node"]);
     let home = Home::new();
     let port = free_port();
     home.write(

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::support::tools::tool;
 use crate::support::{
     Home, all_online, children_of, eco_bin, eventually, state_of, stderr, stdout,
 };
@@ -28,7 +29,7 @@ fn eco_env(args: &[&str], env: &[(&str, &str)]) -> Output {
 fn verify(unit: &Path, user: bool) -> (bool, String) {
     let dir = unit.parent().expect("unit folder");
     let runtime = tempfile::tempdir().expect("tempdir");
-    let mut cmd = Command::new("systemd-analyze");
+    let mut cmd = Command::new(tool("systemd-analyze"));
     cmd.arg("verify").arg("--man=no");
     if user {
         cmd.arg("--user");
@@ -40,7 +41,7 @@ fn verify(unit: &Path, user: bool) -> (bool, String) {
         .env("XDG_RUNTIME_DIR", runtime.path())
         .env("SYSTEMD_LOG_LEVEL", "notice")
         .output()
-        .expect("systemd-analyze runs (install the `systemd` package)");
+        .expect("systemd-analyze runs");
     (
         out.status.success(),
         format!("{}{}", stdout(&out), stderr(&out)),
@@ -242,7 +243,7 @@ impl Pid1 {
     fn start(dir: &Path, args: &[&str]) -> Pid1 {
         let out = dir.join("eco.out");
         let log = fs::File::create(&out).expect("log");
-        let child = Command::new("unshare")
+        let child = Command::new(tool("unshare"))
             .args(["--pid", "--fork", "--mount-proc"])
             .arg(eco_bin())
             .args(["up", "-F"])

@@ -66,6 +66,7 @@ fn eight_instances_with_surge_4_swap_in_about_the_time_of_one() {
 
 #[test]
 fn stopping_first_rolls_an_app_on_a_fixed_port() {
+    crate::support::tools::require(&["python3"]);
     let home = Home::new();
     let port = free_port();
     let file = |rollout: &str| {
