@@ -10,7 +10,7 @@ use super::root;
 /// Debian package that has it. `scripts/test` holds the same table; the
 /// test below keeps the two in step.
 pub(crate) const TOOLS: &[(&str, &str)] = &[
-    ("redis-server", "redis-tools"),
+    ("redis-server", "redis-server"),
     ("nginx", "nginx"),
     ("systemd-analyze", "systemd"),
     ("systemd-notify", "systemd"),
