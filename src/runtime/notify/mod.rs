@@ -195,9 +195,23 @@ fn receive(fd: RawFd) -> io::Result<Datagram> {
 }
 
 /// The sender's credentials and the descriptors in a received control
-/// buffer, walked with bounds checks (a cut-short last message included).
+/// buffer, owned (to be closed) from here on.
 #[allow(unsafe_code)]
 fn control(space: &[u8]) -> (Option<Sender>, Vec<OwnedFd>) {
+    let (sender, raw) = control_parts(space);
+    let fds = raw
+        .into_iter()
+        // SAFETY: SCM_RIGHTS gave this process new descriptors that nothing
+        // else in it refers to: they are ours to own (and to close).
+        .map(|raw| unsafe { OwnedFd::from_raw_fd(raw) })
+        .collect();
+    (sender, fds)
+}
+
+/// The sender's credentials and the descriptor numbers in a control
+/// buffer, walked with bounds checks (a cut-short last message included).
+/// Pure, so the fuzz target can feed it any bytes.
+pub fn control_parts(space: &[u8]) -> (Option<Sender>, Vec<RawFd>) {
     let mut sender = None;
     let mut fds = Vec::new();
     for (level, kind, data) in cmsgs(space) {
@@ -213,12 +227,7 @@ fn control(space: &[u8]) -> (Option<Sender>, Vec<OwnedFd>) {
                 });
             }
         } else if kind == libc::SCM_RIGHTS {
-            for raw in data.chunks_exact(4).filter_map(|c| int_at(c, 0)) {
-                // SAFETY: SCM_RIGHTS gave this process new descriptors that
-                // nothing else in it refers to: they are ours to own (and
-                // to close).
-                fds.push(unsafe { OwnedFd::from_raw_fd(raw) });
-            }
+            fds.extend(data.chunks_exact(4).filter_map(|c| int_at(c, 0)));
         }
     }
     (sender, fds)
