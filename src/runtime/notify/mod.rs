@@ -314,6 +314,39 @@ pub fn send_and_wait(target: &str, text: &str, fds: &[RawFd], wait: Duration) ->
 mod tests {
     use super::*;
 
+    /// One control message as the kernel lays it out (64-bit: an 8-byte
+    /// length, level, type, the data, padded to 8 bytes).
+    fn cmsg(level: i32, kind: i32, data: &[u8], len: usize) -> Vec<u8> {
+        let mut out = len.to_ne_bytes().to_vec();
+        out.extend(level.to_ne_bytes());
+        out.extend(kind.to_ne_bytes());
+        out.extend(data);
+        out.resize(out.len().next_multiple_of(8), 0);
+        out
+    }
+
+    #[test]
+    fn the_control_buffer_gives_credentials_and_descriptors_and_tolerates_any_bytes() {
+        let cred: Vec<u8> = [7i32, 1000, 1000]
+            .iter()
+            .flat_map(|v| v.to_ne_bytes())
+            .collect();
+        let fds: Vec<u8> = [5i32, 6].iter().flat_map(|v| v.to_ne_bytes()).collect();
+        let header = std::mem::size_of::<libc::cmsghdr>();
+        let mut space = cmsg(libc::SOL_SOCKET, libc::SCM_CREDENTIALS, &cred, header + 12);
+        space.extend(cmsg(libc::SOL_SOCKET, libc::SCM_RIGHTS, &fds, header + 8));
+        assert_eq!(
+            control_parts(&space),
+            (Some(Sender { pid: 7, uid: 1000 }), vec![5, 6])
+        );
+        // Cut short, a length that overflows, noise: no panic, and
+        // nothing taken from beyond the buffer or from a broken header.
+        assert_eq!(control_parts(&space[..20]).1, Vec::<RawFd>::new());
+        let huge = cmsg(libc::SOL_SOCKET, libc::SCM_RIGHTS, &fds, usize::MAX);
+        assert_eq!(control_parts(&huge), (None, Vec::new()));
+        assert_eq!(control_parts(&[0xff; 64]), (None, Vec::new()));
+    }
+
     #[test]
     fn parses_what_systemd_understands() {
         let text = "READY=1\nSTATUS=serving 3 clients\nWATCHDOG=1\nWATCHDOG_USEC=500000\n\
