@@ -184,8 +184,27 @@ pub fn read_source_with(file: &Path, runner: &dyn js::Runner) -> Result<Source, 
     if !json || text.contains('\0') || node::parse(&text).is_ok() {
         return Ok(Source::Text(text));
     }
-    match json5::from_str::<serde_json::Value>(&text) {
-        Ok(value) => Ok(Source::Tree(pm2::from_json(&value), Vec::new())),
+    parse_json5(file, &text).map(|tree| Source::Tree(tree, Vec::new()))
+}
+
+/// The deepest `[`/`{` nesting a JSON5 file may have. The JSON5 parser
+/// recurses once per level: 50,000 `[` in a 1 MB file overflowed the
+/// stack and aborted eco. 128 is serde_json's own limit (what node's
+/// output is read with).
+pub const MAX_JSON5_DEPTH: usize = 128;
+
+/// A `.json` file that YAML could not read, read as JSON5 (comments,
+/// trailing commas) into a tree; refused when nested too deep to parse.
+pub fn parse_json5(file: &Path, text: &str) -> Result<node::Node, ConfigErrors> {
+    if json5_depth(text) > MAX_JSON5_DEPTH {
+        return Err(one_error(
+            file,
+            format!("invalid JSON: nested deeper than {MAX_JSON5_DEPTH} levels"),
+            Some("an ecosystem file nests a few levels; check that -f names the right file".into()),
+        ));
+    }
+    match json5::from_str::<serde_json::Value>(text) {
+        Ok(value) => Ok(pm2::from_json(&value)),
         Err(err) => {
             let message = err.to_string();
             let message = message.split(" at ").next().unwrap_or_default();
@@ -199,6 +218,46 @@ pub fn read_source_with(file: &Path, runner: &dyn js::Runner) -> Result<Source, 
             Err(errors)
         }
     }
+}
+
+/// How deep `text` nests `[` and `{`, JSON5 strings and comments skipped
+/// (a bracket in them nests nothing).
+fn json5_depth(text: &str) -> usize {
+    let (mut depth, mut deepest) = (0usize, 0usize);
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '[' | '{' => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            ']' | '}' => depth = depth.saturating_sub(1),
+            '"' | '\'' => {
+                while let Some(s) = chars.next() {
+                    if s == '\\' {
+                        chars.next();
+                    } else if s == c {
+                        break;
+                    }
+                }
+            }
+            '/' if chars.peek() == Some(&'/') => {
+                chars.by_ref().find(|s| *s == '\n');
+            }
+            '/' if chars.peek() == Some(&'*') => {
+                chars.next();
+                let mut star = false;
+                for s in chars.by_ref() {
+                    if star && s == '/' {
+                        break;
+                    }
+                    star = s == '*';
+                }
+            }
+            _ => {}
+        }
+    }
+    deepest
 }
 
 /// An ecosystem file eco refused to read, in eco's words.
@@ -303,6 +362,31 @@ pub fn cpu_count() -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Found by fuzzing: a `.json` file of 50,000 `[` overflowed the JSON5
+    /// parser's stack and aborted eco (`eco validate`, `eco import`).
+    #[test]
+    fn json5_nested_too_deep_is_an_error_not_a_stack_overflow() {
+        let file = Path::new("/p/ecosystem.json");
+        let deep = format!("{}{} // PM2 style", "[".repeat(50_000), "]".repeat(50_000));
+        let errors = parse_json5(file, &deep).expect_err("too deep");
+        assert!(
+            errors.0[0]
+                .message
+                .contains("nested deeper than 128 levels"),
+            "{}",
+            errors.0[0].message
+        );
+        // Brackets in strings and comments nest nothing.
+        let fine = format!(
+            "{{apps: [{{name: 'a', script: \"{}\"}}]}} // {} /* {} */",
+            "[".repeat(500),
+            "{".repeat(500),
+            "[".repeat(500)
+        );
+        assert!(parse_json5(file, &fine).is_ok());
+        assert_eq!(json5_depth(&"[".repeat(MAX_JSON5_DEPTH)), MAX_JSON5_DEPTH);
+    }
 
     #[test]
     fn a_fifo_is_refused_without_blocking() {

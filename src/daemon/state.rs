@@ -74,7 +74,7 @@ pub fn load(path: &Path) -> Result<SavedState, LoadError> {
             path.display()
         )));
     }
-    serde_json::from_slice::<SavedState>(&bytes).map_err(|err| {
+    parse(&bytes).map_err(|err| {
         let aside = path.with_extension("json.damaged");
         let error = if bytes.is_empty() {
             "the file is empty".to_owned()
@@ -90,6 +90,12 @@ pub fn load(path: &Path) -> Result<SavedState, LoadError> {
             error,
         }
     })
+}
+
+/// The state as saved, from the file's bytes (pure: [`load`] reads the
+/// file, the fuzz target feeds bytes straight in).
+pub fn parse(bytes: &[u8]) -> Result<SavedState, serde_json::Error> {
+    serde_json::from_slice(bytes)
 }
 
 /// What one save writes: the projects with their user stops, and the ids.

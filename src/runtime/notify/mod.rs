@@ -195,9 +195,23 @@ fn receive(fd: RawFd) -> io::Result<Datagram> {
 }
 
 /// The sender's credentials and the descriptors in a received control
-/// buffer, walked with bounds checks (a cut-short last message included).
+/// buffer, owned (to be closed) from here on.
 #[allow(unsafe_code)]
 fn control(space: &[u8]) -> (Option<Sender>, Vec<OwnedFd>) {
+    let (sender, raw) = control_parts(space);
+    let fds = raw
+        .into_iter()
+        // SAFETY: SCM_RIGHTS gave this process new descriptors that nothing
+        // else in it refers to: they are ours to own (and to close).
+        .map(|raw| unsafe { OwnedFd::from_raw_fd(raw) })
+        .collect();
+    (sender, fds)
+}
+
+/// The sender's credentials and the descriptor numbers in a control
+/// buffer, walked with bounds checks (a cut-short last message included).
+/// Pure, so the fuzz target can feed it any bytes.
+pub fn control_parts(space: &[u8]) -> (Option<Sender>, Vec<RawFd>) {
     let mut sender = None;
     let mut fds = Vec::new();
     for (level, kind, data) in cmsgs(space) {
@@ -213,12 +227,7 @@ fn control(space: &[u8]) -> (Option<Sender>, Vec<OwnedFd>) {
                 });
             }
         } else if kind == libc::SCM_RIGHTS {
-            for raw in data.chunks_exact(4).filter_map(|c| int_at(c, 0)) {
-                // SAFETY: SCM_RIGHTS gave this process new descriptors that
-                // nothing else in it refers to: they are ours to own (and
-                // to close).
-                fds.push(unsafe { OwnedFd::from_raw_fd(raw) });
-            }
+            fds.extend(data.chunks_exact(4).filter_map(|c| int_at(c, 0)));
         }
     }
     (sender, fds)
@@ -304,6 +313,39 @@ pub fn send_and_wait(target: &str, text: &str, fds: &[RawFd], wait: Duration) ->
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// One control message as the kernel lays it out (64-bit: an 8-byte
+    /// length, level, type, the data, padded to 8 bytes).
+    fn cmsg(level: i32, kind: i32, data: &[u8], len: usize) -> Vec<u8> {
+        let mut out = len.to_ne_bytes().to_vec();
+        out.extend(level.to_ne_bytes());
+        out.extend(kind.to_ne_bytes());
+        out.extend(data);
+        out.resize(out.len().next_multiple_of(8), 0);
+        out
+    }
+
+    #[test]
+    fn the_control_buffer_gives_credentials_and_descriptors_and_tolerates_any_bytes() {
+        let cred: Vec<u8> = [7i32, 1000, 1000]
+            .iter()
+            .flat_map(|v| v.to_ne_bytes())
+            .collect();
+        let fds: Vec<u8> = [5i32, 6].iter().flat_map(|v| v.to_ne_bytes()).collect();
+        let header = std::mem::size_of::<libc::cmsghdr>();
+        let mut space = cmsg(libc::SOL_SOCKET, libc::SCM_CREDENTIALS, &cred, header + 12);
+        space.extend(cmsg(libc::SOL_SOCKET, libc::SCM_RIGHTS, &fds, header + 8));
+        assert_eq!(
+            control_parts(&space),
+            (Some(Sender { pid: 7, uid: 1000 }), vec![5, 6])
+        );
+        // Cut short, a length that overflows, noise: no panic, and
+        // nothing taken from beyond the buffer or from a broken header.
+        assert_eq!(control_parts(&space[..20]).1, Vec::<RawFd>::new());
+        let huge = cmsg(libc::SOL_SOCKET, libc::SCM_RIGHTS, &fds, usize::MAX);
+        assert_eq!(control_parts(&huge), (None, Vec::new()));
+        assert_eq!(control_parts(&[0xff; 64]), (None, Vec::new()));
+    }
 
     #[test]
     fn parses_what_systemd_understands() {
