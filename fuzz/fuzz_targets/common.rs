@@ -25,6 +25,23 @@ impl FileSystem for FakeFs {
     }
 }
 
+/// A machine of 2 CPUs where no script exists and no program is in PATH:
+/// PM2's translation decides without the disk.
+#[allow(dead_code)] // not every target translates PM2 trees
+pub struct FakeMachine;
+
+impl eco::config::pm2::Machine for FakeMachine {
+    fn cpus(&self) -> u32 {
+        2
+    }
+    fn script(&self, _path: &Path) -> eco::config::pm2::ScriptKind {
+        eco::config::pm2::ScriptKind::Missing
+    }
+    fn has(&self, _program: &str) -> bool {
+        false
+    }
+}
+
 /// The validator's input for `text`, as if read from `/p/eco.yaml`.
 pub fn input<'a>(text: &'a str, profile: Option<&'a str>, fs: &'a FakeFs) -> Input<'a> {
     Input {

@@ -25,7 +25,7 @@ fuzz_target!(|data: &[u8]| {
             }
         }
     };
-    let translated = pm2::translate(&root, 2);
+    let translated = pm2::translate(&root, &common::FakeMachine, Path::new("/p"));
     let _ = emit::yaml(&translated.root, &translated.notes, "fuzz");
     let fs = common::FakeFs;
     if let Ok((spec, _notes)) = validate::validate_tree(&common::input("", None, &fs), &root) {
