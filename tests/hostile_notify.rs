@@ -173,7 +173,18 @@ for _ in range(count):
 "#;
 
 fn sender(path: &str, count: u32, text: &str, fds_each: u32) -> Command {
-    let mut command = Command::new(tool("python3"));
+    sender_from(Command::new(tool("python3")), path, count, text, fds_each)
+}
+
+/// [`sender`] run as `nobody`: python3 by name, so the child's PATH lookup
+/// skips a python `nobody` may not run (root's pyenv) for the system one.
+fn sender_as_nobody(path: &str, count: u32, text: &str, fds_each: u32) -> Command {
+    let mut command = sender_from(Command::new("python3"), path, count, text, fds_each);
+    command.uid(NOBODY).gid(NOBODY);
+    command
+}
+
+fn sender_from(mut command: Command, path: &str, count: u32, text: &str, fds_each: u32) -> Command {
     command
         .args(["-c", SENDER, path])
         .arg(count.to_string())
@@ -218,9 +229,9 @@ fn another_user_cannot_reach_the_notify_socket_even_given_its_path() {
         "{}",
         stderr(&out)
     );
-    let mut direct = sender(&socket, 1, "READY=1", 0);
-    direct.uid(NOBODY).gid(NOBODY);
-    let out = direct.output().expect("python as nobody");
+    let out = sender_as_nobody(&socket, 1, "READY=1", 0)
+        .output()
+        .expect("python as nobody");
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("PermissionError"),
         "{}",
