@@ -93,15 +93,17 @@ fn long_operations_keep_the_connection_alive() {
     home.write("ecosystem.yaml", STUBBORN);
     home.ok(&["up"]);
     home.wait_rows("online", all_online);
-    // `logs -f` with nothing to say outlives the timeout.
+    // `logs -f` with nothing to say outlives the timeout. (2 s: the
+    // heartbeat comes every second, and a 1 s timeout would race it on a
+    // busy host; the kill below still outlasts 2 s of silence by far.)
     let mut follow = spawn_eco(
         home.path(),
         &["logs", "-f", "-n", "0"],
-        &[("ECO_TIMEOUT", "1s")],
+        &[("ECO_TIMEOUT", "2s")],
     );
-    // A kill that waits out a 4 s stop timeout, with a 1 s client timeout.
+    // A kill that waits out a 4 s stop timeout, with a 2 s client timeout.
     let started = Instant::now();
-    let kill = spawn_eco(home.path(), &["kill"], &[("ECO_TIMEOUT", "1s")]);
+    let kill = spawn_eco(home.path(), &["kill"], &[("ECO_TIMEOUT", "2s")]);
     let (code, out, err) = finish(kill, Duration::from_secs(30));
     assert_eq!(code, Some(0), "{out}{err}");
     assert!(out.ends_with("daemon stopped\n"), "{out}");

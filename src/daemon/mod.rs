@@ -60,6 +60,34 @@ pub fn main(paths: Paths) -> anyhow::Result<()> {
     runtime.block_on(run(paths, lock_inode))
 }
 
+/// How long after its last command the daemon lets go of the code pages
+/// that command ran (see [`startup::map_only_used_code`]).
+const IDLE_DROP_AFTER: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// An `up`, a `reload` or a `scale` runs code an idle daemon does not run
+/// again until the next such command (parsing, planning, the spawn path of
+/// each kind of app), and each page of it stays resident. As at start-up,
+/// the daemon drops its code pages once commands stop for
+/// [`IDLE_DROP_AFTER`]; what it runs next faults back in from the page
+/// cache (clean, file-backed pages: a minor fault each). One wake-up per
+/// burst of commands; none while idle.
+async fn drop_code_when_idle(commanded: Arc<Notify>, stop: CancellationToken) {
+    loop {
+        tokio::select! {
+            () = commanded.notified() => {}
+            () = stop.cancelled() => return,
+        }
+        loop {
+            tokio::select! {
+                () = commanded.notified() => {}
+                () = tokio::time::sleep(IDLE_DROP_AFTER) => break,
+                () = stop.cancelled() => return,
+            }
+        }
+        startup::map_only_used_code();
+    }
+}
+
 /// The daemon proper: restore state, serve requests until a stop signal,
 /// a `kill` request or the loss of its home, then stop every app.
 pub async fn run(paths: Paths, lock_inode: u64) -> anyhow::Result<()> {
@@ -164,6 +192,11 @@ pub async fn run(paths: Paths, lock_inode: u64) -> anyhow::Result<()> {
             }
         }
     };
+    let commanded = Arc::new(Notify::new());
+    services.spawn(drop_code_when_idle(
+        Arc::clone(&commanded),
+        services_stop.clone(),
+    ));
     let accept = async {
         // An accept that fails (EMFILE/ENFILE at the descriptor limit)
         // fails again at once: wait 100 ms, doubling to 1 s, and log the
@@ -172,6 +205,7 @@ pub async fn run(paths: Paths, lock_inode: u64) -> anyhow::Result<()> {
         loop {
             match listener.accept().await {
                 Ok((stream, _)) => {
+                    commanded.notify_one();
                     if failures > 0 {
                         tracing::info!(failures, "accepting connections again");
                         failures = 0;
