@@ -229,8 +229,21 @@ fn up_foreground_closes_what_it_inherited() {
         app.is_some()
     });
     let app = i64::from(app.expect("app"));
-    let fds: Vec<i32> = fds_of(app).into_iter().map(|(n, _)| n).collect();
-    assert_eq!(fds, vec![0, 1, 2], "the app's descriptors");
+    // Polled: /proc shows the new command line a moment before exec has
+    // closed the close-on-exec descriptors; a real leak never settles.
+    let settled = std::time::Instant::now() + LIMIT;
+    let all = loop {
+        let all = fds_of(app);
+        if all.iter().map(|(n, _)| *n).eq([0, 1, 2]) {
+            break all;
+        }
+        assert!(
+            std::time::Instant::now() < settled,
+            "the app's descriptors: {all:?}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    assert_eq!(all.len(), 3);
     // `flock` is eco's parent here and holds the lock itself; eco must not.
     let eco_pid = crate::support::children_of(i32::try_from(eco).unwrap_or(0))
         .into_iter()
