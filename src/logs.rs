@@ -24,7 +24,7 @@
 use std::collections::{HashMap, HashSet};
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
-use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{Receiver, Sender, channel};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -512,26 +512,6 @@ pub enum LogError {
     Io(#[from] io::Error),
 }
 
-/// What kind of file `meta` describes, for a refusal.
-fn kind_of(meta: &std::fs::Metadata) -> &'static str {
-    let kind = meta.file_type();
-    if kind.is_symlink() {
-        "a symbolic link"
-    } else if kind.is_fifo() {
-        "a named pipe"
-    } else if kind.is_char_device() {
-        "a character device"
-    } else if kind.is_block_device() {
-        "a block device"
-    } else if kind.is_socket() {
-        "a socket"
-    } else if kind.is_dir() {
-        "a folder"
-    } else {
-        "not a regular file"
-    }
-}
-
 /// Opens a log file for appending, never blocking and never following a
 /// link: whatever is at `path` is looked at first (a device is never
 /// opened), then opened `O_NONBLOCK|O_NOFOLLOW` and checked again on the
@@ -539,7 +519,11 @@ fn kind_of(meta: &std::fs::Metadata) -> &'static str {
 /// `mode` when missing.
 fn open_regular(path: &Path, mode: u32) -> Result<File, LogError> {
     match std::fs::symlink_metadata(path) {
-        Ok(meta) if !meta.is_file() => return Err(LogError::NotRegular(kind_of(&meta))),
+        Ok(meta) if !meta.is_file() => {
+            return Err(LogError::NotRegular(crate::untrusted::kind_of(
+                meta.file_type(),
+            )));
+        }
         Ok(_) => {}
         Err(err) if err.kind() == io::ErrorKind::NotFound => {}
         Err(err) => return Err(err.into()),
@@ -558,7 +542,9 @@ fn open_regular(path: &Path, mode: u32) -> Result<File, LogError> {
         })?;
     let meta = file.metadata()?;
     if !meta.is_file() {
-        return Err(LogError::NotRegular(kind_of(&meta)));
+        return Err(LogError::NotRegular(crate::untrusted::kind_of(
+            meta.file_type(),
+        )));
     }
     Ok(file)
 }

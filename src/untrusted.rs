@@ -167,8 +167,10 @@ fn read_at_most(file: File, limit: u64) -> Result<String, ReadError> {
 }
 
 /// How a non-regular file is named in messages.
-fn kind_of(kind: FileType) -> &'static str {
-    if kind.is_dir() {
+pub fn kind_of(kind: FileType) -> &'static str {
+    if kind.is_symlink() {
+        "a symbolic link"
+    } else if kind.is_dir() {
         "a folder"
     } else if kind.is_fifo() {
         "a named pipe"

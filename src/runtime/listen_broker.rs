@@ -84,16 +84,8 @@ impl Broker {
     /// Binds `<notify folder>/<eco pid>.<n>`; nothing is answered before
     /// [`Broker::serve`] (connections wait in the backlog).
     pub fn bind() -> io::Result<Broker> {
-        let n = NAME_BASE + COUNTER.fetch_add(1, Ordering::Relaxed);
-        let path = place::folder()?.join(format!("{}.{n}", std::process::id()));
-        let env_value = path
-            .to_str()
-            .ok_or_else(|| io::Error::other("the notify folder's path is not UTF-8"))?
-            .to_owned();
-        match std::fs::remove_file(&path) {
-            Err(err) if err.kind() != io::ErrorKind::NotFound => return Err(err),
-            _ => {}
-        }
+        let (path, env_value) =
+            place::socket_path(NAME_BASE + COUNTER.fetch_add(1, Ordering::Relaxed))?;
         let std_listener = std::os::unix::net::UnixListener::bind(&path)?;
         let listener = std_listener
             .set_nonblocking(true)

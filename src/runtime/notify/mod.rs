@@ -110,17 +110,7 @@ impl NotifySocket {
     /// Binds `<folder>/<eco pid>.<n>` with SO_PASSCRED (each datagram
     /// carries its sender's pid and uid).
     pub fn bind() -> io::Result<NotifySocket> {
-        let n = NOTIFY_COUNTER.fetch_add(1, Ordering::Relaxed);
-        let path = place::folder()?.join(format!("{}.{n}", std::process::id()));
-        let env_value = path
-            .to_str()
-            .ok_or_else(|| io::Error::other("the notify folder's path is not UTF-8"))?
-            .to_owned();
-        // A file with this name was left by an earlier process with our pid.
-        match std::fs::remove_file(&path) {
-            Err(err) if err.kind() != io::ErrorKind::NotFound => return Err(err),
-            _ => {}
-        }
+        let (path, env_value) = place::socket_path(NOTIFY_COUNTER.fetch_add(1, Ordering::Relaxed))?;
         let std_socket = std::os::unix::net::UnixDatagram::bind(&path)?;
         let ready = std_socket
             .set_nonblocking(true)

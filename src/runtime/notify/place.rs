@@ -39,6 +39,21 @@ pub fn folder() -> io::Result<&'static Path> {
 
 /// `home/notify` when it is (or can be made) private and short enough,
 /// else a fresh private folder elsewhere.
+/// `<folder>/<eco pid>.<n>` for a new socket, with the value for the
+/// app's environment; a file of that name left by an earlier process with
+/// this pid is removed first.
+pub fn socket_path(n: u64) -> io::Result<(PathBuf, String)> {
+    let path = folder()?.join(format!("{}.{n}", std::process::id()));
+    let env_value = path
+        .to_str()
+        .ok_or_else(|| io::Error::other("the notify folder's path is not UTF-8"))?
+        .to_owned();
+    match std::fs::remove_file(&path) {
+        Err(err) if err.kind() != io::ErrorKind::NotFound => Err(err),
+        _ => Ok((path, env_value)),
+    }
+}
+
 fn choose(home: &Path) -> io::Result<PathBuf> {
     let dir = crate::paths::Paths::new(home.to_path_buf()).notify();
     if fits(&dir) {
