@@ -14,6 +14,7 @@ mod hostile_logs;
 mod hostile_notify;
 mod hygiene;
 mod ids;
+mod layers;
 mod node_cluster;
 mod notify;
 mod observe;

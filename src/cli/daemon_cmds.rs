@@ -515,14 +515,14 @@ pub fn kill() -> Result<i32> {
         Err(ClientError::NotRunning { .. }) => {
             // A daemon whose home was removed may still run (stopping), and
             // a daemon that died may have left its apps running.
-            for other in crate::daemon::leftovers::other_daemons(&paths.home) {
+            for other in crate::runtime::leftovers::other_daemons(&paths.home) {
                 let _ = nix::sys::signal::kill(
                     nix::unistd::Pid::from_raw(other),
                     nix::sys::signal::Signal::SIGTERM,
                 );
             }
-            crate::daemon::leftovers::wait_for_others(&paths.home, Duration::from_secs(120));
-            let mut left = crate::daemon::leftovers::stop(&paths.token());
+            crate::runtime::leftovers::wait_for_others(&paths.home, Duration::from_secs(120));
+            let mut left = crate::runtime::leftovers::stop(&paths.token());
             if let Some(subtree) =
                 crate::runtime::cgroup::Subtree::existing(&format!("eco-{}", paths.token()))
             {

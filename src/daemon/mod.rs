@@ -1,10 +1,9 @@
 //! The daemon: the reconciler behind a Unix socket, state that survives the
 //! daemon, output on disk. `main` takes the home and its lock; `run` wires
 //! the engine, the reconciler and the socket together; `requests` answers
-//! each request; `state` persists what is applied; `leftovers` stops what a
-//! dead daemon left running.
+//! each request; `state` persists what is applied; `runtime::leftovers`
+//! stops what a dead daemon left running.
 
-pub mod leftovers;
 pub mod log_file;
 pub mod requests;
 pub mod startup;
@@ -28,6 +27,7 @@ use crate::reconcile::signals::Signals;
 use crate::reconcile::{Host, Reconciler, Report};
 use crate::runtime::Engine;
 use crate::runtime::cgroup::Subtree;
+use crate::runtime::leftovers;
 use crate::runtime::reaper::Reaper;
 use crate::spec::ProjectSpec;
 

@@ -115,7 +115,7 @@ impl Client {
         // stopping after its home was removed: wait for its socket or its
         // end, so that one daemon per home runs at any moment.
         let others_limit = Instant::now() + OTHER_DAEMON_LIMIT;
-        while !crate::daemon::leftovers::other_daemons(&paths.home).is_empty()
+        while !crate::runtime::leftovers::other_daemons(&paths.home).is_empty()
             && Instant::now() < others_limit
         {
             if let Ok(stream) = UnixStream::connect(&socket) {

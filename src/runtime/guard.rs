@@ -60,6 +60,6 @@ pub fn run(cgroup: Option<PathBuf>, mark: &str) -> i32 {
     if let Some(path) = cgroup {
         Subtree::at(path).remove();
     }
-    crate::daemon::leftovers::kill_marked(mark);
+    crate::runtime::leftovers::kill_marked(mark);
     0
 }

@@ -20,6 +20,7 @@ pub mod guard;
 pub mod ids;
 pub mod instance;
 pub mod kill;
+pub mod leftovers;
 pub mod listen;
 pub mod listen_broker;
 pub mod notify;
@@ -259,7 +260,7 @@ pub struct Engine {
     reaper: Arc<Reaper>,
     observer: Arc<dyn Observer>,
     projects: Mutex<BTreeMap<String, ProjectRuntime>>,
-    /// Starts every spawn mark: names this engine's world (see `daemon::leftovers`).
+    /// Starts every spawn mark: names this engine's world (see `leftovers`).
     mark_prefix: String,
     listeners: Arc<listen::Listeners>,
     /// CPU/memory of instance trees, sampled on demand.
