@@ -50,7 +50,7 @@ pub async fn run(spec: ProjectSpec, exit_on_error: bool) -> anyhow::Result<i32> 
         Err(err) => {
             guardian.finish().await;
             console.finish();
-            return Err(crate::error::DaemonError(err).into());
+            return Err(crate::error::DaemonError(crate::daemon::requests::refused(&err)).into());
         }
     };
     for line in render::plan_lines(&actions) {

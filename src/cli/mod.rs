@@ -10,6 +10,7 @@ pub mod export;
 pub mod fixture;
 pub mod foreground;
 pub mod hands;
+pub mod hints;
 pub mod monit;
 pub mod render;
 pub mod startup;

@@ -9,13 +9,15 @@ use tokio_util::sync::CancellationToken;
 
 use super::DEFAULT_PROJECT;
 use super::state::Saver;
+use crate::cli::hints;
 use crate::ipc::proto::{
     Command, ErrorKind, ErrorReply, LogFile, LogStream, Request, Response, Warning,
 };
 use crate::ipc::server::{Handler, Reply};
 use crate::logs::LogFiles;
 use crate::paths::Paths;
-use crate::reconcile::Reconciler;
+use crate::reconcile::{ReconcileError, Reconciler};
+use crate::runtime::ListenError;
 use crate::runtime::Stream;
 use crate::spec::{AppSpec, ProjectSpec};
 use crate::target::{Selected, TargetError};
@@ -193,7 +195,23 @@ async fn apply(daemon: &Daemon, spec: ProjectSpec, dry_run: bool) -> Response {
     };
     match result {
         Ok(actions) => Response::Plan { project, actions },
-        Err(err) => Response::Error(err),
+        Err(err) => Response::Error(refused(&err)),
+    }
+}
+
+/// The wire's form of a refused project: an address another app of eco
+/// listens on is invalid input (exit 2); the rest failed (exit 1).
+pub fn refused(err: &ReconcileError) -> ErrorReply {
+    let kind = match err {
+        ReconcileError::Listen(ListenError::Taken { .. }) => ErrorKind::Invalid,
+        ReconcileError::Listen(ListenError::Bind { .. })
+        | ReconcileError::NameTaken { .. }
+        | ReconcileError::Descriptors { .. } => ErrorKind::Failed,
+    };
+    ErrorReply {
+        kind,
+        message: err.to_string(),
+        hint: Some(hints::reconcile(err).to_owned()),
     }
 }
 
@@ -436,5 +454,69 @@ async fn follow(daemon: &Daemon, target: Option<&str>, out: bool, err: bool, mut
         if !reply.send(&response).await {
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn taken() -> ReconcileError {
+        ReconcileError::Listen(ListenError::Taken {
+            addr: "127.0.0.1:80".into(),
+            app: "b".into(),
+            owner: "a".into(),
+        })
+    }
+
+    /// Each refusal keeps the kind (so the exit code) and the words the
+    /// contract gives it: an address of another app is invalid input.
+    #[test]
+    fn a_refused_project_maps_to_its_kind_message_and_hint() {
+        let reply = refused(&taken());
+        assert_eq!(reply.kind, ErrorKind::Invalid);
+        assert_eq!(
+            reply.message,
+            "`b` listens on 127.0.0.1:80, which a already listens on"
+        );
+        assert_eq!(
+            reply.hint.as_deref(),
+            Some("give one of the apps another address")
+        );
+        let reply = refused(&ReconcileError::NameTaken {
+            project: "p".into(),
+            running: "/a/eco.yaml".into(),
+            file: "/b/eco.yaml".into(),
+        });
+        assert_eq!(reply.kind, ErrorKind::Failed);
+        assert_eq!(
+            reply.message,
+            "project `p` is already applied from /a/eco.yaml; /b/eco.yaml uses the same name"
+        );
+        assert!(reply.hint.is_some_and(|h| h.contains("another `name:`")));
+        let reply = refused(&ReconcileError::Descriptors {
+            instances: 400,
+            needed: 1200,
+            limit: 1024,
+            room: 300,
+        });
+        assert_eq!(reply.kind, ErrorKind::Failed);
+        assert!(
+            reply
+                .message
+                .starts_with("400 instances need about 1200 descriptors"),
+            "{}",
+            reply.message
+        );
+        assert!(reply.hint.is_some_and(|h| h.contains("ulimit -Hn")));
+        let reply = refused(&ReconcileError::Listen(ListenError::Bind {
+            addr: "127.0.0.1:80".into(),
+            error: "permission denied".into(),
+        }));
+        assert_eq!(reply.kind, ErrorKind::Failed);
+        assert_eq!(
+            reply.message,
+            "cannot listen on 127.0.0.1:80: permission denied"
+        );
     }
 }

@@ -6,6 +6,7 @@
 //! daemon's state file and log). Every task it starts is owned: the loop
 //! and the monitor by its tracker, restarts by the engine's.
 
+pub mod error;
 pub mod monitor;
 pub mod signals;
 
@@ -21,15 +22,15 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config;
-use crate::ipc::proto::{ErrorKind, ErrorReply};
 use crate::plan::Action;
+use crate::runtime::Engine;
 use crate::runtime::reaper::Reaper;
 use crate::runtime::rollout::RolloutError;
-use crate::runtime::{Engine, ListenError};
 use crate::spec::ProjectSpec;
 use crate::state::Reason;
 use crate::untrusted;
 use crate::watch::{Change, Watches};
+pub use error::ReconcileError;
 use signals::{Asked, Signals};
 
 /// Quiet time after the last event on an ecosystem or env file before it
@@ -220,34 +221,15 @@ impl Reconciler {
 
     /// Refuses a project name already applied from another file, and
     /// `listen` addresses that are another project's or held elsewhere.
-    async fn check(&self, spec: &ProjectSpec, bind: bool) -> Result<(), ErrorReply> {
-        self.engine
-            .check_listen(spec, bind)
-            .await
-            .map_err(|err| match err {
-                ListenError::Taken { .. } => ErrorReply {
-                    kind: ErrorKind::Invalid,
-                    message: err.to_string(),
-                    hint: Some("give one of the apps another address".into()),
-                },
-                ListenError::Bind { .. } => ErrorReply::failed(
-                    err.to_string(),
-                    Some("another program holds the address: stop it, or pick another".into()),
-                ),
-            })?;
+    async fn check(&self, spec: &ProjectSpec, bind: bool) -> Result<(), ReconcileError> {
+        self.engine.check_listen(spec, bind).await?;
         self.check_descriptors(spec, bind).await?;
         match self.engine.project_spec(&spec.name).await {
-            Some(running) if running.file != spec.file => Err(ErrorReply::failed(
-                format!(
-                    "project `{}` is already applied from {}; {} uses the same name",
-                    spec.name,
-                    running.file.display(),
-                    spec.file.display()
-                ),
-                Some(
-                    "give one of the files another `name:`, or `eco down` the other project".into(),
-                ),
-            )),
+            Some(running) if running.file != spec.file => Err(ReconcileError::NameTaken {
+                project: spec.name.clone(),
+                running: running.file,
+                file: spec.file.clone(),
+            }),
             _ => Ok(()),
         }
     }
@@ -259,7 +241,11 @@ impl Reconciler {
     /// fit.
     /// Only when `apply`ing does it change anything (the soft limit, the
     /// sharing sysctl): a dry run reads.
-    async fn check_descriptors(&self, spec: &ProjectSpec, apply: bool) -> Result<(), ErrorReply> {
+    async fn check_descriptors(
+        &self,
+        spec: &ProjectSpec,
+        apply: bool,
+    ) -> Result<(), ReconcileError> {
         use nix::sys::resource::{Resource, getrlimit, setrlimit};
         let Ok((soft, limit)) = getrlimit(Resource::RLIMIT_NOFILE) else {
             return Ok(());
@@ -300,28 +286,22 @@ impl Reconciler {
             .unwrap_or(FDS_PER_INSTANCE)
             .max(1);
         let room = limit.saturating_sub(RESERVED_FDS + others) / each;
-        Err(ErrorReply::failed(
-            format!(
-                "{instances} instances need about {needed} descriptors with what already runs, \
-                 and eco may open {limit} (RLIMIT_NOFILE): this project fits about {room} instances"
-            ),
-            Some(
-                "raise the hard limit (`ulimit -Hn` before the first eco command, `LimitNOFILE=` \
-                 in a systemd unit; as root eco raises it up to fs.nr_open itself), then `eco kill` \
-                 so the daemon starts with it; or run fewer instances"
-                    .into(),
-            ),
-        ))
+        Err(ReconcileError::Descriptors {
+            instances,
+            needed,
+            limit,
+            room,
+        })
     }
 
     /// The plan `apply` would carry out.
-    pub async fn preview(&self, spec: &ProjectSpec) -> Result<Vec<Action>, ErrorReply> {
+    pub async fn preview(&self, spec: &ProjectSpec) -> Result<Vec<Action>, ReconcileError> {
         self.check(spec, false).await?;
         Ok(self.engine.preview(spec).await)
     }
 
     /// Applies a project as `eco up` asks.
-    pub async fn apply(&self, spec: ProjectSpec) -> Result<Vec<Action>, ErrorReply> {
+    pub async fn apply(&self, spec: ProjectSpec) -> Result<Vec<Action>, ReconcileError> {
         self.check(&spec, true).await?;
         Ok(self.apply_unchecked(spec).await)
     }
@@ -360,7 +340,7 @@ impl Reconciler {
                     });
                     return;
                 }
-                Err(err) => format!("{}: {}", current.file.display(), err.message),
+                Err(err) => format!("{}: {err}", current.file.display()),
             },
             Ok(spec) => format!(
                 "{}: the project's name changed to `{}`; run `eco down {project}` and `eco up` to rename it",
