@@ -139,7 +139,8 @@ fn up_wait_fails_fast_with_the_log_tail() {
     let out = home.eco(&["up", "--wait", "--timeout", "30s"]);
     let took = start.elapsed();
     assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
-    assert!(took < Duration::from_secs(5), "took {took:?}");
+    // Far from the 30 s timeout: a crash ends the wait.
+    assert!(took < Duration::from_secs(15), "took {took:?}");
     let err = stderr(&out);
     assert!(err.contains("broken:0 crashed (exit code 1)"), "{err}");
     assert!(err.contains("cannot connect to database"), "{err}");

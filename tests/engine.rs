@@ -62,8 +62,9 @@ fn term_ignoring_app_is_killed_after_stop_timeout() {
     let (code, _) = eco.wait_exit(LIMIT);
     let took = start.elapsed();
     assert_eq!(code, Some(0));
+    // Not before the stop timeout; after it, SIGKILL (the app would
+    // never end by itself: `wait_exit` is bounded).
     assert!(took >= Duration::from_millis(400), "stopped after {took:?}");
-    assert!(took < Duration::from_secs(3), "stopped after {took:?}");
     // The reader threads may still be draining the pipes after the exit.
     eco.lines.wait_for("SIGKILL", LIMIT, |l| {
         l == "eco: stubborn.0 stopped (signal SIGKILL)"
@@ -92,8 +93,9 @@ fn stop_leaves_no_process_of_the_tree() {
     eco.signal(libc::SIGINT);
     let (code, took) = eco.wait_exit(LIMIT);
     assert_eq!(code, Some(0));
-    assert!(took < Duration::from_secs(2), "took {took:?}");
-    eventually("no marked process left", Duration::from_secs(2), || {
+    // The apps end on SIGTERM: nothing waits out the 10 s stop timeout.
+    assert!(took < Duration::from_secs(8), "took {took:?}");
+    eventually("no marked process left", LIMIT, || {
         processes_with_env(&marker).is_empty()
     });
 }
@@ -110,7 +112,7 @@ fn no_zombies_while_apps_crash_and_leave_children() {
     eco.lines
         .wait_for("errored", LIMIT, |l| l.contains("leaky.0 errored"));
     let pid = eco.pid();
-    eventually("no zombie children", Duration::from_secs(2), || {
+    eventually("no zombie children", LIMIT, || {
         zombie_children(pid).is_empty()
     });
 }
@@ -369,7 +371,7 @@ mod readiness {
 }
 
 #[test]
-fn minimal_example_runs_and_stops_within_2s() {
+fn minimal_example_runs_and_stops_without_its_stop_timeout() {
     let home = tempfile::tempdir().expect("tempdir");
     let mut eco = Foreground::start(home.path(), &root(), &root().join("examples/minimal.yaml"));
     eco.stdout
@@ -378,7 +380,8 @@ fn minimal_example_runs_and_stops_within_2s() {
     eco.signal(libc::SIGINT);
     let (code, took) = eco.wait_exit(LIMIT);
     assert_eq!(code, Some(0));
-    assert!(took < Duration::from_secs(2), "took {took:?}");
+    // The ticker ends on SIGTERM: nothing waits out a stop timeout.
+    assert!(took < Duration::from_secs(8), "took {took:?}");
     assert!(crate::support::state_of(pid).is_none(), "ticker still runs");
 }
 
@@ -435,8 +438,9 @@ fn a_second_ctrl_c_kills_at_once() {
     eco.signal(libc::SIGINT);
     let (code, _) = eco.wait_exit(LIMIT);
     assert_eq!(code, Some(0));
+    // Far within the app's 30 s stop timeout: killed, not waited out.
     assert!(
-        start.elapsed() < Duration::from_secs(3),
+        start.elapsed() < Duration::from_secs(20),
         "took {:?}",
         start.elapsed()
     );

@@ -127,22 +127,23 @@ fn long_operations_keep_the_connection_alive() {
 #[test]
 fn reads_answer_at_once_during_a_long_kill() {
     let home = Home::new();
-    home.write("ecosystem.yaml", STUBBORN);
+    // A stop long enough for a loaded host to ask during it.
+    home.write(
+        "ecosystem.yaml",
+        &STUBBORN.replace("stop_timeout: 4s", "stop_timeout: 10s"),
+    );
     home.ok(&["up"]);
     home.wait_rows("online", all_online);
     let kill = spawn_eco(home.path(), &["kill"], &[]);
     let mut seen_stopping = false;
-    let deadline = Instant::now() + Duration::from_secs(3);
+    // An `ls` that waited behind the stop would see the app stopped, or
+    // no daemon: seeing it `stopping` is the answer arriving during it.
+    let deadline = Instant::now() + Duration::from_secs(10);
     while Instant::now() < deadline && !seen_stopping {
-        let asked = Instant::now();
         let out = home.eco(&["ls", "--json"]);
         if out.status.code() != Some(0) {
             break;
         }
-        assert!(
-            asked.elapsed() < Duration::from_secs(1),
-            "ls waited behind the stop"
-        );
         let rows: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).expect("json");
         seen_stopping = rows.iter().any(|r| r["status"] == "stopping");
     }
@@ -311,7 +312,8 @@ fn a_bad_home_fails_fast_with_its_reason() {
     let err = stderr(&out);
     assert!(err.contains("shorter than 108 bytes"), "{err}");
     assert!(err.contains("shorter folder"), "{err}");
-    assert!(started.elapsed() < Duration::from_secs(2));
+    // Without waiting for a daemon (the client waits 10 s for one).
+    assert!(started.elapsed() < Duration::from_secs(5));
     assert!(!long.exists(), "nothing was created");
     // A daemon that dies at start: its own words, one attempt.
     let home = dir.path().join("home");
@@ -508,20 +510,20 @@ fn deleted_logs_are_reopened_and_flush_empties_them() {
     });
     // Removed while writing (logrotate's move-and-create without a signal).
     std::fs::rename(&log, home.path().join("moved.log")).expect("move");
-    eventually("the file is back", Duration::from_secs(3), || {
+    eventually("the file is back", Duration::from_secs(10), || {
         std::fs::read_to_string(&log).is_ok_and(|t| t.lines().count() >= 2)
     });
     // Removed, then a restart: back at once.
     std::fs::remove_file(&log).expect("rm");
     home.ok(&["restart", "talk"]);
-    eventually("back after restart", Duration::from_secs(3), || {
+    eventually("back after restart", Duration::from_secs(10), || {
         std::fs::read_to_string(&log).is_ok_and(|t| t.contains("line 1\n"))
     });
     let out = home.ok(&["flush", "talk"]);
     assert!(out.starts_with("emptied 2 log files:"), "{out}");
     let after = std::fs::read_to_string(&log).expect("read");
     assert!(!after.contains("line 1\n"), "emptied: {after}");
-    eventually("new lines after the flush", Duration::from_secs(3), || {
+    eventually("new lines after the flush", Duration::from_secs(10), || {
         std::fs::read_to_string(&log).is_ok_and(|t| t.lines().count() >= 2)
     });
 }

@@ -152,12 +152,13 @@ fn open_fds(pid: i32) -> usize {
         .count()
 }
 
-/// `eco ls` answers, and within a second.
+/// `eco ls` answers, and long before the client's 10 s wait for a daemon
+/// that does not answer (generous for a loaded host).
 fn assert_responsive(site: &Site) {
     let start = Instant::now();
     site.ok(&["ls"]);
     let took = start.elapsed();
-    assert!(took < Duration::from_secs(1), "`eco ls` took {took:?}");
+    assert!(took < Duration::from_secs(5), "`eco ls` took {took:?}");
 }
 
 /// Sends datagrams to a notify socket as a process outside the instance:

@@ -204,5 +204,5 @@ fn only_the_instance_gets_a_socket_from_eco() {
     assert!(!out.status.success(), "nobody can reach the broker");
     let started = Instant::now();
     home.ok(&["ls"]);
-    assert!(started.elapsed() < Duration::from_secs(1), "eco ls is slow");
+    assert!(started.elapsed() < Duration::from_secs(5), "eco ls is slow");
 }

@@ -33,13 +33,13 @@ fn systemd_notify_ready_with_its_barrier_and_status_long_after() {
 }
 
 #[test]
-fn a_silent_watchdog_restarts_the_app_within_two_seconds_of_its_last_ping() {
+fn a_silent_watchdog_restarts_the_app_one_interval_after_its_last_ping() {
     let home = Home::new();
     let pings = home.path().join("pings");
     home.write(
         "ecosystem.yaml",
         &format!(
-            "apps:\n  dog:\n    cmd: [sh, -c, 'i=0; while [ $i -lt 10 ]; do {eco} notify WATCHDOG=1; date +%s%N >> {pings}; sleep 0.2; i=$((i+1)); done; exec sleep 1000']\n    watchdog: 1s\n",
+            "apps:\n  dog:\n    cmd: [sh, -c, 'i=0; while [ $i -lt 10 ]; do date +%s%N >> {pings}; {eco} notify WATCHDOG=1; sleep 0.2; i=$((i+1)); done; exec sleep 1000']\n    watchdog: 1s\n",
             eco = eco_bin().display(),
             pings = pings.display()
         ),
@@ -65,15 +65,19 @@ fn a_silent_watchdog_restarts_the_app_within_two_seconds_of_its_last_ping() {
         .map(|ns| ns / 1_000_000)
         .collect();
     assert!(stamps.len() >= 10, "{text}");
+    // Stamped just before the ping, so eco got the ping after the stamp:
+    // eco's restart comes one `watchdog` (1 s) after the ping at the
+    // earliest (less a millisecond of rounding), however slow the host.
+    // The upper bound only says the watchdog fired at all, soon.
     let last_ping = stamps[9];
     let late = Duration::from_millis(restarted_ms.saturating_sub(last_ping));
     assert!(
-        late < Duration::from_secs(2),
-        "restarted {late:?} after the last ping"
+        late >= Duration::from_millis(990),
+        "restarted before the interval: {late:?} after the last ping"
     );
     assert!(
-        late >= Duration::from_millis(700),
-        "not before the interval: {late:?}"
+        late < Duration::from_secs(10),
+        "restarted {late:?} after the last ping"
     );
 }
 

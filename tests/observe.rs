@@ -57,8 +57,10 @@ fn an_app_over_max_memory_restarts_and_one_under_does_not() {
         rows.iter()
             .any(|r| r["app"] == "hog" && r["last_restart_reason"] == "memory")
     });
+    // Two samples a second apart over the limit; the bound is generous
+    // for a loaded host.
     assert!(
-        start.elapsed() < Duration::from_secs(3),
+        start.elapsed() < Duration::from_secs(10),
         "took {:?}",
         start.elapsed()
     );

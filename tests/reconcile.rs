@@ -1,7 +1,7 @@
 //! The one reconciler: `up -F` watches sources and env files as the daemon
 //! does; shutdown never races a restart; the daemon's signals.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::support::{Foreground, Home, eventually, mark, processes_with_env, state_of, write};
 
@@ -122,7 +122,7 @@ fn kill_during_cron_and_memory_restarts_leaves_nothing() {
 }
 
 #[test]
-fn second_sigterm_kills_a_term_ignoring_app_within_a_second() {
+fn second_sigterm_kills_a_term_ignoring_app_without_its_stop_timeout() {
     let home = Home::new();
     let tag = mark("second_sigterm");
     let (k, v) = tag.split_once('=').expect("mark");
@@ -140,12 +140,11 @@ fn second_sigterm_kills_a_term_ignoring_app_within_a_second() {
             .unwrap_or_default()
             .contains("stopping every app")
     });
-    let start = Instant::now();
     signal(daemon, nix::sys::signal::Signal::SIGTERM);
-    eventually("daemon and app gone", Duration::from_secs(1), || {
+    // Well within the app's 60 s stop timeout: killed, not waited out.
+    eventually("daemon and app gone", LIMIT, || {
         state_of(daemon).is_none_or(|s| s == 'Z') && processes_with_env(&tag).is_empty()
     });
-    assert!(start.elapsed() < Duration::from_secs(1));
 }
 
 #[test]

@@ -71,14 +71,15 @@ fn pids(rows: &[Value]) -> BTreeMap<String, i64> {
         .collect()
 }
 
-/// Saves `shape`, then waits (≤ 1 s) for the instances in `changed` to have
-/// new pids, `gone` to be absent, and every other one to keep its pid.
+/// Saves `shape`, then waits (bounded generously: a loaded host is slow to
+/// notice a save) for the instances in `changed` to have new pids, `gone`
+/// to be absent, and every other one to keep its pid.
 fn edit(home: &Home, how: Save, shape: &Shape, changed: &[&str], gone: &[&str]) {
     let before = pids(&home.rows());
     let file = home.path().join("ecosystem.yaml");
     let start = Instant::now();
     save(&file, &shape.yaml(), how);
-    let deadline = start + Duration::from_secs(1);
+    let deadline = start + Duration::from_secs(15);
     loop {
         let rows = home.rows();
         let now = pids(&rows);
@@ -104,7 +105,7 @@ fn edit(home: &Home, how: Save, shape: &Shape, changed: &[&str], gone: &[&str]) 
         }
         assert!(
             Instant::now() < deadline,
-            "not converged within 1 s: before {before:?}, now {now:?}"
+            "not converged within 15 s: before {before:?}, now {now:?}"
         );
         std::thread::sleep(Duration::from_millis(10));
     }
@@ -145,7 +146,7 @@ fn edits(how: Save) {
     };
     eventually(
         "max_restarts applied in place",
-        Duration::from_secs(1),
+        Duration::from_secs(10),
         spec_updated,
     );
     assert_eq!(
@@ -212,7 +213,7 @@ fn an_invalid_save_changes_nothing_and_is_shown_until_fixed() {
         "ecosystem.yaml",
         "name: careful\napps:\n  a:\n    cmd: [sleep, '1000']\n    instances: two\n",
     );
-    eventually("error shown", Duration::from_secs(2), || {
+    eventually("error shown", Duration::from_secs(10), || {
         home.ok(&["ls"]).contains("apps.a.instances")
     });
     let table = home.ok(&["ls"]);
@@ -227,7 +228,7 @@ fn an_invalid_save_changes_nothing_and_is_shown_until_fixed() {
     let out = home.eco(&["reload"]);
     assert_eq!(out.status.code(), Some(2));
     home.write("ecosystem.yaml", good);
-    eventually("error cleared", Duration::from_secs(2), || {
+    eventually("error cleared", Duration::from_secs(10), || {
         !home.ok(&["ls"]).contains("not applied")
     });
     assert_eq!(pids(&home.rows()), before);
@@ -236,8 +237,7 @@ fn an_invalid_save_changes_nothing_and_is_shown_until_fixed() {
 #[test]
 fn a_burst_of_source_changes_restarts_once_and_ignored_paths_none() {
     let home = Home::new();
-    // Sources on tmpfs when there is one: this machine's disk takes ~0.5 ms
-    // per file creation, too slow to write 1,000 files within 200 ms.
+    // Sources on tmpfs when there is one: fewer disk stalls in the burst.
     let sources = tempfile::Builder::new()
         .tempdir_in("/dev/shm")
         .or_else(|_| tempfile::tempdir())
@@ -248,7 +248,7 @@ fn a_burst_of_source_changes_restarts_once_and_ignored_paths_none() {
     home.write(
         "ecosystem.yaml",
         &format!(
-            "name: dev\napps:\n  web:\n    cmd: [sleep, '1000']\n    cwd: {}\n    watch: ['src/**']\n    watch_delay: 300ms\n",
+            "name: dev\napps:\n  web:\n    cmd: [sleep, '1000']\n    cwd: {}\n    watch: ['src/**']\n    watch_delay: 1s\n",
             app.display()
         ),
     );
@@ -261,28 +261,25 @@ fn a_burst_of_source_changes_restarts_once_and_ignored_paths_none() {
         std::fs::write(app.join(format!("src/.f{i}.js.swp")), "x").expect("write");
         std::fs::write(app.join(format!("other{i}.txt")), "x").expect("write");
     }
-    std::thread::sleep(Duration::from_millis(600));
+    // Longer than `watch_delay`: a restart would have begun.
+    std::thread::sleep(Duration::from_millis(1500));
     assert_eq!(
         home.row("web", 0)["pid"],
         pid0,
         "ignored changes restarted the app"
     );
     assert_eq!(home.row("web", 0)["restarts"], 0);
-    // 1,000 files within 200 ms: one restart.
-    let start = Instant::now();
+    // 1,000 files, none a `watch_delay` after the one before (the
+    // debounce is trailing, so a slow host only makes the burst longer):
+    // one restart.
     std::fs::create_dir_all(app.join("src/gen")).expect("gen");
     for i in 0..1000 {
         std::fs::write(app.join(format!("src/gen/f{i}.js")), "x").expect("write");
     }
-    assert!(
-        start.elapsed() < Duration::from_millis(200),
-        "writing took {:?}",
-        start.elapsed()
-    );
     home.wait_rows("restarted", |r| {
         r[0]["restarts"] == 1 && r[0]["status"] == "online"
     });
-    std::thread::sleep(Duration::from_millis(800));
+    std::thread::sleep(Duration::from_millis(1500));
     let row = home.row("web", 0);
     assert_eq!(row["restarts"], 1, "{row}");
     assert_eq!(row["last_restart_reason"], "watch", "{row}");
