@@ -302,6 +302,7 @@ fn a_flood_of_warnings_keeps_the_daemon_log_small() {
     let size = || std::fs::metadata(&log).map_or(0, |m| m.len());
     let before = size();
     let socket = home.path().join("eco.sock");
+    let began = Instant::now();
     let flood = std::thread::spawn(move || bad_requests(&socket, 5_000));
     while !flood.is_finished() {
         ls_answers_promptly(&home);
@@ -309,15 +310,21 @@ fn a_flood_of_warnings_keeps_the_daemon_log_small() {
         std::thread::sleep(Duration::from_millis(100));
     }
     flood.join().expect("flood");
+    // A loaded host stretches the flood over more of eco's 10 s intervals,
+    // each allowed 20 lines and a summary: the bound follows the intervals
+    // the flood spanned (5,000 lines unlimited).
+    let intervals = usize::try_from(began.elapsed().as_secs() / 10).unwrap_or(usize::MAX) + 2;
     let text = std::fs::read_to_string(&log).expect("log");
     let bad = text.matches("bad request").count();
-    // The first lines of the kind, then counted (5,000 lines unlimited).
     assert!(
-        (1..=25).contains(&bad),
-        "{bad} lines of bad requests in daemon.log"
+        (1..=intervals * 21).contains(&bad),
+        "{bad} lines of bad requests in daemon.log over {intervals} intervals"
     );
-    let grown = size() - before;
-    assert!(grown < 16 * 1024, "daemon.log grew by {grown} bytes");
+    let grown = usize::try_from(size() - before).expect("size");
+    assert!(
+        grown < intervals * 8 * 1024,
+        "daemon.log grew by {grown} bytes over {intervals} intervals"
+    );
     // The count is written once the interval (10 s) is over, with the
     // next line the daemon logs.
     let socket = home.path().join("eco.sock");
