@@ -50,6 +50,36 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::FixtureDaemonize { pid_file, retitle } => {
             fixture::daemonize(pid_file.as_deref(), retitle)
         }
+        Command::Monit => monit::run(),
+        Command::Daemon => {
+            crate::daemon::main(crate::paths::Paths::from_env())?;
+            Ok(0)
+        }
+        Command::Startup {
+            user,
+            print,
+            user_name,
+        } => startup::startup(user, print, user_name.as_deref()),
+        Command::Unstartup { user, user_name } => startup::unstartup(user, user_name.as_deref()),
+        Command::Save => Ok(startup::save()),
+        Command::Resurrect => startup::resurrect(),
+        Command::Export { target } => export::run(target),
+        Command::Import { file, env } => {
+            let file = config::locate(Some(&file))?;
+            print!("{}", config::import(&file, env.as_deref())?);
+            Ok(0)
+        }
+        Command::Schema => {
+            print!("{}", config::raw::schema_json());
+            Ok(0)
+        }
+        other => managed(other),
+    }
+}
+
+/// The commands that act on the daemon's apps.
+fn managed(command: Command) -> Result<i32> {
+    match command {
         Command::Up {
             file,
             profile,
@@ -113,29 +143,10 @@ pub fn run(cli: Cli) -> Result<i32> {
         } => daemon_cmds::logs(target.as_deref(), lines, follow, out, err),
         Command::Flush { target } => daemon_cmds::flush(target.as_deref()),
         Command::Kill => daemon_cmds::kill(),
-        Command::Monit => monit::run(),
-        Command::Daemon => {
-            crate::daemon::main(crate::paths::Paths::from_env())?;
-            Ok(0)
-        }
-        Command::Startup {
-            user,
-            print,
-            user_name,
-        } => startup::startup(user, print, user_name.as_deref()),
-        Command::Unstartup { user, user_name } => startup::unstartup(user, user_name.as_deref()),
-        Command::Save => Ok(startup::save()),
-        Command::Resurrect => startup::resurrect(),
-        Command::Export { target } => export::run(target),
-        Command::Import { file, env } => {
-            let file = config::locate(Some(&file))?;
-            print!("{}", config::import(&file, env.as_deref())?);
-            Ok(0)
-        }
-        Command::Schema => {
-            print!("{}", config::raw::schema_json());
-            Ok(0)
-        }
+        // `run` answers every other command itself.
+        _ => Err(anyhow::anyhow!(
+            "internal error: this command has no handler; please report it with the command line"
+        )),
     }
 }
 

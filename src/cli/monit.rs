@@ -327,8 +327,31 @@ pub fn run() -> Result<i32> {
         )
         .into());
     }
-    // SIGTERM and SIGHUP become a clean exit (terminal restored), taken on
-    // a thread while the main loop polls for keys.
+    let quit = quit_on_signals()?;
+    exit_on_hangup();
+    let paths = Paths::from_env();
+    // Make sure the daemon answers before taking over the terminal.
+    Client::connect(&paths, true)?;
+    let mut terminal = ratatui::try_init()?;
+    let mut monit = Monit {
+        paths,
+        rows: Vec::new(),
+        memory: HashMap::new(),
+        table: TableState::default(),
+        filter: String::new(),
+        filtering: false,
+        follower: None,
+        message: String::new(),
+    };
+    let result = monit.run(&mut terminal, &quit);
+    drop(monit);
+    ratatui::restore();
+    result.map(|()| 0)
+}
+
+/// SIGTERM and SIGHUP become a clean exit (terminal restored), taken on
+/// a thread while the main loop polls for keys: the returned flag.
+fn quit_on_signals() -> Result<Arc<AtomicBool>> {
     let mut signals = SigSet::empty();
     signals.add(Signal::SIGTERM);
     signals.add(Signal::SIGHUP);
@@ -345,8 +368,12 @@ pub fn run() -> Result<i32> {
             std::process::exit(0);
         }
     });
-    // If the terminal goes away (ssh dropped, pty closed), leave: without a
-    // terminal there is nothing to show and nothing to restore.
+    Ok(quit)
+}
+
+/// If the terminal goes away (ssh dropped, pty closed), leave: without a
+/// terminal there is nothing to show and nothing to restore.
+fn exit_on_hangup() {
     std::thread::spawn(|| {
         let stdin = std::io::stdin();
         let mut fds = [nix::poll::PollFd::new(
@@ -368,31 +395,30 @@ pub fn run() -> Result<i32> {
             }
         }
     });
-    let paths = Paths::from_env();
-    // Make sure the daemon answers before taking over the terminal.
-    Client::connect(&paths, true)?;
-    let mut terminal = ratatui::try_init()?;
-    let mut monit = Monit {
-        paths,
-        rows: Vec::new(),
-        memory: HashMap::new(),
-        table: TableState::default(),
-        filter: String::new(),
-        filtering: false,
-        follower: None,
-        message: String::new(),
-    };
-    let result = (|| -> Result<()> {
+}
+
+/// What a key press asks of the main loop.
+enum KeyOutcome {
+    Stay,
+    /// An action was sent: refresh now to show its effect.
+    Refresh,
+    Quit,
+}
+
+impl Monit {
+    /// The main loop: refresh, draw, and answer keys until the user
+    /// leaves or `quit` is set.
+    fn run(&mut self, terminal: &mut ratatui::DefaultTerminal, quit: &AtomicBool) -> Result<()> {
         let mut next_refresh = Instant::now();
         loop {
             if quit.load(Ordering::SeqCst) {
                 return Ok(());
             }
             if Instant::now() >= next_refresh {
-                monit.refresh()?;
+                self.refresh()?;
                 next_refresh = Instant::now() + REFRESH;
             }
-            terminal.draw(|frame| monit.draw(frame))?;
+            terminal.draw(|frame| self.draw(frame))?;
             let wait = next_refresh
                 .saturating_duration_since(Instant::now())
                 .min(Duration::from_millis(250));
@@ -405,51 +431,62 @@ pub fn run() -> Result<i32> {
             if key.kind != KeyEventKind::Press {
                 continue;
             }
-            if monit.filtering {
-                match key.code {
-                    KeyCode::Enter => monit.filtering = false,
-                    KeyCode::Esc => {
-                        monit.filtering = false;
-                        monit.filter.clear();
-                    }
-                    KeyCode::Backspace => {
-                        monit.filter.pop();
-                    }
-                    KeyCode::Char(c) => monit.filter.push(c),
-                    _ => {}
-                }
-                monit.table.select(Some(0));
-                monit.follow_selected();
-                continue;
-            }
-            match key.code {
-                KeyCode::Char('q') | KeyCode::Esc => return Ok(()),
-                KeyCode::Char('c') if key.modifiers.contains(KeyModifiers::CONTROL) => {
-                    return Ok(());
-                }
-                KeyCode::Up | KeyCode::Char('k') => monit.move_by(-1),
-                KeyCode::Down | KeyCode::Char('j') => monit.move_by(1),
-                KeyCode::Char('r') => {
-                    monit.act("restart");
-                    next_refresh = Instant::now();
-                }
-                KeyCode::Char('s') => {
-                    monit.act("stop");
-                    next_refresh = Instant::now();
-                }
-                KeyCode::Char('S') => {
-                    monit.act("start");
-                    next_refresh = Instant::now();
-                }
-                KeyCode::Char('/') => {
-                    monit.filtering = true;
-                    monit.filter.clear();
-                }
-                _ => {}
+            match self.on_key(key) {
+                KeyOutcome::Stay => {}
+                KeyOutcome::Refresh => next_refresh = Instant::now(),
+                KeyOutcome::Quit => return Ok(()),
             }
         }
-    })();
-    drop(monit);
-    ratatui::restore();
-    result.map(|()| 0)
+    }
+
+    fn on_key(&mut self, key: event::KeyEvent) -> KeyOutcome {
+        if self.filtering {
+            self.on_filter_key(key.code);
+            return KeyOutcome::Stay;
+        }
+        match key.code {
+            KeyCode::Char('q') | KeyCode::Esc => return KeyOutcome::Quit,
+            KeyCode::Char('c') if key.modifiers.contains(KeyModifiers::CONTROL) => {
+                return KeyOutcome::Quit;
+            }
+            KeyCode::Up | KeyCode::Char('k') => self.move_by(-1),
+            KeyCode::Down | KeyCode::Char('j') => self.move_by(1),
+            KeyCode::Char('r') => {
+                self.act("restart");
+                return KeyOutcome::Refresh;
+            }
+            KeyCode::Char('s') => {
+                self.act("stop");
+                return KeyOutcome::Refresh;
+            }
+            KeyCode::Char('S') => {
+                self.act("start");
+                return KeyOutcome::Refresh;
+            }
+            KeyCode::Char('/') => {
+                self.filtering = true;
+                self.filter.clear();
+            }
+            _ => {}
+        }
+        KeyOutcome::Stay
+    }
+
+    /// A key while typing a filter: edits it, and follows the first match.
+    fn on_filter_key(&mut self, code: KeyCode) {
+        match code {
+            KeyCode::Enter => self.filtering = false,
+            KeyCode::Esc => {
+                self.filtering = false;
+                self.filter.clear();
+            }
+            KeyCode::Backspace => {
+                self.filter.pop();
+            }
+            KeyCode::Char(c) => self.filter.push(c),
+            _ => {}
+        }
+        self.table.select(Some(0));
+        self.follow_selected();
+    }
 }

@@ -9,7 +9,7 @@ use crate::reconcile::Report;
 use crate::spec::{ProjectSpec, Watch};
 use crate::state::Status;
 use crate::target::Selected;
-use crate::view::{AppView, Row, WaitCause, WaitFailure};
+use crate::view::{AppView, InstanceView, Row, WaitCause, WaitFailure};
 
 /// Colour on a terminal, unless NO_COLOR is set.
 pub fn use_color() -> bool {
@@ -167,118 +167,132 @@ fn reason_text(reason: &str, detail: Option<&str>) -> String {
 pub fn describe(apps: &[AppView]) -> String {
     let mut out = String::new();
     for app in apps {
-        let _ = writeln!(out, "{}/{}", app.project, app.app);
-        let _ = writeln!(out, "  file:      {}", app.file.display());
-        if let Some(p) = &app.profile {
-            let _ = writeln!(out, "  profile:   {p}");
-        }
-        let _ = writeln!(out, "  cmd:       {}", app.argv.join(" "));
-        let _ = writeln!(out, "  cwd:       {}", app.cwd.display());
-        let _ = writeln!(out, "  contained: {}", app.containment);
-        match app.sockets.as_deref() {
-            Some("per-instance") => {
-                let _ = writeln!(out, "  sockets:   one per instance (SO_REUSEPORT)");
-            }
-            Some(other) => {
-                let _ = writeln!(out, "  sockets:   {other} (one for all instances)");
-            }
-            None => {}
-        }
-        let _ = writeln!(out, "  out log:   {}", app.out_log.display());
-        let _ = writeln!(out, "  err log:   {}", app.err_log.display());
-        for err in &app.log_errors {
-            let _ = writeln!(out, "  LOG ERROR: {err}");
-        }
-        if let Some(err) = &app.config_error {
-            let _ = writeln!(out, "  the last save of the file was not applied:");
-            for line in err.lines() {
-                let _ = writeln!(out, "    {line}");
-            }
-        }
-        if app.user_stopped {
-            let _ = writeln!(out, "  stopped by the user (eco start to start it)");
-        }
-        let settings = &app.spec.settings;
-        let _ = writeln!(
-            out,
-            "  restart:   {} (max {} in a row, delay {} ms up to {} ms)",
-            settings.restart.as_str(),
-            settings.max_restarts,
-            settings.restart_delay.as_millis(),
-            settings.max_restart_delay.as_millis()
-        );
-        let _ = writeln!(out, "  watch:     {}", watch(settings, app.user_stopped));
-        let _ = writeln!(
-            out,
-            "  max mem:   {}",
-            settings.max_memory.map_or_else(
-                || "none".to_owned(),
-                |m| format!("{} (restarted above it)", bytes(m))
-            )
-        );
-        let _ = writeln!(
-            out,
-            "  depends:   {}",
-            if settings.depends_on.is_empty() {
-                "nothing".to_owned()
-            } else {
-                settings.depends_on.join(", ")
-            }
-        );
+        describe_app(&mut out, app);
+        describe_settings(&mut out, &app.spec.settings, app.user_stopped);
         for inst in &app.instances {
-            let _ = writeln!(
-                out,
-                "  instance {} (id {}): {} pid {} restarts {}{}{}",
-                inst.instance,
-                inst.id,
-                inst.status.as_str(),
-                inst.pid.map_or("-".into(), |p| p.to_string()),
-                inst.restarts,
-                inst.last_exit
-                    .map(|e| format!(", last {e}"))
-                    .unwrap_or_default(),
-                inst.last_restart_reason
-                    .as_deref()
-                    .map(|r| format!(
-                        ", last restart: {}",
-                        reason_text(r, inst.last_restart_detail.as_deref())
-                    ))
-                    .unwrap_or_default(),
-            );
-            if inst.daemonized {
-                let _ = writeln!(out, "    warning: the app {DAEMONIZED}");
-            }
-            if let Some(text) = &inst.status_text {
-                let _ = writeln!(out, "    status: {text}");
-            }
-            if let Some(error) = &inst.last_error {
-                let _ = writeln!(out, "    last start failed: {error}");
-            }
-            if inst.notify_rejected > 0 {
-                let _ = writeln!(
-                    out,
-                    "    notify: {} messages refused (from outside the instance, or invalid; see daemon.log)",
-                    inst.notify_rejected
-                );
-            }
-            for h in &inst.history {
-                let at = humantime::format_rfc3339_seconds(
-                    std::time::UNIX_EPOCH + std::time::Duration::from_millis(h.at_ms),
-                );
-                let _ = writeln!(
-                    out,
-                    "    {at} restart: {}{}",
-                    reason_text(&h.reason, h.detail.as_deref()),
-                    h.exit.map(|e| format!(" after {e}")).unwrap_or_default()
-                );
-            }
-            let _ = writeln!(out, "    env:");
-            for (k, v) in &inst.env {
-                let _ = writeln!(out, "      {k}={v}");
-            }
+            describe_instance(&mut out, inst);
         }
     }
     out
+}
+
+/// Where an app comes from and where its output goes.
+fn describe_app(out: &mut String, app: &AppView) {
+    let _ = writeln!(out, "{}/{}", app.project, app.app);
+    let _ = writeln!(out, "  file:      {}", app.file.display());
+    if let Some(p) = &app.profile {
+        let _ = writeln!(out, "  profile:   {p}");
+    }
+    let _ = writeln!(out, "  cmd:       {}", app.argv.join(" "));
+    let _ = writeln!(out, "  cwd:       {}", app.cwd.display());
+    let _ = writeln!(out, "  contained: {}", app.containment);
+    match app.sockets.as_deref() {
+        Some("per-instance") => {
+            let _ = writeln!(out, "  sockets:   one per instance (SO_REUSEPORT)");
+        }
+        Some(other) => {
+            let _ = writeln!(out, "  sockets:   {other} (one for all instances)");
+        }
+        None => {}
+    }
+    let _ = writeln!(out, "  out log:   {}", app.out_log.display());
+    let _ = writeln!(out, "  err log:   {}", app.err_log.display());
+    for err in &app.log_errors {
+        let _ = writeln!(out, "  LOG ERROR: {err}");
+    }
+    if let Some(err) = &app.config_error {
+        let _ = writeln!(out, "  the last save of the file was not applied:");
+        for line in err.lines() {
+            let _ = writeln!(out, "    {line}");
+        }
+    }
+    if app.user_stopped {
+        let _ = writeln!(out, "  stopped by the user (eco start to start it)");
+    }
+}
+
+/// How an app is restarted, watched and ordered.
+fn describe_settings(out: &mut String, settings: &crate::spec::Settings, user_stopped: bool) {
+    let _ = writeln!(
+        out,
+        "  restart:   {} (max {} in a row, delay {} ms up to {} ms)",
+        settings.restart.as_str(),
+        settings.max_restarts,
+        settings.restart_delay.as_millis(),
+        settings.max_restart_delay.as_millis()
+    );
+    let _ = writeln!(out, "  watch:     {}", watch(settings, user_stopped));
+    let _ = writeln!(
+        out,
+        "  max mem:   {}",
+        settings.max_memory.map_or_else(
+            || "none".to_owned(),
+            |m| format!("{} (restarted above it)", bytes(m))
+        )
+    );
+    let _ = writeln!(
+        out,
+        "  depends:   {}",
+        if settings.depends_on.is_empty() {
+            "nothing".to_owned()
+        } else {
+            settings.depends_on.join(", ")
+        }
+    );
+}
+
+/// One instance: its state, why it last restarted, and its env.
+fn describe_instance(out: &mut String, inst: &InstanceView) {
+    let _ = writeln!(
+        out,
+        "  instance {} (id {}): {} pid {} restarts {}{}{}",
+        inst.instance,
+        inst.id,
+        inst.status.as_str(),
+        inst.pid.map_or("-".into(), |p| p.to_string()),
+        inst.restarts,
+        inst.last_exit
+            .map(|e| format!(", last {e}"))
+            .unwrap_or_default(),
+        inst.last_restart_reason
+            .as_deref()
+            .map(|r| format!(
+                ", last restart: {}",
+                reason_text(r, inst.last_restart_detail.as_deref())
+            ))
+            .unwrap_or_default(),
+    );
+    if inst.daemonized {
+        let _ = writeln!(out, "    warning: the app {DAEMONIZED}");
+    }
+    if let Some(text) = &inst.status_text {
+        let _ = writeln!(out, "    status: {text}");
+    }
+    if let Some(error) = &inst.last_error {
+        let _ = writeln!(out, "    last start failed: {error}");
+    }
+    if inst.notify_rejected > 0 {
+        let _ = writeln!(
+            out,
+            "    notify: {} messages refused (from outside the instance, or invalid; see daemon.log)",
+            inst.notify_rejected
+        );
+    }
+    for h in &inst.history {
+        let at = humantime::format_rfc3339_seconds(
+            std::time::UNIX_EPOCH + std::time::Duration::from_millis(h.at_ms),
+        );
+        let _ = writeln!(
+            out,
+            "    {at} restart: {}{}",
+            reason_text(&h.reason, h.detail.as_deref()),
+            h.exit.map(|e| format!(" after {e}")).unwrap_or_default()
+        );
+    }
+    let _ = writeln!(out, "    env:");
+    for (k, v) in &inst.env {
+        let _ = writeln!(out, "      {k}={v}");
+    }
 }
 
 /// What `describe` says of `watch`: what is watched, what is ignored.

@@ -94,21 +94,10 @@ pub async fn run(paths: Paths, lock_inode: u64) -> anyhow::Result<()> {
     let mut signals = Signals::install()?;
     let supervisor = supervisor::Supervisor::from_env();
     tracing::info!(home = %paths.home.display(), pid = std::process::id(), "daemon starting");
-    {
-        use std::io::Write;
-        let mut pid = crate::home::open(&paths.pid(), crate::home::Open::Truncate)?;
-        writeln!(pid, "{}", std::process::id())?;
-    }
+    write_pid(&paths)?;
     // The instances' notify sockets: their private folder, swept of a dead daemon's.
     crate::runtime::notify::place::init(&paths.home);
-    // This ECO_HOME's cgroup subtree, where the machine allows; whatever a
-    // dead daemon left in it goes first, then whatever carries its mark.
-    let cgroups = Subtree::create(&format!("eco-{}", paths.token())).map(Arc::new);
-    let mut left = cgroups.as_ref().map_or(0, |c| c.clear());
-    left += leftovers::stop(&paths.token());
-    if left > 0 {
-        tracing::info!(left, "stopped the previous daemon's processes");
-    }
+    let cgroups = clear_leftovers(&paths);
     let services = TaskTracker::new();
     let services_stop = CancellationToken::new();
     let reaper = Reaper::start(&services, services_stop.clone())
@@ -133,23 +122,7 @@ pub async fn run(paths: Paths, lock_inode: u64) -> anyhow::Result<()> {
         Arc::clone(&host) as Arc<dyn Host>,
         Some(paths.logs()),
     );
-    let mut not_restored = None;
-    match state::load(&paths.state()) {
-        Ok(saved) => {
-            // Ids first: each restored instance starts under its old id.
-            engine.load_ids(&saved.ids);
-            for project in saved.projects {
-                logs.configure(&project.spec);
-                engine.restore(project.spec, &project.user_stopped).await;
-            }
-            engine.settle_ids().await;
-            reconciler.saved().await;
-        }
-        Err(err) => {
-            tracing::error!(%err, "state not restored");
-            not_restored = Some(err.to_string());
-        }
-    }
+    let not_restored = restore(&paths, &engine, &logs, &reconciler).await;
     let listener = server::bind(&paths.socket())
         .with_context(|| format!("cannot listen on {}", paths.socket().display()))?;
     tracing::info!(socket = %paths.socket().display(), fd = listener.as_raw_fd(), "listening");
@@ -159,16 +132,7 @@ pub async fn run(paths: Paths, lock_inode: u64) -> anyhow::Result<()> {
         let _ = host.socket_inode.set(meta.ino());
     }
     // Every project is restored and the socket serves: ready.
-    let projects = engine.projects().await;
-    let instances: u32 = projects
-        .iter()
-        .flat_map(|p| p.apps.values())
-        .map(|a| a.instances)
-        .sum();
-    supervisor.send(&format!(
-        "READY=1\nSTATUS={} projects, {instances} instances",
-        projects.len()
-    ));
+    announce_ready(&engine, &supervisor).await;
     let daemon = Arc::new(requests::Daemon {
         reconciler: Arc::clone(&reconciler),
         logs: Arc::clone(&logs),
@@ -197,64 +161,143 @@ pub async fn run(paths: Paths, lock_inode: u64) -> anyhow::Result<()> {
         Arc::clone(&commanded),
         services_stop.clone(),
     ));
-    let accept = async {
-        // An accept that fails (EMFILE/ENFILE at the descriptor limit)
-        // fails again at once: wait 100 ms, doubling to 1 s, and log the
-        // episode once, not each try.
-        let mut failures: u32 = 0;
-        loop {
-            match listener.accept().await {
-                Ok((stream, _)) => {
-                    commanded.notify_one();
-                    if failures > 0 {
-                        tracing::info!(failures, "accepting connections again");
-                        failures = 0;
-                    }
-                    let daemon = Arc::clone(&daemon);
-                    let hang_up = hang_up.clone();
-                    connections.spawn(async move {
-                        tokio::select! {
-                            () = server::serve(stream, daemon) => {}
-                            () = hang_up.cancelled() => {}
-                        }
-                    });
-                }
-                Err(err) => {
-                    if failures == 0 {
-                        tracing::warn!(%err, "cannot accept connections; retrying every second at most until it can (at the descriptor limit, see `ulimit -n`/LimitNOFILE)");
-                    }
-                    failures = failures.saturating_add(1);
-                    let delay = std::time::Duration::from_millis(100 << (failures - 1).min(4));
-                    tokio::time::sleep(delay.min(std::time::Duration::from_secs(1))).await;
-                }
-            }
-        }
-    };
+    let accept = serve_connections(&listener, &daemon, &commanded, &connections, &hang_up);
     tokio::select! {
         () = reconciler.serve(&mut signals, until) => {}
         () = accept => {}
     }
     // No new client from here on: commands start a new daemon, which waits
     // for this one's lock. Only the socket this daemon bound is removed.
-    let socket = paths.socket();
-    if std::fs::metadata(&socket).is_ok_and(|m| Some(&m.ino()) == host.socket_inode.get()) {
-        let _ = std::fs::remove_file(&socket);
-    }
+    remove_own_socket(&paths, host.socket_inode.get());
     drop(listener);
     hang_up.cancel();
     connections.close();
     connections.wait().await;
     logs.flush();
-    let ours = std::fs::read_to_string(paths.pid())
-        .is_ok_and(|p| p.trim() == std::process::id().to_string());
-    if ours {
-        let _ = std::fs::remove_file(paths.pid());
-    }
+    remove_own_pid(&paths);
     services_stop.cancel();
     services.close();
     services.wait().await;
     tracing::info!("daemon stopped");
     Ok(())
+}
+
+/// Writes this daemon's pid where `eco kill` and the tests look for it.
+fn write_pid(paths: &Paths) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut pid = crate::home::open(&paths.pid(), crate::home::Open::Truncate)?;
+    writeln!(pid, "{}", std::process::id())?;
+    Ok(())
+}
+
+/// This ECO_HOME's cgroup subtree, where the machine allows; whatever a
+/// dead daemon left in it goes first, then whatever carries its mark.
+fn clear_leftovers(paths: &Paths) -> Option<Arc<Subtree>> {
+    let cgroups = Subtree::create(&format!("eco-{}", paths.token())).map(Arc::new);
+    let mut left = cgroups.as_ref().map_or(0, |c| c.clear());
+    left += leftovers::stop(&paths.token());
+    if left > 0 {
+        tracing::info!(left, "stopped the previous daemon's processes");
+    }
+    cgroups
+}
+
+/// Starts the saved projects again; the reason when the state file could
+/// not be read (`eco ls` shows it).
+async fn restore(
+    paths: &Paths,
+    engine: &Arc<Engine>,
+    logs: &LogFiles,
+    reconciler: &Reconciler,
+) -> Option<String> {
+    match state::load(&paths.state()) {
+        Ok(saved) => {
+            // Ids first: each restored instance starts under its old id.
+            engine.load_ids(&saved.ids);
+            for project in saved.projects {
+                logs.configure(&project.spec);
+                engine.restore(project.spec, &project.user_stopped).await;
+            }
+            engine.settle_ids().await;
+            reconciler.saved().await;
+            None
+        }
+        Err(err) => {
+            tracing::error!(%err, "state not restored");
+            Some(err.to_string())
+        }
+    }
+}
+
+/// Tells the service manager (when there is one) that the daemon is ready.
+async fn announce_ready(engine: &Engine, supervisor: &supervisor::Supervisor) {
+    let projects = engine.projects().await;
+    let instances: u32 = projects
+        .iter()
+        .flat_map(|p| p.apps.values())
+        .map(|a| a.instances)
+        .sum();
+    supervisor.send(&format!(
+        "READY=1\nSTATUS={} projects, {instances} instances",
+        projects.len()
+    ));
+}
+
+/// Serves each connection on its own task until `hang_up`. An accept that
+/// fails (EMFILE/ENFILE at the descriptor limit) fails again at once: wait
+/// 100 ms, doubling to 1 s, and log the episode once, not each try.
+async fn serve_connections(
+    listener: &tokio::net::UnixListener,
+    daemon: &Arc<requests::Daemon>,
+    commanded: &Notify,
+    connections: &TaskTracker,
+    hang_up: &CancellationToken,
+) {
+    let mut failures: u32 = 0;
+    loop {
+        match listener.accept().await {
+            Ok((stream, _)) => {
+                commanded.notify_one();
+                if failures > 0 {
+                    tracing::info!(failures, "accepting connections again");
+                    failures = 0;
+                }
+                let daemon = Arc::clone(daemon);
+                let hang_up = hang_up.clone();
+                connections.spawn(async move {
+                    tokio::select! {
+                        () = server::serve(stream, daemon) => {}
+                        () = hang_up.cancelled() => {}
+                    }
+                });
+            }
+            Err(err) => {
+                if failures == 0 {
+                    tracing::warn!(%err, "cannot accept connections; retrying every second at most until it can (at the descriptor limit, see `ulimit -n`/LimitNOFILE)");
+                }
+                failures = failures.saturating_add(1);
+                let delay = std::time::Duration::from_millis(100 << (failures - 1).min(4));
+                tokio::time::sleep(delay.min(std::time::Duration::from_secs(1))).await;
+            }
+        }
+    }
+}
+
+/// Removes the socket only if it is still the one this daemon bound.
+fn remove_own_socket(paths: &Paths, inode: Option<&u64>) {
+    let socket = paths.socket();
+    if std::fs::metadata(&socket).is_ok_and(|m| Some(&m.ino()) == inode) {
+        let _ = std::fs::remove_file(&socket);
+    }
+}
+
+/// Removes the pid file only if it still names this daemon.
+fn remove_own_pid(paths: &Paths) {
+    let ours = std::fs::read_to_string(paths.pid())
+        .is_ok_and(|p| p.trim() == std::process::id().to_string());
+    if ours {
+        let _ = std::fs::remove_file(paths.pid());
+    }
 }
 
 /// Resolves when this daemon's home was removed or replaced: the lock file

@@ -238,6 +238,50 @@ fn workload(
 ) -> Result<Value, ExportError> {
     let set = &app.settings;
     let stateful = needs_ordinal(app);
+    let (env, command) = env_and_command(spec, app, stateful, warnings)?;
+    let container = container(app, image, env, &command, warnings);
+    let init = init_containers(spec, app, names, warnings);
+    unexported(app, stateful, warnings);
+    let mut pod = json!({
+        "terminationGracePeriodSeconds": ceil_secs(set.stop_timeout),
+        "containers": [container],
+    });
+    if !init.is_empty() {
+        pod["initContainers"] = Value::Array(init);
+    }
+    let mut workload_spec = json!({
+        "replicas": app.instances,
+        "selector": { "matchLabels": selector(spec, name) },
+        "template": {
+            "metadata": { "labels": labels(spec, name) },
+            "spec": pod,
+        },
+    });
+    let kind = if stateful {
+        workload_spec["serviceName"] = json!(name);
+        // eco starts instances side by side, not one after the other.
+        workload_spec["podManagementPolicy"] = json!("Parallel");
+        "StatefulSet"
+    } else {
+        "Deployment"
+    };
+    Ok(json!({
+        "apiVersion": "apps/v1",
+        "kind": kind,
+        "metadata": { "name": name, "labels": labels(spec, name) },
+        "spec": workload_spec,
+    }))
+}
+
+/// The container's env and command: eco's variables, and for a
+/// StatefulSet the instance number from the pod's ordinal (with a shell
+/// computing `increment_var`, which Kubernetes cannot).
+fn env_and_command(
+    spec: &ProjectSpec,
+    app: &AppSpec,
+    stateful: bool,
+    warnings: &mut Vec<String>,
+) -> Result<(Vec<Value>, Vec<String>), ExportError> {
     let mut env: Vec<Value> = app
         .process
         .env
@@ -285,10 +329,21 @@ fn workload(
         ));
     }
 
+    Ok((env, command))
+}
+
+/// The app's container: command, ports, readiness and memory limit.
+fn container(
+    app: &AppSpec,
+    image: &str,
+    env: Vec<Value>,
+    command: &[String],
+    warnings: &mut Vec<String>,
+) -> Value {
     let mut container = json!({
         "name": dns_label(&app.name),
         "image": image,
-        "command": literal_words(&command),
+        "command": literal_words(command),
         "workingDir": app.process.cwd.display().to_string(),
         "env": env,
     });
@@ -302,12 +357,22 @@ fn workload(
     if let Some(probe) = readiness(app, warnings) {
         container["readinessProbe"] = probe;
     }
-    if let Some(bytes) = set.max_memory {
+    if let Some(bytes) = app.settings.max_memory {
         container["resources"] = json!({ "limits": { "memory": quantity(bytes) } });
     }
 
+    container
+}
+
+/// One init container per dependency with a port, waiting until it listens.
+fn init_containers(
+    spec: &ProjectSpec,
+    app: &AppSpec,
+    names: &BTreeMap<String, String>,
+    warnings: &mut Vec<String>,
+) -> Vec<Value> {
     let mut init = Vec::new();
-    for dep in &set.depends_on {
+    for dep in &app.settings.depends_on {
         let Some(dep_app) = spec.apps.get(dep) else {
             continue;
         };
@@ -331,6 +396,12 @@ fn workload(
         }
     }
 
+    init
+}
+
+/// Warns about what eco does that the workload does not.
+fn unexported(app: &AppSpec, stateful: bool, warnings: &mut Vec<String>) {
+    let set = &app.settings;
     if set.restart != RestartPolicy::Always {
         warnings.push(format!(
             "apps.{}.restart: a {} always restarts its pods (restartPolicy Always)",
@@ -366,36 +437,6 @@ fn workload(
             app.name
         ));
     }
-
-    let mut pod = json!({
-        "terminationGracePeriodSeconds": ceil_secs(set.stop_timeout),
-        "containers": [container],
-    });
-    if !init.is_empty() {
-        pod["initContainers"] = Value::Array(init);
-    }
-    let mut workload_spec = json!({
-        "replicas": app.instances,
-        "selector": { "matchLabels": selector(spec, name) },
-        "template": {
-            "metadata": { "labels": labels(spec, name) },
-            "spec": pod,
-        },
-    });
-    let kind = if stateful {
-        workload_spec["serviceName"] = json!(name);
-        // eco starts instances side by side, not one after the other.
-        workload_spec["podManagementPolicy"] = json!("Parallel");
-        "StatefulSet"
-    } else {
-        "Deployment"
-    };
-    Ok(json!({
-        "apiVersion": "apps/v1",
-        "kind": kind,
-        "metadata": { "name": name, "labels": labels(spec, name) },
-        "spec": workload_spec,
-    }))
 }
 
 /// A POSIX shell variable name: `[A-Za-z_][A-Za-z0-9_]*`.

@@ -166,11 +166,43 @@ fn service_template(
     which: &dyn Fn(&str) -> Option<PathBuf>,
     warnings: &mut Vec<String>,
 ) -> Result<String, ExportError> {
-    let project = &spec.name;
     let name = &app.name;
     let set = &app.settings;
     let mut notes: Vec<String> = Vec::new();
     let mut s = header(spec);
+    unit_section(&mut s, spec, app, sockets, warnings)?;
+    s.push_str("\n[Service]\n");
+    service_type(&mut s, app, &mut notes, warnings);
+    process_lines(&mut s, spec, app, sockets, which, warnings)?;
+    restart_lines(&mut s, set, &mut notes);
+    output_lines(&mut s, app, &mut notes)?;
+    if set.watch != Watch::Off {
+        notes.push("watch is not kept: systemd does not restart on file changes".into());
+        warnings.push(format!(
+            "apps.{name}.watch: systemd does not restart on file changes; dropped"
+        ));
+    }
+    if !notes.is_empty() {
+        s.push_str("\n# Not kept from the ecosystem file:\n");
+        for note in notes {
+            let _ = writeln!(s, "# - {}", unit_syntax::comment(&note));
+        }
+    }
+    Ok(s)
+}
+
+/// The `[Unit]` section: the description, what the instance needs started
+/// first (its dependencies' instances, its sockets) and eco's crash limit.
+fn unit_section(
+    s: &mut String,
+    spec: &ProjectSpec,
+    app: &AppSpec,
+    sockets: &[(String, String)],
+    warnings: &mut Vec<String>,
+) -> Result<(), ExportError> {
+    let project = &spec.name;
+    let name = &app.name;
+    let set = &app.settings;
     let _ = writeln!(s, "# App {name}: instances {project}-{name}@0 … @N-1.");
     s.push_str("[Unit]\n");
     // %i is the instance name: the one specifier meant as such.
@@ -207,8 +239,18 @@ fn service_template(
             set.max_restart_delay
         ))))
     );
+    Ok(())
+}
 
-    s.push_str("\n[Service]\n");
+/// `Type=`: `notify` is kept; other readiness checks have no equivalent.
+fn service_type(
+    s: &mut String,
+    app: &AppSpec,
+    notes: &mut Vec<String>,
+    warnings: &mut Vec<String>,
+) {
+    let name = &app.name;
+    let set = &app.settings;
     match &set.ready {
         Some(Ready::Notify) => {
             s.push_str("Type=notify\nNotifyAccess=all\n");
@@ -235,6 +277,19 @@ fn service_template(
             }
         }
     }
+}
+
+/// What runs: `ExecStart=`, the folder, the environment and the sockets.
+fn process_lines(
+    s: &mut String,
+    spec: &ProjectSpec,
+    app: &AppSpec,
+    sockets: &[(String, String)],
+    which: &dyn Fn(&str) -> Option<PathBuf>,
+    warnings: &mut Vec<String>,
+) -> Result<(), ExportError> {
+    let project = &spec.name;
+    let name = &app.name;
     let _ = writeln!(s, "ExecStart={}", exec_line(app, which, warnings)?);
     let cwd = &app.process.cwd;
     let cwd_key = format!("apps.{name}.cwd");
@@ -264,6 +319,11 @@ fn service_template(
         let names: Vec<&str> = sockets.iter().map(|(n, _)| n.as_str()).collect();
         let _ = writeln!(s, "Sockets={}", names.join(" "));
     }
+    Ok(())
+}
+
+/// How the instance restarts and stops.
+fn restart_lines(s: &mut String, set: &crate::spec::Settings, notes: &mut Vec<String>) {
     let restart = match set.restart {
         RestartPolicy::Always => "always",
         RestartPolicy::OnFailure => "on-failure",
@@ -286,6 +346,12 @@ fn service_template(
         // The kernel enforces it: the instance is OOM-killed, then Restart= applies.
         let _ = writeln!(s, "MemoryMax={bytes}");
     }
+}
+
+/// Where output goes: files when the app names them, else the journal.
+fn output_lines(s: &mut String, app: &AppSpec, notes: &mut Vec<String>) -> Result<(), ExportError> {
+    let name = &app.name;
+    let set = &app.settings;
     for (setting, file_key, path) in [
         ("StandardOutput=", "out_file", &set.out_file),
         ("StandardError=", "err_file", &set.err_file),
@@ -304,19 +370,7 @@ fn service_template(
     if set.log_time {
         notes.push("log_time is not kept: the journal timestamps every line itself".into());
     }
-    if set.watch != Watch::Off {
-        notes.push("watch is not kept: systemd does not restart on file changes".into());
-        warnings.push(format!(
-            "apps.{name}.watch: systemd does not restart on file changes; dropped"
-        ));
-    }
-    if !notes.is_empty() {
-        s.push_str("\n# Not kept from the ecosystem file:\n");
-        for note in notes {
-            let _ = writeln!(s, "# - {}", unit_syntax::comment(&note));
-        }
-    }
-    Ok(s)
+    Ok(())
 }
 
 /// One `Environment=` value, or the error naming `key`.

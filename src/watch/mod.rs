@@ -233,6 +233,34 @@ fn globset(patterns: &[String]) -> Result<GlobSet, globset::Error> {
     builder.build()
 }
 
+/// Watches a project's file and env files: their folders, and each link
+/// of their paths (seen from the folder holding it).
+fn config_watches(
+    registry: &mut Registry,
+    spec: &ProjectSpec,
+    wanted: &mut BTreeSet<PathBuf>,
+    above: &mut BTreeSet<PathBuf>,
+) {
+    let mut files = vec![spec.file.clone()];
+    files.extend(spec.env_files.iter().cloned());
+    for file in files.into_iter().filter(|f| !f.as_os_str().is_empty()) {
+        if let Some(folder) = file.parent() {
+            wanted.insert(folder.to_path_buf());
+            let mut link = folder;
+            while let Some(parent) = link.parent() {
+                above.insert(parent.to_path_buf());
+                registry
+                    .links
+                    .entry(link.to_path_buf())
+                    .or_default()
+                    .insert(spec.name.clone());
+                link = parent;
+            }
+        }
+        registry.configs.insert(file, spec.name.clone());
+    }
+}
+
 impl Watches {
     /// Starts the watcher; changes arrive on the returned channel.
     pub fn new(log_root: Option<PathBuf>) -> (Arc<Watches>, mpsc::UnboundedReceiver<Change>) {
@@ -285,67 +313,11 @@ impl Watches {
         let mut wanted: BTreeSet<PathBuf> = BTreeSet::new();
         let mut above: BTreeSet<PathBuf> = BTreeSet::new();
         for spec in projects {
-            let mut files = vec![spec.file.clone()];
-            files.extend(spec.env_files.iter().cloned());
-            for file in files.into_iter().filter(|f| !f.as_os_str().is_empty()) {
-                if let Some(folder) = file.parent() {
-                    wanted.insert(folder.to_path_buf());
-                    // Each link of the path, seen from the folder holding it.
-                    let mut link = folder;
-                    while let Some(parent) = link.parent() {
-                        above.insert(parent.to_path_buf());
-                        registry
-                            .links
-                            .entry(link.to_path_buf())
-                            .or_default()
-                            .insert(spec.name.clone());
-                        link = parent;
-                    }
-                }
-                registry.configs.insert(file, spec.name.clone());
-            }
+            config_watches(&mut registry, spec, &mut wanted, &mut above);
             for app in spec.apps.values() {
-                let include = match &app.settings.watch {
-                    Watch::Off => continue,
-                    Watch::All => None,
-                    Watch::Globs(globs) => match globset(globs) {
-                        Ok(set) => Some(set),
-                        Err(err) => {
-                            tracing::warn!(app = %app.name, %err, "bad watch glob");
-                            continue;
-                        }
-                    },
-                };
-                let mut ignores: Vec<String> =
-                    DEFAULT_IGNORES.iter().map(|s| (*s).to_owned()).collect();
-                ignores.extend(app.settings.watch_ignore.iter().cloned());
-                for file in [&app.settings.out_file, &app.settings.err_file]
-                    .into_iter()
-                    .flatten()
-                {
-                    if let Ok(rel) = file.strip_prefix(&app.process.cwd) {
-                        ignores.push(rel.display().to_string());
-                    }
+                if let Some(source) = self.source_watch(&spec.name, app, &mut wanted) {
+                    registry.sources.push(source);
                 }
-                let ignore = match globset(&ignores) {
-                    Ok(set) => set,
-                    Err(err) => {
-                        tracing::warn!(app = %app.name, %err, "bad watch_ignore glob");
-                        continue;
-                    }
-                };
-                let root = app.process.cwd.clone();
-                for folder in folders_under(&root, &ignore, self.log_root.as_deref()) {
-                    wanted.insert(folder);
-                }
-                registry.sources.push(SourceWatch {
-                    project: spec.name.clone(),
-                    app: app.name.clone(),
-                    delay: app.settings.watch_delay,
-                    root,
-                    include,
-                    ignore,
-                });
             }
         }
         *self.registry.lock().unwrap_or_else(PoisonError::into_inner) = registry;
@@ -357,6 +329,62 @@ impl Watches {
             wanted.append(&mut above);
         }
         drop(links);
+        self.watch_folders(wanted);
+    }
+
+    /// An app's source watch (`None`: it watches nothing, or its globs are
+    /// bad); the folders under its cwd join `wanted`.
+    fn source_watch(
+        &self,
+        project: &str,
+        app: &crate::spec::AppSpec,
+        wanted: &mut BTreeSet<PathBuf>,
+    ) -> Option<SourceWatch> {
+        let include = match &app.settings.watch {
+            Watch::Off => return None,
+            Watch::All => None,
+            Watch::Globs(globs) => match globset(globs) {
+                Ok(set) => Some(set),
+                Err(err) => {
+                    tracing::warn!(app = %app.name, %err, "bad watch glob");
+                    return None;
+                }
+            },
+        };
+        let mut ignores: Vec<String> = DEFAULT_IGNORES.iter().map(|s| (*s).to_owned()).collect();
+        ignores.extend(app.settings.watch_ignore.iter().cloned());
+        for file in [&app.settings.out_file, &app.settings.err_file]
+            .into_iter()
+            .flatten()
+        {
+            if let Ok(rel) = file.strip_prefix(&app.process.cwd) {
+                ignores.push(rel.display().to_string());
+            }
+        }
+        let ignore = match globset(&ignores) {
+            Ok(set) => set,
+            Err(err) => {
+                tracing::warn!(app = %app.name, %err, "bad watch_ignore glob");
+                return None;
+            }
+        };
+        let root = app.process.cwd.clone();
+        for folder in folders_under(&root, &ignore, self.log_root.as_deref()) {
+            wanted.insert(folder);
+        }
+        Some(SourceWatch {
+            project: project.to_owned(),
+            app: app.name.clone(),
+            delay: app.settings.watch_delay,
+            root,
+            include,
+            ignore,
+        })
+    }
+
+    /// Watches exactly the `wanted` folders: unwatches the rest, and
+    /// watches again a path that names another folder now.
+    fn watch_folders(&self, wanted: BTreeSet<PathBuf>) {
         let mut folders = self.folders.lock().unwrap_or_else(PoisonError::into_inner);
         let mut watcher = self.watcher.lock().unwrap_or_else(PoisonError::into_inner);
         let Some(watcher) = watcher.as_mut() else {
