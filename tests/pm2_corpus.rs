@@ -128,6 +128,7 @@ fn matches(actual: &[String], expected: &[String], pid: i64, cwd: &Path, dir: &P
 
 /// Runs one corpus file under eco and compares it with PM2's recording;
 /// the differences, as text.
+#[allow(clippy::too_many_lines)]
 fn check(recording: &Path) -> Vec<String> {
     let rec: Value = serde_json::from_str(&std::fs::read_to_string(recording).expect("recording"))
         .expect("recording is JSON");

@@ -584,6 +584,7 @@ impl Engine {
         actions
     }
 
+    #[allow(clippy::too_many_lines)]
     fn carry_out(
         &self,
         project: &mut ProjectRuntime,
