@@ -177,13 +177,19 @@ impl Monit {
     }
 
     fn draw(&mut self, frame: &mut Frame) {
-        let area = frame.area();
         let [top, logs, help] = Layout::vertical([
             Constraint::Percentage(55),
             Constraint::Min(4),
             Constraint::Length(1),
         ])
-        .areas(area);
+        .areas(frame.area());
+        self.draw_table(frame, top);
+        self.draw_logs(frame, logs);
+        frame.render_widget(Paragraph::new(self.help_text()), help);
+    }
+
+    /// The instances, one row each, the project named once per group.
+    fn draw_table(&mut self, frame: &mut Frame, area: ratatui::layout::Rect) {
         let header = Row::new([
             "project", "app", "id", "status", "cpu", "memory", "", "restarts", "uptime",
         ])
@@ -243,12 +249,16 @@ impl Monit {
         .header(header)
         .row_highlight_style(Style::default().add_modifier(Modifier::REVERSED))
         .block(Block::default().borders(Borders::ALL).title(" eco monit "));
-        frame.render_stateful_widget(table, top, &mut self.table);
+        frame.render_stateful_widget(table, area, &mut self.table);
+    }
+
+    /// The followed app's last lines, as many as fit.
+    fn draw_logs(&self, frame: &mut Frame, area: ratatui::layout::Rect) {
         let title = self
             .follower
             .as_ref()
             .map_or(" logs ".to_owned(), |f| format!(" logs: {} ", f.app));
-        let height = usize::from(logs.height.saturating_sub(2));
+        let height = usize::from(area.height.saturating_sub(2));
         let lines: Vec<Line> = self
             .follower
             .as_ref()
@@ -263,9 +273,14 @@ impl Monit {
             .unwrap_or_default();
         frame.render_widget(
             Paragraph::new(lines).block(Block::default().borders(Borders::ALL).title(title)),
-            logs,
+            area,
         );
-        let help_text = if self.filtering {
+    }
+
+    /// The bottom line: the filter being typed, or the keys (after the
+    /// last action's message).
+    fn help_text(&self) -> String {
+        if self.filtering {
             format!("filter: {}_   (Enter: keep, Esc: clear)", self.filter)
         } else if !self.message.is_empty() {
             format!(
@@ -274,8 +289,7 @@ impl Monit {
             )
         } else {
             "↑↓ move  r restart  s stop  S start  / filter  q quit".to_owned()
-        };
-        frame.render_widget(Paragraph::new(help_text), help);
+        }
     }
 
     fn move_by(&mut self, delta: isize) {
