@@ -5,6 +5,7 @@ mod cluster;
 mod config;
 mod containment;
 mod daemon;
+mod dashboard;
 mod engine;
 mod export;
 mod faults;

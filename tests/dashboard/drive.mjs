@@ -5,7 +5,7 @@
 // Prints one JSON object on stdout (what it saw, for the Rust test to
 // assert on) and exits 0; on a failure prints the reason on stderr and
 // exits 1. Every wait has a deadline.
-import { writeFileSync } from 'node:fs';
+import { renameSync, writeFileSync } from 'node:fs';
 import { open } from './browser.mjs';
 
 const [scenario, url, ...args] = process.argv.slice(2);
@@ -51,7 +51,8 @@ async function log(page, [name, trigger, marker]) {
   await body.locator('.app-name').click();
   await page.locator('#log-state[data-state="ok"]').waitFor(WAIT);
   const started = Date.now();
-  writeFileSync(trigger, marker);
+  writeFileSync(`${trigger}.tmp`, marker);
+  renameSync(`${trigger}.tmp`, trigger);
   await page.locator('#log-lines .line', { hasText: marker }).first().waitFor(WAIT);
   return { ms: Date.now() - started, target: await page.textContent('#log-target') };
 }

@@ -23,6 +23,8 @@ pub(crate) const TOOLS: &[(&str, &str)] = &[
     ("perl", "perl"),
     ("node", "nodejs"),
     ("python3", "python3"),
+    ("chromium", "chromium"),
+    ("npm", "npm"),
 ];
 
 /// Installed with pip into `.ci/venv` (Debian has no package for it).

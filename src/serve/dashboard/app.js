@@ -408,7 +408,7 @@
     clearTimeout(state.pollTimer);
     try {
       const response = await fetch('api/v1/apps', { cache: 'no-store' });
-      if (!response.ok) throw new Error(`GET /api/v1/apps answered ${response.status}: ${await response.text()}`);
+      if (!response.ok) throw new Error(`GET /api/v1/apps answered ${response.status}: ${problemText(await response.text())}`);
       const rows = await response.json();
       if (!Array.isArray(rows)) throw new Error('GET /api/v1/apps did not answer a list of instances');
       const now = Date.now();
@@ -437,7 +437,7 @@
   function followEvents() {
     const source = new EventSource('api/v1/events');
     source.onmessage = pollSoon;
-    for (const kind of ['state', 'restart', 'save', 'change']) source.addEventListener(kind, pollSoon);
+    for (const kind of ['state', 'restart', 'save', 'lagged']) source.addEventListener(kind, pollSoon);
   }
 
   // ---- logs --------------------------------------------------------------
@@ -448,16 +448,15 @@
     return `api/v1/apps/${encodeURIComponent(name)}`;
   }
 
-  /** One SSE message as {text, stream}: JSON ({line|text|message, stream}) or plain text. */
+  /** One SSE message as {text, stream}: JSON ({text, stream}) or plain text. */
   function logLine(data, eventType) {
     let stream = eventType === 'err' || eventType === 'stderr' ? 'err' : 'out';
     let text = data;
     if (data.startsWith('{')) {
       try {
         const parsed = JSON.parse(data);
-        text = String(parsed.line ?? parsed.text ?? parsed.message ?? data);
+        text = String(parsed.text ?? data);
         if (parsed.stream) stream = String(parsed.stream);
-        if (parsed.instance !== undefined && parsed.instance !== null) text = `[${parsed.instance}] ${text}`;
       } catch (_) {
         text = data;
       }
@@ -490,6 +489,8 @@
     logState.dataset.state = 'connecting';
     setText(logState, 'connecting…');
     source.onopen = () => {
+      // Each (re)connection starts with the tail again: show it once.
+      $('log-lines').replaceChildren();
       logState.dataset.state = 'ok';
       setText(logState, 'following');
     };
@@ -498,12 +499,25 @@
       setText(logState, 'disconnected; retrying');
     };
     source.onmessage = (event) => appendLog(event.data, 'message');
-    for (const kind of ['out', 'err', 'stdout', 'stderr', 'line', 'log']) {
-      source.addEventListener(kind, (event) => appendLog(event.data, kind));
-    }
+    source.addEventListener('line', (event) => appendLog(event.data, 'line'));
+    source.addEventListener('skipped', (event) => {
+      const count = Number(JSON.parse(event.data).count) || 0;
+      appendLog(`… ${count} lines skipped (the page read too slowly)`, 'err');
+    });
   }
 
   // ---- control -----------------------------------------------------------
+
+  /** An error body ({error, hint}) as one sentence; other bodies as they are. */
+  function problemText(body) {
+    try {
+      const parsed = JSON.parse(body);
+      if (parsed && parsed.error) return parsed.hint ? `${parsed.error}: ${parsed.hint}` : String(parsed.error);
+    } catch (_) {
+      // not JSON: shown as it is
+    }
+    return body;
+  }
 
   async function control(view, action, button) {
     button.disabled = true;
@@ -518,7 +532,7 @@
       if (response.status === 401) {
         notice(`${what}: the token was refused (401). Enter the content of eco serve's --token-file.`, 'error');
       } else if (!response.ok) {
-        notice(`${what} failed (${response.status}): ${body}`, 'error');
+        notice(`${what} failed (${response.status}): ${problemText(body)}`, 'error');
       } else {
         notice(`${what}: done`, 'ok');
       }
