@@ -73,7 +73,7 @@
 
   function fmtCpu(percent) {
     if (percent === null || percent === undefined) return '–';
-    return `${percent.toFixed(1)} %`;
+    return `${percent >= 100 ? percent.toFixed(0) : percent.toFixed(1)} %`;
   }
 
   function fmtUptime(ms) {

@@ -1,7 +1,10 @@
 //! The web dashboard's files, built into the binary: no CDN, no external
-//! fetch, no build step. `eco serve` mounts each [`Asset`] at its path, one
-//! route per entry of [`ASSETS`] (an explicit table: nothing is looked up by
-//! a name taken from the request).
+//! fetch, no build step. `eco serve`'s route table mounts [`index`],
+//! [`script`] and [`style`], one route each (nothing is looked up by a name
+//! taken from the request).
+
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
 
 /// One file of the dashboard.
 #[derive(Clone, Copy, Debug)]
@@ -13,38 +16,62 @@ pub struct Asset {
     pub body: &'static str,
 }
 
-/// Every file the page loads. `index.html` refers to the others relatively,
-/// so the page also works behind a reverse proxy's path prefix.
-pub const ASSETS: &[Asset] = &[
-    Asset {
-        path: "/",
-        content_type: "text/html; charset=utf-8",
-        body: include_str!("index.html"),
-    },
-    Asset {
-        path: "/app.js",
-        content_type: "text/javascript; charset=utf-8",
-        body: include_str!("app.js"),
-    },
-    Asset {
-        path: "/style.css",
-        content_type: "text/css; charset=utf-8",
-        body: include_str!("style.css"),
-    },
-];
+/// The page. It refers to the others relatively, so it also works behind a
+/// reverse proxy's path prefix.
+pub const INDEX: Asset = Asset {
+    path: "/",
+    content_type: "text/html; charset=utf-8",
+    body: include_str!("index.html"),
+};
 
-/// Headers every asset is sent with: the page runs only its own script and
-/// talks only to its own origin, and no other site may frame it.
-pub const SECURITY_HEADERS: &[(&str, &str)] = &[
+pub const SCRIPT: Asset = Asset {
+    path: "/app.js",
+    content_type: "text/javascript; charset=utf-8",
+    body: include_str!("app.js"),
+};
+
+pub const STYLE: Asset = Asset {
+    path: "/style.css",
+    content_type: "text/css; charset=utf-8",
+    body: include_str!("style.css"),
+};
+
+/// Every file the page loads.
+pub const ASSETS: [Asset; 3] = [INDEX, SCRIPT, STYLE];
+
+/// The page runs only its own script, talks only to its own origin and
+/// cannot be framed: an injected string could neither run nor leak.
+const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; \
+    style-src 'self'; img-src 'self'; connect-src 'self'; base-uri 'none'; \
+    form-action 'none'; frame-ancestors 'none'";
+
+/// `GET /`.
+pub async fn index() -> Response {
+    serve(&INDEX)
+}
+
+/// `GET /app.js`.
+pub async fn script() -> Response {
+    serve(&SCRIPT)
+}
+
+/// `GET /style.css`.
+pub async fn style() -> Response {
+    serve(&STYLE)
+}
+
+fn serve(asset: &Asset) -> Response {
     (
-        "content-security-policy",
-        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; \
-         connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
-    ),
-    ("x-content-type-options", "nosniff"),
-    ("referrer-policy", "no-referrer"),
-    ("cache-control", "no-cache"),
-];
+        [
+            (header::CONTENT_TYPE, asset.content_type),
+            (header::CONTENT_SECURITY_POLICY, CONTENT_SECURITY_POLICY),
+            (header::REFERRER_POLICY, "no-referrer"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        asset.body,
+    )
+        .into_response()
+}
 
 #[cfg(test)]
 mod tests {
@@ -52,8 +79,8 @@ mod tests {
 
     #[test]
     fn the_page_loads_only_its_own_files() {
-        let index = ASSETS[0].body;
-        for asset in &ASSETS[1..] {
+        let index = INDEX.body;
+        for asset in [SCRIPT, STYLE] {
             let relative = asset.path.trim_start_matches('/');
             assert!(index.contains(relative), "index.html never loads {relative}");
         }
@@ -67,7 +94,7 @@ mod tests {
 
     #[test]
     fn the_script_never_writes_html() {
-        let script = ASSETS[1].body;
+        let script = SCRIPT.body;
         for sink in ["innerHTML", "outerHTML", "insertAdjacentHTML", "document.write"] {
             assert!(!script.contains(sink), "app.js uses {sink}: use textContent");
         }
