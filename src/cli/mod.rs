@@ -113,6 +113,15 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Flush { target } => daemon_cmds::flush(target.as_deref()),
         Command::Kill => daemon_cmds::kill(),
         Command::Monit => monit::run(),
+        Command::Serve {
+            listen,
+            token_file,
+            read_only,
+        } => crate::serve::main(&crate::serve::Options {
+            listen,
+            token_file,
+            read_only,
+        }),
         Command::Daemon => {
             crate::daemon::main(crate::paths::Paths::from_env())?;
             Ok(0)
