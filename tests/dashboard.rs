@@ -122,7 +122,8 @@ fn driver_dir() -> PathBuf {
     require(&["node", "chromium"]);
     let dir = root().join("tests/dashboard");
     assert!(
-        dir.join("node_modules/playwright-core/package.json").exists(),
+        dir.join("node_modules/playwright-core/package.json")
+            .exists(),
         "playwright-core is not installed in tests/dashboard/node_modules: run the tests \
          with `scripts/test` (it installs it), or `(cd tests/dashboard && npm ci)`"
     );
@@ -160,7 +161,11 @@ fn drive(serve: &Serve, scenario: &str, args: &[&str]) -> Value {
         serve.output()
     );
     let seen: Value = serde_json::from_str(stdout.trim()).expect("drive.mjs prints JSON");
-    assert_eq!(seen["errors"], serde_json::json!([]), "script errors in the page: {seen}");
+    assert_eq!(
+        seen["errors"],
+        serde_json::json!([]),
+        "script errors in the page: {seen}"
+    );
     seen
 }
 
@@ -224,7 +229,10 @@ fn with_the_token_the_restart_button_restarts_the_app() {
     let serve = Serve::start(&home, Some(token));
     let before = pid(&home, "talker");
     let seen = drive(&serve, "restart", &[&format!("{project}/talker"), token]);
-    assert_eq!(seen["buttonsBefore"], 0, "controls before the token: {seen}");
+    assert_eq!(
+        seen["buttonsBefore"], 0,
+        "controls before the token: {seen}"
+    );
     assert_eq!(
         seen["buttons"],
         serde_json::json!(["restart", "reload", "stop"]),
@@ -254,6 +262,10 @@ fn without_the_token_no_control_shows_and_a_forged_post_gets_401() {
     assert_eq!(seen["controls"], 0, "controls without a token: {seen}");
     assert_eq!(seen["forged"]["none"], 401, "{seen}");
     assert_eq!(seen["forged"]["wrong"], 401, "{seen}");
-    assert_eq!(pid(&home, "talker"), before, "a forged POST restarted the app");
+    assert_eq!(
+        pid(&home, "talker"),
+        before,
+        "a forged POST restarted the app"
+    );
     assert_eq!(home.row("talker", 0)["restarts"], 0);
 }

@@ -8,6 +8,7 @@
 //! `openapi` the document, `wire` the daemon connection.
 
 pub mod auth;
+pub mod dashboard;
 pub mod metrics;
 pub mod openapi;
 pub mod routes;
@@ -29,9 +30,6 @@ use routes::{Server, Shared};
 
 /// PM2's old `pm2 web` port.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:9615";
-
-/// The dashboard page, built into the binary (no CDN, no external fetch).
-const DASHBOARD: &str = include_str!("dashboard/index.html");
 
 /// What `eco serve` was asked for.
 #[derive(Debug, Clone)]
@@ -108,15 +106,6 @@ async fn run(listen: SocketAddr, token: Option<String>, read_only: bool) -> anyh
         _ = term.recv() => {}
     }
     Ok(())
-}
-
-/// `GET /`: the dashboard.
-async fn dashboard() -> HttpResponse {
-    (
-        [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
-        DASHBOARD,
-    )
-        .into_response()
 }
 
 /// `GET /metrics`: the Prometheus text format (0.0.4).

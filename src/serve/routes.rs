@@ -15,6 +15,7 @@ use axum::routing::{get, post};
 use serde::Deserialize;
 
 use super::auth;
+use super::dashboard;
 use super::wire::{self, WireError};
 use crate::ipc::proto::{ErrorKind, ErrorReply, Request, Response};
 use crate::paths::Paths;
@@ -75,7 +76,9 @@ impl Server {
 /// Every route of `eco serve`.
 pub fn router(server: Shared) -> Router {
     Router::new()
-        .route("/", get(super::dashboard))
+        .route(dashboard::INDEX.path, get(dashboard::index))
+        .route(dashboard::SCRIPT.path, get(dashboard::script))
+        .route(dashboard::STYLE.path, get(dashboard::style))
         .route("/metrics", get(super::metrics_page))
         .route("/api/v1/openapi.json", get(super::openapi::document))
         .route("/api/v1/apps", get(apps))

@@ -82,7 +82,10 @@ mod tests {
         let index = INDEX.body;
         for asset in [SCRIPT, STYLE] {
             let relative = asset.path.trim_start_matches('/');
-            assert!(index.contains(relative), "index.html never loads {relative}");
+            assert!(
+                index.contains(relative),
+                "index.html never loads {relative}"
+            );
         }
         // The SVG namespace is a name, not a fetch.
         let svg = "http://www.w3.org/2000/svg";
@@ -95,8 +98,16 @@ mod tests {
     #[test]
     fn the_script_never_writes_html() {
         let script = SCRIPT.body;
-        for sink in ["innerHTML", "outerHTML", "insertAdjacentHTML", "document.write"] {
-            assert!(!script.contains(sink), "app.js uses {sink}: use textContent");
+        for sink in [
+            "innerHTML",
+            "outerHTML",
+            "insertAdjacentHTML",
+            "document.write",
+        ] {
+            assert!(
+                !script.contains(sink),
+                "app.js uses {sink}: use textContent"
+            );
         }
     }
 }
