@@ -15,6 +15,7 @@
   const COLLAPSE_OVER = 12;
   const TOKEN_KEY = 'eco.token';
   const ACTIONS = ['restart', 'reload', 'stop'];
+  const STOPPED_ACTIONS = ['start'];
   const SPARK_W = 120;
   const SPARK_H = 24;
   const SVG_NS = 'http://www.w3.org/2000/svg';
@@ -272,14 +273,15 @@
     return { tr, td, name, pid, status };
   }
 
-  /** The control buttons, present in the page only while a token is set. */
-  function renderActions(view) {
-    const want = state.token ? 'on' : 'off';
+  /** The control buttons, present in the page only while a token is set;
+   *  a stopped app offers start instead. */
+  function renderActions(view, stopped) {
+    const want = !state.token ? 'off' : stopped ? 'stopped' : 'on';
     if (view.token === want) return;
     view.token = want;
     view.td.actions.replaceChildren();
     if (!state.token) return;
-    for (const action of ACTIONS) {
+    for (const action of stopped ? STOPPED_ACTIONS : ACTIONS) {
       const button = el('button', `act act-${action}`, action);
       button.type = 'button';
       button.dataset.action = action;
@@ -361,7 +363,7 @@
     const points = state.history.get(view.key) || [];
     drawSpark(view.cpuSpark, points, 'cpu', now, fmtCpu);
     drawSpark(view.memSpark, points, 'mem', now, fmtBytes);
-    renderActions(view);
+    renderActions(view, sum.status === 'stopped');
     const many = rows.length > COLLAPSE_OVER;
     const open = !many || state.expanded.has(view.key);
     view.toggle.hidden = !many;
