@@ -44,9 +44,22 @@
     return node;
   }
 
-  /** Sets a node's text only when it changed (cheap repeated renders). */
+  /** Sets a node's text only when it changed: a poll then touches only
+   *  what moved, without reading the DOM back (a thousand rows stay cheap). */
   function setText(node, text) {
-    if (node.textContent !== text) node.textContent = text;
+    if (node.ecoText !== text) {
+      node.ecoText = text;
+      node.textContent = text;
+    }
+  }
+
+  /** Sets an attribute only when it changed (see setText). */
+  function setAttr(node, name, value) {
+    const key = `eco:${name}`;
+    if (node[key] !== value) {
+      node[key] = value;
+      node.setAttribute(name, value);
+    }
   }
 
   /** Puts `children` into `parent` in this order, moving only what moved. */
@@ -347,14 +360,14 @@
     }
     setText($('summary'), `${seenProjects.size} projects · ${seenApps.size} apps · ${instances} instances`);
     state.lastRenderMs = performance.now() - started;
-    document.body.dataset.renderMs = state.lastRenderMs.toFixed(1);
+    window.ecoRenderMs = state.lastRenderMs;
   }
 
   function renderApp(view, rows, now) {
     const sum = summary(rows);
     setText(view.status, sum.status === 'mixed' ? sum.detail : sum.status);
-    view.status.dataset.status = sum.status;
-    view.status.title = sum.detail;
+    setAttr(view.status, 'data-status', sum.status);
+    setAttr(view.status, 'title', sum.detail);
     setText(view.td.restarts, String(sum.restarts));
     setText(view.td['last reason'], sum.reason || '–');
     setText(view.td.uptime, fmtUptime(sum.uptime));
@@ -368,7 +381,7 @@
     const open = !many || state.expanded.has(view.key);
     view.toggle.hidden = !many;
     setText(view.toggle, open ? `hide ${rows.length}` : `${rows.length} instances`);
-    view.body.dataset.instances = String(rows.length);
+    setAttr(view.body, 'data-instances', String(rows.length));
     renderInstances(view, open ? rows : []);
   }
 
@@ -384,10 +397,10 @@
       }
       setText(inst.name, `${view.app}:${row.instance} · id ${row.id}`);
       setText(inst.pid, row.pid === null || row.pid === undefined ? 'pid –' : `pid ${row.pid}`);
-      inst.pid.dataset.pid = row.pid === null || row.pid === undefined ? '' : String(row.pid);
+      setAttr(inst.pid, 'data-pid', row.pid === null || row.pid === undefined ? '' : String(row.pid));
       setText(inst.status, row.status);
-      inst.status.dataset.status = row.status;
-      inst.status.title = row.last_error || row.status_text || '';
+      setAttr(inst.status, 'data-status', row.status);
+      setAttr(inst.status, 'title', row.last_error || row.status_text || '');
       setText(inst.td.restarts, String(row.restarts));
       setText(inst.td['last reason'], row.last_restart_reason || '–');
       setText(inst.td.uptime, fmtUptime(row.uptime_ms));
