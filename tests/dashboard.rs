@@ -174,6 +174,8 @@ fn pid(home: &Home, app: &str) -> i64 {
     home.row(app, 0)["pid"].as_i64().expect("a pid")
 }
 
+/// The page lists the project's apps with their instances' pids, and reads
+/// at a desktop's and a phone's width.
 #[test]
 fn the_dashboard_lists_the_apps_of_a_running_project() {
     let home = Home::new();
@@ -198,6 +200,12 @@ fn the_dashboard_lists_the_apps_of_a_running_project() {
     assert_eq!(find("web")["status"], "online", "{seen}");
     assert_eq!(find("web")["pids"], serde_json::json!(pids), "{seen}");
     assert_eq!(find("talker")["status"], "online", "{seen}");
+    // Readable at 1280×800 and at a phone's 390 px: no cell of an app's line
+    // is cut, nothing runs off to the side.
+    for width in ["desktop", "phone"] {
+        assert_eq!(seen[width]["cut"], serde_json::json!([]), "{width}: {seen}");
+        assert_eq!(seen[width]["overflow"], false, "{width}: {seen}");
+    }
 }
 
 #[test]

@@ -40,7 +40,22 @@ async function list(page, names) {
     const [project, app] = name.split('/');
     await appBody(page, project, app);
   }
-  return { apps: await listed(page), summary: await page.textContent('#summary') };
+  const desktop = await fits(page);
+  await page.setViewportSize({ width: 390, height: 844 });
+  const phone = await fits(page);
+  return { apps: await listed(page), summary: await page.textContent('#summary'), desktop, phone };
+}
+
+/** At the page's current width: nothing runs off to the side, and no
+ *  cell of an app's line is cut (its content wider than its box). */
+function fits(page) {
+  return page.evaluate(() => {
+    const width = document.documentElement.clientWidth;
+    const cut = [...document.querySelectorAll('tr.app-row td')]
+      .filter((td) => td.scrollWidth > td.clientWidth + 1)
+      .map((td) => td.dataset.label);
+    return { width, overflow: document.documentElement.scrollWidth > width, cut };
+  });
 }
 
 /** log PROJECT/APP TRIGGER MARKER: follows the app's log, asks the app
