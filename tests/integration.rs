@@ -25,4 +25,5 @@ mod reconcile;
 mod reload;
 mod rollout;
 mod security;
+mod serve;
 mod support;

@@ -277,6 +277,14 @@ async fn scale(
             Some("POST /api/v1/apps/APP/scale?instances=3"),
         );
     };
+    let max = crate::config::validate::MAX_INSTANCES;
+    if instances > max {
+        return problem(
+            StatusCode::BAD_REQUEST,
+            &format!("{instances} instances is more than eco runs per app ({max})"),
+            None,
+        );
+    }
     control(
         &s,
         &h,
