@@ -34,7 +34,8 @@ pub struct Counters {
 pub struct Observed {
     counters: Mutex<HashMap<Slot, Counters>>,
     reloads: Mutex<BTreeMap<String, ReloadStats>>,
-    feed: broadcast::Sender<FeedEvent>,
+    /// Made at the first subscriber: a daemon nobody watches holds no buffer.
+    feed: std::sync::OnceLock<broadcast::Sender<FeedEvent>>,
 }
 
 impl Default for Observed {
@@ -42,7 +43,7 @@ impl Default for Observed {
         Observed {
             counters: Mutex::default(),
             reloads: Mutex::default(),
-            feed: broadcast::channel(FEED_BUFFER).0,
+            feed: std::sync::OnceLock::new(),
         }
     }
 }
@@ -50,13 +51,17 @@ impl Default for Observed {
 impl Observed {
     /// A new subscriber to the event stream.
     pub fn subscribe(&self) -> broadcast::Receiver<FeedEvent> {
-        self.feed.subscribe()
+        self.feed
+            .get_or_init(|| broadcast::channel(FEED_BUFFER).0)
+            .subscribe()
     }
 
     /// Sends the event built by `make`, only if someone listens.
     fn publish(&self, make: impl FnOnce(u64) -> FeedEvent) {
-        if self.feed.receiver_count() > 0 {
-            let _ = self.feed.send(make(epoch_ms(std::time::SystemTime::now())));
+        if let Some(feed) = self.feed.get()
+            && feed.receiver_count() > 0
+        {
+            let _ = feed.send(make(epoch_ms(std::time::SystemTime::now())));
         }
     }
 

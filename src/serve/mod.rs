@@ -97,8 +97,13 @@ async fn run(listen: SocketAddr, token: Option<String>, read_only: bool) -> anyh
         listen: bound,
         token,
         read_only,
+        active: Arc::new(tokio::sync::Notify::new()),
     });
+    tokio::spawn(release_when_idle(Arc::clone(&server.active)));
     let app = routes::router(server);
+    // As the daemon does: start-up code (argument parsing, the router's
+    // construction) is done with, so only what serving runs stays mapped.
+    crate::daemon::startup::map_only_used_code();
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
         served = axum::serve(listener, app) => served.context("the HTTP server stopped")?,
@@ -108,17 +113,56 @@ async fn run(listen: SocketAddr, token: Option<String>, read_only: bool) -> anyh
     Ok(())
 }
 
+/// How long after its last request `eco serve` gives back what serving it
+/// took (see [`release_when_idle`]).
+const IDLE_AFTER: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// A scrape of 1,000 instances faults in the code it runs and leaves a
+/// megabyte or two of freed heap: once requests stop for [`IDLE_AFTER`],
+/// the code pages are dropped (they fault back in from the page cache) and
+/// the freed heap is returned to the system. One wake-up per burst of
+/// requests; none while idle.
+async fn release_when_idle(active: Arc<tokio::sync::Notify>) {
+    loop {
+        active.notified().await;
+        loop {
+            tokio::select! {
+                () = active.notified() => {}
+                () = tokio::time::sleep(IDLE_AFTER) => break,
+            }
+        }
+        crate::daemon::startup::map_only_used_code();
+        trim_heap();
+    }
+}
+
+/// Returns the heap's free memory to the system (glibc keeps it otherwise).
+#[allow(unsafe_code)]
+fn trim_heap() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only releases free memory of the allocator's
+    // own arenas; it touches no live allocation.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 /// `GET /metrics`: the Prometheus text format (0.0.4).
 async fn metrics_page(State(server): State<Shared>) -> HttpResponse {
+    let began = std::time::Instant::now();
     let stats = match wire::call(&server.paths, Request::Stats).await {
         Ok(Response::Stats(stats)) => stats,
         Ok(other) => return routes::unexpected(&other),
         Err(err) => return routes::failure(&err),
     };
+    let asked = began.elapsed();
     let text = tokio::task::spawn_blocking(move || {
         let usage = metrics::proc_usage(stats.instances.iter().filter_map(|i| i.pid));
         let daemon = metrics::proc_process(stats.daemon_pid);
-        metrics::render(&stats, &usage, daemon.as_ref())
+        let read = began.elapsed();
+        let text = metrics::render(&stats, &usage, daemon.as_ref());
+        tracing::debug!(?asked, ?read, rendered = ?began.elapsed(), "metrics");
+        text
     })
     .await
     .unwrap_or_default();

@@ -36,6 +36,8 @@ pub struct Server {
     pub token: Option<String>,
     /// `--read-only`: control refused even with the token.
     pub read_only: bool,
+    /// Told of every request (memory is given back once they stop).
+    pub active: Arc<tokio::sync::Notify>,
 }
 
 pub type Shared = Arc<Server>;
@@ -99,6 +101,7 @@ pub fn router(server: Shared) -> Router {
 /// rebinding: a foreign page whose name now points here), and marks every
 /// answer as not to be sniffed or framed.
 async fn guard(State(server): State<Shared>, request: HttpRequest, next: Next) -> HttpResponse {
+    server.active.notify_one();
     let headers = request.headers();
     let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
     if !host.is_some_and(|h| auth::host_allowed(h, server.listen)) {
@@ -280,6 +283,14 @@ async fn scale(
             Some("POST /api/v1/apps/APP/scale?instances=3"),
         );
     };
+    let max = crate::config::validate::MAX_INSTANCES;
+    if instances > max {
+        return problem(
+            StatusCode::BAD_REQUEST,
+            &format!("{instances} instances is more than eco runs per app ({max})"),
+            None,
+        );
+    }
     control(
         &s,
         &h,

@@ -64,7 +64,10 @@ pub async fn logs(
         Some("1" | "true") => true,
         Some(_) => return bad_query(),
     };
-    let lines = query.lines.unwrap_or(100).min(MAX_LINES);
+    let lines = query.lines.unwrap_or(100);
+    if lines > MAX_LINES {
+        return bad_query();
+    }
     let request = Request::LogFiles {
         target: Some(app.clone()),
     };
@@ -98,7 +101,7 @@ pub async fn logs(
 fn bad_query() -> HttpResponse {
     problem(
         StatusCode::BAD_REQUEST,
-        "lines must be a whole number and follow 0 or 1",
+        "lines must be a whole number up to 10000, and follow 0 or 1",
         Some("GET /api/v1/apps/APP/logs?lines=100&follow=1"),
     )
 }
