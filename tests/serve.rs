@@ -298,6 +298,39 @@ fn the_event_stream_tells_restarts_with_their_reason_and_saves() {
     events.until("the save applied", |name, e| {
         name == "save" && e["project"] == "demo" && e["applied"] == true
     });
+    let reloaded = ["project=\"demo\""];
+    let metrics = serve.get("/metrics").body;
+    assert_eq!(
+        sample(&metrics, "eco_config_last_reload_successful", &reloaded),
+        Some(1.0)
+    );
+    // A save of the applied file with an error is refused, and said so.
+    home.write(
+        "ecosystem.yaml",
+        "name: demo\napps:\n  web:\n    cmd: [sleep, '1000']\n    instances: many\n",
+    );
+    let refused = events.until("the save refused", |name, e| {
+        name == "save" && e["project"] == "demo" && e["applied"] == false
+    });
+    assert!(
+        refused["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("instances")),
+        "{refused}"
+    );
+    let metrics = serve.get("/metrics").body;
+    assert_eq!(
+        sample(&metrics, "eco_config_last_reload_successful", &reloaded),
+        Some(0.0)
+    );
+    assert!(
+        sample(
+            &metrics,
+            "eco_config_last_reload_timestamp_seconds",
+            &reloaded
+        )
+        .is_some_and(|t| t > 1.7e9)
+    );
 }
 
 #[test]
