@@ -298,6 +298,39 @@ fn the_event_stream_tells_restarts_with_their_reason_and_saves() {
     events.until("the save applied", |name, e| {
         name == "save" && e["project"] == "demo" && e["applied"] == true
     });
+    let reloaded = ["project=\"demo\""];
+    let metrics = serve.get("/metrics").body;
+    assert_eq!(
+        sample(&metrics, "eco_config_last_reload_successful", &reloaded),
+        Some(1.0)
+    );
+    // A save of the applied file with an error is refused, and said so.
+    home.write(
+        "ecosystem.yaml",
+        "name: demo\napps:\n  web:\n    cmd: [sleep, '1000']\n    instances: many\n",
+    );
+    let refused = events.until("the save refused", |name, e| {
+        name == "save" && e["project"] == "demo" && e["applied"] == false
+    });
+    assert!(
+        refused["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("instances")),
+        "{refused}"
+    );
+    let metrics = serve.get("/metrics").body;
+    assert_eq!(
+        sample(&metrics, "eco_config_last_reload_successful", &reloaded),
+        Some(0.0)
+    );
+    assert!(
+        sample(
+            &metrics,
+            "eco_config_last_reload_timestamp_seconds",
+            &reloaded
+        )
+        .is_some_and(|t| t > 1.7e9)
+    );
 }
 
 #[test]
@@ -491,4 +524,23 @@ fn schemathesis_finds_the_api_true_to_its_document() {
     );
     assert!(out.status.success(), "schemathesis found failures:\n{text}");
     assert!(text.contains("passed"), "{text}");
+}
+
+#[test]
+fn failed_health_probes_are_counted_and_restart_with_reason_health() {
+    let home = Home::new();
+    home.write(
+        "ecosystem.yaml",
+        "name: sick\napps:\n  api:\n    cmd: [sleep, '1000']\n    health: { exec: 'exit 1', interval: 200ms, timeout: 5s, failures: 2 }\n",
+    );
+    home.ok(&["up"]);
+    let serve = Serve::start(&home, &[]);
+    let api = ["app=\"api\"", "replica=\"0\""];
+    eventually("two failed probes and a health restart", LIMIT, || {
+        let text = serve.get("/metrics").body;
+        let failures = sample(&text, "eco_health_probe_failures_total", &api);
+        let health = [api[0], api[1], "reason=\"health\""];
+        let restarts = sample(&text, "eco_instance_restarts_total", &health);
+        failures.is_some_and(|n| n >= 2.0) && restarts.is_some_and(|n| n >= 1.0)
+    });
 }
