@@ -19,6 +19,7 @@
 //!   (pid files, env files, ecosystem files): no FIFO, device or endless
 //!   file, off the loop with a timeout.
 //! - `export`: the project as systemd units or Kubernetes manifests (pure).
+//! - `serve`: `eco serve`, metrics and the HTTP API (a client of the daemon).
 //! - `cli`: the commands, and all user-facing text (`cli::render`,
 //!   `cli::console`); `cli::foreground` is `eco up -F`.
 
@@ -39,6 +40,7 @@ pub mod procfs;
 pub mod reconcile;
 pub mod runtime;
 pub mod schedule;
+pub mod serve;
 pub mod spec;
 pub mod state;
 pub mod target;

@@ -324,6 +324,9 @@ impl Observer for LogFiles {
             Event::HandedOver { pid, guessed } => {
                 tracing::info!(%instance, pid, guessed, "supervising the daemon the launcher left");
             }
+            Event::Restarted { reason } => {
+                tracing::info!(%instance, reason = reason.name(), "restarted");
+            }
         }
     }
 }

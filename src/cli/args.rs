@@ -224,6 +224,19 @@ pub enum Command {
     Kill,
     /// Run the daemon in the foreground
     Daemon,
+    /// Serve Prometheus metrics, a JSON API and a dashboard over HTTP
+    Serve {
+        /// Address and port to listen on; a non-loopback address needs --token-file
+        #[arg(long, value_name = "ADDR", default_value = crate::serve::DEFAULT_LISTEN)]
+        listen: String,
+        /// File holding the token control requests need (mode 600);
+        /// without it everything is read-only
+        #[arg(long = "token-file", value_name = "PATH")]
+        token_file: Option<PathBuf>,
+        /// Refuse every control request, even with the token
+        #[arg(long = "read-only")]
+        read_only: bool,
+    },
     /// Write a systemd unit that starts eco's daemon at boot
     Startup {
         /// A unit for `systemctl --user` (WantedBy=default.target)

@@ -135,6 +135,8 @@ impl Observer for Console {
     fn event(&self, id: &InstanceId, event: &Event) {
         let name = format!("{}.{}", id.app, id.index);
         let text = match event {
+            // `restarting` and `started` already tell it.
+            Event::Restarted { .. } => return,
             Event::Started { pid } => format!("{name} started (pid {pid})"),
             Event::Ready => format!("{name} ready"),
             Event::NotReady { reason } => format!("{name} failed its readiness check: {reason}"),

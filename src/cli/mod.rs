@@ -51,6 +51,15 @@ pub fn run(cli: Cli) -> Result<i32> {
             fixture::daemonize(pid_file.as_deref(), retitle)
         }
         Command::Monit => monit::run(),
+        Command::Serve {
+            listen,
+            token_file,
+            read_only,
+        } => crate::serve::main(&crate::serve::Options {
+            listen,
+            token_file,
+            read_only,
+        }),
         Command::Daemon => {
             crate::daemon::main(crate::paths::Paths::from_env())?;
             Ok(0)

@@ -5,9 +5,11 @@
 //! stops what a dead daemon left running.
 
 pub mod log_file;
+pub mod observe;
 pub mod requests;
 pub mod startup;
 pub mod state;
+pub mod stats;
 pub mod supervisor;
 
 use std::os::fd::AsRawFd;
@@ -103,7 +105,12 @@ pub async fn run(paths: Paths, lock_inode: u64) -> anyhow::Result<()> {
     let reaper = Reaper::start(&services, services_stop.clone())
         .context("cannot become the child subreaper")?;
     let logs = LogFiles::new(paths.clone());
-    let engine = Engine::new(reaper, logs.clone(), paths.token(), cgroups);
+    let observed = Arc::new(observe::Observed::default());
+    let watcher = Arc::new(observe::Watcher {
+        inner: logs.clone(),
+        observed: Arc::clone(&observed),
+    });
+    let engine = Engine::new(reaper, watcher, paths.token(), cgroups);
     services.spawn(supervisor.clone().ping_watchdog(services_stop.clone()));
     let saver = state::Saver::new(paths.state());
     services.spawn(Arc::clone(&saver).retry(services_stop.clone()));
@@ -114,6 +121,7 @@ pub async fn run(paths: Paths, lock_inode: u64) -> anyhow::Result<()> {
         logs: Arc::clone(&logs),
         saver: Arc::clone(&saver),
         life: Arc::clone(&life),
+        observed: Arc::clone(&observed),
         socket_inode: std::sync::OnceLock::new(),
         home_lost: AtomicBool::new(false),
     });
@@ -141,6 +149,7 @@ pub async fn run(paths: Paths, lock_inode: u64) -> anyhow::Result<()> {
         saver,
         life,
         not_restored: std::sync::Mutex::new(not_restored),
+        observed,
     });
     let connections = TaskTracker::new();
     let hang_up = CancellationToken::new();
@@ -366,6 +375,8 @@ struct DaemonHost {
     logs: Arc<LogFiles>,
     saver: Arc<state::Saver>,
     life: Arc<requests::Life>,
+    /// Told of every save applied or refused (for `eco serve`).
+    observed: Arc<observe::Observed>,
     /// The socket file this daemon bound: only that one is removed.
     socket_inode: std::sync::OnceLock<u64>,
     /// Set when the home was removed or replaced: nothing is written there.
@@ -391,9 +402,11 @@ impl Host for DaemonHost {
         match report {
             Report::Applied { project, actions } => {
                 tracing::info!(%project, plan = ?actions, "file saved; applied");
+                self.observed.saved(&project, None);
             }
             Report::NotApplied { project, errors } => {
                 tracing::warn!(%project, %errors, "file saved with errors; nothing changed");
+                self.observed.saved(&project, Some(errors));
             }
             Report::Restarting(trigger) => {
                 tracing::info!(?trigger, "restarting");

@@ -37,6 +37,8 @@ pub struct Daemon {
     /// Why the saved state was not restored at start; told to every
     /// command until the next `eco up`.
     pub not_restored: Mutex<Option<String>>,
+    /// Counters and events for `eco serve`.
+    pub observed: Arc<super::observe::Observed>,
 }
 
 /// Where the daemon is in its life, for requests that arrive meanwhile.
@@ -67,6 +69,7 @@ impl Handler for Daemon {
                 follow(&self, target.as_deref(), out, err, reply).await;
             }
             Request::Kill => kill(&self, reply).await,
+            Request::Events => super::stats::events(&self.observed, reply).await,
             request => {
                 let changes = !request.allowed_while_stopping();
                 if matches!(request, Request::Apply { dry_run: false, .. }) {
@@ -162,6 +165,10 @@ async fn answer(daemon: &Daemon, request: Request) -> Response {
         Request::AddApp { app } => add_app(daemon, *app).await,
         Request::Flush { target } => flush(daemon, target.as_deref()).await,
         Request::Kill => Response::Error(ErrorReply::failed("kill is answered as a stream", None)),
+        Request::Stats => super::stats::stats(daemon).await,
+        Request::Events => {
+            Response::Error(ErrorReply::failed("events are answered as a stream", None))
+        }
     }
 }
 
@@ -191,7 +198,10 @@ async fn apply(daemon: &Daemon, spec: ProjectSpec, dry_run: bool) -> Response {
     let result = if dry_run {
         daemon.reconciler.preview(&spec).await
     } else {
-        daemon.reconciler.apply(spec).await
+        let result = daemon.reconciler.apply(spec).await;
+        let error = result.as_ref().err().map(ToString::to_string);
+        daemon.observed.saved(&project, error);
+        result
     };
     match result {
         Ok(actions) => Response::Plan { project, actions },
@@ -218,6 +228,7 @@ pub fn refused(err: &ReconcileError) -> ErrorReply {
 async fn down(daemon: &Daemon, project: String) -> Response {
     if daemon.reconciler.engine().down(&project).await {
         daemon.reconciler.saved().await;
+        daemon.observed.forget_project(&project);
         Response::Down { project }
     } else {
         Response::Error(ErrorReply {

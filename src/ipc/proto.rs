@@ -82,6 +82,12 @@ pub enum Request {
     },
     /// Stop everything, then the daemon.
     Kill,
+    /// Counters for `eco serve`'s /metrics: restarts by reason, probe
+    /// failures, last config reloads, each instance's start and readiness.
+    Stats,
+    /// Stream events (state changes, restarts with reason, saves applied
+    /// or refused) until the client leaves.
+    Events,
 }
 
 impl Request {
@@ -96,6 +102,8 @@ impl Request {
                 | Request::LogFiles { .. }
                 | Request::Follow { .. }
                 | Request::Kill
+                | Request::Stats
+                | Request::Events
         ) || matches!(self, Request::Apply { dry_run: true, .. })
     }
 }
@@ -166,6 +174,14 @@ pub enum Response {
     /// Something the user must hear of, before the answer.
     Warning(Warning),
     Error(ErrorReply),
+    /// The answer to [`Request::Stats`].
+    Stats(Box<Stats>),
+    /// Events follow (the answer to [`Request::Events`]).
+    Watching,
+    /// One event, while watching.
+    Event {
+        event: FeedEvent,
+    },
 }
 
 /// What a [`Response::Warning`] reports.
@@ -249,4 +265,77 @@ pub struct LogFile {
     pub app: String,
     pub stream: LogStream,
     pub path: std::path::PathBuf,
+}
+
+/// What `eco serve` needs for /metrics beyond `ls --json`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Stats {
+    /// The daemon's pid, for its `process_*` metrics.
+    pub daemon_pid: u32,
+    pub instances: Vec<InstanceStats>,
+    /// One per applied project whose file was applied (or refused) at
+    /// least once since the daemon started.
+    pub reloads: Vec<ReloadStats>,
+}
+
+/// The counters of one instance slot (`replica` = its index).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct InstanceStats {
+    pub project: String,
+    pub app: String,
+    pub replica: u32,
+    /// `fork` or `cluster`.
+    pub mode: String,
+    pub status: crate::state::Status,
+    pub pid: Option<i32>,
+    pub started_at_ms: Option<u64>,
+    /// Online and not between `RELOADING=1` and `READY=1`.
+    pub ready: bool,
+    /// Restarts since the daemon started, by `last_restart_reason` name.
+    pub restarts_by_reason: std::collections::BTreeMap<String, u64>,
+    /// Health probes that failed since the daemon started.
+    pub probe_failures: u64,
+}
+
+/// The last time a project's file was applied, or refused.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReloadStats {
+    pub project: String,
+    pub successful: bool,
+    pub at_ms: u64,
+}
+
+/// One event of the daemon's event stream (`eco serve`'s /api/v1/events).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum FeedEvent {
+    /// Something happened to an instance: `started`, `ready`, `not_ready`,
+    /// `exited`, `backoff`, `errored`, `stopped`, `spawn_failed`,
+    /// `handed_over`, `watchdog_timeout`, `unhealthy`.
+    State {
+        at_ms: u64,
+        project: String,
+        app: String,
+        replica: u32,
+        state: String,
+        detail: Option<String>,
+    },
+    /// An instance was restarted; `reason` is a `last_restart_reason` name.
+    Restart {
+        at_ms: u64,
+        project: String,
+        app: String,
+        replica: u32,
+        reason: String,
+        detail: Option<String>,
+    },
+    /// A project's file was applied, or refused (`error` says why).
+    Save {
+        at_ms: u64,
+        project: String,
+        applied: bool,
+        error: Option<String>,
+    },
+    /// Events this subscriber was too slow for were dropped.
+    Lagged { at_ms: u64, count: u64 },
 }

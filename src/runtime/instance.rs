@@ -192,6 +192,12 @@ pub fn launch(launch: Launch) -> InstanceHandle {
                     exit: old.last_exit,
                 });
             }
+            if let Some(reason) = &launch.reason {
+                let restarted = Event::Restarted {
+                    reason: reason.clone(),
+                };
+                launch.observer.event(&launch.id, &restarted);
+            }
             (old.restarts + 1, history, old.last_exit)
         }
         None => (0, VecDeque::new(), None),
@@ -402,6 +408,12 @@ impl Actor {
     }
 
     fn record_restart(&self, reason: Reason, exit: Option<Exit>) {
+        self.observer.event(
+            &self.id,
+            &Event::Restarted {
+                reason: reason.clone(),
+            },
+        );
         self.set(|s| {
             s.restarts += 1;
             s.last_reason = Some(reason.clone());

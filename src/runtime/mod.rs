@@ -100,6 +100,11 @@ pub enum Event {
     Unhealthy {
         failures: u32,
     },
+    /// It was (re)started for this reason (counted by `eco serve`'s
+    /// `eco_instance_restarts_total`; told in its event stream).
+    Restarted {
+        reason: Reason,
+    },
 }
 
 /// An instance asks for a graceful restart of itself (a failing health

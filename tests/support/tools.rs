@@ -23,10 +23,20 @@ pub(crate) const TOOLS: &[(&str, &str)] = &[
     ("perl", "perl"),
     ("node", "nodejs"),
     ("python3", "python3"),
+    ("chromium", "chromium"),
+    ("npm", "npm"),
+    ("promtool", "prometheus"),
 ];
 
 /// Installed with pip into `.ci/venv` (Debian has no package for it).
 const KUBERNETES_VALIDATE: &str = "kubernetes-validate";
+
+/// Installed with pip into `.ci/venv` too (`eco serve`'s API against its
+/// OpenAPI document).
+const SCHEMATHESIS: &str = "schemathesis";
+
+/// The programs of `.ci/venv`.
+const PIP_TOOLS: &[&str] = &[KUBERNETES_VALIDATE, SCHEMATHESIS];
 
 /// Folders searched after `PATH`: root's tools (`nginx`, `ip`) live in sbin,
 /// which a user's `PATH` often lacks.
@@ -54,7 +64,9 @@ pub(crate) fn require(names: &[&str]) {
 /// Where `name` is: `PATH`, then the sbin folders; `kubernetes-validate`
 /// first in `.ci/venv/bin` (only it: the venv's python3 is not the system's).
 fn find(name: &str) -> Option<PathBuf> {
-    let venv = (name == KUBERNETES_VALIDATE).then(|| root().join(".ci/venv/bin"));
+    let venv = PIP_TOOLS
+        .contains(&name)
+        .then(|| root().join(".ci/venv/bin"));
     let path = std::env::var_os("PATH").unwrap_or_default();
     venv.into_iter()
         .chain(std::env::split_paths(&path))
@@ -70,8 +82,8 @@ fn is_executable(path: &std::path::Path) -> bool {
 
 /// What is wrong and the command that fixes it.
 fn missing(name: &str) -> String {
-    let install = if name == KUBERNETES_VALIDATE {
-        "python3 -m venv .ci/venv && .ci/venv/bin/pip install kubernetes-validate".to_owned()
+    let install = if PIP_TOOLS.contains(&name) {
+        format!("python3 -m venv .ci/venv && .ci/venv/bin/pip install {name}")
     } else {
         let package = TOOLS
             .iter()
@@ -91,7 +103,7 @@ fn every_program_the_suite_runs_is_installed() {
     let names = TOOLS
         .iter()
         .map(|(name, _)| *name)
-        .chain([KUBERNETES_VALIDATE]);
+        .chain(PIP_TOOLS.iter().copied());
     let lacking: Vec<String> = names.filter(|n| find(n).is_none()).map(missing).collect();
     assert!(lacking.is_empty(), "{}", lacking.join("\n"));
 }
@@ -107,5 +119,10 @@ fn scripts_test_installs_every_program_in_this_table() {
             "scripts/test has no `{name} {package}` line: add it to its TOOLS"
         );
     }
-    assert!(script.contains(KUBERNETES_VALIDATE));
+    for name in PIP_TOOLS {
+        assert!(
+            script.contains(name),
+            "scripts/test does not install {name}"
+        );
+    }
 }
