@@ -29,6 +29,7 @@ use crate::runtime::Engine;
 use crate::runtime::cgroup::Subtree;
 use crate::runtime::leftovers;
 use crate::runtime::reaper::Reaper;
+use crate::runtime::spawner::Machine;
 use crate::spec::ProjectSpec;
 
 /// The project of apps started with `eco start SCRIPT`.
@@ -103,7 +104,8 @@ pub async fn run(paths: Paths, lock_inode: u64) -> anyhow::Result<()> {
     let reaper = Reaper::start(&services, services_stop.clone())
         .context("cannot become the child subreaper")?;
     let logs = LogFiles::new(paths.clone());
-    let engine = Engine::new(reaper, logs.clone(), paths.token(), cgroups);
+    let machine = Machine::system(reaper, startup::app_nofile());
+    let engine = Engine::new(machine, logs.clone(), paths.token(), cgroups);
     services.spawn(supervisor.clone().ping_watchdog(services_stop.clone()));
     let saver = state::Saver::new(paths.state());
     services.spawn(Arc::clone(&saver).retry(services_stop.clone()));
