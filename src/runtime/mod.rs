@@ -1007,3 +1007,6 @@ async fn stop_project(project: &ProjectRuntime) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -111,6 +111,8 @@ pub struct Spawn {
     pub pid: i32,
     pub key: String,
     pub request: SpawnRequest,
+    /// When, on tokio's clock.
+    pub at: tokio::time::Instant,
 }
 
 #[derive(Default)]
@@ -124,6 +126,8 @@ struct Inner {
     signals: Vec<(i32, i32)>,
     /// Memory of each key's processes, as the sampler would read it.
     memory: HashMap<String, u64>,
+    /// The most processes of each key that ran at once.
+    peak: HashMap<String, usize>,
 }
 
 /// The fake spawner; cloned handles share one world.
@@ -193,6 +197,11 @@ impl Fake {
             .filter(|(_, p)| p.key == key)
             .map(|(pid, _)| *pid)
             .collect()
+    }
+
+    /// The most processes with `key` that ever ran at once.
+    pub fn peak(&self, key: &str) -> usize {
+        self.lock().peak.get(key).copied().unwrap_or(0)
     }
 
     /// Every pid that runs now.
@@ -280,6 +289,7 @@ impl Spawner for Fake {
             (inner.next_pid, script)
         };
         let (stdout, stderr, pipes) = Fake::pipes(request, &script)?;
+        let key_for_peak = key.clone();
         let (tx, exit) = oneshot::channel();
         {
             let mut inner = self.lock();
@@ -287,6 +297,7 @@ impl Spawner for Fake {
                 pid,
                 key: key.clone(),
                 request: request.clone(),
+                at: tokio::time::Instant::now(),
             });
             inner.running.insert(
                 pid,
@@ -297,6 +308,13 @@ impl Spawner for Fake {
                     _pipes: pipes,
                 },
             );
+            let now = inner
+                .running
+                .values()
+                .filter(|p| p.key == key_for_peak)
+                .count();
+            let peak = inner.peak.entry(key_for_peak).or_default();
+            *peak = (*peak).max(now);
         }
         if let Ends::After(after, code) = script.ends {
             if after.is_zero() {
