@@ -26,4 +26,5 @@ mod reconcile;
 mod reload;
 mod rollout;
 mod security;
+mod spawner;
 mod support;
