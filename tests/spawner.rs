@@ -229,3 +229,35 @@ fn handed_down_descriptors_may_swap_numbers() {
         assert_eq!(seen.fds[&socket.as_raw_fd()], "pipe", "{strategy:?}");
     }
 }
+
+#[test]
+fn a_limit_below_the_descriptors_eco_holds_still_starts_on_both_paths() {
+    // A daemon with many instances holds hundreds of descriptors; its apps
+    // get the small soft limit of the command that started it. The child
+    // must set the limit after its own opens and dups, or they fail EMFILE.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let held: Vec<std::fs::File> = (0..64)
+        .map(|_| std::fs::File::open("/dev/null").expect("open"))
+        .collect();
+    let (socket, _peer) = std::os::unix::net::UnixStream::pair().expect("socketpair");
+    let mut request = SpawnRequest::new(
+        vec!["sleep".to_owned(), "30".to_owned()],
+        dir.path().to_path_buf(),
+    );
+    request.output = Output {
+        stdout: true,
+        stderr: true,
+    };
+    request.nofile = Some(16);
+    request.fds = vec![(socket.as_raw_fd(), 3)];
+    for strategy in [Strategy::Clone3, Strategy::Std] {
+        let seen = run(strategy, &request);
+        assert_eq!(seen.nofile_soft, "16", "{strategy:?}");
+        assert_eq!(
+            seen.fds.keys().copied().collect::<Vec<_>>(),
+            [0, 1, 2, 3],
+            "{strategy:?}"
+        );
+    }
+    drop(held);
+}

@@ -260,11 +260,7 @@ extern "C" fn child_main(shared: *mut Shared<'_>) -> ! {
         if prepared.new_group && libc::setpgid(0, 0) != 0 {
             fail(shared);
         }
-        if let Some(limit) = &prepared.nofile
-            && libc::setrlimit(libc::RLIMIT_NOFILE, limit) != 0
-        {
-            fail(shared);
-        }
+
         // Opened close-on-exec: the app gets the copies on 0, 1 and 2 only.
         let null_in = libc::open(prepared.dev_null.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC);
         if null_in < 0 || !move_to(null_in, 0) {
@@ -284,6 +280,13 @@ extern "C" fn child_main(shared: *mut Shared<'_>) -> ! {
             fail(shared);
         }
         if libc::chdir(prepared.cwd.as_ptr()) != 0 {
+            fail(shared);
+        }
+        // Last: eco's own table may be full past the app's limit, and a
+        // lower limit would make the opens and dups above fail (EMFILE).
+        if let Some(limit) = &prepared.nofile
+            && libc::setrlimit(libc::RLIMIT_NOFILE, limit) != 0
+        {
             fail(shared);
         }
         // As execvp: the first candidate that is not missing decides.

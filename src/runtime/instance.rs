@@ -965,9 +965,7 @@ impl Actor {
                     Some(Control::Update(settings)) => self.settings = *settings,
                     Some(Control::Reload(reply)) => {
                         let signal = self.settings.reload_signal.unwrap_or(crate::spec::Signal(libc::SIGHUP));
-                        if let Ok(sig) = nix::sys::signal::Signal::try_from(signal.0) {
-                            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig);
-                        }
+                        self.machine.spawner.signal(pid, signal.0);
                         if matches!(ready_kind, Some(Ready::Notify)) {
                             // Answered on the READY=1 that ends the reload.
                             reload_reply = Some(reply);

@@ -62,12 +62,13 @@ fn set_in_child(
     // async-signal-safe calls (setrlimit, fcntl, dup2) on data made before.
     unsafe {
         command.pre_exec(move || {
+            if !hand_down(&fds, park) {
+                return Err(io::Error::last_os_error());
+            }
+            // After the dups: eco's table may be full past the app's limit.
             if let Some(limit) = &nofile
                 && libc::setrlimit(libc::RLIMIT_NOFILE, limit) != 0
             {
-                return Err(io::Error::last_os_error());
-            }
-            if !hand_down(&fds, park) {
                 return Err(io::Error::last_os_error());
             }
             Ok(())

@@ -217,3 +217,25 @@ async fn ids_stay_the_same_across_crash_restarts() {
     let ids: std::collections::BTreeSet<u32> = after.iter().map(|r| r.2).collect();
     assert_eq!(ids.len(), 5, "one id per slot");
 }
+
+#[tokio::test(start_paused = true)]
+async fn an_instance_never_ready_at_its_first_start_restarts_as_not_ready() {
+    let w = World::new();
+    w.fake.script("api-ready", Script::exits(1));
+    let mut api = super::ready_app("api", 1, "api-ready");
+    api.settings.ready_timeout = Duration::from_secs(2);
+    api.settings.max_restarts = 1;
+    w.up(vec![api]).await;
+    w.all("api", Status::Errored).await;
+    assert_eq!(w.fake.started("api"), 2);
+    assert!(w.fake.all_running().is_empty(), "stopped when not ready");
+    let row = w.row("api", 0).await;
+    assert!(
+        is_reason(&row, &Reason::NotReady),
+        "{:?}",
+        row.state.last_reason
+    );
+    let error = row.state.last_error.unwrap_or_default();
+    assert!(error.contains("not ready after 2s"), "{error}");
+    assert_eq!(w.count("api", |e| matches!(e, Event::NotReady { .. })), 2);
+}

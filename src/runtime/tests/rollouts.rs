@@ -194,3 +194,38 @@ async fn a_changed_spec_replaces_ready_gated_instances_rolling() {
     let reason = w.row("web", 0).await.state.last_reason;
     assert_eq!(reason, Some(crate::state::Reason::ConfigChange));
 }
+
+#[tokio::test(start_paused = true)]
+async fn max_unavailable_without_surge_stops_each_old_one_before_its_successor() {
+    let w = World::new();
+    slow_ready(&w);
+    let mut web = ready_app("web", 3, "web-ready");
+    web.settings.rollout.max_surge = 0;
+    web.settings.rollout.max_unavailable = 1;
+    w.up(vec![web]).await;
+    w.all("web", Status::Online).await;
+    let old = w.fake.running("web");
+    reload(&w).await.unwrap().unwrap();
+    until("3 new", || async {
+        let now = w.fake.running("web");
+        now.len() == 3 && now.iter().all(|p| !old.contains(p))
+    })
+    .await;
+    assert_eq!(w.fake.peak("web"), 3, "never more than the instance count");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_reload_signal_reloads_in_place_without_a_new_process() {
+    let w = World::new();
+    let mut api = app("api", 2);
+    api.settings.reload_signal = Some(crate::spec::Signal(libc::SIGHUP));
+    w.up(vec![api]).await;
+    w.all("api", Status::Online).await;
+    let pids = w.fake.running("api");
+    w.engine.reload("api").await.unwrap().unwrap();
+    assert_eq!(w.fake.running("api"), pids, "the same processes");
+    assert_eq!(w.fake.started("api"), 2);
+    for pid in pids {
+        assert_eq!(w.fake.signals_to(pid), [libc::SIGHUP]);
+    }
+}
