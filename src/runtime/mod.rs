@@ -13,6 +13,9 @@
 //! - `ids`: the instances' numeric ids (PM2's `id` column).
 //! - `instance`: one instance's task; `spawn`, `kill`, `ready`, `output`,
 //!   `listen`, `reaper`: the system calls behind it.
+//! - `spawner`: the spawn contract (`SpawnRequest`, `Spawner`): the real
+//!   spawner in the daemon and `up -F`, a fake in `tests` (the engine run
+//!   in-process on a paused clock).
 
 pub mod cgroup;
 pub mod clone_into;

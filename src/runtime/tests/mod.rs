@@ -127,7 +127,7 @@ impl World {
 }
 
 /// How often `until` looks, in virtual time (spawn times are exact anyway).
-const POLL: Duration = Duration::from_millis(5);
+const POLL: Duration = Duration::from_millis(25);
 
 /// How long a scenario may wait for something, in virtual time.
 const PATIENCE: Duration = Duration::from_secs(3600);
