@@ -364,3 +364,54 @@ fn a_schedule_that_never_fires_is_a_warning() {
     );
     assert!(!err.contains("apps.daily"), "{err}");
 }
+
+/// Stores a socket with FDSTORE=1 (then a BARRIER=1, so eco has taken it
+/// before the exit) and exits 1; started again with it, sleeps.
+const STORING_APP: &str = r#"
+import array, os, select, socket, sys
+if os.environ.get("LISTEN_FDS"):
+    os.execvp("sleep", ["sleep", "1000"])
+def notify(text, fd):
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    rights = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [fd]))]
+    s.sendmsg([text.encode()], rights, 0, os.environ["NOTIFY_SOCKET"])
+kept = socket.socket()
+kept.bind(("127.0.0.1", 0))
+kept.listen()
+notify("FDSTORE=1\nFDNAME=keep", kept.fileno())
+r, w = os.pipe()
+notify("BARRIER=1", w)
+os.close(w)
+select.select([r], [], [], 30)
+sys.exit(1)
+"#;
+
+/// CONTRACT section 4: a descriptor the app stored comes back after a
+/// restart as the only one besides 0, 1 and 2, announced in LISTEN_FDS.
+#[test]
+fn a_stored_descriptor_comes_back_as_the_only_one_besides_stdio() {
+    crate::support::tools::require(&["python3"]);
+    let home = crate::support::Home::new();
+    home.write("store.py", STORING_APP);
+    home.write(
+        "ecosystem.yaml",
+        "apps:\n  keeper:\n    cmd: [python3, store.py]\n    fd_store: 1\n    restart_delay: 0ms\n",
+    );
+    home.ok(&["up"]);
+    let mut pid = 0;
+    eventually("started again with its stored socket", LIMIT, || {
+        let row = home.row("keeper", 0);
+        pid = row["pid"].as_i64().unwrap_or(0);
+        pid > 0
+            && env_of(pid, "LISTEN_FDS").is_some()
+            && std::fs::read_to_string(format!("/proc/{pid}/syscall"))
+                .is_ok_and(|s| matches!(s.split_whitespace().next(), Some("35" | "230")))
+    });
+    let fds = fds_of(pid);
+    let numbers: Vec<i32> = fds.iter().map(|(n, _)| *n).collect();
+    assert_eq!(numbers, [0, 1, 2, 3], "{fds:?}");
+    assert!(fds[3].1.starts_with("socket:"), "{fds:?}");
+    assert_eq!(env_of(pid, "LISTEN_FDS").as_deref(), Some("1"));
+    assert_eq!(env_of(pid, "LISTEN_FDNAMES").as_deref(), Some("keep"));
+    home.ok(&["kill"]);
+}

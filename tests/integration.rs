@@ -28,4 +28,5 @@ mod reload;
 mod rollout;
 mod security;
 mod serve;
+mod spawner;
 mod support;

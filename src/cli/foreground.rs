@@ -20,6 +20,7 @@ use crate::runtime::Engine;
 use crate::runtime::cgroup::Subtree;
 use crate::runtime::guard::Guardian;
 use crate::runtime::reaper::Reaper;
+use crate::runtime::spawner::Machine;
 use crate::spec::ProjectSpec;
 
 /// Runs until Ctrl-C or SIGTERM (or, with `exit_on_error`, an errored
@@ -39,7 +40,8 @@ pub async fn run(spec: ProjectSpec, exit_on_error: bool) -> anyhow::Result<i32> 
     }
     // Whatever ends this process, even `kill -9`, the guardian ends its apps.
     let guardian = Guardian::start(&reaper, cgroups.as_ref().map(|c| c.path()), &world)?;
-    let engine = Engine::new(reaper, console.clone(), world, cgroups);
+    let machine = Machine::system(reaper, crate::daemon::startup::app_nofile());
+    let engine = Engine::new(machine, console.clone(), world, cgroups);
     let host = Arc::new(Terminal {
         console: Arc::clone(&console),
     });

@@ -31,6 +31,7 @@ use crate::runtime::Engine;
 use crate::runtime::cgroup::Subtree;
 use crate::runtime::leftovers;
 use crate::runtime::reaper::Reaper;
+use crate::runtime::spawner::Machine;
 use crate::spec::ProjectSpec;
 
 /// The project of apps started with `eco start SCRIPT`.
@@ -110,7 +111,8 @@ pub async fn run(paths: Paths, lock_inode: u64) -> anyhow::Result<()> {
         inner: logs.clone(),
         observed: Arc::clone(&observed),
     });
-    let engine = Engine::new(reaper, watcher, paths.token(), cgroups);
+    let machine = Machine::system(reaper, startup::app_nofile());
+    let engine = Engine::new(machine, watcher, paths.token(), cgroups);
     services.spawn(supervisor.clone().ping_watchdog(services_stop.clone()));
     let saver = state::Saver::new(paths.state());
     services.spawn(Arc::clone(&saver).retry(services_stop.clone()));

@@ -455,11 +455,18 @@ const LOAD_LIMIT: Duration = Duration::from_secs(config::js::TIMEOUT.as_secs() +
 async fn load_off_loop(
     file: PathBuf,
     profile: Option<String>,
-    reaper: Arc<Reaper>,
+    reaper: Option<Arc<Reaper>>,
 ) -> Result<(ProjectSpec, Vec<config::Note>), config::ConfigErrors> {
     let home = crate::paths::home();
     let shown = file.clone();
-    let work = move || config::load_for_run_with(&file, profile.as_deref(), &home, reaper.as_ref());
+    // Without a reaper (a fake spawner in tests), node is waited for by a
+    // thread of its own.
+    let work = move || match &reaper {
+        Some(reaper) => {
+            config::load_for_run_with(&file, profile.as_deref(), &home, reaper.as_ref())
+        }
+        None => config::load_for_run_with(&file, profile.as_deref(), &home, &config::js::OwnChild),
+    };
     untrusted::off_loop(LOAD_LIMIT, work)
         .await
         .unwrap_or_else(|| {

@@ -47,7 +47,7 @@ pub async fn run(
                 if let Some(expr) = &app.settings.cron_restart {
                     let next = match schedule.get(&key) {
                         Some((old, at)) if old == expr => Some(*at),
-                        _ => next_run(expr, &Local::now()),
+                        _ => next_run(expr, &now(&engine)),
                     };
                     if let Some(at) = next {
                         next_schedule.insert(key, (expr.clone(), at));
@@ -57,7 +57,7 @@ pub async fn run(
         }
         schedule = next_schedule;
         let cron_at = schedule.values().map(|(_, at)| *at).min().map(|at| {
-            let wait = (at - Local::now()).to_std().unwrap_or(Duration::ZERO);
+            let wait = (at - now(&engine)).to_std().unwrap_or(Duration::ZERO);
             Instant::now() + wait
         });
         let memory_at = (!limits.is_empty()).then(|| Instant::now() + MEMORY_INTERVAL);
@@ -74,7 +74,7 @@ pub async fn run(
         if !limits.is_empty() {
             check_memory(&engine, &limits, &mut over, &triggers).await;
         }
-        let now = Local::now();
+        let now = now(&engine);
         for (key, (expr, at)) in &mut schedule {
             if *at <= now + chrono::Duration::milliseconds(5) {
                 let (project, app) = key.clone();
@@ -91,6 +91,11 @@ pub async fn run(
             }
         }
     }
+}
+
+/// The engine's wall clock (faked in its tests), in local time.
+fn now(engine: &Engine) -> DateTime<Local> {
+    DateTime::from(engine.machine().clock.now())
 }
 
 async fn check_memory(

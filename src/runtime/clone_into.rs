@@ -11,14 +11,17 @@
 //! as much again as the cgroup write it replaced. The child runs only
 //! async-signal-safe system calls on data prepared beforehand. The stack
 //! switch needs a few lines of assembly (x86_64); elsewhere eco keeps
-//! entering the cgroup around a spawn.
+//! entering the cgroup around a spawn. It honours every field of a
+//! `SpawnRequest` (see `spawner` for why not glibc's
+//! `posix_spawnattr_setcgroup_np`).
 
 use std::ffi::{CString, OsStr, OsString};
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
-use std::process::Command;
+
+use super::spawner::SpawnRequest;
 
 /// `CLONE_INTO_CGROUP` (linux/sched.h); not in the libc crate.
 const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
@@ -40,23 +43,8 @@ struct CloneArgs {
     cgroup: u64,
 }
 
-/// Where the child's stdout and stderr go: `true`, a new pipe whose read
-/// end eco gets; `false`, /dev/null.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Output {
-    pub stdout: bool,
-    pub stderr: bool,
-}
-
-impl Output {
-    pub const NULL: Output = Output {
-        stdout: false,
-        stderr: false,
-    };
-}
-
-/// A started child.
-pub struct Child {
+/// A started child, before the reaper knows it.
+pub struct Cloned {
     pub pid: i32,
     pub stdout: Option<OwnedFd>,
     pub stderr: Option<OwnedFd>,
@@ -67,8 +55,16 @@ struct Prepared {
     candidates: Vec<CString>,
     argv: Vec<CString>,
     envp: Vec<CString>,
-    cwd: Option<CString>,
+    cwd: CString,
     dev_null: CString,
+    new_group: bool,
+    /// The descriptor limit to set, made before the clone.
+    nofile: Option<libc::rlimit>,
+    /// (eco's descriptor, the child's number).
+    fds: Vec<(RawFd, RawFd)>,
+    /// Above every wanted number: where the sources are parked first, so
+    /// no move overwrites a source still to be moved.
+    park_at: RawFd,
 }
 
 /// What the child reads, and where it reports a failed start.
@@ -86,17 +82,24 @@ struct Shared<'a> {
 /// The child's own stack: its system calls and execve need little.
 const CHILD_STACK: usize = 128 * 1024;
 
-/// Starts `command` (program, args, env, cwd, `process_group(0)`) inside
-/// the cgroup whose directory is open as `cgroup`. stdin is /dev/null.
+/// Starts `request` (every field), inside its cgroup when it has one.
+/// The caller registers the pid with the reaper (see `Reaper::spawn_with`).
 #[allow(unsafe_code)]
-pub fn spawn(command: &Command, cgroup: BorrowedFd<'_>, output: Output) -> io::Result<Child> {
+pub fn spawn(request: &SpawnRequest) -> io::Result<Cloned> {
     if !cfg!(target_arch = "x86_64") {
         return Err(io::Error::new(
             io::ErrorKind::Unsupported,
             "cloning into a cgroup is built for x86_64 only",
         ));
     }
-    let prepared = prepare(command)?;
+    request.check()?;
+    let cgroup = request
+        .cgroup
+        .as_ref()
+        .map(|c| open_dir(c.path()))
+        .transpose()?;
+    let output = request.output;
+    let prepared = prepare(request)?;
     let argv: Vec<*const libc::c_char> = pointers(&prepared.argv);
     let envp: Vec<*const libc::c_char> = pointers(&prepared.envp);
     let pipe = |wanted: bool| -> io::Result<(Option<OwnedFd>, Option<OwnedFd>)> {
@@ -121,12 +124,23 @@ pub fn spawn(command: &Command, cgroup: BorrowedFd<'_>, output: Output) -> io::R
     // u128: a 16-byte aligned stack, as the ABI wants at a call.
     let mut stack: Vec<u128> = Vec::with_capacity(CHILD_STACK / 16);
     let top = stack.as_mut_ptr().wrapping_add(stack.capacity());
+    let into_cgroup = match &cgroup {
+        Some(dir) => {
+            u64::try_from(dir.as_raw_fd()).map_err(|_| io::Error::other("bad cgroup fd"))?
+        }
+        None => 0,
+    };
     let mut args = CloneArgs {
-        flags: (libc::CLONE_VM | libc::CLONE_VFORK) as u64 | CLONE_INTO_CGROUP,
+        flags: (libc::CLONE_VM | libc::CLONE_VFORK) as u64
+            | if cgroup.is_some() {
+                CLONE_INTO_CGROUP
+            } else {
+                0
+            },
         exit_signal: libc::SIGCHLD as u64,
         stack: stack.as_mut_ptr() as u64,
         stack_size: (top as usize - stack.as_mut_ptr() as usize) as u64,
-        cgroup: u64::try_from(cgroup.as_raw_fd()).map_err(|_| io::Error::other("bad cgroup fd"))?,
+        cgroup: into_cgroup,
         ..CloneArgs::default()
     };
     // No signal handler of eco may run in the child (it would run on
@@ -164,7 +178,7 @@ pub fn spawn(command: &Command, cgroup: BorrowedFd<'_>, output: Output) -> io::R
         // The child has exited with 127; the reaper collects it.
         return Err(io::Error::from_raw_os_error(errno));
     }
-    Ok(Child {
+    Ok(Cloned {
         pid,
         stdout: out_read,
         stderr: err_read,
@@ -243,9 +257,10 @@ extern "C" fn child_main(shared: *mut Shared<'_>) -> ! {
         let mut none: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&raw mut none);
         libc::sigprocmask(libc::SIG_SETMASK, &raw const none, std::ptr::null_mut());
-        if libc::setpgid(0, 0) != 0 {
+        if prepared.new_group && libc::setpgid(0, 0) != 0 {
             fail(shared);
         }
+
         // Opened close-on-exec: the app gets the copies on 0, 1 and 2 only.
         let null_in = libc::open(prepared.dev_null.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC);
         if null_in < 0 || !move_to(null_in, 0) {
@@ -261,8 +276,16 @@ extern "C" fn child_main(shared: *mut Shared<'_>) -> ! {
                 fail(shared);
             }
         }
-        if let Some(cwd) = &prepared.cwd
-            && libc::chdir(cwd.as_ptr()) != 0
+        if !hand_down(&prepared.fds, prepared.park_at) {
+            fail(shared);
+        }
+        if libc::chdir(prepared.cwd.as_ptr()) != 0 {
+            fail(shared);
+        }
+        // Last: eco's own table may be full past the app's limit, and a
+        // lower limit would make the opens and dups above fail (EMFILE).
+        if let Some(limit) = &prepared.nofile
+            && libc::setrlimit(libc::RLIMIT_NOFILE, limit) != 0
         {
             fail(shared);
         }
@@ -292,6 +315,47 @@ fn move_to(fd: RawFd, target: RawFd) -> bool {
     }
 }
 
+/// Puts each `(from, to)` descriptor at `to`, inheritable: first every
+/// source is parked above all targets (close-on-exec copies, gone at exec),
+/// then moved, so a target that is another's source is never overwritten
+/// before it was moved. Only async-signal-safe calls (run in the child).
+#[allow(unsafe_code)]
+pub(crate) fn hand_down(fds: &[(RawFd, RawFd)], park_at: RawFd) -> bool {
+    const MAX_FDS: usize = 256;
+    if fds.len() > MAX_FDS {
+        return false;
+    }
+    let mut parked = [-1; MAX_FDS];
+    for (slot, (from, to)) in parked.iter_mut().zip(fds) {
+        *slot = if from == to {
+            *from
+        } else {
+            // SAFETY: duplicates a descriptor; async-signal-safe.
+            unsafe { libc::fcntl(*from, libc::F_DUPFD_CLOEXEC, park_at) }
+        };
+        if *slot < 0 {
+            return false;
+        }
+    }
+    fds.iter()
+        .zip(parked)
+        .all(|((_, to), from)| move_to(from, *to))
+}
+
+/// The lowest number above every descriptor of `fds`.
+pub(crate) fn park_at(fds: &[(RawFd, RawFd)]) -> RawFd {
+    fds.iter().map(|(_, to)| *to + 1).max().unwrap_or(3).max(3)
+}
+
+/// The rlimit that gives a child `soft` descriptors, below eco's hard limit.
+pub(crate) fn nofile_limit(soft: u64) -> io::Result<libc::rlimit> {
+    let (_, hard) = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)?;
+    Ok(libc::rlimit {
+        rlim_cur: soft.min(hard),
+        rlim_max: hard,
+    })
+}
+
 fn pointers(strings: &[CString]) -> Vec<*const libc::c_char> {
     strings
         .iter()
@@ -304,28 +368,21 @@ fn c_string(bytes: &[u8]) -> io::Result<CString> {
     CString::new(bytes).map_err(|_| io::Error::other("an argument or variable contains a NUL byte"))
 }
 
-/// The command's program candidates, argv, full environment and cwd.
-fn prepare(command: &Command) -> io::Result<Prepared> {
-    let mut env: std::collections::BTreeMap<OsString, OsString> = std::env::vars_os().collect();
-    for (key, value) in command.get_envs() {
-        match value {
-            Some(value) => env.insert(key.to_owned(), value.to_owned()),
-            None => env.remove(key),
-        };
-    }
-    let program = command.get_program();
-    let candidates = candidates(
-        program,
-        env.get(OsStr::new("PATH")).map(OsString::as_os_str),
-    )
-    .iter()
-    .map(|p| c_string(p.as_os_str().as_bytes()))
-    .collect::<io::Result<Vec<_>>>()?;
-    let argv = std::iter::once(program)
-        .chain(command.get_args())
+/// The request's program candidates, argv, environment and cwd, as C strings.
+fn prepare(request: &SpawnRequest) -> io::Result<Prepared> {
+    let program = OsStr::new(&request.argv[0]);
+    let path = request.env_var("PATH").map(OsString::as_os_str);
+    let candidates = candidates(program, path)
+        .iter()
+        .map(|p| c_string(p.as_os_str().as_bytes()))
+        .collect::<io::Result<Vec<_>>>()?;
+    let argv = request
+        .argv
+        .iter()
         .map(|a| c_string(a.as_bytes()))
         .collect::<io::Result<Vec<_>>>()?;
-    let envp = env
+    let envp = request
+        .env
         .iter()
         .map(|(k, v)| {
             let mut pair = k.as_bytes().to_vec();
@@ -334,16 +391,16 @@ fn prepare(command: &Command) -> io::Result<Prepared> {
             c_string(&pair)
         })
         .collect::<io::Result<Vec<_>>>()?;
-    let cwd = command
-        .get_current_dir()
-        .map(|d| c_string(d.as_os_str().as_bytes()))
-        .transpose()?;
     Ok(Prepared {
         candidates,
         argv,
         envp,
-        cwd,
+        cwd: c_string(request.cwd.as_os_str().as_bytes())?,
         dev_null: c_string(b"/dev/null")?,
+        new_group: request.new_group,
+        nofile: request.nofile.map(nofile_limit).transpose()?,
+        fds: request.fds.clone(),
+        park_at: park_at(&request.fds),
     })
 }
 

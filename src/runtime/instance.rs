@@ -21,8 +21,8 @@ use super::notify::trust::{self, Own, Procs, Refusal, Refusals};
 use super::notify::{Datagram, Message, NotifySocket};
 use super::output::{LineMatcher, Sink, pump};
 use super::ready::{self, Probes};
-use super::reaper::Reaper;
-use super::spawn::{SPAWN_MARK, spawn};
+use super::spawn::{How, SPAWN_MARK, spawn};
+use super::spawner::Machine;
 use super::{Event, InstanceId, Observer, Stream, kill};
 use crate::policy::{self, AfterExit};
 use crate::spec::{InstanceSpec, Ready, Settings};
@@ -136,7 +136,8 @@ pub struct Launch {
     /// Cluster sockets, and which of them this app listens on.
     pub listeners: Arc<super::listen::Listeners>,
     pub listen: Vec<crate::spec::ListenAddr>,
-    pub reaper: Arc<Reaper>,
+    /// The spawner, the clock and the apps' descriptor limit.
+    pub machine: Machine,
     pub observer: Arc<dyn Observer>,
     /// The engine's tracker: the instance's task and its helpers belong to it.
     pub tasks: TaskTracker,
@@ -187,7 +188,7 @@ pub fn launch(launch: Launch) -> InstanceHandle {
                     history.pop_front();
                 }
                 history.push_back(HistoryEntry {
-                    at: SystemTime::now(),
+                    at: launch.machine.clock.now(),
                     reason: reason.clone(),
                     exit: old.last_exit,
                 });
@@ -227,7 +228,7 @@ pub fn launch(launch: Launch) -> InstanceHandle {
         settings: launch.settings,
         control: control_rx,
         state: state_tx,
-        reaper: launch.reaper,
+        machine: launch.machine,
         observer: launch.observer,
         tasks: launch.tasks.clone(),
         cgroups: launch.cgroups,
@@ -256,7 +257,7 @@ struct Actor {
     settings: Settings,
     control: mpsc::UnboundedReceiver<Control>,
     state: watch::Sender<InstanceState>,
-    reaper: Arc<Reaper>,
+    machine: Machine,
     observer: Arc<dyn Observer>,
     tasks: TaskTracker,
     cgroups: Option<Arc<Subtree>>,
@@ -421,7 +422,7 @@ impl Actor {
                 s.history.pop_front();
             }
             s.history.push_back(HistoryEntry {
-                at: SystemTime::now(),
+                at: self.machine.clock.now(),
                 reason,
                 exit,
             });
@@ -573,7 +574,7 @@ impl Actor {
 
     fn scope<'a>(&'a self, main: i32, mark: &'a str, cgroup: Option<&'a Cgroup>) -> Scope<'a> {
         Scope {
-            reaper: &self.reaper,
+            spawner: &*self.machine.spawner,
             main,
             mark,
             cgroup,
@@ -656,14 +657,13 @@ impl Actor {
             stored: self.fd_store.fds(),
         };
         let output = super::output_of(&*self.observer, &self.settings);
-        let spawned = spawn(
-            &self.reaper,
-            &self.spec,
-            &extra,
-            Some(sockets),
-            cgroup.as_ref(),
+        let how = How {
+            spawner: &*self.machine.spawner,
+            cgroup: cgroup.as_ref(),
             output,
-        );
+            nofile: self.machine.app_nofile,
+        };
+        let spawned = spawn(how, &self.spec, &extra, Some(sockets));
         // The app has its own copies now; eco keeps them for the next start.
         let spawned = match spawned {
             Ok(spawned) => spawned,
@@ -703,7 +703,7 @@ impl Actor {
         let started = Instant::now();
         self.set(|s| {
             s.pid = Some(pid);
-            s.started = Some(SystemTime::now());
+            s.started = Some(self.machine.clock.now());
             s.last_error = None;
         });
         self.event(&Event::Started { pid });
@@ -738,7 +738,7 @@ impl Actor {
             }
             Some(kind) => {
                 awaiting_ready = true;
-                let reaper = Arc::clone(&self.reaper);
+                let spawner = Arc::clone(&self.machine.spawner);
                 let spec = self.spec.clone();
                 let limit = self.settings.ready_timeout;
                 let probes = Probes {
@@ -747,7 +747,7 @@ impl Actor {
                 };
                 ready_task = Some(self.tasks.spawn(async move {
                     let result =
-                        match timeout(limit, ready::wait(&kind, probes, &reaper, &spec)).await {
+                        match timeout(limit, ready::wait(&kind, probes, &spawner, &spec)).await {
                             Ok(result) => result,
                             Err(_) => Err(not_ready(limit, &kind)),
                         };
@@ -926,7 +926,7 @@ impl Actor {
                         health_probe = Some(self.tasks.spawn(ready::probe_once(
                             health.probe.clone(),
                             health.timeout,
-                            Arc::clone(&self.reaper),
+                            Arc::clone(&self.machine.spawner),
                             self.spec.clone(),
                             self.probe_cgroup.clone(),
                         )));
@@ -977,9 +977,7 @@ impl Actor {
                     Some(Control::Update(settings)) => self.settings = *settings,
                     Some(Control::Reload(reply)) => {
                         let signal = self.settings.reload_signal.unwrap_or(crate::spec::Signal(libc::SIGHUP));
-                        if let Ok(sig) = nix::sys::signal::Signal::try_from(signal.0) {
-                            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig);
-                        }
+                        self.machine.spawner.signal(pid, signal.0);
                         if matches!(ready_kind, Some(Ready::Notify)) {
                             // Answered on the READY=1 that ends the reload.
                             reload_reply = Some(reply);
@@ -1115,7 +1113,7 @@ impl Actor {
     /// daemon when the daemon hid its spawn mark.
     fn adopted(&self, pid: i32) -> bool {
         let own = i32::try_from(std::process::id()).unwrap_or(0);
-        crate::procfs::parent(pid) == Some(own) && !self.reaper.is_tracked(pid)
+        crate::procfs::parent(pid) == Some(own) && !self.machine.spawner.is_tracked(pid)
     }
 
     /// The exit of a daemon eco adopted (as subreaper, it is eco's child
@@ -1123,7 +1121,7 @@ impl Actor {
     /// for its end instead.
     fn exit_of(&self, pid: i32) -> oneshot::Receiver<Exit> {
         if crate::procfs::parent(pid) == Some(i32::try_from(std::process::id()).unwrap_or(0)) {
-            return self.reaper.adopt(pid);
+            return self.machine.spawner.adopt(pid);
         }
         let (tx, rx) = oneshot::channel();
         self.tasks.spawn(async move {

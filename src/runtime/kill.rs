@@ -7,16 +7,11 @@
 
 use std::time::Duration;
 
-use nix::errno::Errno;
-use nix::sys::signal::{Signal as NixSignal, kill, killpg};
-use nix::unistd::Pid;
 use tokio::sync::oneshot;
 use tokio::time::{Instant, sleep, timeout_at};
 
 use super::cgroup::Cgroup;
-use super::reaper::Reaper;
-use super::spawn::SPAWN_MARK;
-use crate::procfs;
+use super::spawner::Spawner;
 use crate::spec::Signal;
 use crate::state::Exit;
 
@@ -30,7 +25,8 @@ const KILL_LIMIT: Duration = Duration::from_secs(2);
 /// What a stop must reach.
 #[derive(Clone, Copy)]
 pub struct Scope<'a> {
-    pub reaper: &'a Reaper,
+    /// Who started the processes: every signal and /proc read goes through it.
+    pub spawner: &'a dyn Spawner,
     /// The supervised process (the spawned one, or the pid a daemonizing
     /// server handed over).
     pub main: i32,
@@ -42,7 +38,7 @@ pub struct Scope<'a> {
 impl Scope<'_> {
     /// The main process's group (its own pid until it moved).
     fn group(&self) -> i32 {
-        nix::unistd::getpgid(Some(Pid::from_raw(self.main))).map_or(self.main, Pid::as_raw)
+        self.spawner.group_of(self.main).unwrap_or(self.main)
     }
 
     /// Every process of the instance besides the main one's group, as far as
@@ -51,9 +47,8 @@ impl Scope<'_> {
         match self.cgroup {
             Some(cgroup) => cgroup.procs(),
             None => {
-                let mut found = procfs::descendants(self.main);
-                found.retain(|p| !self.reaper.is_tracked(*p));
-                for stray in strays(self.reaper, self.mark) {
+                let mut found = self.spawner.descendants(self.main);
+                for stray in self.spawner.strays(self.mark) {
                     if !found.contains(&stray) {
                         found.push(stray);
                     }
@@ -67,39 +62,20 @@ impl Scope<'_> {
     fn anything_left(&self, group: i32, others: &[i32]) -> bool {
         match self.cgroup {
             Some(cgroup) => !cgroup.is_empty(),
-            None => group_alive(group) || others.iter().any(|s| procfs::alive(*s)),
+            None => {
+                self.spawner.group_alive(group) || others.iter().any(|s| self.spawner.alive(*s))
+            }
         }
     }
 
     /// SIGKILL to everything at once.
     fn kill_everything(&self, group: i32, others: &[i32]) {
-        signal_group(group, libc::SIGKILL);
+        self.spawner.signal_group(group, libc::SIGKILL);
         match self.cgroup {
             Some(cgroup) => cgroup.kill(),
-            None => {
-                for other in others {
-                    signal_group(*other, libc::SIGKILL);
-                    signal_pid(*other, libc::SIGKILL);
-                }
-            }
+            None => kill_pids(self.spawner, others),
         }
     }
-}
-
-fn signal_group(pgid: i32, sig: i32) {
-    if let Ok(sig) = NixSignal::try_from(sig) {
-        let _ = killpg(Pid::from_raw(pgid), sig);
-    }
-}
-
-fn signal_pid(pid: i32, sig: i32) {
-    if let Ok(sig) = NixSignal::try_from(sig) {
-        let _ = kill(Pid::from_raw(pid), sig);
-    }
-}
-
-fn group_alive(pgid: i32) -> bool {
-    !matches!(killpg(Pid::from_raw(pgid), None), Err(Errno::ESRCH))
 }
 
 /// Stops a running instance: `signal` to the main process's group (and,
@@ -119,10 +95,10 @@ pub async fn stop(
     } else {
         scope.others()
     };
-    signal_group(group, signal.0);
+    scope.spawner.signal_group(group, signal.0);
     for other in &others {
-        signal_pid(*other, signal.0);
-        signal_group(*other, signal.0);
+        scope.spawner.signal(*other, signal.0);
+        scope.spawner.signal_group(*other, signal.0);
     }
     let leader = match timeout_at(deadline, &mut *exit).await {
         Ok(Ok(exit)) => Some(exit),
@@ -133,7 +109,7 @@ pub async fn stop(
     // (intermediates that died with it handed their children to eco).
     for other in scope.others() {
         if !others.contains(&other) {
-            signal_pid(other, signal.0);
+            scope.spawner.signal(other, signal.0);
             others.push(other);
         }
     }
@@ -178,9 +154,9 @@ pub fn left_behind(scope: Scope<'_>) -> Vec<i32> {
     let mut left: Vec<i32> = scope
         .others()
         .into_iter()
-        .filter(|p| procfs::alive(*p))
+        .filter(|p| scope.spawner.alive(*p))
         .collect();
-    left.sort_by_key(|p| procfs::start_time(*p).unwrap_or(u64::MAX));
+    left.sort_by_key(|p| scope.spawner.start_time(*p).unwrap_or(u64::MAX));
     left
 }
 
@@ -192,36 +168,10 @@ async fn wait_gone(scope: &Scope<'_>, group: i32, others: &[i32]) {
     }
 }
 
-/// Orphans adopted by eco (its direct children that it did not spawn itself)
-/// that carry `mark` in their environment.
-fn strays(reaper: &Reaper, mark: &str) -> Vec<i32> {
-    let needle = format!("{SPAWN_MARK}={mark}");
-    procfs::own_children()
-        .into_iter()
-        .filter(|pid| !reaper.is_tracked(*pid))
-        .filter(|pid| procfs::env_has(*pid, |var| var == needle.as_bytes()))
-        .collect()
-}
-
-/// Orphans adopted by eco that no instance owns (spawned by none, and with
-/// no live instance's mark readable in their environment: a process that
-/// rewrote its title over its environment looks like this). `owned` says
-/// whether a pid or a mark belongs to a live instance.
-pub fn unowned(reaper: &Reaper, owned: impl Fn(i32, Option<&str>) -> bool) -> Vec<i32> {
-    procfs::own_children()
-        .into_iter()
-        .filter(|pid| !reaper.is_tracked(*pid) && procfs::alive(*pid))
-        .filter(|pid| {
-            let mark = procfs::env_value(*pid, SPAWN_MARK);
-            !owned(*pid, mark.as_deref())
-        })
-        .collect()
-}
-
 /// SIGKILL to processes and their groups.
-pub fn kill_pids(pids: &[i32]) {
+pub fn kill_pids(spawner: &dyn Spawner, pids: &[i32]) {
     for pid in pids {
-        signal_group(*pid, libc::SIGKILL);
-        signal_pid(*pid, libc::SIGKILL);
+        spawner.signal_group(*pid, libc::SIGKILL);
+        spawner.signal(*pid, libc::SIGKILL);
     }
 }

@@ -13,6 +13,9 @@
 //! - `ids`: the instances' numeric ids (PM2's `id` column).
 //! - `instance`: one instance's task; `spawn`, `kill`, `ready`, `output`,
 //!   `listen`, `reaper`: the system calls behind it.
+//! - `spawner`: the spawn contract (`SpawnRequest`, `Spawner`): the real
+//!   spawner in the daemon and `up -F`, a fake in `tests` (the engine run
+//!   in-process on a paused clock).
 
 pub mod cgroup;
 pub mod clone_into;
@@ -31,6 +34,7 @@ pub mod ready;
 pub mod reaper;
 pub mod rollout;
 pub mod spawn;
+pub mod spawner;
 pub mod views;
 pub mod wait;
 
@@ -48,6 +52,7 @@ use crate::spec::{AppSpec, ProjectSpec};
 use crate::state::{Exit, Observed, ObservedApp, Reason};
 use instance::{Control, Gate, InstanceHandle, InstanceState, Launch};
 use reaper::Reaper;
+use spawner::Machine;
 
 /// Which instance a line or event belongs to.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -262,14 +267,13 @@ type AppKey = (String, String);
 
 /// The supervisor engine.
 pub struct Engine {
-    reaper: Arc<Reaper>,
+    /// How processes start and are signalled, the clock, the apps' limit.
+    machine: Machine,
     observer: Arc<dyn Observer>,
     projects: Mutex<BTreeMap<String, ProjectRuntime>>,
     /// Starts every spawn mark: names this engine's world (see `leftovers`).
     mark_prefix: String,
     listeners: Arc<listen::Listeners>,
-    /// CPU/memory of instance trees, sampled on demand.
-    sampler: std::sync::Mutex<crate::metrics::Sampler>,
     /// Owns every task the engine starts (instances, output pumps, probes, rollouts).
     tasks: TaskTracker,
     /// Cancelled when shutdown begins: from then on nothing is launched.
@@ -288,20 +292,21 @@ pub struct Engine {
 }
 
 impl Engine {
+    /// `machine`: the real spawner and clock in the daemon and `up -F`, a
+    /// fake in the engine's tests.
     pub fn new(
-        reaper: Arc<Reaper>,
+        machine: Machine,
         observer: Arc<dyn Observer>,
         mark_prefix: String,
         cgroups: Option<Arc<cgroup::Subtree>>,
     ) -> Arc<Engine> {
         let (restarts, mut requests) = tokio::sync::mpsc::unbounded_channel::<RestartRequest>();
         let engine = Arc::new(Engine {
-            reaper,
+            machine,
             observer,
             projects: Mutex::new(BTreeMap::new()),
             mark_prefix,
             listeners: Arc::default(),
-            sampler: std::sync::Mutex::default(),
             tasks: TaskTracker::new(),
             closing: CancellationToken::new(),
             held: std::sync::Mutex::default(),
@@ -373,8 +378,14 @@ impl Engine {
 
     /// The one place in this process that waits for children: whatever
     /// else the process starts (node evaluating a config) goes through it.
-    pub fn reaper(&self) -> Arc<Reaper> {
-        Arc::clone(&self.reaper)
+    /// None under a fake spawner.
+    pub fn reaper(&self) -> Option<Arc<Reaper>> {
+        self.machine.spawner.reaper()
+    }
+
+    /// What the engine runs on (spawner, clock, the apps' descriptor limit).
+    pub fn machine(&self) -> &Machine {
+        &self.machine
     }
 
     /// Runs `task` as one of the engine's own tasks (awaited at shutdown).
@@ -775,7 +786,7 @@ impl Engine {
             mark_prefix: self.mark_prefix.clone(),
             listeners: Arc::clone(&self.listeners),
             listen: app.process.listen.clone(),
-            reaper: Arc::clone(&self.reaper),
+            machine: self.machine.clone(),
             observer: Arc::clone(&self.observer),
             tasks: self.tasks.clone(),
             cgroups: self.cgroups.clone(),
@@ -855,7 +866,7 @@ impl Engine {
                 let state = handle.state.borrow().clone();
                 if let Some(pid) = state.pid {
                     kill::kill_now(kill::Scope {
-                        reaper: &self.reaper,
+                        spawner: &*self.machine.spawner,
                         main: pid,
                         mark: &state.mark,
                         cgroup: None,
@@ -890,12 +901,12 @@ impl Engine {
                 })
                 .unzip()
         };
-        let unowned = kill::unowned(&self.reaper, |pid, mark| {
+        let unowned = self.machine.spawner.unowned(&|pid, mark| {
             pids.contains(&pid) || mark.is_some_and(|m| marks.iter().any(|k| k == m))
         });
         if !unowned.is_empty() {
             tracing::info!(?unowned, "killing processes no instance owns");
-            kill::kill_pids(&unowned);
+            kill::kill_pids(&*self.machine.spawner, &unowned);
         }
     }
 
@@ -1004,3 +1015,6 @@ async fn stop_project(project: &ProjectRuntime) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

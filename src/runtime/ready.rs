@@ -12,8 +12,8 @@ use tokio::sync::oneshot;
 use tokio::time::sleep;
 
 use super::cgroup::Cgroup;
-use super::reaper::Reaper;
 use super::spawn::spawn_quiet;
+use super::spawner::Spawner;
 use crate::spec::{InstanceSpec, Probe, Ready};
 
 /// The first and the longest pause between two probes.
@@ -30,16 +30,14 @@ pub struct Probes {
 /// A running exec probe: killed, with everything it started, when dropped
 /// (the readiness check timed out or the instance stopped meanwhile).
 struct ProbeRun<'a> {
+    spawner: &'a dyn Spawner,
     pid: i32,
     cgroup: Option<&'a Cgroup>,
 }
 
 impl Drop for ProbeRun<'_> {
     fn drop(&mut self) {
-        let _ = nix::sys::signal::killpg(
-            nix::unistd::Pid::from_raw(self.pid),
-            nix::sys::signal::Signal::SIGKILL,
-        );
+        self.spawner.signal_group(self.pid, libc::SIGKILL);
         if let Some(cgroup) = self.cgroup {
             cgroup.kill();
         }
@@ -51,7 +49,7 @@ impl Drop for ProbeRun<'_> {
 pub async fn wait(
     ready: &Ready,
     probes: Probes,
-    reaper: &Arc<Reaper>,
+    spawner: &Arc<dyn Spawner>,
     spec: &InstanceSpec,
 ) -> Result<(), String> {
     match ready {
@@ -74,9 +72,13 @@ pub async fn wait(
         Ready::Exec(cmd) => {
             let cgroup = probes.cgroup.as_ref();
             retry(|| async {
-                match spawn_quiet(reaper, cmd, spec, cgroup) {
+                match spawn_quiet(&**spawner, cmd, spec, cgroup) {
                     Ok((pid, exit)) => {
-                        let _run = ProbeRun { pid, cgroup };
+                        let _run = ProbeRun {
+                            spawner: &**spawner,
+                            pid,
+                            cgroup,
+                        };
                         exit.await.is_ok_and(crate::state::Exit::success)
                     }
                     Err(_) => false,
@@ -93,7 +95,7 @@ pub async fn wait(
 pub async fn probe_once(
     probe: Probe,
     limit: Duration,
-    reaper: Arc<Reaper>,
+    spawner: Arc<dyn Spawner>,
     spec: InstanceSpec,
     cgroup: Option<Cgroup>,
 ) -> bool {
@@ -101,9 +103,10 @@ pub async fn probe_once(
         match &probe {
             Probe::Tcp(addr) => TcpStream::connect(addr.as_str()).await.is_ok(),
             Probe::Http(url) => http_ok(url).await,
-            Probe::Exec(cmd) => match spawn_quiet(&reaper, cmd, &spec, cgroup.as_ref()) {
+            Probe::Exec(cmd) => match spawn_quiet(&*spawner, cmd, &spec, cgroup.as_ref()) {
                 Ok((pid, exit)) => {
                     let _run = ProbeRun {
+                        spawner: &*spawner,
                         pid,
                         cgroup: cgroup.as_ref(),
                     };

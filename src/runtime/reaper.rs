@@ -60,6 +60,16 @@ impl Reaper {
         Ok(reaper)
     }
 
+    /// A reaper that never reaps: whoever uses it waits for its own
+    /// children by pid (a test that shares its process with others, where
+    /// a `waitpid(-1)` would take their children's exits).
+    pub fn unstarted() -> Arc<Reaper> {
+        Arc::new(Reaper {
+            waiters: Mutex::new(HashMap::new()),
+            unclaimed: Mutex::default(),
+        })
+    }
+
     /// Runs `start`, which starts a child and returns its pid, and returns
     /// the pid with a receiver for its exit.
     pub fn spawn_with(

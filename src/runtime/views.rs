@@ -23,14 +23,11 @@ impl Engine {
                 let age = r
                     .state
                     .started
-                    .and_then(|t| SystemTime::now().duration_since(t).ok());
+                    .and_then(|t| self.machine.clock.now().duration_since(t).ok());
                 r.state.pid.map(|p| (p, age.unwrap_or_default()))
             })
             .collect();
-        self.sampler
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .sample(&leaders)
+        self.machine.spawner.sample(&leaders)
     }
 
     /// `ls` rows, ordered by project, app, instance.
