@@ -823,3 +823,129 @@ impl Pumps {
         .await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SECOND: Duration = Duration::from_secs(1);
+
+    fn run_in(phase: Phase) -> Running {
+        let (_, exit) = oneshot::channel();
+        Running {
+            pid: 1,
+            mark: String::new(),
+            cgroup: None,
+            exit,
+            pumps: Pumps {
+                handles: Vec::new(),
+                hurry: CancellationToken::new(),
+            },
+            notify: None,
+            _broker: None,
+            _lease: None,
+            started: Instant::now(),
+            forking: false,
+            handed_over: false,
+            notify_ready: true,
+            phase,
+            watchdog: Watchdog {
+                every: None,
+                at: None,
+            },
+            health: None,
+            errno: None,
+            pid_written: None,
+            own: Own::get(),
+        }
+    }
+
+    fn reload(deadline: Instant) -> (Reload, oneshot::Receiver<Result<(), String>>) {
+        let (reply, answer) = oneshot::channel();
+        (Reload { reply, deadline }, answer)
+    }
+
+    fn notify_start(deadline: Instant, reload: Option<Reload>) -> Phase {
+        Phase::Starting(Starting::Notify { deadline, reload })
+    }
+
+    #[test]
+    fn the_earliest_armed_deadline_is_the_next_timer() {
+        let now = Instant::now();
+        let mut run = run_in(notify_start(now + 5 * SECOND, None));
+        run.watchdog.every = Some(3 * SECOND);
+        run.watchdog.at = Some(now + 3 * SECOND);
+        assert!(matches!(run.next_timer(), Some((at, Timer::Watchdog)) if at == now + 3 * SECOND));
+        run.watchdog.at = None;
+        assert!(matches!(run.next_timer(), Some((at, Timer::NotReady)) if at == now + 5 * SECOND));
+        run.phase = Phase::Online;
+        assert!(run.next_timer().is_none());
+        let (waiting, _answer) = reload(now + 7 * SECOND);
+        run.phase = Phase::Reloading(waiting);
+        assert!(matches!(run.next_timer(), Some((_, Timer::Reload))));
+    }
+
+    #[tokio::test]
+    async fn a_running_health_probe_disarms_the_health_timer() {
+        let now = Instant::now();
+        let mut run = run_in(Phase::Online);
+        run.health = Some(Health {
+            spec: crate::spec::Health {
+                probe: crate::spec::Probe::Tcp("127.0.0.1:1".into()),
+                interval: SECOND,
+                timeout: SECOND,
+                failures: 3,
+            },
+            at: Some(now + SECOND),
+            probe: None,
+            failures: 0,
+        });
+        assert!(matches!(run.next_timer(), Some((_, Timer::Health))));
+        if let Some(health) = run.health.as_mut() {
+            health.probe = Some(tokio::spawn(std::future::pending()));
+        }
+        assert!(run.next_timer().is_none());
+    }
+
+    #[test]
+    fn extend_timeout_only_ever_moves_deadlines_later() {
+        let now = Instant::now();
+        let (waiting, _answer) = reload(now + 5 * SECOND);
+        let mut run = run_in(notify_start(now + 5 * SECOND, Some(waiting)));
+        run.extend(now + 2 * SECOND);
+        let Phase::Starting(Starting::Notify { deadline, reload }) = &run.phase else {
+            panic!("still starting");
+        };
+        assert_eq!(*deadline, now + 5 * SECOND);
+        assert_eq!(reload.as_ref().map(|r| r.deadline), Some(now + 5 * SECOND));
+        run.extend(now + 9 * SECOND);
+        let Phase::Starting(Starting::Notify { deadline, reload }) = &run.phase else {
+            panic!("still starting");
+        };
+        assert_eq!(*deadline, now + 9 * SECOND);
+        assert_eq!(reload.as_ref().map(|r| r.deadline), Some(now + 9 * SECOND));
+    }
+
+    #[test]
+    fn the_reload_taken_ends_reloading_and_can_be_answered() {
+        let (waiting, mut answer) = reload(Instant::now() + SECOND);
+        let mut run = run_in(Phase::Reloading(waiting));
+        let taken = run.take_reload();
+        assert!(matches!(run.phase, Phase::Online));
+        taken.expect("a reload was waiting").answer(Ok(()));
+        assert_eq!(answer.try_recv(), Ok(Ok(())));
+        assert!(run.take_reload().is_none());
+    }
+
+    #[test]
+    fn a_reload_while_starting_leaves_the_readiness_wait_in_place() {
+        let now = Instant::now();
+        let (waiting, _answer) = reload(now + SECOND);
+        let mut run = run_in(notify_start(now + 5 * SECOND, Some(waiting)));
+        assert!(run.take_reload().is_some());
+        assert!(matches!(
+            run.phase,
+            Phase::Starting(Starting::Notify { reload: None, .. })
+        ));
+    }
+}
