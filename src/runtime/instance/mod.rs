@@ -26,6 +26,7 @@ use crate::state::{Exit, Reason, Status};
 mod hand_over;
 mod notify_messages;
 mod running;
+mod start;
 
 /// Restart history entries kept per instance.
 const HISTORY: usize = 20;

@@ -1,17 +1,15 @@
-//! One run of an instance's process, as a state machine. [`Running`] holds
-//! what the run owns (the process and its exit, the output readers, the
-//! notify socket, the listen broker) and [`Phase`] where it stands
-//! (starting, online, reloading). [`Actor::run_once`] waits for the next
-//! [`Wakeup`] and hands it to one method per event; a method that stops the
-//! process (a stop, a restart, a failed check, a missed watchdog) ends the
-//! run, so stopping is the last thing a run does rather than a phase it
-//! waits in.
+//! One run of an instance's process, as a state machine (`start` sets it
+//! up). [`Running`] holds what the run owns (the process and its exit, the
+//! output readers, the notify socket, the listen broker) and [`Phase`] where
+//! it stands (starting, online, reloading). [`Actor::run_once`] waits for
+//! the next [`Wakeup`] and hands it to one method per event; a method that
+//! stops the process (a stop, a restart, a failed check, a missed watchdog)
+//! ends the run, so stopping is the last thing a run does rather than a
+//! phase it waits in.
 
 use std::ops::ControlFlow;
-use std::os::fd::OwnedFd;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -22,17 +20,13 @@ use super::hand_over::HandOver;
 use super::{Actor, Control, RunEnd, log_refusals};
 use crate::runtime::cgroup::Cgroup;
 use crate::runtime::listen::Lease;
-use crate::runtime::listen_broker::{BROKER_ENV, Borrower, Broker};
+use crate::runtime::listen_broker::Broker;
 use crate::runtime::notify::trust::Own;
 use crate::runtime::notify::{Datagram, NotifySocket};
-use crate::runtime::output::{LineMatcher, pump};
-use crate::runtime::ready::{self, Awaiting, Probes};
-use crate::runtime::spawn::{SPAWN_MARK, Spawned, spawn};
-use crate::runtime::{Event, RestartRequest, Stream, kill, pid_write};
+use crate::runtime::ready;
+use crate::runtime::{Event, RestartRequest, kill, pid_write};
 use crate::spec::{Ready, Signal};
 use crate::state::{Exit, Reason, Status};
-
-static SPAWN_COUNTER: AtomicU64 = AtomicU64::new(0);
 
 /// What one run owns, and where it stands.
 pub(super) struct Running {
@@ -44,27 +38,27 @@ pub(super) struct Running {
     pub(super) cgroup: Option<Cgroup>,
     /// Resolves when `pid` has exited.
     pub(super) exit: oneshot::Receiver<Exit>,
-    pumps: Pumps,
-    notify: Option<NotifySocket>,
+    pub(super) pumps: Pumps,
+    pub(super) notify: Option<NotifySocket>,
     /// Serves a Node cluster app's `listen()` calls while the run lasts.
-    _broker: Option<Broker>,
+    pub(super) _broker: Option<Broker>,
     /// The instance's cluster sockets, held until this run has ended and
     /// its processes are gone.
-    _lease: Option<Lease>,
-    started: Instant,
+    pub(super) _lease: Option<Lease>,
+    pub(super) started: Instant,
     /// A server that writes a pid file is online once it has handed over.
-    forking: bool,
-    handed_over: bool,
+    pub(super) forking: bool,
+    pub(super) handed_over: bool,
     /// `ready: notify` (as the run started): a reload is answered on the
     /// `READY=1` that ends it.
-    notify_ready: bool,
+    pub(super) notify_ready: bool,
     pub(super) phase: Phase,
     pub(super) watchdog: Watchdog,
-    health: Option<Health>,
+    pub(super) health: Option<Health>,
     /// The error the app reported (`ERRNO=`), for `last_error` at its exit.
     pub(super) errno: Option<i32>,
     /// The `write_pid_file` written, removed when the run ends.
-    pid_written: Option<(std::path::PathBuf, i32)>,
+    pub(super) pid_written: Option<(std::path::PathBuf, i32)>,
     pub(super) own: Own,
 }
 
@@ -111,13 +105,13 @@ impl Watchdog {
 }
 
 /// The liveness probe of a run (`health`).
-struct Health {
-    spec: crate::spec::Health,
+pub(super) struct Health {
+    pub(super) spec: crate::spec::Health,
     /// When the next probe runs; None while one runs.
-    at: Option<Instant>,
-    probe: Option<JoinHandle<bool>>,
+    pub(super) at: Option<Instant>,
+    pub(super) probe: Option<JoinHandle<bool>>,
     /// Failed probes in a row.
-    failures: u32,
+    pub(super) failures: u32,
 }
 
 /// A deadline of a run.
@@ -141,15 +135,6 @@ enum Wakeup {
     Timer(Timer),
     Probed(bool),
     Control(Option<Control>),
-}
-
-/// What a run needs from before its spawn.
-struct Prepared {
-    mark: String,
-    notify: Option<NotifySocket>,
-    broker: Option<Broker>,
-    matcher: Option<LineMatcher>,
-    log_line: Option<oneshot::Receiver<()>>,
 }
 
 impl Running {
@@ -219,8 +204,8 @@ impl Reload {
 }
 
 impl Actor {
-    /// Starts the process once and supervises it until it exits or is
-    /// stopped.
+    /// Starts the process once (see `start`) and supervises it until it
+    /// exits or is stopped.
     pub(super) async fn run_once(&mut self) -> RunEnd {
         let mut run = match self.start() {
             Ok(run) => run,
@@ -234,239 +219,6 @@ impl Actor {
         };
         self.finish(run);
         end
-    }
-
-    /// Prepares the run's environment and sockets, and spawns the process.
-    fn start(&mut self) -> Result<Running, RunEnd> {
-        let mark = format!(
-            "{}.{}.{}",
-            self.mark_prefix,
-            std::process::id(),
-            SPAWN_COUNTER.fetch_add(1, Ordering::Relaxed)
-        );
-        let mut extra = vec![(SPAWN_MARK, mark.clone())];
-        let notify = self.notify_socket(&mut extra)?;
-        let broker = self.broker(&mut extra);
-        if let Some(every) = self.watchdog {
-            extra.push(("WATCHDOG_USEC", every.as_micros().to_string()));
-        }
-        let (matcher, log_line) = ready::log_matcher(self.settings.ready.as_ref());
-        self.set(|s| {
-            s.status = Status::Starting;
-            s.mark.clone_from(&mark);
-            s.daemonized = false;
-            s.status_text = None;
-            s.reloading = false;
-        });
-        let cgroup = self.cgroup();
-        let spawned = match self.launch(&extra, cgroup.as_ref()) {
-            Ok(spawned) => spawned,
-            Err(err) => return Err(self.spawn_failed(&err)),
-        };
-        let prepared = Prepared {
-            mark,
-            notify,
-            broker,
-            matcher,
-            log_line,
-        };
-        Ok(self.running(prepared, spawned, cgroup))
-    }
-
-    /// The one spawn of a run. The app gets its own copies of the cluster
-    /// sockets and stored fds; eco keeps them for the next start.
-    fn launch(
-        &self,
-        extra: &[(&str, String)],
-        cgroup: Option<&Cgroup>,
-    ) -> std::io::Result<Spawned> {
-        let sockets = crate::runtime::spawn::Sockets {
-            listeners: &self.listeners,
-            addrs: &self.listen,
-            slot: self.id.index,
-            stored: self.fd_store.fds(),
-        };
-        let output = crate::runtime::output_of(&*self.observer, &self.settings);
-        spawn(
-            &self.reaper,
-            &self.spec,
-            extra,
-            Some(sockets),
-            cgroup,
-            output,
-        )
-    }
-
-    /// A spawn that failed, reported where users look.
-    fn spawn_failed(&self, err: &std::io::Error) -> RunEnd {
-        let error = if self.spec.cwd.is_dir() {
-            format!("cannot start `{}`: {err}", self.spec.argv[0])
-        } else {
-            format!(
-                "cannot start `{}`: its folder {} does not exist",
-                self.spec.argv[0],
-                self.spec.cwd.display()
-            )
-        };
-        self.event(&Event::SpawnFailed { error });
-        could_not_start()
-    }
-
-    /// The notify socket, for `ready: notify`, the watchdog, the fd store
-    /// and reloads.
-    fn notify_socket(
-        &self,
-        extra: &mut Vec<(&'static str, String)>,
-    ) -> Result<Option<NotifySocket>, RunEnd> {
-        let wanted = matches!(self.settings.ready, Some(Ready::Notify))
-            || self.watchdog.is_some()
-            || self.settings.fd_store > 0
-            || self.settings.reload_signal.is_some();
-        if !wanted {
-            return Ok(None);
-        }
-        match NotifySocket::bind() {
-            Ok(socket) => {
-                extra.push(("NOTIFY_SOCKET", socket.env_value.clone()));
-                Ok(Some(socket))
-            }
-            Err(err) => {
-                self.event(&Event::SpawnFailed {
-                    error: format!("cannot create the notify socket: {err}"),
-                });
-                Err(could_not_start())
-            }
-        }
-    }
-
-    /// A Node cluster app asks for its ports at `listen()` time.
-    fn broker(&self, extra: &mut Vec<(&'static str, String)>) -> Option<Broker> {
-        if !self.spec.env.contains_key(BROKER_ENV) {
-            return None;
-        }
-        match Broker::bind() {
-            Ok(bound) => {
-                extra.push((BROKER_ENV, bound.env_value.clone()));
-                Some(bound)
-            }
-            Err(err) => {
-                tracing::warn!(%err, "cannot create the listen broker's socket");
-                None
-            }
-        }
-    }
-
-    /// The run of a process just spawned: its output read, its readiness
-    /// check started, its timers armed.
-    fn running(&mut self, prepared: Prepared, spawned: Spawned, cgroup: Option<Cgroup>) -> Running {
-        let Prepared {
-            mark,
-            notify,
-            mut broker,
-            matcher,
-            log_line,
-        } = prepared;
-        let pid = spawned.pid;
-        if let Some(broker) = broker.as_mut() {
-            broker.serve(
-                &self.tasks,
-                Borrower {
-                    listeners: Arc::clone(&self.listeners),
-                    owner: format!("{}/{}", self.id.project, self.id.app),
-                    slot: self.id.index,
-                    pid,
-                },
-            );
-        }
-        let started = Instant::now();
-        self.set(|s| {
-            s.pid = Some(pid);
-            s.started = Some(SystemTime::now());
-            s.last_error = None;
-        });
-        self.event(&Event::Started { pid });
-        let pid_written = self.write_pid(pid);
-        let pumps = self.pumps(spawned.stdout, spawned.stderr, matcher);
-        let forking = self.spec_pid_file.is_some();
-        let phase = self.readiness(log_line, forking);
-        let mut watchdog = Watchdog {
-            every: self.watchdog,
-            at: None,
-        };
-        watchdog.rearm();
-        let health = self.settings.health.clone().map(|spec| Health {
-            at: Some(Instant::now() + spec.interval),
-            spec,
-            probe: None,
-            failures: 0,
-        });
-        Running {
-            pid,
-            mark,
-            cgroup,
-            exit: spawned.exit,
-            pumps,
-            notify,
-            _broker: broker,
-            _lease: spawned.lease,
-            started,
-            forking,
-            handed_over: false,
-            notify_ready: matches!(self.settings.ready, Some(Ready::Notify)),
-            phase,
-            watchdog,
-            health,
-            errno: None,
-            pid_written,
-            own: Own::get(),
-        }
-    }
-
-    /// Starts the readiness check; without one, the instance is online at
-    /// once (a forking server once it has handed over).
-    fn readiness(&self, log_line: Option<oneshot::Receiver<()>>, forking: bool) -> Phase {
-        let awaiting = ready::start(ready::Setup {
-            ready: self.settings.ready.as_ref(),
-            limit: self.settings.ready_timeout,
-            probes: Probes {
-                log_line,
-                cgroup: self.probe_cgroup.clone(),
-            },
-            reaper: &self.reaper,
-            spec: &self.spec,
-            tasks: &self.tasks,
-        });
-        match awaiting {
-            Awaiting::Nothing => {
-                if !forking {
-                    self.set(|s| s.status = Status::Online);
-                }
-                Phase::Online
-            }
-            Awaiting::Notify { deadline } => Phase::Starting(Starting::Notify {
-                deadline,
-                reload: None,
-            }),
-            Awaiting::Check(check) => Phase::Starting(Starting::Check(check)),
-        }
-    }
-
-    /// The output readers of a run.
-    fn pumps(
-        &self,
-        stdout: Option<OwnedFd>,
-        stderr: Option<OwnedFd>,
-        matcher: Option<LineMatcher>,
-    ) -> Pumps {
-        let hurry = CancellationToken::new();
-        let handles = [(stdout, Stream::Out), (stderr, Stream::Err)]
-            .into_iter()
-            .filter_map(|(pipe, stream)| {
-                let sink = self.sink(stream, matcher.clone());
-                Some(self.tasks.spawn(pump(pipe?, sink, hurry.clone())))
-            })
-            .collect();
-        Pumps { handles, hurry }
     }
 
     /// Waits for whatever happens next to the run.
@@ -764,16 +516,6 @@ impl Actor {
     }
 }
 
-/// How a run that never started ends: as a crash, so the policy retries.
-fn could_not_start() -> RunEnd {
-    RunEnd::Exited {
-        exit: Exit::Code(127),
-        ran_for: Duration::ZERO,
-        reason: Reason::Crash,
-        failed_start: false,
-    }
-}
-
 /// The verdict of the running readiness check; never when none runs.
 async fn check_verdict(phase: &mut Phase) -> Result<(), String> {
     match phase {
@@ -803,10 +545,10 @@ async fn join_probe(health: Option<&mut Health>) -> bool {
 const DRAIN_LIMIT: Duration = Duration::from_secs(1);
 
 /// The output readers of one run.
-struct Pumps {
-    handles: Vec<JoinHandle<()>>,
+pub(super) struct Pumps {
+    pub(super) handles: Vec<JoinHandle<()>>,
     /// Cancelled once the process has exited: read without pausing.
-    hurry: CancellationToken,
+    pub(super) hurry: CancellationToken,
 }
 
 impl Pumps {
