@@ -2,6 +2,13 @@
 //! the process, watches readiness, restarts it by the policy, and stops it
 //! when told. It publishes its state on a watch channel and reports events;
 //! it never blocks anything else while a process starts or stops.
+//!
+//! - `mod.rs`: the handle, the task and its restart loop (by the policy).
+//! - `start`: one run's set-up and its one spawn.
+//! - `running`: one run as a state machine (`Running`, `Phase`, one method
+//!   per event).
+//! - `notify_messages`: what the run does with sd_notify datagrams.
+//! - `hand_over`: the daemon a launcher that exited 0 left.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
