@@ -174,7 +174,6 @@ impl Engine {
     /// Replaces the target's instances: rolling for cluster and ready-gated
     /// apps, restarted in place one by one otherwise. The caller holds the
     /// app (`guard`), so operations on one app never interleave.
-    #[allow(clippy::too_many_lines)]
     pub async fn roll(
         self: &Arc<Self>,
         target: &Target,
