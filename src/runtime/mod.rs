@@ -6,7 +6,9 @@
 //! lock. Every task it starts belongs to its tracker, and nothing starts
 //! once it is closing.
 //!
-//! - `mod.rs`: the engine, `apply` (a plan carried out), shutdown.
+//! - `mod.rs`: the engine, shutdown. `apply`: a plan carried out.
+//! - `types`: instance ids, events and the observer that receives them.
+//! - `restart_queue`: the restarts instances ask for (health checks).
 //! - `ops`: user commands (stop, start, restart, reload, delete, scale).
 //! - `rollout`: the one rolling replacement (new beside old, readiness-gated).
 //! - `wait`: `up --wait`. `views`: what `ls` and `describe` show.
@@ -17,6 +19,7 @@
 //!   spawner in the daemon and `up -F`, a fake in `tests` (the engine run
 //!   in-process on a paused clock).
 
+mod apply;
 pub mod cgroup;
 pub mod clone_into;
 pub mod guard;
@@ -32,11 +35,15 @@ pub mod output;
 pub mod pid_write;
 pub mod ready;
 pub mod reaper;
+mod restart_queue;
 pub mod rollout;
 pub mod spawn;
 pub mod spawner;
+mod types;
 pub mod views;
 pub mod wait;
+
+pub use types::{Event, InstanceId, Observer, RestartRequest, Stream};
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
@@ -49,97 +56,10 @@ use tokio_util::task::TaskTracker;
 
 use crate::plan::{self, Action};
 use crate::spec::{AppSpec, ProjectSpec};
-use crate::state::{Exit, Observed, ObservedApp, Reason};
+use crate::state::{Observed, ObservedApp, Reason};
 use instance::{Control, Gate, InstanceHandle, InstanceState, Launch};
 use reaper::Reaper;
 use spawner::Machine;
-
-/// Which instance a line or event belongs to.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct InstanceId {
-    pub project: String,
-    pub app: String,
-    pub index: u32,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Stream {
-    Out,
-    Err,
-}
-
-/// Life-cycle facts reported by instances.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Event {
-    Started {
-        pid: i32,
-    },
-    Ready,
-    NotReady {
-        reason: String,
-    },
-    Exited {
-        exit: Exit,
-    },
-    Restarting {
-        delay: Duration,
-    },
-    Errored {
-        exit: Exit,
-    },
-    Stopped {
-        exit: Exit,
-    },
-    SpawnFailed {
-        error: String,
-    },
-    /// The launcher exited 0 and eco now supervises the daemon it left
-    /// (`guessed`: without a `pid_file`, the oldest process left).
-    HandedOver {
-        pid: i32,
-        guessed: bool,
-    },
-    /// No WATCHDOG=1 in time: SIGABRT, then a restart.
-    WatchdogTimeout,
-    /// A health probe failed (`failures` in a row so far).
-    Unhealthy {
-        failures: u32,
-    },
-    /// It was (re)started for this reason (counted by `eco serve`'s
-    /// `eco_instance_restarts_total`; told in its event stream).
-    Restarted {
-        reason: Reason,
-    },
-}
-
-/// An instance asks for a graceful restart of itself (a failing health
-/// check): carried out by the engine like any other (rolling where the app
-/// is replaced rolling).
-#[derive(Clone, Debug)]
-pub struct RestartRequest {
-    pub project: String,
-    pub app: String,
-    pub instance: u32,
-    pub reason: Reason,
-}
-
-/// Receives output and events: the terminal in `up -F`, log files in the daemon.
-pub trait Observer: Send + Sync {
-    /// `lines` holds one or more complete lines, each ending in `\n`.
-    fn output(&self, id: &InstanceId, stream: Stream, lines: &[u8]);
-    fn event(&self, id: &InstanceId, event: &Event);
-    /// False when the stream's output would be thrown away (`/dev/null`):
-    /// the instance then writes to /dev/null itself, with no pipe, and eco
-    /// reads nothing, as systemd's `StandardOutput=null`.
-    fn captures(&self, _settings: &crate::spec::Settings, _stream: Stream) -> bool {
-        true
-    }
-    /// The stream's bounded queue to its log, if output waits in one: the
-    /// pump reads no more while it is full (backpressure to the app).
-    fn backlog(&self, _id: &InstanceId, _stream: Stream) -> Option<Arc<output::Backlog>> {
-        None
-    }
-}
 
 /// Which streams of an app with `settings` eco reads: none thrown away
 /// (see [`Observer::captures`]), unless readiness reads the log.
@@ -300,7 +220,7 @@ impl Engine {
         mark_prefix: String,
         cgroups: Option<Arc<cgroup::Subtree>>,
     ) -> Arc<Engine> {
-        let (restarts, mut requests) = tokio::sync::mpsc::unbounded_channel::<RestartRequest>();
+        let (restarts, requests) = tokio::sync::mpsc::unbounded_channel::<RestartRequest>();
         let engine = Arc::new(Engine {
             machine,
             observer,
@@ -315,38 +235,7 @@ impl Engine {
             cgroups,
             restarts,
         });
-        // Restarts the instances ask for; ends with the engine.
-        let weak = Arc::downgrade(&engine);
-        let closing = engine.closing.clone();
-        engine.tasks.spawn(async move {
-            loop {
-                let request = tokio::select! {
-                    () = closing.cancelled() => return,
-                    request = requests.recv() => match request {
-                        Some(request) => request,
-                        None => return,
-                    },
-                };
-                let Some(engine) = weak.upgrade() else { return };
-                let RestartRequest {
-                    project,
-                    app,
-                    instance,
-                    reason,
-                } = request;
-                engine.spawn({
-                    let engine = Arc::clone(&engine);
-                    async move {
-                        if let Err(err) = engine
-                            .restart_for(&project, &app, Some(instance), reason)
-                            .await
-                        {
-                            tracing::warn!(%project, %app, instance, %err, "restart asked by a health check stopped");
-                        }
-                    }
-                });
-            }
-        });
+        restart_queue::serve(&engine, requests);
         engine
     }
 
@@ -525,203 +414,6 @@ impl Engine {
     /// The plan `apply` would carry out, changing nothing.
     pub async fn preview(&self, spec: &ProjectSpec) -> Vec<Action> {
         plan::plan(spec, &self.observed(&spec.name).await)
-    }
-
-    /// Converges a project to `spec` and returns the plan carried out.
-    /// Returns once the plan is under way: processes start and stop in their
-    /// own tasks, rolling replacements in an owned task per app. An app's
-    /// operation in progress is interrupted by a change to that app.
-    pub async fn apply(self: &Arc<Self>, spec: ProjectSpec) -> Vec<Action> {
-        if self.is_closing() {
-            return Vec::new();
-        }
-        let touched: Vec<String> = self
-            .preview(&spec)
-            .await
-            .iter()
-            .filter(|a| !a.is_noop() && !matches!(a, Action::Update { .. }))
-            .map(|a| a.app().to_owned())
-            .collect();
-        let mut guards: BTreeMap<String, AppGuard> = BTreeMap::new();
-        for app in touched {
-            let guard = self.lock_app(&spec.name, &app, true).await;
-            guards.insert(app, guard);
-        }
-        let mut projects = self.projects.lock().await;
-        if self.is_closing() {
-            return Vec::new();
-        }
-        let project = projects
-            .entry(spec.name.clone())
-            .or_insert_with(|| ProjectRuntime {
-                spec: spec.clone(),
-                apps: BTreeMap::new(),
-            });
-        let actions = plan::plan(&spec, &observe(project));
-        project.spec = spec.clone();
-        self.listeners.sync(&wanted_sockets(&projects));
-        let Some(project) = projects.get_mut(&spec.name) else {
-            return actions;
-        };
-        let mut removed: Vec<Vec<InstanceHandle>> = Vec::new();
-        let mut rollouts: Vec<(String, u32)> = Vec::new();
-        for action in &actions {
-            self.carry_out(project, &spec, action, &mut removed, &mut rollouts);
-        }
-        project.spec = spec.clone();
-        drop(projects);
-        // Removed apps stop one after the other, in the plan's order
-        // (dependents before their dependencies).
-        if !removed.is_empty() {
-            self.spawn(async move {
-                for handles in removed {
-                    stop_all(&handles).await;
-                }
-            });
-        }
-        for (app, count) in rollouts {
-            let guard = match guards.remove(&app) {
-                Some(guard) => guard,
-                None => self.lock_app(&spec.name, &app, false).await,
-            };
-            let engine = Arc::clone(self);
-            let project = spec.name.clone();
-            self.spawn(async move {
-                let target = rollout::Target {
-                    project,
-                    app,
-                    instances: Some((0..count).collect()),
-                };
-                if let Err(err) = engine.roll(&target, Reason::ConfigChange, &guard).await {
-                    tracing::warn!(app = %target.app, %err, "rollout of the new spec stopped");
-                }
-            });
-        }
-        actions
-    }
-
-    #[allow(clippy::too_many_lines)]
-    fn carry_out(
-        &self,
-        project: &mut ProjectRuntime,
-        spec: &ProjectSpec,
-        action: &Action,
-        removed: &mut Vec<Vec<InstanceHandle>>,
-        rollouts: &mut Vec<(String, u32)>,
-    ) {
-        let name = action.app();
-        match action {
-            Action::Start { instances, .. } => {
-                let app = spec.apps[name].clone();
-                let handles = (0..*instances)
-                    .map(|i| self.launch(project, &spec.name, &app, i, Gate::default(), None))
-                    .collect();
-                project
-                    .apps
-                    .insert(name.to_owned(), AppRuntime::new(app, handles, false));
-            }
-            Action::Stop { .. } => {
-                self.free_ids(&spec.name, name, 0);
-                if let Some(app) = project.apps.remove(name) {
-                    let handles: Vec<InstanceHandle> = app.all_handles().cloned().collect();
-                    for handle in &handles {
-                        handle.send(Control::Stop);
-                    }
-                    removed.push(handles);
-                }
-            }
-            Action::Replace { from, to, .. } => {
-                let app = spec.apps[name].clone();
-                let rolling = replaced_rolling(&app);
-                let Some(rt) = project.apps.get_mut(name) else {
-                    return;
-                };
-                rt.retiring.retain(|h| !h.is_finished());
-                // Old instances beyond the new count stop now.
-                self.free_ids(&spec.name, name, *to);
-                for h in rt.instances.split_off((*to).min(*from) as usize) {
-                    h.send(Control::Stop);
-                    rt.retiring.push(h);
-                }
-                rt.spec = app.clone();
-                if rolling {
-                    // The rollout replaces 0..min(from, to) one by one, each
-                    // new instance beside the old one until it is ready.
-                    rollouts.push((name.to_owned(), (*from).min(*to)));
-                } else {
-                    // Same ports, same files: each new one starts once the
-                    // old one has ended.
-                    let old = std::mem::take(&mut rt.instances);
-                    for h in &old {
-                        h.send(Control::Stop);
-                    }
-                    let handles: Vec<InstanceHandle> = old
-                        .iter()
-                        .map(|previous| {
-                            let gate = Gate {
-                                after: Some(previous.state.clone()),
-                                ..Gate::default()
-                            };
-                            let carry = Some(previous.state.borrow().clone());
-                            self.launch_carrying(
-                                project,
-                                &spec.name,
-                                &app,
-                                previous.index,
-                                gate,
-                                Some(Reason::ConfigChange),
-                                carry,
-                            )
-                        })
-                        .collect();
-                    if let Some(rt) = project.apps.get_mut(name) {
-                        rt.retiring.extend(old);
-                        rt.instances = handles;
-                    }
-                }
-                let added: Vec<InstanceHandle> = (*from..*to)
-                    .map(|i| self.launch(project, &spec.name, &app, i, Gate::default(), None))
-                    .collect();
-                if let Some(rt) = project.apps.get_mut(name) {
-                    rt.instances.extend(added);
-                }
-            }
-            Action::Scale { from, to, .. } => {
-                let app = spec.apps[name].clone();
-                if to > from {
-                    let added: Vec<InstanceHandle> = (*from..*to)
-                        .map(|i| self.launch(project, &spec.name, &app, i, Gate::default(), None))
-                        .collect();
-                    if let Some(rt) = project.apps.get_mut(name) {
-                        rt.instances.extend(added);
-                    }
-                } else if let Some(rt) = project.apps.get_mut(name) {
-                    self.free_ids(&spec.name, name, *to);
-                    let gone = rt.instances.split_off(*to as usize);
-                    for handle in &gone {
-                        handle.send(Control::Stop);
-                    }
-                    rt.retiring.extend(gone);
-                }
-                if let Some(rt) = project.apps.get_mut(name) {
-                    rt.spec.instances = *to;
-                }
-            }
-            Action::Update { .. } => {
-                if let Some(rt) = project.apps.get_mut(name) {
-                    rt.spec.settings = spec.apps[name].settings.clone();
-                    for handle in &rt.instances {
-                        handle.send(Control::Update(Box::new(rt.spec.settings.clone())));
-                    }
-                }
-            }
-            Action::KeepStopped { .. } => {
-                if let Some(rt) = project.apps.get_mut(name) {
-                    rt.spec = spec.apps[name].clone();
-                }
-            }
-            Action::Unchanged { .. } => {}
-        }
     }
 
     /// Starts instance `index` of `app`, gated on its dependencies being

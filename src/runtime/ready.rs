@@ -1,7 +1,8 @@
 //! Readiness checks (CONTRACT section 4): tcp, http, exec, log (notify is
 //! read by the instance from its notify socket), and liveness probes.
-//! Each returns once the instance is ready; the caller bounds it with
-//! `ready_timeout`. Probes retry with a short, growing interval.
+//! [`start`] sets up one run's check: a task bounded by `ready_timeout`, or
+//! the deadline by which `READY=1` must arrive. Probes retry with a short,
+//! growing interval.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,9 +10,12 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
-use tokio::time::sleep;
+use tokio::task::JoinHandle;
+use tokio::time::{Instant, sleep, timeout};
+use tokio_util::task::TaskTracker;
 
 use super::cgroup::Cgroup;
+use super::output::LineMatcher;
 use super::spawn::spawn_quiet;
 use super::spawner::Spawner;
 use crate::spec::{InstanceSpec, Probe, Ready};
@@ -25,6 +29,111 @@ pub struct Probes {
     pub log_line: Option<oneshot::Receiver<()>>,
     /// Where exec probes run (contained like the instance), if cgroups are used.
     pub cgroup: Option<Cgroup>,
+}
+
+/// How one run of an instance learns that it is ready.
+pub enum Awaiting {
+    /// No check: ready once started (or, for a forking server, handed over).
+    Nothing,
+    /// `ready: notify`: `READY=1` on the notify socket by `deadline`.
+    Notify { deadline: Instant },
+    /// Any other check, running in its own task.
+    Check(Check),
+}
+
+/// A readiness check running in its own task, bounded by `ready_timeout`;
+/// aborted when dropped (the run ended first).
+pub struct Check {
+    task: JoinHandle<()>,
+    result: oneshot::Receiver<Result<(), String>>,
+}
+
+impl Check {
+    /// The check's verdict: an error says why the instance never became
+    /// ready. Cancel-safe.
+    pub async fn verdict(&mut self) -> Result<(), String> {
+        match (&mut self.result).await {
+            Ok(result) => result,
+            Err(_) => Err("the readiness check ended".to_owned()),
+        }
+    }
+}
+
+impl Drop for Check {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// What one run needs to check readiness.
+pub struct Setup<'a> {
+    pub ready: Option<&'a Ready>,
+    pub limit: Duration,
+    pub probes: Probes,
+    pub spawner: &'a Arc<dyn Spawner>,
+    pub spec: &'a InstanceSpec,
+    pub tasks: &'a TaskTracker,
+}
+
+/// Starts the readiness check of one run, just after its process started.
+pub fn start(setup: Setup<'_>) -> Awaiting {
+    let Setup {
+        ready,
+        limit,
+        probes,
+        spawner,
+        spec,
+        tasks,
+    } = setup;
+    let kind = match ready {
+        None => return Awaiting::Nothing,
+        Some(Ready::Notify) => {
+            return Awaiting::Notify {
+                deadline: Instant::now() + limit,
+            };
+        }
+        Some(kind) => kind.clone(),
+    };
+    let (tx, result) = oneshot::channel();
+    let spawner = Arc::clone(spawner);
+    let spec = spec.clone();
+    let task = tasks.spawn(async move {
+        let result = match timeout(limit, wait(&kind, probes, &spawner, &spec)).await {
+            Ok(result) => result,
+            Err(_) => Err(not_ready(limit, &kind)),
+        };
+        let _ = tx.send(result);
+    });
+    Awaiting::Check(Check { task, result })
+}
+
+/// The matcher the output readers run for `ready: log`, and the receiver
+/// its first matching line fires; none for other checks.
+pub fn log_matcher(ready: Option<&Ready>) -> (Option<LineMatcher>, Option<oneshot::Receiver<()>>) {
+    let Some(Ready::Log(pattern)) = ready else {
+        return (None, None);
+    };
+    let Ok(regex) = regex::Regex::new(pattern) else {
+        return (None, None);
+    };
+    let (found, rx) = oneshot::channel();
+    let found = Arc::new(std::sync::Mutex::new(Some(found)));
+    (Some(LineMatcher { regex, found }), Some(rx))
+}
+
+/// "not ready after 30s (waiting for log /^listening/)".
+pub fn not_ready(limit: Duration, kind: &Ready) -> String {
+    let waiting = match kind {
+        Ready::Notify => "READY=1 on NOTIFY_SOCKET".to_owned(),
+        Ready::Tcp(addr) => format!("a TCP connect to {addr}"),
+        Ready::Http(url) => format!("a 2xx from {url}"),
+        Ready::Exec(cmd) => format!("`{cmd}` to exit 0"),
+        Ready::Log(re) => format!("log /{re}/"),
+    };
+    format!(
+        "not ready after {} (waiting for {waiting})",
+        humantime::format_duration(limit)
+    )
 }
 
 /// A running exec probe: killed, with everything it started, when dropped

@@ -147,6 +147,23 @@ struct Slot {
 }
 
 impl Slot {
+    /// The slots of a rollout about to start: only old instances.
+    fn all(handles: Vec<InstanceHandle>) -> Vec<Slot> {
+        let now = Instant::now();
+        handles
+            .into_iter()
+            .map(|old| Slot {
+                index: old.index,
+                old,
+                new: None,
+                phase: Phase::Old,
+                replaced: false,
+                deadline: now,
+                online_since: None,
+            })
+            .collect()
+    }
+
     /// Its new instance is on its way to ready.
     fn is_starting(&self) -> bool {
         matches!(self.phase, Phase::Starting | Phase::Replacing)
@@ -157,7 +174,6 @@ impl Engine {
     /// Replaces the target's instances: rolling for cluster and ready-gated
     /// apps, restarted in place one by one otherwise. The caller holds the
     /// app (`guard`), so operations on one app never interleave.
-    #[allow(clippy::too_many_lines)]
     pub async fn roll(
         self: &Arc<Self>,
         target: &Target,
@@ -177,19 +193,7 @@ impl Engine {
         let surge = usize::try_from(spec.settings.rollout.max_surge).unwrap_or(usize::MAX);
         let unavailable =
             usize::try_from(spec.settings.rollout.max_unavailable).unwrap_or(usize::MAX);
-        let now = Instant::now();
-        let mut slots: Vec<Slot> = handles
-            .into_iter()
-            .map(|old| Slot {
-                index: old.index,
-                old,
-                new: None,
-                phase: Phase::Old,
-                replaced: false,
-                deadline: now,
-                online_since: None,
-            })
-            .collect();
+        let mut slots = Slot::all(handles);
         loop {
             let phases: Vec<Phase> = slots.iter().map(|s| s.phase).collect();
             let mut waiting = false;
@@ -197,31 +201,8 @@ impl Engine {
                 match step {
                     Step::Launch(i) | Step::Replace(i) => {
                         let replace = matches!(step, Step::Replace(_));
-                        let after = if replace {
-                            // Stopped first; the new one starts once it has ended.
-                            slots[i].old.send(Control::Stop);
-                            Some(slots[i].old.state.clone())
-                        } else {
-                            None
-                        };
-                        let new = self
-                            .launch_beside(target, &slots[i].old, reason.clone(), after)
+                        self.start_new(target, &mut slots[i], replace, reason.clone(), limit)
                             .await;
-                        let slot = &mut slots[i];
-                        slot.replaced = replace;
-                        match new {
-                            Some(new) => {
-                                slot.new = Some(new);
-                                slot.phase = if replace {
-                                    Phase::Replacing
-                                } else {
-                                    Phase::Starting
-                                };
-                                slot.deadline = Instant::now() + limit;
-                            }
-                            // The app went away (or eco is closing).
-                            None => slot.phase = Phase::Failed,
-                        }
                     }
                     Step::Retire(i) => {
                         slots[i].old.send(Control::Stop);
@@ -240,58 +221,43 @@ impl Engine {
                     }
                 }
             }
-            if !waiting {
-                continue;
+            if waiting {
+                wait_for_news(&mut slots, has_ready, guard).await;
+                advance(&mut slots, has_ready, Instant::now());
             }
-            let mut watches: Vec<tokio::sync::watch::Receiver<InstanceState>> = slots
-                .iter()
-                .filter(|s| s.is_starting())
-                .filter_map(|s| s.new.as_ref().map(|h| h.state.clone()))
-                .collect();
-            let wake = slots
-                .iter()
-                .filter(|s| s.is_starting())
-                .map(|s| match s.online_since {
-                    Some(t) if !has_ready => (t + SETTLE).min(s.deadline),
-                    _ => s.deadline,
-                })
-                .min()
-                .unwrap_or_else(Instant::now);
-            tokio::select! {
-                () = guard.cancel.cancelled() => {
-                    for slot in slots.iter_mut().filter(|s| s.is_starting()) {
-                        slot.phase = Phase::Failed;
-                    }
-                }
-                () = any_changed(&mut watches) => {}
-                () = tokio::time::sleep_until(wake) => {}
-            }
-            let now = Instant::now();
-            for slot in slots.iter_mut().filter(|s| s.is_starting()) {
-                let Some(new) = &mut slot.new else { continue };
-                // Marked seen, so the next wait's clones wake only on a newer
-                // change (an unseen one would make every wait return at once).
-                let status = new.state.borrow_and_update().status;
-                let ready = if slot.replaced {
-                    // Its old one is gone already.
-                    Phase::Done
+        }
+    }
+
+    /// Starts the slot's new instance: beside its old one, or (`replace`)
+    /// once the old one, told to stop now, has ended.
+    async fn start_new(
+        &self,
+        target: &Target,
+        slot: &mut Slot,
+        replace: bool,
+        reason: Reason,
+        limit: Duration,
+    ) {
+        let after = if replace {
+            slot.old.send(Control::Stop);
+            Some(slot.old.state.clone())
+        } else {
+            None
+        };
+        let new = self.launch_beside(target, &slot.old, reason, after).await;
+        slot.replaced = replace;
+        match new {
+            Some(new) => {
+                slot.new = Some(new);
+                slot.phase = if replace {
+                    Phase::Replacing
                 } else {
-                    Phase::Ready
+                    Phase::Starting
                 };
-                slot.phase = match status {
-                    Status::Online => {
-                        let since = *slot.online_since.get_or_insert(now);
-                        if has_ready || now >= since + SETTLE {
-                            ready
-                        } else {
-                            slot.phase
-                        }
-                    }
-                    Status::Errored | Status::Backoff | Status::Stopped => Phase::Failed,
-                    Status::Starting | Status::Stopping if now >= slot.deadline => Phase::Failed,
-                    Status::Starting | Status::Stopping => slot.phase,
-                };
+                slot.deadline = Instant::now() + limit;
             }
+            // The app went away (or eco is closing).
+            None => slot.phase = Phase::Failed,
         }
     }
 
@@ -510,6 +476,65 @@ pub(crate) async fn any_changed(watches: &mut [tokio::sync::watch::Receiver<Inst
         std::task::Poll::Pending
     })
     .await;
+}
+
+/// Waits until a starting new instance changes, a deadline (or a settle
+/// time) passes, or a newer operation interrupts, which fails them all.
+async fn wait_for_news(slots: &mut [Slot], has_ready: bool, guard: &AppGuard) {
+    let mut watches: Vec<tokio::sync::watch::Receiver<InstanceState>> = slots
+        .iter()
+        .filter(|s| s.is_starting())
+        .filter_map(|s| s.new.as_ref().map(|h| h.state.clone()))
+        .collect();
+    let wake = slots
+        .iter()
+        .filter(|s| s.is_starting())
+        .map(|s| match s.online_since {
+            Some(t) if !has_ready => (t + SETTLE).min(s.deadline),
+            _ => s.deadline,
+        })
+        .min()
+        .unwrap_or_else(Instant::now);
+    tokio::select! {
+        () = guard.cancel.cancelled() => {
+            for slot in slots.iter_mut().filter(|s| s.is_starting()) {
+                slot.phase = Phase::Failed;
+            }
+        }
+        () = any_changed(&mut watches) => {}
+        () = tokio::time::sleep_until(wake) => {}
+    }
+}
+
+/// Moves each starting slot on from its new instance's status at `now`:
+/// ready once online (and, without a readiness check, settled), failed
+/// when it errored, stopped or missed its deadline.
+fn advance(slots: &mut [Slot], has_ready: bool, now: Instant) {
+    for slot in slots.iter_mut().filter(|s| s.is_starting()) {
+        let Some(new) = &mut slot.new else { continue };
+        // Marked seen, so the next wait's clones wake only on a newer
+        // change (an unseen one would make every wait return at once).
+        let status = new.state.borrow_and_update().status;
+        let ready = if slot.replaced {
+            // Its old one is gone already.
+            Phase::Done
+        } else {
+            Phase::Ready
+        };
+        slot.phase = match status {
+            Status::Online => {
+                let since = *slot.online_since.get_or_insert(now);
+                if has_ready || now >= since + SETTLE {
+                    ready
+                } else {
+                    slot.phase
+                }
+            }
+            Status::Errored | Status::Backoff | Status::Stopped => Phase::Failed,
+            Status::Starting | Status::Stopping if now >= slot.deadline => Phase::Failed,
+            Status::Starting | Status::Stopping => slot.phase,
+        };
+    }
 }
 
 #[cfg(test)]
