@@ -11,6 +11,7 @@ pub mod fixture;
 pub mod foreground;
 pub mod hands;
 pub mod monit;
+pub mod progress;
 pub mod render;
 pub mod startup;
 

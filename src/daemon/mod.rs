@@ -6,6 +6,7 @@
 
 pub mod leftovers;
 pub mod log_file;
+pub mod progress;
 pub mod requests;
 pub mod startup;
 pub mod state;

@@ -636,6 +636,8 @@ impl Actor {
             s.status_text = None;
             s.reloading = false;
         });
+        // One spawn at a time, the daemon's sockets served between two.
+        let turn = super::turn::take().await;
         let cgroup = self.cgroup();
         let sockets = super::spawn::Sockets {
             listeners: &self.listeners,
@@ -652,6 +654,7 @@ impl Actor {
             cgroup.as_ref(),
             output,
         );
+        turn.pass().await;
         // The app has its own copies now; eco keeps them for the next start.
         let spawned = match spawned {
             Ok(spawned) => spawned,

@@ -10,9 +10,11 @@
 //! - `ops`: user commands (stop, start, restart, reload, delete, scale).
 //! - `rollout`: the one rolling replacement (new beside old, readiness-gated).
 //! - `wait`: `up --wait`. `views`: what `ls` and `describe` show.
+//!   `progress`: the counts long requests report as they go.
 //! - `ids`: the instances' numeric ids (PM2's `id` column).
 //! - `instance`: one instance's task; `spawn`, `kill`, `ready`, `output`,
-//!   `listen`, `reaper`: the system calls behind it.
+//!   `listen`, `reaper`: the system calls behind it; `turn`: one spawn at
+//!   a time, the daemon's timers and sockets served between two.
 
 pub mod cgroup;
 pub mod clone_into;
@@ -26,10 +28,12 @@ pub mod notify;
 pub mod ops;
 pub mod output;
 pub mod pid_write;
+pub mod progress;
 pub mod ready;
 pub mod reaper;
 pub mod rollout;
 pub mod spawn;
+pub mod turn;
 pub mod views;
 pub mod wait;
 
