@@ -23,6 +23,7 @@ mod pm2;
 mod pm2_corpus;
 mod pm2_hands;
 mod production;
+mod progress;
 mod reconcile;
 mod reload;
 mod rollout;

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use anyhow::Result;
 
 use super::args::{FileArgs, ProfileArgs};
+use super::progress::Meter;
 use super::render;
 use crate::config;
 use crate::error::{DaemonError, UsageError};
@@ -23,9 +24,18 @@ fn connect(start: bool) -> Result<Client> {
 /// Sends one request and returns the answer; an error answer becomes an
 /// error whose kind gives the exit code. A connection dropped before any
 /// answer (a daemon that was dying as we connected) is retried once,
-/// against a fresh daemon.
+/// against a fresh daemon. The long requests show their progress on
+/// stderr meanwhile (see `progress`).
 pub(super) fn call(request: Request) -> Result<Response> {
+    let long = matches!(
+        request,
+        Request::Wait { .. }
+            | Request::Reload { .. }
+            | Request::Restart { .. }
+            | Request::Scale { .. }
+    );
     let mut client = connect(true)?;
+    let mut meter = long.then(|| Meter::attach(&mut client));
     let answer = match client.call(request.clone()) {
         Err(ClientError::Io(err, _))
             if matches!(
@@ -37,10 +47,12 @@ pub(super) fn call(request: Request) -> Result<Response> {
         {
             std::thread::sleep(Duration::from_millis(50));
             client = connect(true)?;
+            meter = long.then(|| Meter::attach(&mut client));
             client.call(request.clone())?
         }
         other => other?,
     };
+    drop(meter);
     warn(&request, client.take_warnings());
     match answer {
         Response::Error(reply) => Err(DaemonError(reply).into()),
@@ -541,6 +553,7 @@ pub fn kill() -> Result<i32> {
     let pid = std::fs::read_to_string(paths.pid())
         .ok()
         .and_then(|p| p.trim().parse::<i32>().ok());
+    let meter = Meter::attach(&mut client);
     let sent = client.send(Request::Kill);
     let answer = match client.receive() {
         Ok(Some(answer)) => answer,
@@ -564,6 +577,7 @@ pub fn kill() -> Result<i32> {
     }
     // Until every app has stopped: heartbeats, then the end of the stream.
     while client.receive()?.is_some() {}
+    drop(meter);
     wait_gone(pid);
     println!("daemon stopped");
     Ok(0)

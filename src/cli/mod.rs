@@ -12,6 +12,7 @@ pub mod foreground;
 pub mod hands;
 pub mod hints;
 pub mod monit;
+pub mod progress;
 pub mod render;
 pub mod startup;
 

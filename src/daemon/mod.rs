@@ -6,6 +6,7 @@
 
 pub mod log_file;
 pub mod observe;
+pub mod progress;
 pub mod requests;
 pub mod startup;
 pub mod state;

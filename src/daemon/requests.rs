@@ -8,10 +8,11 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use super::DEFAULT_PROJECT;
+use super::progress::Gauge;
 use super::state::Saver;
 use crate::cli::hints;
 use crate::ipc::proto::{
-    Command, ErrorKind, ErrorReply, LogFile, LogStream, Request, Response, Warning,
+    Command, ErrorKind, ErrorReply, LogFile, LogStream, Request, Response, Step, Warning,
 };
 use crate::ipc::server::{Handler, Reply};
 use crate::logs::LogFiles;
@@ -19,6 +20,7 @@ use crate::paths::Paths;
 use crate::reconcile::{ReconcileError, Reconciler};
 use crate::runtime::ListenError;
 use crate::runtime::Stream;
+use crate::runtime::progress::Scope;
 use crate::spec::{AppSpec, ProjectSpec};
 use crate::target::{Selected, TargetError};
 use crate::view::Problem;
@@ -51,7 +53,7 @@ pub struct Life {
 }
 
 /// How often a request in progress tells the client it is still at work.
-const HEARTBEAT: Duration = Duration::from_secs(1);
+pub(super) const HEARTBEAT: Duration = Duration::from_secs(1);
 
 impl Handler for Daemon {
     async fn handle(self: Arc<Self>, request: Request, mut reply: Reply) {
@@ -76,7 +78,18 @@ impl Handler for Daemon {
                     // The user has applied a project again: heard.
                     self.take_not_restored();
                 }
-                let response = busy(&mut reply, answer(&self, request)).await;
+                let gauge = Gauge::of(&self, &request).await;
+                let work = answer(&self, request);
+                let response = match &gauge {
+                    Some(gauge) => {
+                        let engine = self.reconciler.engine();
+                        let response = gauge.watch(&mut reply, engine, work).await;
+                        let ok = !matches!(response, Response::Error(_));
+                        gauge.last(&mut reply, engine, ok).await;
+                        response
+                    }
+                    None => busy(&mut reply, work).await,
+                };
                 if changes && let Some(error) = self.saver.error() {
                     reply
                         .send(&Response::Warning(Warning::NotSaved { error }))
@@ -403,7 +416,12 @@ async fn kill(daemon: &Daemon, mut reply: Reply) {
     if !reply.send(&Response::Stopping).await {
         return;
     }
-    busy(&mut reply, daemon.life.stopped.cancelled()).await;
+    let gauge = Gauge::new(Scope::All, Step::Stopped);
+    let engine = daemon.reconciler.engine();
+    gauge
+        .watch(&mut reply, engine, daemon.life.stopped.cancelled())
+        .await;
+    gauge.last(&mut reply, engine, true).await;
 }
 
 /// Streams new output lines of the target until the client leaves.

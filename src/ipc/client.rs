@@ -3,8 +3,11 @@
 //! round trip, and no async runtime is worth starting for it.
 //!
 //! A daemon that sends nothing for [`DEFAULT_TIMEOUT`] (`ECO_TIMEOUT`) is
-//! given up on: a busy daemon sends [`Response::Working`] every second, so
-//! silence means a stuck (or stopped) one. A command starts the daemon at
+//! given up on. The timer counts silence, not work: it starts again at
+//! each frame (it is the socket's read timeout, per read), and a busy
+//! daemon sends [`Response::Working`] every second, or
+//! [`Response::Progress`] at least every half second during a long
+//! request, so silence means a stuck (or stopped) one. A command starts the daemon at
 //! most once, and shows the daemon's own error when it dies at start.
 
 use std::io::{BufReader, Read, Seek, SeekFrom};
@@ -13,7 +16,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use super::codec::{self, CodecError};
-use super::proto::{Envelope, PROTOCOL_VERSION, Request, Response, Warning};
+use super::proto::{Envelope, PROTOCOL_VERSION, Progress, Request, Response, Warning};
 use crate::home::{self, HomeError, Open};
 use crate::paths::Paths;
 
@@ -68,6 +71,8 @@ pub struct Client {
     timeout: Duration,
     /// Warnings received before the answer, for the command to show.
     warnings: Vec<Warning>,
+    /// Told of each progress frame (see [`Client::on_progress`]).
+    progress: Option<Box<dyn FnMut(Progress) + Send>>,
 }
 
 /// `ECO_TIMEOUT` (`2s`, `500ms`, or milliseconds), else [`DEFAULT_TIMEOUT`].
@@ -168,12 +173,18 @@ impl Client {
             paths: paths.clone(),
             timeout,
             warnings: Vec::new(),
+            progress: None,
         })
     }
 
     /// Warnings the daemon sent so far (taken).
     pub fn take_warnings(&mut self) -> Vec<Warning> {
         std::mem::take(&mut self.warnings)
+    }
+
+    /// Hands each progress frame to `show` (without it they are skipped).
+    pub fn on_progress(&mut self, show: impl FnMut(Progress) + Send + 'static) {
+        self.progress = Some(Box::new(show));
     }
 
     /// A handle on the connection, to shut it down from another thread.
@@ -190,13 +201,18 @@ impl Client {
         codec::write_blocking(&mut self.writer, &envelope).map_err(|e| self.codec_error(e))
     }
 
-    /// Reads the next response (heartbeats skipped, warnings kept for
-    /// [`Client::take_warnings`]); `None` when the daemon closed the
-    /// connection.
+    /// Reads the next response (heartbeats skipped, progress handed to
+    /// [`Client::on_progress`], warnings kept for [`Client::take_warnings`]);
+    /// `None` when the daemon closed the connection.
     pub fn receive(&mut self) -> Result<Option<Response>, ClientError> {
         loop {
             match codec::read_blocking(&mut self.reader).map_err(|e| self.codec_error(e))? {
                 Some(Response::Working) => {}
+                Some(Response::Progress(progress)) => {
+                    if let Some(show) = self.progress.as_mut() {
+                        show(progress);
+                    }
+                }
                 Some(Response::Warning(warning)) => self.warnings.push(warning),
                 other => return Ok(other),
             }

@@ -182,6 +182,41 @@ pub enum Response {
     Event {
         event: FeedEvent,
     },
+    /// How far a long request is ("4,212/8,000 online"): sent while it
+    /// runs, at most every 200 ms and at least every 500 ms, and once more
+    /// when it ends. Like `Working`, it tells a busy daemon from a stuck one.
+    Progress(Progress),
+}
+
+/// What a [`Response::Progress`] reports: `done` of `total` instances are
+/// in the state `step` names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Progress {
+    pub step: Step,
+    pub done: u64,
+    pub total: u64,
+}
+
+/// What a [`Progress`] counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Step {
+    /// Instances online (`up --wait`, `restart`, `scale`).
+    Online,
+    /// Instances replaced and online since the request began (`reload`).
+    Reloaded,
+    /// Instances ended (`kill`).
+    Stopped,
+}
+
+impl Step {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Step::Online => "online",
+            Step::Reloaded => "reloaded",
+            Step::Stopped => "stopped",
+        }
+    }
 }
 
 /// What a [`Response::Warning`] reports.

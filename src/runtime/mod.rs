@@ -12,9 +12,11 @@
 //! - `ops`: user commands (stop, start, restart, reload, delete, scale).
 //! - `rollout`: the one rolling replacement (new beside old, readiness-gated).
 //! - `wait`: `up --wait`. `views`: what `ls` and `describe` show.
+//!   `progress`: the counts long requests report as they go.
 //! - `ids`: the instances' numeric ids (PM2's `id` column).
 //! - `instance`: one instance's task; `spawn`, `kill`, `ready`, `output`,
-//!   `listen`, `reaper`: the system calls behind it.
+//!   `listen`, `reaper`: the system calls behind it; `turn`: one spawn at
+//!   a time, the daemon's timers and sockets served between two.
 //! - `spawner`: the spawn contract (`SpawnRequest`, `Spawner`): the real
 //!   spawner in the daemon and `up -F`, a fake in `tests` (the engine run
 //!   in-process on a paused clock).
@@ -33,6 +35,7 @@ pub mod notify;
 pub mod ops;
 pub mod output;
 pub mod pid_write;
+pub mod progress;
 pub mod ready;
 pub mod reaper;
 mod restart_queue;
@@ -40,6 +43,7 @@ pub mod rollout;
 pub mod spawn;
 pub mod spawner;
 mod types;
+pub mod turn;
 pub mod views;
 pub mod wait;
 

@@ -207,7 +207,7 @@ impl Actor {
     /// Starts the process once (see `start`) and supervises it until it
     /// exits or is stopped.
     pub(super) async fn run_once(&mut self) -> RunEnd {
-        let mut run = match self.start() {
+        let mut run = match self.start().await {
             Ok(run) => run,
             Err(end) => return end,
         };

@@ -37,7 +37,7 @@ struct Prepared {
 
 impl Actor {
     /// Prepares the run's environment and sockets, and spawns the process.
-    pub(super) fn start(&mut self) -> Result<Running, RunEnd> {
+    pub(super) async fn start(&mut self) -> Result<Running, RunEnd> {
         let mark = format!(
             "{}.{}.{}",
             self.mark_prefix,
@@ -58,8 +58,12 @@ impl Actor {
             s.status_text = None;
             s.reloading = false;
         });
+        // One spawn at a time, the daemon's sockets served between two.
+        let turn = crate::runtime::turn::take().await;
         let cgroup = self.cgroup();
-        let spawned = match self.launch(&extra, cgroup.as_ref()) {
+        let launched = self.launch(&extra, cgroup.as_ref());
+        turn.pass().await;
+        let spawned = match launched {
             Ok(spawned) => spawned,
             Err(err) => return Err(self.spawn_failed(&err)),
         };
