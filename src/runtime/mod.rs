@@ -193,6 +193,8 @@ type AppKey = (String, String);
 pub struct Engine {
     /// How processes start and are signalled, the clock, the apps' limit.
     machine: Machine,
+    /// One spawn at a time (see `turn`).
+    turns: turn::Turns,
     observer: Arc<dyn Observer>,
     projects: Mutex<BTreeMap<String, ProjectRuntime>>,
     /// Starts every spawn mark: names this engine's world (see `leftovers`).
@@ -227,6 +229,7 @@ impl Engine {
         let (restarts, requests) = tokio::sync::mpsc::unbounded_channel::<RestartRequest>();
         let engine = Arc::new(Engine {
             machine,
+            turns: turn::Turns::default(),
             observer,
             projects: Mutex::new(BTreeMap::new()),
             mark_prefix,
@@ -483,6 +486,7 @@ impl Engine {
             listeners: Arc::clone(&self.listeners),
             listen: app.process.listen.clone(),
             machine: self.machine.clone(),
+            turns: self.turns.clone(),
             observer: Arc::clone(&self.observer),
             tasks: self.tasks.clone(),
             cgroups: self.cgroups.clone(),

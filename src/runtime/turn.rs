@@ -12,21 +12,34 @@
 //! the instances start. The spawns themselves were serial already (one
 //! thread), so nothing is slower.
 
-use tokio::sync::{Semaphore, SemaphorePermit};
+use std::sync::Arc;
 
-/// One spawn at a time; waiters are served in order (tokio's semaphore is fair).
-static TURN: Semaphore = Semaphore::const_new(1);
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+/// One engine's turns: one spawn at a time, waiters served in order
+/// (tokio's semaphore is fair). Per engine, so that engines on other
+/// runtimes (the engine's tests) never wait for each other.
+#[derive(Clone)]
+pub struct Turns(Arc<Semaphore>);
+
+impl Default for Turns {
+    fn default() -> Turns {
+        Turns(Arc::new(Semaphore::new(1)))
+    }
+}
 
 /// Held while a heavy step runs; [`Turn::pass`] hands it on.
 pub struct Turn {
-    _permit: Option<SemaphorePermit<'static>>,
+    _permit: Option<OwnedSemaphorePermit>,
 }
 
-/// Waits for this task's turn.
-pub async fn take() -> Turn {
-    // The semaphore is never closed, so acquiring cannot fail.
-    Turn {
-        _permit: TURN.acquire().await.ok(),
+impl Turns {
+    /// Waits for this task's turn.
+    pub async fn take(&self) -> Turn {
+        // The semaphore is never closed, so acquiring cannot fail.
+        Turn {
+            _permit: Arc::clone(&self.0).acquire_owned().await.ok(),
+        }
     }
 }
 

@@ -142,6 +142,8 @@ pub struct Launch {
     pub listen: Vec<crate::spec::ListenAddr>,
     /// The spawner, the clock and the apps' descriptor limit.
     pub machine: Machine,
+    /// The engine's spawn turns (see `turn`).
+    pub turns: super::turn::Turns,
     pub observer: Arc<dyn Observer>,
     /// The engine's tracker: the instance's task and its helpers belong to it.
     pub tasks: TaskTracker,
@@ -233,6 +235,7 @@ pub fn launch(launch: Launch) -> InstanceHandle {
         control: control_rx,
         state: state_tx,
         machine: launch.machine,
+        turns: launch.turns,
         observer: launch.observer,
         tasks: launch.tasks.clone(),
         cgroups: launch.cgroups,
@@ -262,6 +265,7 @@ struct Actor {
     control: mpsc::UnboundedReceiver<Control>,
     state: watch::Sender<InstanceState>,
     machine: Machine,
+    turns: super::turn::Turns,
     observer: Arc<dyn Observer>,
     tasks: TaskTracker,
     cgroups: Option<Arc<Subtree>>,

@@ -59,7 +59,7 @@ impl Actor {
             s.reloading = false;
         });
         // One spawn at a time, the daemon's sockets served between two.
-        let turn = crate::runtime::turn::take().await;
+        let turn = self.turns.take().await;
         let cgroup = self.cgroup();
         let launched = self.launch(&extra, cgroup.as_ref());
         turn.pass().await;
