@@ -295,6 +295,11 @@ impl Observer for LogFiles {
         file.as_deref() != Some(Path::new("/dev/null"))
     }
 
+    /// `out_file` and `err_file` name one file: one pipe feeds it.
+    fn merges(&self, settings: &crate::spec::Settings) -> bool {
+        settings.out_file.is_some() && settings.out_file == settings.err_file
+    }
+
     fn event(&self, id: &InstanceId, event: &Event) {
         let instance = format!("{}/{}.{}", id.project, id.app, id.index);
         if let Event::Started { .. } = event

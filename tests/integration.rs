@@ -19,6 +19,7 @@ mod layers;
 mod node_cluster;
 mod notify;
 mod observe;
+mod one_pipe;
 mod pm2;
 mod pm2_corpus;
 mod pm2_hands;

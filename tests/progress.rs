@@ -16,7 +16,7 @@ fn frames(home: &Home, request: &serde_json::Value, last: &str) -> Vec<serde_jso
         .set_read_timeout(Some(Duration::from_secs(60)))
         .expect("timeout");
     let mut writer = stream.try_clone().expect("clone");
-    let envelope = serde_json::json!({ "version": 3, "request": request });
+    let envelope = serde_json::json!({ "version": 4, "request": request });
     writeln!(writer, "{envelope}").expect("send");
     let mut frames = Vec::new();
     for line in BufReader::new(stream).lines() {
@@ -89,8 +89,8 @@ fn up_wait_and_kill_stream_rising_counts() {
 }
 
 /// `up --wait` that takes several times the silence timer (ECO_TIMEOUT at
-/// 800 ms, below the 1 s heartbeat: only progress frames keep the client
-/// listening) succeeds, and stderr stays free of "not responding".
+/// 900 ms, below the old 1 s heartbeat) succeeds, and stderr stays free of
+/// "not responding".
 #[test]
 fn busy_daemon_outlasts_the_silence_timer() {
     let home = Home::new();
@@ -103,7 +103,7 @@ fn busy_daemon_outlasts_the_silence_timer() {
         .args(["up", "--wait", "--timeout", "120s"])
         .current_dir(home.path())
         .env("ECO_HOME", home.path())
-        .env("ECO_TIMEOUT", "800ms")
+        .env("ECO_TIMEOUT", "900ms")
         .env("NO_COLOR", "1")
         .output()
         .expect("eco runs");

@@ -140,6 +140,7 @@ fn clone3_and_std_give_the_child_the_same_world() {
     request.output = Output {
         stdout: true,
         stderr: false,
+        merged: false,
     };
     request.nofile = Some(321);
     request.cgroup = cgroup.clone();
@@ -247,6 +248,7 @@ fn a_limit_below_the_descriptors_eco_holds_still_starts_on_both_paths() {
     request.output = Output {
         stdout: true,
         stderr: true,
+        merged: false,
     };
     request.nofile = Some(16);
     request.fds = vec![(socket.as_raw_fd(), 3)];

@@ -27,7 +27,8 @@ enum Show {
         /// When the next line is due.
         due: Instant,
         latest: Option<Progress>,
-        printed: bool,
+        /// The last count printed, if any.
+        printed: Option<Progress>,
     },
 }
 
@@ -40,7 +41,7 @@ impl Meter {
             Show::Plain {
                 due: Instant::now() + PLAIN_EVERY,
                 latest: None,
-                printed: false,
+                printed: None,
             }
         };
         let show = Arc::new(Mutex::new(show));
@@ -61,10 +62,10 @@ impl Drop for Meter {
         match &*self.show.lock().unwrap_or_else(PoisonError::into_inner) {
             Show::Bar(bar) => bar.finish_and_clear(),
             Show::Plain {
-                latest: Some(progress),
-                printed: true,
+                latest: Some(latest),
+                printed: Some(printed),
                 ..
-            } => eprintln!("{}", line(progress)),
+            } if latest != printed => eprintln!("{}", line(latest)),
             Show::Plain { .. } => {}
         }
     }
@@ -74,9 +75,13 @@ impl Show {
     fn update(&mut self, progress: Progress) {
         match self {
             Show::Bar(bar) => {
+                bar.set_message(progress.step.as_str());
                 bar.set_length(progress.total);
                 bar.set_position(progress.done);
-                bar.set_message(progress.step.as_str());
+                if bar.is_hidden() {
+                    // Drawn from the first count on (no empty 0/0 bar before).
+                    bar.set_draw_target(ProgressDrawTarget::stderr());
+                }
             }
             Show::Plain {
                 due,
@@ -88,7 +93,7 @@ impl Show {
                 if now >= *due {
                     eprintln!("{}", line(&progress));
                     *due = now + PLAIN_EVERY;
-                    *printed = true;
+                    *printed = Some(progress);
                 }
             }
         }
@@ -96,7 +101,7 @@ impl Show {
 }
 
 fn bar() -> ProgressBar {
-    let bar = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr());
+    let bar = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::hidden());
     if let Ok(style) =
         ProgressStyle::with_template("{bar:40} {human_pos}/{human_len} {msg} ({elapsed})")
     {

@@ -182,6 +182,9 @@ pub async fn run(paths: Paths, lock_inode: u64) -> anyhow::Result<()> {
     // for this one's lock. Only the socket this daemon bound is removed.
     remove_own_socket(&paths, host.socket_inode.get());
     drop(listener);
+    // `kill` requests were woken when every app stopped: one turn of the
+    // runtime lets them send their last progress frame before the cut.
+    tokio::task::yield_now().await;
     hang_up.cancel();
     connections.close();
     connections.wait().await;

@@ -20,8 +20,8 @@ use crate::runtime::progress::{Scope, Tally};
 const SAMPLE: Duration = Duration::from_millis(200);
 
 /// The longest silence while a request runs: the count is sent again even
-/// unchanged (the client's silence timer is 1 s at the least).
-const KEEPALIVE: Duration = Duration::from_millis(500);
+/// unchanged (the client's silence timer may be as short as 1 s).
+pub const KEEPALIVE: Duration = Duration::from_millis(400);
 
 /// What a long request reports, and since when.
 pub struct Gauge {

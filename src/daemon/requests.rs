@@ -8,7 +8,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use super::DEFAULT_PROJECT;
-use super::progress::Gauge;
+use super::progress::{Gauge, KEEPALIVE};
 use super::state::Saver;
 use crate::cli::hints;
 use crate::ipc::proto::{
@@ -52,8 +52,8 @@ pub struct Life {
     pub stopped: CancellationToken,
 }
 
-/// How often a request in progress tells the client it is still at work.
-pub(super) const HEARTBEAT: Duration = Duration::from_secs(1);
+/// How often `logs -f` tells a quiet follower the daemon is still there.
+const HEARTBEAT: Duration = Duration::from_secs(1);
 
 impl Handler for Daemon {
     async fn handle(self: Arc<Self>, request: Request, mut reply: Reply) {
@@ -122,11 +122,12 @@ impl Daemon {
     }
 }
 
-/// Runs `work` to its end, sending [`Response::Working`] every second
-/// meanwhile (a client that left does not cut the work short).
+/// Runs `work` to its end, sending [`Response::Working`] every
+/// [`KEEPALIVE`] meanwhile (a client that left does not cut the work short):
+/// often enough for a silence timer of 1 s, even on a busy host.
 async fn busy<T>(reply: &mut Reply, work: impl std::future::Future<Output = T>) -> T {
     tokio::pin!(work);
-    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + HEARTBEAT, HEARTBEAT);
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + KEEPALIVE, KEEPALIVE);
     let mut listening = true;
     loop {
         tokio::select! {

@@ -5,9 +5,9 @@
 //! A daemon that sends nothing for [`DEFAULT_TIMEOUT`] (`ECO_TIMEOUT`) is
 //! given up on. The timer counts silence, not work: it starts again at
 //! each frame (it is the socket's read timeout, per read), and a busy
-//! daemon sends [`Response::Working`] every second, or
-//! [`Response::Progress`] at least every half second during a long
-//! request, so silence means a stuck (or stopped) one. A command starts the daemon at
+//! daemon sends [`Response::Working`] (or, during a long request,
+//! [`Response::Progress`]) at least every 400 ms, so silence means a stuck
+//! (or stopped) one. A command starts the daemon at
 //! most once, and shows the daemon's own error when it dies at start.
 
 use std::io::{BufReader, Read, Seek, SeekFrom};

@@ -9,7 +9,7 @@ use crate::target::{Selected, TargetError};
 use crate::view::{AppView, Problem, Row, WaitFailure};
 
 /// Bumped on any incompatible change; checked on every request.
-pub const PROTOCOL_VERSION: u32 = 3;
+pub const PROTOCOL_VERSION: u32 = 4;
 
 /// The largest message accepted, either way (a 1,000-app spec is ~1 MiB).
 pub const MAX_MESSAGE: usize = 16 * 1024 * 1024;
@@ -183,7 +183,7 @@ pub enum Response {
         event: FeedEvent,
     },
     /// How far a long request is ("4,212/8,000 online"): sent while it
-    /// runs, at most every 200 ms and at least every 500 ms, and once more
+    /// runs, at most every 200 ms and at least every 400 ms, and once more
     /// when it ends. Like `Working`, it tells a busy daemon from a stuck one.
     Progress(Progress),
 }

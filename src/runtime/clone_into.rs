@@ -110,14 +110,19 @@ pub fn spawn(request: &SpawnRequest) -> io::Result<Cloned> {
         Ok((Some(read), Some(write)))
     };
     let (out_read, out_write) = pipe(output.stdout)?;
-    let (err_read, err_write) = pipe(output.stderr)?;
+    let (err_read, err_write) = pipe(output.read_ends().1)?;
+    let out_fd = out_write.as_ref().map_or(-1, AsRawFd::as_raw_fd);
     let mut shared = Shared {
         prepared: &prepared,
         argv: &argv,
         envp: &envp,
         outputs: [
-            out_write.as_ref().map_or(-1, AsRawFd::as_raw_fd),
-            err_write.as_ref().map_or(-1, AsRawFd::as_raw_fd),
+            out_fd,
+            if output.one_pipe() {
+                out_fd
+            } else {
+                err_write.as_ref().map_or(-1, AsRawFd::as_raw_fd)
+            },
         ],
         errno: 0,
     };

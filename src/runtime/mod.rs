@@ -42,8 +42,8 @@ mod restart_queue;
 pub mod rollout;
 pub mod spawn;
 pub mod spawner;
-mod types;
 pub mod turn;
+mod types;
 pub mod views;
 pub mod wait;
 
@@ -75,6 +75,7 @@ pub(crate) fn output_of(
     spawn::Output {
         stdout: reads_log || observer.captures(settings, Stream::Out),
         stderr: reads_log || observer.captures(settings, Stream::Err),
+        merged: observer.merges(settings),
     }
 }
 
@@ -246,10 +247,11 @@ impl Engine {
         engine
     }
 
-    /// The output pipes eco holds per instance of an app with `settings`.
+    /// The output pipes eco holds per instance of an app with `settings`
+    /// (one when both streams share it).
     pub fn output_pipes(&self, settings: &crate::spec::Settings) -> u64 {
-        let output = output_of(&*self.observer, settings);
-        u64::from(output.stdout) + u64::from(output.stderr)
+        let (stdout, stderr) = output_of(&*self.observer, settings).read_ends();
+        u64::from(stdout) + u64::from(stderr)
     }
 
     /// True when cluster instances get a socket each (see `listen`).

@@ -114,7 +114,7 @@ fn spawn_argv(
     request.fds = fds;
     let started = how.spawner.spawn(&request)?;
     let (stdout, stderr) = (started.stdout, started.stderr);
-    if (stdout.is_some(), stderr.is_some()) != (how.output.stdout, how.output.stderr) {
+    if (stdout.is_some(), stderr.is_some()) != how.output.read_ends() {
         return Err(io::Error::other("the child's output pipes are missing"));
     }
     for fd in stdout.iter().chain(&stderr) {

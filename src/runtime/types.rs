@@ -93,4 +93,9 @@ pub trait Observer: Send + Sync {
     fn backlog(&self, _id: &InstanceId, _stream: Stream) -> Option<Arc<output::Backlog>> {
         None
     }
+    /// True when both streams end up in one place (the same log file):
+    /// the instance then gets one pipe for both, read as its stdout.
+    fn merges(&self, _settings: &crate::spec::Settings) -> bool {
+        false
+    }
 }

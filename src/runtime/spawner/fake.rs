@@ -262,6 +262,15 @@ impl Fake {
             keep.push(write);
             Ok(Some(read))
         };
+        if request.output.one_pipe() {
+            let both: Vec<String> = script
+                .stdout
+                .iter()
+                .chain(&script.stderr)
+                .cloned()
+                .collect();
+            return Ok((open(true, &both)?, None, keep));
+        }
         let stdout = open(request.output.stdout, &script.stdout)?;
         let stderr = open(request.output.stderr, &script.stderr)?;
         Ok((stdout, stderr, keep))

@@ -52,13 +52,28 @@ pub use system::{Strategy, System};
 pub struct Output {
     pub stdout: bool,
     pub stderr: bool,
+    /// Both streams go to one place (the same log file): with both piped,
+    /// fd 1 and 2 are one pipe, whose read end eco gets as `stdout`. One
+    /// descriptor in eco instead of two, and the lines keep their order.
+    pub merged: bool,
 }
 
 impl Output {
     pub const NULL: Output = Output {
         stdout: false,
         stderr: false,
+        merged: false,
     };
+
+    /// True when fd 1 and 2 share one pipe.
+    pub fn one_pipe(self) -> bool {
+        self.merged && self.stdout && self.stderr
+    }
+
+    /// The read ends eco gets: (stdout, stderr).
+    pub fn read_ends(self) -> (bool, bool) {
+        (self.stdout, self.stderr && !self.one_pipe())
+    }
 }
 
 /// Everything a started process gets; every spawner honours every field.

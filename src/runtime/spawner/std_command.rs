@@ -26,6 +26,17 @@ pub fn spawn(reaper: &Reaper, request: &SpawnRequest) -> io::Result<Child> {
         .stdin(Stdio::null())
         .stdout(piped_or_null(request.output.stdout))
         .stderr(piped_or_null(request.output.stderr));
+    // One pipe for both: eco keeps its read end, the child gets its write
+    // end as fd 1 and 2 (the command's copies close when it drops).
+    let one_pipe = match request.output.one_pipe() {
+        true => {
+            let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+            command.stdout(Stdio::from(write.try_clone()?));
+            command.stderr(Stdio::from(write));
+            Some(read)
+        }
+        false => None,
+    };
     if request.new_group {
         command.process_group(0);
     }
@@ -41,10 +52,11 @@ pub fn spawn(reaper: &Reaper, request: &SpawnRequest) -> io::Result<Child> {
         .map(crate::runtime::cgroup::Cgroup::enter)
         .transpose()?;
     let (mut child, exit) = reaper.spawn(&mut command)?;
+    drop(command);
     Ok(Child {
         pid: pid_of(&child),
         exit,
-        stdout: child.stdout.take().map(OwnedFd::from),
+        stdout: one_pipe.or_else(|| child.stdout.take().map(OwnedFd::from)),
         stderr: child.stderr.take().map(OwnedFd::from),
     })
 }
