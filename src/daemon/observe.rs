@@ -207,6 +207,10 @@ impl Observer for Watcher {
     fn backlog(&self, id: &InstanceId, stream: Stream) -> Option<Arc<Backlog>> {
         self.inner.backlog(id, stream)
     }
+
+    fn merges(&self, settings: &Settings) -> bool {
+        self.inner.merges(settings)
+    }
 }
 
 #[cfg(test)]
