@@ -64,12 +64,13 @@ impl Conversation {
         })
     }
 
-    /// The next response that is not a heartbeat or a warning; an error
+    /// The next response that is not a heartbeat, a progress count or a
+    /// warning (the API answers once the work is done); an error
     /// reply becomes [`WireError::Daemon`]; `None` when the daemon closed.
     pub async fn next(&mut self) -> Result<Option<Response>, WireError> {
         loop {
             match codec::read::<Response, _>(&mut self.reader).await? {
-                Some(Response::Working | Response::Warning(_)) => {}
+                Some(Response::Working | Response::Progress(_) | Response::Warning(_)) => {}
                 Some(Response::Error(err)) => return Err(WireError::Daemon(err)),
                 other => return Ok(other),
             }
