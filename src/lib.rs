@@ -20,6 +20,7 @@
 //!   file, off the loop with a timeout.
 //! - `export`: the project as systemd units or Kubernetes manifests (pure).
 //! - `serve`: `eco serve`, metrics and the HTTP API (a client of the daemon).
+//! - `version`: eco's version as the CLI and the daemon report it.
 //! - `cli`: the commands, and all user-facing text (`cli::render`,
 //!   `cli::console`); `cli::foreground` is `eco up -F`.
 
@@ -45,5 +46,6 @@ pub mod spec;
 pub mod state;
 pub mod target;
 pub mod untrusted;
+pub mod version;
 pub mod view;
 pub mod watch;

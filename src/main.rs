@@ -1,6 +1,9 @@
 fn main() {
     let cli = eco::cli::args::parse();
-    if matches!(cli.command, eco::cli::args::Command::Daemon) {
+    if matches!(
+        cli.command,
+        eco::cli::args::Command::Daemon | eco::cli::args::Command::Handover { .. }
+    ) {
         // daemon.log when an `eco` command started the daemon (its stderr
         // is that file): rotated and rate-limited; else stderr (journald).
         let log = eco::daemon::log_file::DaemonLog::for_daemon(

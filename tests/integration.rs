@@ -32,3 +32,4 @@ mod security;
 mod serve;
 mod spawner;
 mod support;
+mod update;

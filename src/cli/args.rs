@@ -222,6 +222,10 @@ pub enum Command {
     Monit,
     /// Stop every app of every project, then the daemon
     Kill,
+    /// Replace the daemon with the eco binary on disk; every app keeps running
+    Update,
+    /// The CLI's version and the daemon's
+    Version,
     /// Run the daemon in the foreground
     Daemon,
     /// Serve Prometheus metrics, a JSON API and a dashboard over HTTP
@@ -316,6 +320,12 @@ pub enum Command {
     /// (internal) A tiny HTTP server on the inherited socket, for tests and benchmarks
     #[command(name = "__fixture-http", hide = true)]
     FixtureHttp,
+    /// (internal) Check that this build can take over a daemon's state
+    #[command(name = "__check-state", hide = true)]
+    CheckState { path: PathBuf },
+    /// (internal) The daemon after `eco update` exec'd it
+    #[command(name = "__handover", hide = true)]
+    Handover { fd: i32 },
 }
 
 #[derive(Debug, Subcommand)]

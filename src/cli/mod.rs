@@ -15,6 +15,7 @@ pub mod monit;
 pub mod progress;
 pub mod render;
 pub mod startup;
+pub mod update;
 
 use anyhow::{Context, Result};
 
@@ -63,6 +64,13 @@ pub fn run(cli: Cli) -> Result<i32> {
         }),
         Command::Daemon => {
             crate::daemon::main(crate::paths::Paths::from_env())?;
+            Ok(0)
+        }
+        Command::Update => update::update(),
+        Command::Version => update::version(),
+        Command::CheckState { path } => update::check_state(&path),
+        Command::Handover { fd } => {
+            crate::daemon::update::resume(crate::paths::Paths::from_env(), fd)?;
             Ok(0)
         }
         Command::Startup {

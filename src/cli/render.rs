@@ -456,6 +456,9 @@ pub fn warning(
                 "{done}, but the state could not be saved: {error}; retrying every second until it succeeds (until then a new daemon would restore the previous state)"
             )
         }
+        Warning::VersionDiffers { cli, daemon } => format!(
+            "this eco is {cli}, the running daemon is {daemon}; run `eco update` to replace the daemon (apps keep running)"
+        ),
         Warning::NotRestored { message } => format!(
             "{message}\n  help: `eco up` the projects again; this warning stops after the next `eco up`"
         ),

@@ -12,6 +12,7 @@ pub mod startup;
 pub mod state;
 pub mod stats;
 pub mod supervisor;
+pub mod update;
 
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::MetadataExt;
@@ -49,19 +50,34 @@ pub fn main(paths: Paths) -> anyhow::Result<()> {
     let _ = nix::unistd::setsid();
     crate::home::check_socket_path(&paths.socket())?;
     crate::home::prepare(&paths.home)?;
-    let Some(_lock) = startup::lock(&paths)? else {
+    let Some(lock) = startup::lock(&paths)? else {
         return Ok(());
     };
     let lock_inode = std::fs::metadata(paths.lock())
         .with_context(|| format!("cannot read {}", paths.lock().display()))?
         .ino();
+    update::record_start(None);
+    serve(paths, lock, lock_inode, None)
+}
+
+/// Runs the daemon holding `lock`: a fresh start, or one after `eco
+/// update` with what the previous daemon handed over.
+fn serve(
+    paths: Paths,
+    lock: nix::fcntl::Flock<std::fs::File>,
+    lock_inode: u64,
+    handover: Option<update::Handover>,
+) -> anyhow::Result<()> {
     if let Some(limit) = startup::raise_nofile() {
         tracing::info!(limit, apps = ?startup::app_nofile(), "descriptor limit");
     }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    runtime.block_on(run(paths, lock_inode))
+    let lock_fd = lock.as_raw_fd();
+    let result = runtime.block_on(run(paths, lock_inode, lock_fd, handover));
+    drop(lock);
+    result
 }
 
 /// How long after its last command the daemon lets go of the code pages
@@ -94,14 +110,24 @@ async fn drop_code_when_idle(commanded: Arc<Notify>, stop: CancellationToken) {
 
 /// The daemon proper: restore state, serve requests until a stop signal,
 /// a `kill` request or the loss of its home, then stop every app.
-pub async fn run(paths: Paths, lock_inode: u64) -> anyhow::Result<()> {
+async fn run(
+    paths: Paths,
+    lock_inode: u64,
+    lock_fd: std::os::fd::RawFd,
+    mut handover: Option<update::Handover>,
+) -> anyhow::Result<()> {
     let mut signals = Signals::install()?;
     let supervisor = supervisor::Supervisor::from_env();
     tracing::info!(home = %paths.home.display(), pid = std::process::id(), "daemon starting");
     write_pid(&paths)?;
     // The instances' notify sockets: their private folder, swept of a dead daemon's.
-    crate::runtime::notify::place::init(&paths.home);
-    let cgroups = clear_leftovers(&paths);
+    // After `eco update` its sockets are the running instances', handed over.
+    if handover.is_some() {
+        crate::runtime::notify::place::init_keeping_own(&paths.home);
+    } else {
+        crate::runtime::notify::place::init(&paths.home);
+    }
+    let cgroups = clear_leftovers(&paths, handover.is_none());
     let services = TaskTracker::new();
     let services_stop = CancellationToken::new();
     let reaper = Reaper::start(&services, services_stop.clone())
@@ -133,9 +159,14 @@ pub async fn run(paths: Paths, lock_inode: u64) -> anyhow::Result<()> {
         Arc::clone(&host) as Arc<dyn Host>,
         Some(paths.logs()),
     );
-    let not_restored = restore(&paths, &engine, &logs, &reconciler).await;
-    let listener = server::bind(&paths.socket())
-        .with_context(|| format!("cannot listen on {}", paths.socket().display()))?;
+    let not_restored = restore(&paths, &engine, &logs, &reconciler, handover.as_mut()).await?;
+    let listener = match &handover {
+        Some(handover) => update::listener_of(handover.socket_fd)
+            .context("cannot serve on the socket handed over")?,
+        None => server::bind(&paths.socket())
+            .with_context(|| format!("cannot listen on {}", paths.socket().display()))?,
+    };
+    update::record_held(lock_fd, listener.as_raw_fd());
     tracing::info!(socket = %paths.socket().display(), fd = listener.as_raw_fd(), "listening");
     // Start-up code is done with: only what runs from now on stays mapped.
     startup::map_only_used_code();
@@ -206,9 +237,13 @@ fn write_pid(paths: &Paths) -> anyhow::Result<()> {
 }
 
 /// This ECO_HOME's cgroup subtree, where the machine allows; whatever a
-/// dead daemon left in it goes first, then whatever carries its mark.
-fn clear_leftovers(paths: &Paths) -> Option<Arc<Subtree>> {
+/// dead daemon left in it goes first, then whatever carries its mark. After
+/// `eco update` (`clear` false) they are this daemon's own, handed over.
+fn clear_leftovers(paths: &Paths, clear: bool) -> Option<Arc<Subtree>> {
     let cgroups = Subtree::create(&format!("eco-{}", paths.token())).map(Arc::new);
+    if !clear {
+        return cgroups;
+    }
     let mut left = cgroups.as_ref().map_or(0, |c| c.clear());
     left += leftovers::stop(&paths.token());
     if left > 0 {
@@ -218,14 +253,25 @@ fn clear_leftovers(paths: &Paths) -> Option<Arc<Subtree>> {
 }
 
 /// Starts the saved projects again; the reason when the state file could
-/// not be read (`eco ls` shows it).
+/// not be read (`eco ls` shows it). After `eco update`, the state is the
+/// one handed over and each running instance is adopted, not started.
 async fn restore(
     paths: &Paths,
     engine: &Arc<Engine>,
     logs: &LogFiles,
     reconciler: &Reconciler,
-) -> Option<String> {
-    match state::load(&paths.state()) {
+    handover: Option<&mut update::Handover>,
+) -> anyhow::Result<Option<String>> {
+    let saved = match handover {
+        Some(handover) => {
+            let runtime = std::mem::take(&mut handover.runtime);
+            let adopted = engine.expect(runtime)?;
+            tracing::info!(adopted, "adopting the running instances");
+            Ok(std::mem::take(&mut handover.state))
+        }
+        None => state::load(&paths.state()),
+    };
+    Ok(match saved {
         Ok(saved) => {
             // Ids first: each restored instance starts under its old id.
             engine.load_ids(&saved.ids);
@@ -235,12 +281,25 @@ async fn restore(
             }
             engine.settle_ids().await;
             reconciler.saved().await;
+            stop_unclaimed(engine);
             None
         }
         Err(err) => {
             tracing::error!(%err, "state not restored");
             Some(err.to_string())
         }
+    })
+}
+
+/// Handed-over processes that no restored project claims are stopped.
+fn stop_unclaimed(engine: &Engine) {
+    let unclaimed = engine.unclaimed_adoptees();
+    if !unclaimed.is_empty() {
+        tracing::warn!(
+            ?unclaimed,
+            "stopping handed-over processes no project claims"
+        );
+        crate::runtime::kill::kill_pids(&*engine.machine().spawner, &unclaimed);
     }
 }
 

@@ -72,6 +72,7 @@ impl Handler for Daemon {
             }
             Request::Kill => kill(&self, reply).await,
             Request::Events => super::stats::events(&self.observed, reply).await,
+            Request::Update => super::update::update(&self, reply).await,
             request => {
                 let changes = !request.allowed_while_stopping();
                 if matches!(request, Request::Apply { dry_run: false, .. }) {
@@ -125,7 +126,7 @@ impl Daemon {
 /// Runs `work` to its end, sending [`Response::Working`] every
 /// [`KEEPALIVE`] meanwhile (a client that left does not cut the work short):
 /// often enough for a silence timer of 1 s, even on a busy host.
-async fn busy<T>(reply: &mut Reply, work: impl std::future::Future<Output = T>) -> T {
+pub(super) async fn busy<T>(reply: &mut Reply, work: impl std::future::Future<Output = T>) -> T {
     tokio::pin!(work);
     let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + KEEPALIVE, KEEPALIVE);
     let mut listening = true;
@@ -182,6 +183,10 @@ async fn answer(daemon: &Daemon, request: Request) -> Response {
         Request::Stats => super::stats::stats(daemon).await,
         Request::Events => {
             Response::Error(ErrorReply::failed("events are answered as a stream", None))
+        }
+        Request::Version => super::update::version(),
+        Request::Update => {
+            Response::Error(ErrorReply::failed("update is answered on its own", None))
         }
     }
 }

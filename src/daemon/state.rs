@@ -19,7 +19,7 @@ use crate::home::{self, HomeError, Open};
 use crate::runtime::ids::SavedId;
 use crate::spec::ProjectSpec;
 
-const STATE_VERSION: u32 = 1;
+pub(crate) const STATE_VERSION: u32 = 1;
 
 /// How often a failed save is tried again.
 const RETRY_EVERY: Duration = Duration::from_secs(1);

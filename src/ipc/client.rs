@@ -73,6 +73,8 @@ pub struct Client {
     warnings: Vec<Warning>,
     /// Told of each progress frame (see [`Client::on_progress`]).
     progress: Option<Box<dyn FnMut(Progress) + Send>>,
+    /// The daemon's other version was told (or is this command's subject).
+    version_told: bool,
 }
 
 /// `ECO_TIMEOUT` (`2s`, `500ms`, or milliseconds), else [`DEFAULT_TIMEOUT`].
@@ -174,6 +176,7 @@ impl Client {
             timeout,
             warnings: Vec::new(),
             progress: None,
+            version_told: false,
         })
     }
 
@@ -194,9 +197,12 @@ impl Client {
 
     /// Sends the request.
     pub fn send(&mut self, request: Request) -> Result<(), ClientError> {
+        // `version` and `update` are about versions: they say it themselves.
+        self.version_told |= matches!(request, Request::Version | Request::Update);
         let envelope = Envelope {
             version: PROTOCOL_VERSION,
             request,
+            eco: Some(crate::version::current().to_owned()),
         };
         codec::write_blocking(&mut self.writer, &envelope).map_err(|e| self.codec_error(e))
     }
@@ -211,6 +217,14 @@ impl Client {
                 Some(Response::Progress(progress)) => {
                     if let Some(show) = self.progress.as_mut() {
                         show(progress);
+                    }
+                }
+                Some(Response::Warning(Warning::VersionDiffers { cli, daemon })) => {
+                    // Once per command, whichever command it is.
+                    if !std::mem::replace(&mut self.version_told, true) {
+                        eprintln!(
+                            "eco: this eco is {cli}, the running daemon is {daemon}; run `eco update` to replace the daemon (apps keep running)"
+                        );
                     }
                 }
                 Some(Response::Warning(warning)) => self.warnings.push(warning),

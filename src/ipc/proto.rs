@@ -9,7 +9,7 @@ use crate::target::{Selected, TargetError};
 use crate::view::{AppView, Problem, Row, WaitFailure};
 
 /// Bumped on any incompatible change; checked on every request.
-pub const PROTOCOL_VERSION: u32 = 4;
+pub const PROTOCOL_VERSION: u32 = 5;
 
 /// The largest message accepted, either way (a 1,000-app spec is ~1 MiB).
 pub const MAX_MESSAGE: usize = 16 * 1024 * 1024;
@@ -19,6 +19,10 @@ pub const MAX_MESSAGE: usize = 16 * 1024 * 1024;
 pub struct Envelope {
     pub version: u32,
     pub request: Request,
+    /// The CLI's eco version (see `crate::version`): a daemon of another
+    /// version says so.
+    #[serde(default)]
+    pub eco: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -88,6 +92,10 @@ pub enum Request {
     /// Stream events (state changes, restarts with reason, saves applied
     /// or refused) until the client leaves.
     Events,
+    /// The daemon's version, pid and generation (`eco version`).
+    Version,
+    /// Replace the daemon with the binary on disk, keeping every app.
+    Update,
 }
 
 impl Request {
@@ -104,6 +112,7 @@ impl Request {
                 | Request::Kill
                 | Request::Stats
                 | Request::Events
+                | Request::Version
         ) || matches!(self, Request::Apply { dry_run: true, .. })
     }
 }
@@ -186,6 +195,20 @@ pub enum Response {
     /// runs, at most every 200 ms and at least every 400 ms, and once more
     /// when it ends. Like `Working`, it tells a busy daemon from a stuck one.
     Progress(Progress),
+    /// `eco version`: the daemon's.
+    Version {
+        version: String,
+        pid: u32,
+        /// Handovers this daemon's pid has been through (`eco update`).
+        generation: u64,
+        /// The binary `eco update` execs.
+        exe: Option<std::path::PathBuf>,
+    },
+    /// `eco update`: the binary on disk can take over; the daemon execs it
+    /// once this is sent (the connection then closes).
+    Updating {
+        from: String,
+    },
 }
 
 /// What a [`Response::Progress`] reports: `done` of `total` instances are
@@ -227,6 +250,8 @@ pub enum Warning {
     NotSaved { error: String },
     /// The daemon started without the saved state (damaged, refused).
     NotRestored { message: String },
+    /// The CLI's version is not the daemon's.
+    VersionDiffers { cli: String, daemon: String },
 }
 
 /// The commands answered with [`Response::Done`].

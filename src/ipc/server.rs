@@ -101,5 +101,15 @@ pub async fn serve<H: Handler>(stream: UnixStream, handler: Arc<H>) {
             .await;
         return;
     }
+    if let Some(cli) = envelope.eco.as_deref()
+        && cli != crate::version::current()
+    {
+        reply
+            .send(&Response::Warning(super::proto::Warning::VersionDiffers {
+                cli: cli.to_owned(),
+                daemon: crate::version::current().to_owned(),
+            }))
+            .await;
+    }
     handler.handle(envelope.request, reply).await;
 }

@@ -559,6 +559,100 @@ pub fn exec_with_fds(fds: &[RawFd], names: &str, argv: &[String]) -> io::Error {
         .exec()
 }
 
+/// Handing the sockets to the next daemon (`eco update`, see `adopt`).
+impl Listeners {
+    /// Every socket held, with its descriptor number (kept open by the
+    /// caller until its exec).
+    pub fn held(&self) -> Vec<super::adopt::HeldSocket> {
+        let open = self.lock_open();
+        let mut held = Vec::new();
+        for (addr, bound) in open.iter() {
+            match bound {
+                Bound::Shared(fd) => held.push(super::adopt::HeldSocket {
+                    addr: addr.clone(),
+                    slot: None,
+                    users: 0,
+                    fd: fd.as_raw_fd(),
+                }),
+                Bound::PerInstance(group) => {
+                    held.extend(
+                        group
+                            .slots
+                            .iter()
+                            .map(|(slot, s)| super::adopt::HeldSocket {
+                                addr: addr.clone(),
+                                slot: Some(*slot),
+                                users: s.users,
+                                fd: s.fd.as_raw_fd(),
+                            }),
+                    );
+                }
+            }
+        }
+        held
+    }
+
+    /// How TCP addresses are held, if decided yet.
+    pub fn sharing_decided(&self) -> Option<Sharing> {
+        self.sharing.get().copied()
+    }
+
+    /// Takes the sockets a previous daemon held, and its way of holding them.
+    pub fn adopt(&self, held: Vec<super::adopt::HeldSocket>, sharing: Option<&str>) {
+        match sharing {
+            Some("shared") => drop(self.sharing.set(Sharing::Shared)),
+            Some("per-instance") => drop(self.sharing.set(Sharing::PerInstance)),
+            _ => {}
+        }
+        let mut open = self.lock_open();
+        for socket in held {
+            let fd = super::adopt::owned(socket.fd);
+            let _ = fcntl(&fd, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC));
+            match socket.slot {
+                None => {
+                    open.insert(socket.addr, Bound::Shared(fd));
+                }
+                Some(slot) => {
+                    let ListenAddr::Tcp(addr) = &socket.addr else {
+                        continue;
+                    };
+                    let entry = open.entry(socket.addr.clone()).or_insert_with(|| {
+                        Bound::PerInstance(Group {
+                            addr: *addr,
+                            slots: BTreeMap::new(),
+                        })
+                    });
+                    if let Bound::PerInstance(group) = entry {
+                        group.slots.insert(
+                            slot,
+                            Slot {
+                                fd,
+                                users: socket.users,
+                            },
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    /// The lease of a running process the previous daemon started with its
+    /// per-instance sockets (already counted in their users).
+    pub fn lease_held(self: &Arc<Self>, addrs: &[ListenAddr], slot: u32) -> Lease {
+        let open = self.lock_open();
+        let addrs = addrs
+            .iter()
+            .filter(|a| matches!(open.get(a), Some(Bound::PerInstance(g)) if g.slots.contains_key(&slot)))
+            .cloned()
+            .collect();
+        Lease {
+            listeners: Arc::clone(self),
+            addrs,
+            slot,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -21,6 +21,7 @@
 //!   spawner in the daemon and `up -F`, a fake in `tests` (the engine run
 //!   in-process on a paused clock).
 
+pub mod adopt;
 mod apply;
 pub mod cgroup;
 pub mod clone_into;
@@ -216,6 +217,9 @@ pub struct Engine {
     /// Every instance slot's numeric id: given at its first launch, freed
     /// when the slot goes (see `ids`).
     ids: std::sync::Mutex<ids::IdTable>,
+    /// Running processes a previous daemon handed over (`eco update`),
+    /// taken by the launch of their slot (see `adopt`).
+    adoptees: std::sync::Mutex<BTreeMap<adopt::AdopteeKey, adopt::Adoptee>>,
 }
 
 impl Engine {
@@ -239,6 +243,7 @@ impl Engine {
             closing: CancellationToken::new(),
             held: std::sync::Mutex::default(),
             ids: std::sync::Mutex::default(),
+            adoptees: std::sync::Mutex::default(),
             app_ops: std::sync::Mutex::default(),
             cgroups,
             restarts,
@@ -473,7 +478,8 @@ impl Engine {
                 .filter_map(|dep| project.apps.get(dep))
                 .flat_map(|dep| dep.instances.iter().map(|h| h.state.clone())),
         );
-        instance::launch(Launch {
+        let adoptee = self.take_adoptee(project_name, &app.name, index);
+        let launch = Launch {
             id: InstanceId {
                 project: project_name.to_owned(),
                 app: app.name.clone(),
@@ -495,7 +501,11 @@ impl Engine {
             pid_file: app.process.pid_file.clone(),
             watchdog: app.process.watchdog,
             restarts: self.restarts.clone(),
-        })
+        };
+        match adoptee {
+            Some(adoptee) => instance::adopt(launch, adoptee),
+            None => instance::launch(launch),
+        }
     }
 
     /// Stops every app of a project (dependents first) and forgets it.

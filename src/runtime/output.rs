@@ -134,26 +134,42 @@ pub struct Sink {
 /// Reads `pipe` (non-blocking) until EOF, passing complete lines to `sink`.
 /// `hurry` is cancelled once the process has exited.
 pub async fn pump(pipe: OwnedFd, sink: Sink, hurry: CancellationToken) {
+    pump_from(pipe, sink, hurry, Vec::new()).await;
+}
+
+/// [`pump`], starting with `leftover`: the unfinished line a previous
+/// daemon had read from this pipe (`eco update`). Once a handover begins
+/// ([`super::adopt::quiesce`]) it stops reading at a line boundary and
+/// parks the pipe with what it holds of an unfinished line.
+pub async fn pump_from(pipe: OwnedFd, sink: Sink, hurry: CancellationToken, leftover: Vec<u8>) {
+    let _running = super::adopt::PumpRunning::new();
+    let quiesce = super::adopt::quiesce_token();
     let capacity = pipe_capacity(&pipe);
     let batching = capacity >= BATCH_MIN_PIPE;
     let backlog = sink.observer.backlog(&sink.id, sink.stream);
     let mut lines = Lines::new(sink, capacity.clamp(MAX_LINE, READ_MAX));
+    lines.filled = leftover.len();
+    lines.buf = leftover;
     let mut pipe = File::from(pipe);
     loop {
         // Quiet: in epoll until output (or EOF) comes.
         pipe = match watch(pipe) {
             Ok(watched) => {
-                if !lines
-                    .wait_and_read(&watched, batching, backlog.as_deref())
-                    .await
-                {
+                let read = tokio::select! {
+                    read = lines.wait_and_read(&watched, batching, backlog.as_deref()) => read,
+                    () = quiesce.cancelled() => return lines.park(watched.into_inner()),
+                };
+                if !read {
                     return lines.finish();
                 }
                 watched.into_inner()
             }
             Err(refused) => {
                 let (pipe, _) = refused.into_parts();
-                tokio::time::sleep(UNWATCHED_POLL).await;
+                tokio::select! {
+                    () = tokio::time::sleep(UNWATCHED_POLL) => {}
+                    () = quiesce.cancelled() => return lines.park(pipe),
+                }
                 pipe
             }
         };
@@ -164,10 +180,17 @@ pub async fn pump(pipe: OwnedFd, sink: Sink, hurry: CancellationToken) {
                 tokio::select! {
                     () = tokio::time::sleep(BATCH_PAUSE) => {}
                     () = hurry.cancelled() => {}
+                    () = quiesce.cancelled() => {}
                 }
             }
+            if quiesce.is_cancelled() {
+                return lines.park(pipe);
+            }
             if let Some(backlog) = &backlog {
-                backlog.room().await;
+                tokio::select! {
+                    () = backlog.room() => {}
+                    () = quiesce.cancelled() => return lines.park(pipe),
+                }
             }
             match lines.read_from(&pipe) {
                 Ok(Got::Eof) => return lines.finish(),
@@ -275,6 +298,17 @@ impl Lines {
             self.buf.truncate(keep);
             self.buf.shrink_to_fit();
         }
+    }
+
+    /// A handover: the pipe and the unfinished line go to the next daemon.
+    fn park(mut self, pipe: File) {
+        self.buf.truncate(self.filled);
+        super::adopt::park(super::adopt::ParkedPipe {
+            id: (*self.sink.id).clone(),
+            stream: self.sink.stream,
+            fd: OwnedFd::from(pipe),
+            leftover: self.buf,
+        });
     }
 
     /// EOF: an unfinished last line goes on with a newline.

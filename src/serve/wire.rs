@@ -56,6 +56,8 @@ impl Conversation {
         let envelope = Envelope {
             version: PROTOCOL_VERSION,
             request,
+            // eco serve ignores warnings: no version check asked for.
+            eco: None,
         };
         codec::write(&mut writer, &envelope).await?;
         Ok(Conversation {

@@ -9,6 +9,8 @@
 //!   per event).
 //! - `notify_messages`: what the run does with sd_notify datagrams.
 //! - `hand_over`: the daemon a launcher that exited 0 left.
+//! - `adopted`: a run from a process a previous daemon handed over
+//!   (`eco update`), and the quiesce that parks a run for the next daemon.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -30,10 +32,13 @@ use crate::policy::{self, AfterExit};
 use crate::spec::{InstanceSpec, Ready, Settings};
 use crate::state::{Exit, Reason, Status};
 
+mod adopted;
 mod hand_over;
 mod notify_messages;
 mod running;
 mod start;
+
+pub use adopted::adopt;
 
 /// Restart history entries kept per instance.
 const HISTORY: usize = 20;
@@ -185,6 +190,12 @@ pub fn stopped(index: u32) -> InstanceHandle {
 
 /// Starts the task and returns its handle.
 pub fn launch(launch: Launch) -> InstanceHandle {
+    launch_with(launch, None)
+}
+
+/// [`launch`]; with `adopted`, the first run supervises that running
+/// process instead of spawning one.
+fn launch_with(launch: Launch, adopted: Option<Box<super::adopt::Adoptee>>) -> InstanceHandle {
     let (control, control_rx) = mpsc::unbounded_channel();
     let (restarts, history, last_exit) = match launch.carry {
         Some(old) => {
@@ -246,6 +257,7 @@ pub fn launch(launch: Launch) -> InstanceHandle {
         restarts: launch.restarts,
         fd_store: FdStore::default(),
         refusals: Refusals::default(),
+        adopted,
     };
     launch.tasks.spawn(actor.run(launch.gate));
     InstanceHandle {
@@ -280,6 +292,9 @@ struct Actor {
     fd_store: FdStore,
     /// Notify datagrams and messages refused, and when they were last logged.
     refusals: Refusals,
+    /// A running process handed over by the previous daemon: the first
+    /// run supervises it instead of spawning (see `adopted`).
+    adopted: Option<Box<super::adopt::Adoptee>>,
 }
 
 /// How one run of the process ended.

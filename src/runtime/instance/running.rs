@@ -135,6 +135,8 @@ enum Wakeup {
     Timer(Timer),
     Probed(bool),
     Control(Option<Control>),
+    /// `eco update` began: the notify socket and fd store are parked.
+    Quiesced,
 }
 
 impl Running {
@@ -207,9 +209,12 @@ impl Actor {
     /// Starts the process once (see `start`) and supervises it until it
     /// exits or is stopped.
     pub(super) async fn run_once(&mut self) -> RunEnd {
-        let mut run = match self.start().await {
-            Ok(run) => run,
-            Err(end) => return end,
+        let mut run = match self.adopted.take() {
+            Some(adoptee) => self.adopted_run(*adoptee),
+            None => match self.start().await {
+                Ok(run) => run,
+                Err(end) => return end,
+            },
         };
         let end = loop {
             let wakeup = self.next_wakeup(&mut run).await;
@@ -225,6 +230,8 @@ impl Actor {
     async fn next_wakeup(&mut self, run: &mut Running) -> Wakeup {
         let timer = run.next_timer();
         let (at, which) = timer.unwrap_or((Instant::now(), Timer::Health));
+        let quiesce = crate::runtime::adopt::quiesce_token();
+        let parkable = run.notify.is_some() || !self.fd_store.fds().is_empty();
         loop {
             tokio::select! {
                 exit = &mut run.exit => {
@@ -239,6 +246,7 @@ impl Actor {
                 () = tokio::time::sleep_until(at), if timer.is_some() => return Wakeup::Timer(which),
                 healthy = join_probe(run.health.as_mut()) => return Wakeup::Probed(healthy),
                 control = self.control.recv() => return Wakeup::Control(control),
+                () = quiesce.cancelled(), if parkable => return Wakeup::Quiesced,
             }
         }
     }
@@ -257,6 +265,10 @@ impl Actor {
                 ControlFlow::Continue(())
             }
             Wakeup::Control(control) => self.on_control(run, control).await,
+            Wakeup::Quiesced => {
+                self.on_quiesce(run);
+                ControlFlow::Continue(())
+            }
         }
     }
 

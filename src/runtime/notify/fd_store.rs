@@ -65,6 +65,15 @@ impl FdStore {
     }
 }
 
+impl FdStore {
+    /// Every stored descriptor, with its name, out of the store (`eco update`).
+    pub fn into_fds(mut self) -> Vec<(String, OwnedFd)> {
+        let fds = std::mem::take(&mut self.fds);
+        STORED.fetch_sub(fds.len(), Ordering::Relaxed);
+        fds
+    }
+}
+
 impl Drop for FdStore {
     fn drop(&mut self) {
         STORED.fetch_sub(self.fds.len(), Ordering::Relaxed);

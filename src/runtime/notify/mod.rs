@@ -140,8 +140,49 @@ impl NotifySocket {
     }
 }
 
+/// Handing a notify socket to the next daemon (`eco update`, see
+/// `runtime::adopt`): the app keeps sending to the same address.
+impl NotifySocket {
+    /// The socket's descriptor (a copy), path and NOTIFY_SOCKET value; the
+    /// path stays bound.
+    pub fn into_held(mut self) -> io::Result<(OwnedFd, PathBuf, String)> {
+        let fd = self.socket.as_fd().try_clone_to_owned()?;
+        let path = std::mem::take(&mut self.path);
+        let env_value = std::mem::take(&mut self.env_value);
+        Ok((fd, path, env_value))
+    }
+
+    /// A socket handed over by the previous daemon; sockets bound from now
+    /// on get other names.
+    pub fn from_held(fd: OwnedFd, path: PathBuf, env_value: String) -> io::Result<NotifySocket> {
+        if let Some(n) = path
+            .file_name()
+            .and_then(|name| name.to_str())
+            .and_then(|name| name.rsplit_once('.'))
+            .and_then(|(_, n)| n.parse::<u64>().ok())
+        {
+            NOTIFY_COUNTER.fetch_max(n + 1, Ordering::Relaxed);
+        }
+        nix::fcntl::fcntl(
+            &fd,
+            nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+        )?;
+        let std_socket = std::os::unix::net::UnixDatagram::from(fd);
+        std_socket.set_nonblocking(true)?;
+        Ok(NotifySocket {
+            socket: UnixDatagram::from_std(std_socket)?,
+            path,
+            env_value,
+        })
+    }
+}
+
 impl Drop for NotifySocket {
     fn drop(&mut self) {
+        if self.path.as_os_str().is_empty() {
+            // Handed over: the next daemon serves this path.
+            return;
+        }
         let _ = std::fs::remove_file(&self.path);
     }
 }

@@ -29,6 +29,16 @@ pub fn init(home: &Path) {
     let _ = FOLDER.get_or_init(|| choose(home).map_err(|err| err.to_string()));
 }
 
+/// As [`init`], after `eco update`: this process's own sockets are the
+/// running instances', handed over; only dead processes' are removed.
+pub fn init_keeping_own(home: &Path) {
+    KEEP_OWN.store(true, std::sync::atomic::Ordering::SeqCst);
+    init(home);
+}
+
+/// Set after `eco update` (see [`init_keeping_own`]).
+static KEEP_OWN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 /// The folder, chosen on first use from `ECO_HOME` (`eco up -F`).
 pub fn folder() -> io::Result<&'static Path> {
     FOLDER
@@ -126,7 +136,8 @@ fn sweep(dir: &Path) {
         let Some(pid) = owner(&name.to_string_lossy()) else {
             continue;
         };
-        if pid == own || !crate::procfs::alive(i32::try_from(pid).unwrap_or(0)) {
+        let keep_own = KEEP_OWN.load(std::sync::atomic::Ordering::SeqCst);
+        if (pid == own && !keep_own) || !crate::procfs::alive(i32::try_from(pid).unwrap_or(0)) {
             let _ = std::fs::remove_file(entry.path());
         }
     }

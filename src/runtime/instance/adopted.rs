@@ -1,0 +1,130 @@
+//! An instance that starts from a process already running, handed over by
+//! the previous daemon (`eco update`, see `runtime::adopt`): no spawn, the
+//! same pid, its output pipes read on from the line boundary where the
+//! previous daemon stopped. The run it builds is then driven by the same
+//! state machine as a spawned one (`running`); after that process ends,
+//! the instance goes on as any other (restart by the policy, a spawn each
+//! time). Also here: the state machine's quiesce event, which parks the
+//! run's notify socket and stored descriptors for the next daemon.
+
+use std::time::{Duration, SystemTime};
+
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::running::{Health, Phase, Pumps, Running, Watchdog};
+use super::{Actor, InstanceHandle, Launch, launch_with};
+use crate::runtime::adopt::Adoptee;
+use crate::runtime::notify::trust::Own;
+use crate::runtime::output::pump_from;
+use crate::runtime::{Event, Stream};
+use crate::spec::Ready;
+use crate::state::Status;
+
+/// Starts the task of an instance whose process already runs.
+pub fn adopt(launch: Launch, adoptee: Adoptee) -> InstanceHandle {
+    launch_with(launch, Some(Box::new(adoptee)))
+}
+
+impl Actor {
+    /// The run of a handed-over process: online (the previous daemon
+    /// waited for starts in progress before handing over), its output read
+    /// on, its watchdog and health timers armed afresh (an interval that
+    /// passed during the handover is not held against the app).
+    pub(super) fn adopted_run(&mut self, adoptee: Adoptee) -> Running {
+        let Adoptee {
+            pid,
+            started,
+            status,
+            restarts,
+            last_reason,
+            last_exit,
+            history,
+            mark,
+            stdout,
+            stderr,
+            notify,
+            fd_store,
+        } = adoptee;
+        for (name, fd) in fd_store {
+            let _ = self.fd_store.store(&name, vec![fd], usize::MAX);
+        }
+        let ran = started
+            .and_then(|s| SystemTime::now().duration_since(s).ok())
+            .unwrap_or(Duration::ZERO);
+        let since = Instant::now().checked_sub(ran).unwrap_or_else(Instant::now);
+        self.set(|s| {
+            s.status = if status == Status::Stopping {
+                Status::Stopping
+            } else {
+                Status::Online
+            };
+            s.pid = Some(pid);
+            s.started = started;
+            s.restarts = restarts;
+            s.last_reason = last_reason;
+            s.last_exit = last_exit;
+            s.history = history.into_iter().collect();
+            s.mark.clone_from(&mark);
+        });
+        self.event(&Event::Started { pid });
+        let hurry = CancellationToken::new();
+        let handles = [(stdout, Stream::Out), (stderr, Stream::Err)]
+            .into_iter()
+            .filter_map(|(pipe, stream)| {
+                let (fd, leftover) = pipe?;
+                let sink = self.sink(stream, None);
+                Some(
+                    self.tasks
+                        .spawn(pump_from(fd, sink, hurry.clone(), leftover)),
+                )
+            })
+            .collect();
+        // The per-instance cluster sockets it started with, counted already.
+        let lease = (!self.listen.is_empty())
+            .then(|| self.listeners.lease_held(&self.listen, self.id.index));
+        let mut watchdog = Watchdog {
+            every: self.watchdog,
+            at: None,
+        };
+        watchdog.rearm();
+        let health = self.settings.health.clone().map(|spec| Health {
+            at: Some(Instant::now() + spec.interval),
+            spec,
+            probe: None,
+            failures: 0,
+        });
+        Running {
+            pid,
+            exit: self.exit_of(pid),
+            pid_written: self.write_pid(pid),
+            mark,
+            cgroup: None,
+            pumps: Pumps { handles, hurry },
+            notify,
+            // A Node cluster app's broker is not carried over.
+            _broker: None,
+            _lease: lease,
+            started: since,
+            forking: false,
+            // It is the main process: its exit is not a launcher's.
+            handed_over: true,
+            notify_ready: matches!(self.settings.ready, Some(Ready::Notify)),
+            phase: Phase::Online,
+            watchdog,
+            health,
+            errno: None,
+            own: Own::get(),
+        }
+    }
+
+    /// `eco update` began: this run's notify socket and stored descriptors
+    /// go to the next daemon (the app keeps sending to the same address).
+    pub(super) fn on_quiesce(&mut self, run: &mut Running) {
+        crate::runtime::adopt::park_notify(
+            &self.id,
+            run.notify.take(),
+            std::mem::take(&mut self.fd_store),
+        );
+    }
+}
