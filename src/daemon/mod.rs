@@ -120,13 +120,6 @@ async fn run(
     let supervisor = supervisor::Supervisor::from_env();
     tracing::info!(home = %paths.home.display(), pid = std::process::id(), "daemon starting");
     write_pid(&paths)?;
-    // The instances' notify sockets: their private folder, swept of a dead daemon's.
-    // After `eco update` its sockets are the running instances', handed over.
-    if handover.is_some() {
-        crate::runtime::notify::place::init_keeping_own(&paths.home);
-    } else {
-        crate::runtime::notify::place::init(&paths.home);
-    }
     let cgroups = clear_leftovers(&paths, handover.is_none());
     let services = TaskTracker::new();
     let services_stop = CancellationToken::new();
@@ -160,12 +153,7 @@ async fn run(
         Some(paths.logs()),
     );
     let not_restored = restore(&paths, &engine, &logs, &reconciler, handover.as_mut()).await?;
-    let listener = match &handover {
-        Some(handover) => update::listener_of(handover.socket_fd)
-            .context("cannot serve on the socket handed over")?,
-        None => server::bind(&paths.socket())
-            .with_context(|| format!("cannot listen on {}", paths.socket().display()))?,
-    };
+    let listener = listen(&paths, handover.as_ref())?;
     update::record_held(lock_fd, listener.as_raw_fd());
     tracing::info!(socket = %paths.socket().display(), fd = listener.as_raw_fd(), "listening");
     // Start-up code is done with: only what runs from now on stays mapped.
@@ -240,6 +228,13 @@ fn write_pid(paths: &Paths) -> anyhow::Result<()> {
 /// dead daemon left in it goes first, then whatever carries its mark. After
 /// `eco update` (`clear` false) they are this daemon's own, handed over.
 fn clear_leftovers(paths: &Paths, clear: bool) -> Option<Arc<Subtree>> {
+    // The instances' notify sockets: their private folder, swept of a dead
+    // daemon's (after `eco update` its own are the running instances').
+    if clear {
+        crate::runtime::notify::place::init(&paths.home);
+    } else {
+        crate::runtime::notify::place::init_keeping_own(&paths.home);
+    }
     let cgroups = Subtree::create(&format!("eco-{}", paths.token())).map(Arc::new);
     if !clear {
         return cgroups;
@@ -250,6 +245,19 @@ fn clear_leftovers(paths: &Paths, clear: bool) -> Option<Arc<Subtree>> {
         tracing::info!(left, "stopped the previous daemon's processes");
     }
     cgroups
+}
+
+/// The socket to serve on: bound afresh, or the one handed over.
+fn listen(
+    paths: &Paths,
+    handover: Option<&update::Handover>,
+) -> anyhow::Result<tokio::net::UnixListener> {
+    Ok(match handover {
+        Some(handover) => update::listener_of(handover.socket_fd)
+            .context("cannot serve on the socket handed over")?,
+        None => server::bind(&paths.socket())
+            .with_context(|| format!("cannot listen on {}", paths.socket().display()))?,
+    })
 }
 
 /// Starts the saved projects again; the reason when the state file could
