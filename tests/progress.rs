@@ -16,7 +16,7 @@ fn frames(home: &Home, request: &serde_json::Value, last: &str) -> Vec<serde_jso
         .set_read_timeout(Some(Duration::from_secs(60)))
         .expect("timeout");
     let mut writer = stream.try_clone().expect("clone");
-    let envelope = serde_json::json!({ "version": 4, "request": request });
+    let envelope = serde_json::json!({ "version": 5, "request": request });
     writeln!(writer, "{envelope}").expect("send");
     let mut frames = Vec::new();
     for line in BufReader::new(stream).lines() {
