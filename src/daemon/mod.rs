@@ -76,6 +76,9 @@ fn serve(
         .build()?;
     let lock_fd = lock.as_raw_fd();
     let result = runtime.block_on(run(paths, lock_inode, lock_fd, handover));
+    // The runtime (its blocking threads) ends before the lock goes: the
+    // next daemon never runs beside this one.
+    drop(runtime);
     drop(lock);
     result
 }
