@@ -170,7 +170,10 @@ def run_suite(args, cfg, managers, res):
         common.log("== 8. scale: one app of %s sleep instances (eco only)"
                    % " and ".join(map(str, scale.SIZES)))
         for n in scale.SIZES:
-            res.attempt("scale", "eco", scale.scale, managers["eco"](), cfg, n)
+            # eco-base, when given, in the same run: the build-to-build row.
+            for name in ("eco", "eco-base"):
+                if name in managers:
+                    res.attempt("scale", name, scale.scale, managers[name](), cfg, n)
 
 
 def web_missing():
