@@ -12,7 +12,7 @@ use std::time::{Duration, SystemTime};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::running::{Health, Phase, Pumps, Running, Watchdog};
+use super::running::{Phase, Pumps, Running};
 use super::{Actor, InstanceHandle, Launch, launch_with};
 use crate::runtime::adopt::Adoptee;
 use crate::runtime::notify::trust::Own;
@@ -83,17 +83,7 @@ impl Actor {
         // The per-instance cluster sockets it started with, counted already.
         let lease = (!self.listen.is_empty())
             .then(|| self.listeners.lease_held(&self.listen, self.id.index));
-        let mut watchdog = Watchdog {
-            every: self.watchdog,
-            at: None,
-        };
-        watchdog.rearm();
-        let health = self.settings.health.clone().map(|spec| Health {
-            at: Some(Instant::now() + spec.interval),
-            spec,
-            probe: None,
-            failures: 0,
-        });
+        let (watchdog, health) = self.fresh_timers();
         Running {
             pid,
             exit: self.exit_of(pid),

@@ -100,6 +100,23 @@ impl Actor {
         spawn(how, &self.spec, extra, Some(sockets))
     }
 
+    /// A run's watchdog and health timers, armed from now: for a spawned
+    /// run and for one adopted after `eco update` alike.
+    pub(super) fn fresh_timers(&self) -> (Watchdog, Option<Health>) {
+        let mut watchdog = Watchdog {
+            every: self.watchdog,
+            at: None,
+        };
+        watchdog.rearm();
+        let health = self.settings.health.clone().map(|spec| Health {
+            at: Some(Instant::now() + spec.interval),
+            spec,
+            probe: None,
+            failures: 0,
+        });
+        (watchdog, health)
+    }
+
     /// A spawn that failed, reported where users look.
     fn spawn_failed(&self, err: &std::io::Error) -> RunEnd {
         let error = if self.spec.cwd.is_dir() {
@@ -192,17 +209,7 @@ impl Actor {
         let pumps = self.pumps(spawned.stdout, spawned.stderr, matcher);
         let forking = self.spec_pid_file.is_some();
         let phase = self.readiness(log_line, forking);
-        let mut watchdog = Watchdog {
-            every: self.watchdog,
-            at: None,
-        };
-        watchdog.rearm();
-        let health = self.settings.health.clone().map(|spec| Health {
-            at: Some(Instant::now() + spec.interval),
-            spec,
-            probe: None,
-            failures: 0,
-        });
+        let (watchdog, health) = self.fresh_timers();
         Running {
             pid,
             mark,
