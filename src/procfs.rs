@@ -53,6 +53,12 @@ pub fn env_has(pid: i32, matches: impl Fn(&[u8]) -> bool) -> bool {
         .is_ok_and(|env| env.split(|b| *b == 0).any(matches))
 }
 
+/// True when `pid` runs with an empty environment: between the new image
+/// of an exec and its stack set-up, the kernel shows none.
+pub fn environ_empty(pid: i32) -> bool {
+    std::fs::read(format!("/proc/{pid}/environ")).is_ok_and(|env| env.is_empty())
+}
+
 /// The value of one variable in `pid`'s environment.
 pub fn env_value(pid: i32, key: &str) -> Option<String> {
     let env = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
@@ -76,6 +82,20 @@ pub fn start_time(pid: i32) -> Option<u64> {
     let (_, rest) = stat.rsplit_once(')')?;
     // After the command: state is field 3, start time field 22.
     rest.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// Now, in the clock of [`start_time`] (clock ticks since boot, rounded
+/// down): a process started after this call has a start time at least
+/// this.
+pub fn ticks_now() -> Option<u64> {
+    let now = nix::time::clock_gettime(nix::time::ClockId::CLOCK_BOOTTIME).ok()?;
+    let per_second = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .ok()
+        .flatten()
+        .and_then(|t| u64::try_from(t).ok())?;
+    let seconds = u64::try_from(now.tv_sec()).ok()?;
+    let nanos = u64::try_from(now.tv_nsec()).ok()?;
+    Some(seconds * per_second + nanos * per_second / 1_000_000_000)
 }
 
 fn children_in(task_dir: &str) -> Vec<i32> {

@@ -406,14 +406,24 @@ fn run_escapes(as_nobody: bool) {
                 .contains(&format!("\"containment\": \"{containment}\"")),
             "containment is {containment}"
         );
-        eventually("every escape runs", LIMIT, || {
+        let every_escape_runs = || {
             let procs = escaped(&tag, dir.path(), n);
             processes_with_cmdline(&worker)
                 .iter()
                 .any(|p| procs.contains(p))
                 && !processes_with_cmdline(&detached).is_empty()
                 && !processes_with_cmdline(&forked).is_empty()
-        });
+        };
+        let deadline = std::time::Instant::now() + LIMIT;
+        while !every_escape_runs() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "timed out: every escape runs (after eco {finish:?})\n{}\n{}",
+                stdout(&eco(&["ls"])),
+                std::fs::read_to_string(home.join("daemon.log")).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
         let _ = ok(finish);
         nothing_left(&format!("nothing left after eco {finish:?}"), || {
             escaped(&tag, dir.path(), n)
@@ -516,13 +526,18 @@ fn a_removed_home_never_runs_two_daemons_and_kill_leaves_nothing() {
     let eco = |args: &[&str]| crate::support::eco(&home, dir.path(), args);
     assert!(eco(&["up", "--wait"]).status.success());
     let home_var = format!("ECO_HOME={}", home.display());
+    // A daemon's child between its fork and its exec still shows the
+    // daemon's command line and environment: it is not a second daemon.
     let daemons = move || {
-        processes_with_cmdline(" daemon")
+        let all: Vec<i32> = processes_with_cmdline(" daemon")
             .into_iter()
             .filter(|p| {
                 std::fs::read(format!("/proc/{p}/environ"))
                     .is_ok_and(|e| e.split(|b| *b == 0).any(|var| var == home_var.as_bytes()))
             })
+            .collect();
+        all.iter()
+            .filter(|p| !eco::procfs::parent(**p).is_some_and(|parent| all.contains(&parent)))
             .count()
     };
     assert_eq!(daemons(), 1);
@@ -553,4 +568,48 @@ fn a_removed_home_never_runs_two_daemons_and_kill_leaves_nothing() {
     );
     nothing_left("nothing left", || processes_with_env(&tag));
     assert_eq!(daemons(), 0);
+}
+
+/// Without cgroups, a launcher whose daemon left its process group and
+/// wrote its title over its environment (eco's mark with it) before the
+/// launcher exited: eco supervises that daemon (the oldest unmarked orphan
+/// born after the launcher) instead of sweeping it away as unowned.
+#[test]
+fn a_daemon_that_hid_its_mark_before_its_launcher_exited_is_supervised() {
+    assert_root();
+    require(&["perl", "setsid"]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ready = dir.path().join("renamed");
+    // The launcher exits only once the daemon has renamed itself (perl
+    // creates the file after $0 is set): the mark is gone by then.
+    write(
+        dir.path(),
+        "ecosystem.yaml",
+        &format!(
+            "apps:\n  hidden:\n    cmd: [sh, -c, 'setsid perl -e \"\\$0=q(hidden9).(q(y) x 3000); open(F, q(>{r})); close(F); sleep 600\" & until [ -e {r} ]; do sleep 0.05; done; exit 0']\n    restart: on-failure\n",
+            r = ready.display()
+        ),
+    );
+    nix::unistd::chown(
+        dir.path(),
+        Some(nix::unistd::Uid::from_raw(65534)),
+        Some(nix::unistd::Gid::from_raw(65534)),
+    )
+    .expect("chown");
+    let run = |args: &[&str]| {
+        let out = eco_as_nobody(dir.path(), args);
+        assert_eq!(out.status.code(), Some(0), "eco {args:?}: {}", stderr(&out));
+        stdout(&out)
+    };
+    run(&["up"]);
+    let daemon = || processes_with_cmdline("hidden9yyyy");
+    eventually("the daemon runs", LIMIT, || daemon().len() == 1);
+    let pid = daemon()[0];
+    eventually("eco supervises it", LIMIT, || {
+        let rows: serde_json::Value =
+            serde_json::from_str(&run(&["ls", "--json"])).expect("ls --json");
+        rows[0]["status"] == "online" && rows[0]["pid"] == pid
+    });
+    run(&["kill"]);
+    nothing_left("the daemon stopped with eco", daemon);
 }

@@ -62,8 +62,19 @@ pub fn kill_marked(prefix: &str) -> usize {
 
 /// Other `eco daemon` processes serving `home` (its ECO_HOME, or the
 /// default home when they have none): a daemon whose home was removed is
-/// still stopping its apps while a command wants a new one.
+/// still stopping its apps while a command wants a new one. A daemon's
+/// child between its fork and its exec shows the daemon's command line and
+/// environment too: it is left out.
 pub fn other_daemons(home: &std::path::Path) -> Vec<i32> {
+    let all = daemons_of(home);
+    all.iter()
+        .copied()
+        .filter(|pid| !procfs::parent(*pid).is_some_and(|parent| all.contains(&parent)))
+        .collect()
+}
+
+/// Every process that looks like an `eco daemon` of `home`.
+fn daemons_of(home: &std::path::Path) -> Vec<i32> {
     procfs::other_pids()
         .filter(|pid| {
             let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {

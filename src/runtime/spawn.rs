@@ -33,6 +33,8 @@ pub struct Spawned {
     pub stderr: Option<OwnedFd>,
     /// The instance's own cluster sockets, held while its process runs.
     pub lease: Option<Lease>,
+    /// See [`crate::runtime::spawner::Child::born`].
+    pub born: Option<u64>,
 }
 
 /// Cluster sockets for one spawn, and the fds the instance stored
@@ -132,6 +134,7 @@ fn spawn_argv(
         stdout,
         stderr,
         lease: None,
+        born: started.born,
     })
 }
 

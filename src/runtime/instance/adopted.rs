@@ -96,6 +96,7 @@ impl Actor {
             _broker: None,
             _lease: lease,
             started: since,
+            born: None,
             forking: false,
             // It is the main process: its exit is not a launcher's.
             handed_over: true,

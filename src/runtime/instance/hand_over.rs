@@ -24,12 +24,16 @@ impl Actor {
         launcher: i32,
         mark: &str,
         cgroup: Option<&Cgroup>,
+        born: Option<u64>,
     ) -> HandOver {
         let scope = self.scope(launcher, mark, cgroup);
         let Some(file) = &self.spec_pid_file else {
-            return kill::left_behind(scope)
-                .first()
-                .map_or(HandOver::Nothing, |pid| HandOver::To(*pid));
+            let left = if cgroup.is_some() {
+                kill::left_behind(scope).first().copied()
+            } else {
+                self.left_without_cgroup(scope, born).await
+            };
+            return left.map_or(HandOver::Nothing, HandOver::To);
         };
         let waited = self.settings.ready_timeout;
         let deadline = Instant::now() + waited;
@@ -59,6 +63,39 @@ impl Actor {
         }
     }
 
+    /// Without cgroups, what a launcher left is found by its process group
+    /// and eco's mark in its environment. An orphan caught inside an exec
+    /// shows no environment yet: the search first waits (briefly) until no
+    /// orphan is. A daemon that left the group and hid the mark (a title
+    /// written over its environment, or an exec that began since) is then
+    /// the oldest orphan eco adopted, with this mark or none, that was
+    /// born after the launcher: without that guess, the sweep of unowned
+    /// orphans would kill the very daemon the app left.
+    async fn left_without_cgroup(&self, scope: kill::Scope<'_>, born: Option<u64>) -> Option<i32> {
+        let spawner = &*self.machine.spawner;
+        let deadline = Instant::now() + EXEC_SETTLE_LIMIT;
+        while Instant::now() < deadline
+            && spawner
+                .unowned(&|_, _| false)
+                .iter()
+                .any(|pid| spawner.in_exec(*pid))
+        {
+            tokio::time::sleep(EXEC_SETTLE_POLL).await;
+        }
+        if let Some(left) = kill::left_behind(scope).first() {
+            return Some(*left);
+        }
+        let born = born?;
+        let mut hidden: Vec<(u64, i32)> = spawner
+            .unowned(&|_, mark| mark.is_some_and(|m| m != scope.mark))
+            .into_iter()
+            .filter_map(|pid| Some((spawner.start_time(pid)?, pid)))
+            .filter(|(start, _)| *start >= born)
+            .collect();
+        hidden.sort_unstable();
+        hidden.first().map(|(_, pid)| *pid)
+    }
+
     /// True when `pid` is an orphan eco adopted and nothing else claims:
     /// without cgroups, the best sign that a pid file names this instance's
     /// daemon when the daemon hid its spawn mark.
@@ -84,6 +121,12 @@ impl Actor {
         rx
     }
 }
+
+/// How long a hand-over waits for orphans caught inside their exec.
+const EXEC_SETTLE_LIMIT: Duration = Duration::from_millis(200);
+
+/// How often it looks again meanwhile.
+const EXEC_SETTLE_POLL: Duration = Duration::from_millis(2);
 
 /// How often a pid file is read while waiting for it.
 const PID_FILE_POLL: Duration = Duration::from_millis(20);

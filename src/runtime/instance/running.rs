@@ -46,6 +46,9 @@ pub(super) struct Running {
     /// its processes are gone.
     pub(super) _lease: Option<Lease>,
     pub(super) started: Instant,
+    /// Before the spawned process started, in the kernel's clock ticks: a
+    /// daemon it left that hid from eco was born after this.
+    pub(super) born: Option<u64>,
     /// A server that writes a pid file is online once it has handed over.
     pub(super) forking: bool,
     pub(super) handed_over: bool,
@@ -278,7 +281,7 @@ impl Actor {
         let mut failed_start = false;
         if exit.success() && !run.handed_over {
             match self
-                .hand_over(run.pid, &run.mark, run.cgroup.as_ref())
+                .hand_over(run.pid, &run.mark, run.cgroup.as_ref(), run.born)
                 .await
             {
                 HandOver::To(main) => {
@@ -597,6 +600,7 @@ mod tests {
             _broker: None,
             _lease: None,
             started: Instant::now(),
+            born: None,
             forking: false,
             handed_over: false,
             notify_ready: true,

@@ -187,6 +187,7 @@ impl Actor {
             log_line,
         } = prepared;
         let pid = spawned.pid;
+        let born = spawned.born;
         if let Some(broker) = broker.as_mut() {
             broker.serve(
                 &self.tasks,
@@ -220,6 +221,7 @@ impl Actor {
             _broker: broker,
             _lease: spawned.lease,
             started,
+            born,
             forking,
             handed_over: false,
             notify_ready: matches!(self.settings.ready, Some(Ready::Notify)),

@@ -341,6 +341,7 @@ impl Spawner for Fake {
             exit,
             stdout,
             stderr,
+            born: None,
         })
     }
 
@@ -375,6 +376,10 @@ impl Spawner for Fake {
 
     fn unowned(&self, _owned: &dyn Fn(i32, Option<&str>) -> bool) -> Vec<i32> {
         Vec::new()
+    }
+
+    fn in_exec(&self, _pid: i32) -> bool {
+        false
     }
 
     fn start_time(&self, _pid: i32) -> Option<u64> {

@@ -176,6 +176,9 @@ pub struct Child {
     /// Non-blocking-ready read ends of its output pipes (None: /dev/null).
     pub stdout: Option<OwnedFd>,
     pub stderr: Option<OwnedFd>,
+    /// A time (clock ticks since boot) taken before it started: whatever
+    /// it starts has a start time at least this. None from a fake.
+    pub born: Option<u64>,
 }
 
 /// Starts processes, and answers for them: every signal and every
@@ -207,6 +210,10 @@ pub trait Spawner: Send + Sync {
     /// Orphans eco adopted that no instance owns (`owned` says whether a
     /// pid or a mark belongs to a live instance).
     fn unowned(&self, owned: &dyn Fn(i32, Option<&str>) -> bool) -> Vec<i32>;
+
+    /// True while `pid` is inside an exec: its new image has no
+    /// environment yet, so its spawn mark cannot be read.
+    fn in_exec(&self, pid: i32) -> bool;
 
     /// When `pid` started (clock ticks since boot), for ordering.
     fn start_time(&self, pid: i32) -> Option<u64>;

@@ -58,6 +58,7 @@ pub fn spawn(reaper: &Reaper, request: &SpawnRequest) -> io::Result<Child> {
         exit,
         stdout: one_pipe.or_else(|| child.stdout.take().map(OwnedFd::from)),
         stderr: child.stderr.take().map(OwnedFd::from),
+        born: None,
     })
 }
 

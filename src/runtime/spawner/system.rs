@@ -69,12 +69,12 @@ impl System {
             exit,
             stdout,
             stderr,
+            born: None,
         })
     }
-}
 
-impl Spawner for System {
-    fn spawn(&self, request: &SpawnRequest) -> io::Result<Child> {
+    /// Starts the process the way the strategy says.
+    fn start(&self, request: &SpawnRequest) -> io::Result<Child> {
         match self.strategy {
             Strategy::Clone3 => self.clone3(request),
             Strategy::Std => std_command::spawn(&self.reaper, request),
@@ -95,6 +95,15 @@ impl Spawner for System {
                 std_command::spawn(&self.reaper, request)
             }
         }
+    }
+}
+
+impl Spawner for System {
+    fn spawn(&self, request: &SpawnRequest) -> io::Result<Child> {
+        let born = procfs::ticks_now();
+        let mut child = self.start(request)?;
+        child.born = born;
+        Ok(child)
     }
 
     fn signal(&self, pid: i32, signal: i32) {
@@ -147,6 +156,10 @@ impl Spawner for System {
                 !owned(*pid, mark.as_deref())
             })
             .collect()
+    }
+
+    fn in_exec(&self, pid: i32) -> bool {
+        procfs::environ_empty(pid)
     }
 
     fn start_time(&self, pid: i32) -> Option<u64> {
