@@ -184,6 +184,13 @@ fn update_keeps_every_app_socket_and_line() {
     assert!(line.contains("updated in place 1 times"), "{line}");
     assert_eq!(daemon_pid(&home), daemon, "the daemon's pid changed");
     assert!(line.contains(&format!("pid {daemon}")), "{line}");
+    let table = ok(&exe, &home, &["ls"]);
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with("daemon: eco ") && l.ends_with("-next")),
+        "eco ls does not show the new version:\n{table}"
+    );
     assert_eq!(pids(&exe, &home), before, "an app was restarted");
     assert_eq!(refused, 0, "refused connections during the update");
     assert!(

@@ -330,7 +330,12 @@ pub fn diff(file: &FileArgs, profile: &ProfileArgs) -> Result<i32> {
 
 pub fn ls(json: bool) -> Result<i32> {
     let response = call(Request::List)?;
-    let Response::List { rows, problems } = response else {
+    let Response::List {
+        rows,
+        problems,
+        daemon_version,
+    } = response
+    else {
         return Err(unexpected(&response));
     };
     if json {
@@ -340,6 +345,9 @@ pub fn ls(json: bool) -> Result<i32> {
         }
     } else {
         print!("{}", render::table(&rows, render::use_color()));
+        if let Some(version) = daemon_version {
+            println!("daemon: eco {version}");
+        }
         for Problem { project, error } in problems {
             println!(
                 "\nproject {project}: the last save was not applied (the apps run as before):"

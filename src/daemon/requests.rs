@@ -267,6 +267,7 @@ async fn list(daemon: &Daemon) -> Response {
             .into_iter()
             .map(|(project, error)| Problem { project, error })
             .collect(),
+        daemon_version: Some(crate::version::current().to_owned()),
     }
 }
 

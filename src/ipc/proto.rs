@@ -141,6 +141,9 @@ pub enum Response {
         rows: Vec<Row>,
         #[serde(default)]
         problems: Vec<Problem>,
+        /// The daemon's version (`eco ls` shows it, so an update is seen).
+        #[serde(default)]
+        daemon_version: Option<String>,
     },
     Describe {
         apps: Vec<AppView>,

@@ -16,7 +16,11 @@ use crate::view::{AppView, HistoryView, InstanceView, MetricsView, Row, epoch_ms
 impl Engine {
     /// CPU and memory of every running instance tree, by leader pid.
     pub async fn metrics(&self) -> HashMap<i32, Metrics> {
-        let rows = self.rows().await;
+        self.metrics_of(&self.rows().await)
+    }
+
+    /// CPU and memory of the instance trees of `rows`.
+    fn metrics_of(&self, rows: &[super::InstanceRow]) -> HashMap<i32, Metrics> {
         let leaders: Vec<(i32, Duration)> = rows
             .iter()
             .filter_map(|r| {
@@ -32,11 +36,11 @@ impl Engine {
 
     /// `ls` rows, ordered by project, app, instance.
     pub async fn list(&self) -> Vec<Row> {
-        let metrics = self.metrics().await;
+        // One pass over the instances: `ls` is polled while thousands start.
+        let rows = self.rows().await;
+        let metrics = self.metrics_of(&rows);
         let watching = self.watching().await;
-        self.rows()
-            .await
-            .into_iter()
+        rows.into_iter()
             .map(|row| {
                 let s = &row.state;
                 let uptime = match (s.status, s.started) {

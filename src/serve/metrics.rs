@@ -36,15 +36,6 @@ const STATES: [Status; 6] = [
 /// Clock ticks per second in /proc/PID/stat (USER_HZ).
 const TICKS: f64 = 100.0;
 
-/// The page size /proc/PID/stat counts RSS in.
-fn page_size() -> u64 {
-    nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)
-        .ok()
-        .flatten()
-        .and_then(|v| u64::try_from(v).ok())
-        .unwrap_or(4096)
-}
-
 /// One instance's tree: (CPU seconds, resident bytes), read from /proc.
 pub type Usage = (f64, u64);
 
@@ -338,49 +329,9 @@ pub fn proc_usage(pids: impl Iterator<Item = i32>) -> BTreeMap<i32, Usage> {
         .collect()
 }
 
-/// CPU seconds and resident bytes of `pid` and its descendants. Reads two
-/// files per single-threaded process (`stat`, `children`), not the five of
-/// `crate::metrics::tree_usage`: a scrape of 1,000 instances is mostly
-/// these reads.
+/// CPU seconds and resident bytes of `pid` and its descendants.
 fn tree_usage(pid: i32) -> Option<Usage> {
-    let mut total = (0.0, 0);
-    let mut stack = vec![pid];
-    let mut seen = Vec::new();
-    while let Some(next) = stack.pop() {
-        if seen.contains(&next) {
-            continue;
-        }
-        seen.push(next);
-        let Some((cpu, rss, threads)) = stat_usage(next) else {
-            if next == pid {
-                return None;
-            }
-            continue;
-        };
-        total.0 += cpu;
-        total.1 += rss;
-        if threads > 1 {
-            stack.extend(crate::procfs::children(next));
-        } else if let Ok(list) =
-            std::fs::read_to_string(format!("/proc/{next}/task/{next}/children"))
-        {
-            stack.extend(
-                list.split_whitespace()
-                    .filter_map(|p| p.parse::<i32>().ok()),
-            );
-        }
-    }
-    Some(total)
-}
-
-/// (CPU seconds, resident bytes, threads) of one process, from its stat.
-fn stat_usage(pid: i32) -> Option<(f64, u64, u64)> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
-    // After the command, 0-based: utime 11, stime 12, num_threads 17, rss 21.
-    let num = |k: usize| fields.get(k).and_then(|v| v.parse::<u64>().ok());
-    let cpu = (num(11)? + num(12)?) as f64 / TICKS;
-    Some((cpu, num(21)? * page_size(), num(17).unwrap_or(1)))
+    crate::metrics::tree_usage(pid).map(|(rss, ticks)| (ticks as f64 / TICKS, rss))
 }
 
 /// The `process_*` metrics of `pid`, from /proc.
@@ -406,7 +357,7 @@ pub fn proc_process(pid: u32) -> Option<ProcessMetrics> {
         });
     Some(ProcessMetrics {
         cpu_seconds: (num(11)? + num(12)?) as f64 / TICKS,
-        resident_bytes: num(21)? * page_size(),
+        resident_bytes: num(21)? * crate::metrics::page_size(),
         virtual_bytes: num(20)?,
         start_time_seconds: boot as f64 + num(19)? as f64 / TICKS,
         open_fds,
