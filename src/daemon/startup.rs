@@ -87,48 +87,25 @@ pub fn raise_nofile() -> Option<u64> {
 /// makes every descriptor table larger.
 const MAX_NOFILE: u64 = 1 << 20;
 
-/// Most of an idle daemon's memory is its own binary's code, much of it
-/// run only at start-up (argument parsing, home checks, restore), and for
-/// each page a process touches the kernel maps up to 16 neighbours that sit
-/// in the page cache ("fault-around"). Once started, eco drops its code
-/// mappings (MADV_DONTNEED on its own executable's `r-xp` mappings, which
-/// are clean and file-backed, so a page used again is read back from the
-/// page cache): what it runs from then on comes back, the rest stays out.
-/// Read-only data is left alone: relocated pages there are private copies.
+/// Most of an idle daemon's memory is code, much of it run only at
+/// start-up (argument parsing, home checks, restore) or by the dynamic
+/// loader, and for each page a process touches the kernel maps up to 16
+/// neighbours that sit in the page cache ("fault-around"). Once started,
+/// eco drops its code mappings (MADV_DONTNEED on the `r-xp` mappings of
+/// its executable and of the libraries it loaded, when they hold no private
+/// page, so a page used again is read back from the page cache): what it
+/// runs from then on comes back, the rest stays out. Read-only data is
+/// left alone: relocated pages there are private copies.
 #[allow(unsafe_code)]
 pub fn map_only_used_code() {
-    let (Ok(exe), Ok(maps)) = (
-        std::fs::read_link("/proc/self/exe"),
-        std::fs::read_to_string("/proc/self/maps"),
-    ) else {
+    let Ok(smaps) = std::fs::read_to_string("/proc/self/smaps") else {
         return;
     };
     let mut dropped = 0usize;
-    for line in maps.lines() {
-        // start-end perms offset dev inode path
-        let fields: Vec<&str> = line.split_whitespace().collect();
-        let [range, "r-xp", _, _, _, path] = fields.as_slice() else {
-            continue;
-        };
-        if std::path::Path::new(path) != exe {
-            continue;
-        }
-        let Some((start, end)) = range.split_once('-') else {
-            continue;
-        };
-        let (Ok(start), Ok(end)) = (
-            usize::from_str_radix(start, 16),
-            usize::from_str_radix(end, 16),
-        ) else {
-            continue;
-        };
-        let Some(len) = end.checked_sub(start) else {
-            continue;
-        };
-        // SAFETY: the range is a whole mapping of this process's own
-        // executable, read-only and never written (no text relocations),
-        // so dropping its pages loses nothing: they fault back in from the
-        // file. Nothing is unmapped.
+    for (start, len) in clean_code_mappings(&smaps) {
+        // SAFETY: the range is a whole file-backed `r-xp` mapping with no
+        // private (copied or written) page, so dropping its pages loses
+        // nothing: they fault back in from the file. Nothing is unmapped.
         unsafe {
             let addr = start as *mut libc::c_void;
             if libc::madvise(addr, len, libc::MADV_DONTNEED) == 0 {
@@ -137,4 +114,84 @@ pub fn map_only_used_code() {
         }
     }
     tracing::debug!(dropped, "code pages left to fault in on use");
+}
+
+/// (start, length) of each file-backed `r-xp` mapping in `smaps` whose
+/// pages are all clean copies of the file (no private page).
+fn clean_code_mappings(smaps: &str) -> Vec<(usize, usize)> {
+    let mut found = Vec::new();
+    let mut current: Option<(usize, usize)> = None;
+    let mut clean = false;
+    for line in smaps.lines() {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        match fields.as_slice() {
+            // A mapping's header: range perms offset dev inode [path].
+            [range, perms, _, _, _, rest @ ..] if range.contains('-') && perms.len() == 4 => {
+                if let (Some(mapping), true) = (current.take(), clean) {
+                    found.push(mapping);
+                }
+                let file_backed = rest.first().is_some_and(|path| path.starts_with('/'));
+                current = (*perms == "r-xp" && file_backed)
+                    .then(|| code_range(range))
+                    .flatten();
+                clean = true;
+            }
+            [key, kb, ..] if current.is_some() && key.starts_with("Private_Dirty") => {
+                clean &= *kb == "0";
+            }
+            [key, kb, ..] if current.is_some() && key.starts_with("Anonymous") => {
+                clean &= *kb == "0";
+            }
+            _ => {}
+        }
+    }
+    if let (Some(mapping), true) = (current, clean) {
+        found.push(mapping);
+    }
+    found
+}
+
+/// "start-end" in hex, as (start, length).
+fn code_range(range: &str) -> Option<(usize, usize)> {
+    let (start, end) = range.split_once('-')?;
+    let start = usize::from_str_radix(start, 16).ok()?;
+    let end = usize::from_str_radix(end, 16).ok()?;
+    Some((start, end.checked_sub(start)?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_clean_file_backed_code_is_dropped() {
+        let smaps = "\
+00400000-00500000 r-xp 00001000 fd:01 42 /usr/bin/eco
+Rss:                 400 kB
+Private_Dirty:         0 kB
+Anonymous:             0 kB
+00600000-00700000 r--p 00101000 fd:01 42 /usr/bin/eco
+Private_Dirty:        12 kB
+7f0000000000-7f0000001000 r-xp 00000000 fd:01 43 /usr/lib/libtextrel.so
+Private_Dirty:         4 kB
+Anonymous:             4 kB
+7f0000002000-7f0000004000 r-xp 00000000 fd:01 44 /usr/lib/libm.so.6
+Private_Dirty:         0 kB
+Anonymous:             0 kB
+7f0000005000-7f0000006000 r-xp 00000000 00:00 0
+Private_Dirty:         0 kB
+7fff00000000-7fff00001000 r-xp 00000000 00:00 0 [vdso]
+Private_Dirty:         0 kB
+";
+        assert_eq!(
+            clean_code_mappings(smaps),
+            vec![(0x40_0000, 0x10_0000), (0x7f00_0000_2000, 0x2000)]
+        );
+    }
+
+    #[test]
+    fn the_running_process_has_clean_code_to_drop() {
+        let smaps = std::fs::read_to_string("/proc/self/smaps").expect("smaps");
+        assert!(!clean_code_mappings(&smaps).is_empty());
+    }
 }
