@@ -30,6 +30,7 @@ pub mod daemon;
 pub mod error;
 pub mod export;
 pub mod fds;
+pub mod holder;
 pub mod home;
 pub mod ipc;
 pub mod logs;

@@ -52,6 +52,10 @@ impl Status {
 pub enum Exit {
     Code(i32),
     Signal(i32),
+    /// It ended while no eco daemon ran (it was adopted after a crash and
+    /// is no child of the daemon): nobody could read its exit status. It
+    /// counts as a failure.
+    Unknown,
 }
 
 impl Exit {
@@ -64,6 +68,7 @@ impl Exit {
         match self {
             Exit::Code(c) => c,
             Exit::Signal(s) => 128 + s,
+            Exit::Unknown => 255,
         }
     }
 }
@@ -73,6 +78,7 @@ impl std::fmt::Display for Exit {
         match self {
             Exit::Code(c) => write!(f, "exit code {c}"),
             Exit::Signal(s) => write!(f, "signal {}", crate::spec::Signal(*s)),
+            Exit::Unknown => f.write_str("exit status unknown (not eco's child)"),
         }
     }
 }

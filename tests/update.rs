@@ -94,7 +94,7 @@ fn project(port: u16) -> String {
 }
 
 /// Every sequence number the writer's log holds, sorted.
-fn numbers(home: &Home) -> Vec<u64> {
+pub(crate) fn numbers(home: &Home) -> Vec<u64> {
     let dir = home.path().join("logs/up");
     let mut all = Vec::new();
     for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {

@@ -4,6 +4,7 @@
 //! each request; `state` persists what is applied; `runtime::leftovers`
 //! stops what a dead daemon left running.
 
+pub mod keeper;
 pub mod log_file;
 pub mod observe;
 pub mod progress;
@@ -123,7 +124,20 @@ async fn run(
     let supervisor = supervisor::Supervisor::from_env();
     tracing::info!(home = %paths.home.display(), pid = std::process::id(), "daemon starting");
     write_pid(&paths)?;
-    let cgroups = clear_leftovers(&paths, handover.is_none());
+    // A crashed daemon's apps, kept by its descriptor holder: adopted, not
+    // stopped. After `eco update` the holder's copies are stale (this
+    // daemon holds the originals): taken and closed.
+    let taken = keeper::take(&paths);
+    let spare = taken
+        .as_ref()
+        .map(keeper::Taken::live_pids)
+        .unwrap_or_default();
+    let (holder, mut crashed) = match taken {
+        Some(taken) if handover.is_none() => (Some(taken.conn), Some(taken.runtime)),
+        Some(taken) => (Some(taken.conn), None),
+        None => (None, None),
+    };
+    let cgroups = clear_leftovers(&paths, handover.is_none(), &spare);
     let services = TaskTracker::new();
     let services_stop = CancellationToken::new();
     let reaper = Reaper::start(&services, services_stop.clone())
@@ -155,7 +169,16 @@ async fn run(
         Arc::clone(&host) as Arc<dyn Host>,
         Some(paths.logs()),
     );
-    let not_restored = restore(&paths, &engine, &logs, &reconciler, handover.as_mut()).await?;
+    let not_restored = restore(
+        &paths,
+        &engine,
+        &logs,
+        &reconciler,
+        handover.as_mut(),
+        crashed.take(),
+    )
+    .await?;
+    let keeper = keeper::Keeper::start(Arc::clone(&engine), &paths, holder);
     let listener = listen(&paths, handover.as_ref())?;
     update::record_held(lock_fd, listener.as_raw_fd());
     tracing::info!(socket = %paths.socket().display(), fd = listener.as_raw_fd(), "listening");
@@ -200,6 +223,8 @@ async fn run(
         () = reconciler.serve(&mut signals, until) => {}
         () = accept => {}
     }
+    // Every app has stopped: the holder has nothing left to keep.
+    keeper.quit().await;
     // No new client from here on: commands start a new daemon, which waits
     // for this one's lock. Only the socket this daemon bound is removed.
     remove_own_socket(&paths, host.socket_inode.get());
@@ -230,7 +255,7 @@ fn write_pid(paths: &Paths) -> anyhow::Result<()> {
 /// This ECO_HOME's cgroup subtree, where the machine allows; whatever a
 /// dead daemon left in it goes first, then whatever carries its mark. After
 /// `eco update` (`clear` false) they are this daemon's own, handed over.
-fn clear_leftovers(paths: &Paths, clear: bool) -> Option<Arc<Subtree>> {
+fn clear_leftovers(paths: &Paths, clear: bool, spare: &[i32]) -> Option<Arc<Subtree>> {
     // The instances' notify sockets: their private folder, swept of a dead
     // daemon's (after `eco update` its own are the running instances').
     if clear {
@@ -242,8 +267,8 @@ fn clear_leftovers(paths: &Paths, clear: bool) -> Option<Arc<Subtree>> {
     if !clear {
         return cgroups;
     }
-    let mut left = cgroups.as_ref().map_or(0, |c| c.clear());
-    left += leftovers::stop(&paths.token());
+    let mut left = cgroups.as_ref().map_or(0, |c| c.clear_except(spare));
+    left += leftovers::stop(&paths.token(), spare);
     if left > 0 {
         tracing::info!(left, "stopped the previous daemon's processes");
     }
@@ -272,6 +297,7 @@ async fn restore(
     logs: &LogFiles,
     reconciler: &Reconciler,
     handover: Option<&mut update::Handover>,
+    crashed: Option<crate::runtime::adopt::RuntimeHandover>,
 ) -> anyhow::Result<Option<String>> {
     let saved = match handover {
         Some(handover) => {
@@ -280,7 +306,16 @@ async fn restore(
             tracing::info!(adopted, "adopting the running instances");
             Ok(std::mem::take(&mut handover.state))
         }
-        None => state::load(&paths.state()),
+        None => {
+            if let Some(runtime) = crashed {
+                let adopted = engine.expect(runtime)?;
+                tracing::info!(
+                    adopted,
+                    "adopting the instances a crashed daemon left running"
+                );
+            }
+            state::load(&paths.state())
+        }
     };
     Ok(match saved {
         Ok(saved) => {

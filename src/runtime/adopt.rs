@@ -242,18 +242,53 @@ impl Engine {
             .drain(..)
             .map(|p| (p.id.clone(), p))
             .collect();
+        let mut instances = self.held_instances().await;
+        for held in &mut instances {
+            let id = InstanceId {
+                project: held.project.clone(),
+                app: held.app.clone(),
+                index: held.index,
+            };
+            held.stdout = take(&id, true);
+            held.stderr = take(&id, false);
+            if let Some(parked) = notifies.remove(&id) {
+                (held.notify, held.fd_store) = hold_notify(parked);
+            }
+        }
+        // Pipes of processes that are gone: closed here, their output read.
+        drop(pipes);
+        let sockets = self.listeners.held();
+        RuntimeHandover {
+            instances,
+            sockets,
+            sharing: self
+                .listeners
+                .sharing_decided()
+                .map(|s| s.as_str().to_owned()),
+        }
+    }
+
+    /// Every cluster socket held (descriptor numbers borrowed: use them
+    /// before the next await), and how TCP addresses are held.
+    pub fn held_sockets(&self) -> (Vec<HeldSocket>, Option<String>) {
+        (
+            self.listeners.held(),
+            self.listeners
+                .sharing_decided()
+                .map(|s| s.as_str().to_owned()),
+        )
+    }
+
+    /// Every instance with a process, as a handover describes it, without
+    /// its descriptors (the descriptor holder keeps those by key).
+    pub async fn held_instances(&self) -> Vec<HeldInstance> {
         let projects = self.projects.lock().await;
         let mut instances = Vec::new();
         for (project, runtime) in projects.iter() {
             for (app, rt) in &runtime.apps {
                 for handle in &rt.instances {
-                    let state = handle.state.borrow().clone();
+                    let state = handle.state.borrow();
                     let Some(pid) = state.pid else { continue };
-                    let id = InstanceId {
-                        project: project.clone(),
-                        app: app.clone(),
-                        index: handle.index,
-                    };
                     instances.push(HeldInstance {
                         project: project.clone(),
                         app: app.clone(),
@@ -271,31 +306,15 @@ impl Engine {
                             .map(|h| (h.at, h.reason.clone(), h.exit))
                             .collect(),
                         mark: state.mark.clone(),
-                        stdout: take(&id, true),
-                        stderr: take(&id, false),
+                        stdout: None,
+                        stderr: None,
                         notify: None,
                         fd_store: Vec::new(),
                     });
-                    if let Some(parked) = notifies.remove(&id)
-                        && let Some(held) = instances.last_mut()
-                    {
-                        (held.notify, held.fd_store) = hold_notify(parked);
-                    }
                 }
             }
         }
-        drop(projects);
-        // Pipes of processes that are gone: closed here, their output read.
-        drop(pipes);
-        let sockets = self.listeners.held();
-        RuntimeHandover {
-            instances,
-            sockets,
-            sharing: self
-                .listeners
-                .sharing_decided()
-                .map(|s| s.as_str().to_owned()),
-        }
+        instances
     }
 
     /// Takes what a previous daemon handed over: its cluster sockets now,

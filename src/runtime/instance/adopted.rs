@@ -16,7 +16,6 @@ use super::running::{Phase, Pumps, Running};
 use super::{Actor, InstanceHandle, Launch, launch_with};
 use crate::runtime::adopt::Adoptee;
 use crate::runtime::notify::trust::Own;
-use crate::runtime::output::pump_from;
 use crate::runtime::{Event, Stream};
 use crate::spec::Ready;
 use crate::state::Status;
@@ -72,12 +71,7 @@ impl Actor {
         let handles = [(stdout, Stream::Out), (stderr, Stream::Err)]
             .into_iter()
             .filter_map(|(pipe, stream)| {
-                let (fd, leftover) = pipe?;
-                let sink = self.sink(stream, None);
-                Some(
-                    self.tasks
-                        .spawn(pump_from(fd, sink, hurry.clone(), leftover)),
-                )
+                Some(self.spawn_pump(pipe?, stream, &mark, None, hurry.clone()))
             })
             .collect();
         // The per-instance cluster sockets it started with, counted already.
@@ -86,7 +80,7 @@ impl Actor {
         let (watchdog, health) = self.fresh_timers();
         Running {
             pid,
-            exit: self.exit_of(pid),
+            exit: self.adopted_exit(pid),
             pid_written: self.write_pid(pid),
             mark,
             cgroup: None,
@@ -107,6 +101,17 @@ impl Actor {
             errno: None,
             own: Own::get(),
         }
+    }
+
+    /// How the end of a handed-over process is learnt: as its parent
+    /// after `eco update`; by a pidfd after a crash (re-parented, it is no
+    /// child of this daemon, and its exit status is lost).
+    fn adopted_exit(&self, pid: i32) -> tokio::sync::oneshot::Receiver<crate::state::Exit> {
+        let own = i32::try_from(std::process::id()).unwrap_or(0);
+        if crate::procfs::parent(pid) == Some(own) {
+            return self.exit_of(pid);
+        }
+        crate::runtime::stranger::exit_of(&self.tasks, pid)
     }
 
     /// `eco update` began: this run's notify socket and stored descriptors

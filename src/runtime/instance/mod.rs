@@ -25,7 +25,7 @@ use super::cgroup::{Cgroup, Subtree};
 use super::kill::Scope;
 use super::notify::fd_store::FdStore;
 use super::notify::trust::{self, Refusal, Refusals};
-use super::output::{LineMatcher, Sink};
+use super::output::{LineMatcher, Sink, pump_from};
 use super::spawner::Machine;
 use super::{Event, InstanceId, Observer, Stream};
 use crate::policy::{self, AfterExit};
@@ -408,6 +408,26 @@ impl Actor {
 
     fn set(&self, change: impl FnOnce(&mut InstanceState)) {
         self.state.send_modify(change);
+        crate::runtime::feed::touch();
+    }
+
+    /// Starts reading one pipe of the run marked `mark`, listed for the
+    /// descriptor holder while it is read.
+    fn spawn_pump(
+        &self,
+        (pipe, leftover): (std::os::fd::OwnedFd, Vec<u8>),
+        stream: Stream,
+        mark: &str,
+        matcher: Option<LineMatcher>,
+        hurry: tokio_util::sync::CancellationToken,
+    ) -> tokio::task::JoinHandle<()> {
+        let key = crate::runtime::feed::pipe_key(&self.id, mark, stream);
+        let offered = crate::runtime::feed::offer_pipe(key, &pipe);
+        let pump = pump_from(pipe, self.sink(stream, matcher), hurry, leftover);
+        self.tasks.spawn(async move {
+            pump.await;
+            drop(offered);
+        })
     }
 
     /// Where one of this instance's pipes goes.

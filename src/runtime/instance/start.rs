@@ -17,7 +17,7 @@ use crate::runtime::cgroup::Cgroup;
 use crate::runtime::listen_broker::{BROKER_ENV, Borrower, Broker};
 use crate::runtime::notify::NotifySocket;
 use crate::runtime::notify::trust::Own;
-use crate::runtime::output::{LineMatcher, pump};
+use crate::runtime::output::LineMatcher;
 use crate::runtime::ready::{self, Awaiting, Probes};
 use crate::runtime::spawn::{How, SPAWN_MARK, Spawned, spawn};
 use crate::runtime::{Event, Stream};
@@ -207,7 +207,7 @@ impl Actor {
         });
         self.event(&Event::Started { pid });
         let pid_written = self.write_pid(pid);
-        let pumps = self.pumps(spawned.stdout, spawned.stderr, matcher);
+        let pumps = self.pumps(spawned.stdout, spawned.stderr, matcher, &mark);
         let forking = self.spec_pid_file.is_some();
         let phase = self.readiness(log_line, forking);
         let (watchdog, health) = self.fresh_timers();
@@ -269,13 +269,19 @@ impl Actor {
         stdout: Option<OwnedFd>,
         stderr: Option<OwnedFd>,
         matcher: Option<LineMatcher>,
+        mark: &str,
     ) -> Pumps {
         let hurry = CancellationToken::new();
         let handles = [(stdout, Stream::Out), (stderr, Stream::Err)]
             .into_iter()
             .filter_map(|(pipe, stream)| {
-                let sink = self.sink(stream, matcher.clone());
-                Some(self.tasks.spawn(pump(pipe?, sink, hurry.clone())))
+                Some(self.spawn_pump(
+                    (pipe?, Vec::new()),
+                    stream,
+                    mark,
+                    matcher.clone(),
+                    hurry.clone(),
+                ))
             })
             .collect();
         Pumps { handles, hurry }

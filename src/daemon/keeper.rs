@@ -1,0 +1,412 @@
+//! The daemon's side of the descriptor holder (`holder`): at start, take
+//! back what a crashed daemon's holder kept ([`take`]) so its apps are
+//! adopted instead of stopped; while running, keep a holder current
+//! ([`Keeper`]): a duplicate of each output pipe and cluster socket by key,
+//! "forget" when they close, and the instances' description whenever it
+//! changes (debounced). The holder is never waited on by the daemon's
+//! loop: its I/O runs on a blocking thread with a time limit, and a holder
+//! that is slow or gone is logged and replaced, never a reason to stop.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::os::fd::{AsRawFd, IntoRawFd, OwnedFd, RawFd};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
+
+use crate::holder::{self, Conn, MAX_FDS, Message};
+use crate::paths::Paths;
+use crate::runtime::adopt::{HeldInstance, HeldPipe, HeldSocket, RuntimeHandover};
+use crate::runtime::{Engine, InstanceId, Stream, feed};
+
+/// Changes closer together than this go to the holder in one send.
+const DEBOUNCE: Duration = Duration::from_millis(100);
+
+/// A resync even when nothing said it changed (a restart counter, a
+/// socket's users).
+const RESYNC: Duration = Duration::from_secs(5);
+
+/// How long a new holder gets to listen.
+const START_LIMIT: Duration = Duration::from_secs(3);
+
+/// After a holder failed, how long until another is started.
+const RETRY_AFTER: Duration = Duration::from_secs(5);
+
+/// The keys per [`Message::Forget`] (keys are short; this stays far under
+/// the message limit).
+const FORGET_BATCH: usize = 200;
+
+/// What the holder keeps as the state: the running instances and cluster
+/// sockets, each descriptor named by its key.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Kept {
+    instances: Vec<HeldInstance>,
+    sockets: Vec<(HeldSocket, String)>,
+    sharing: Option<String>,
+}
+
+/// What a crashed daemon's holder gave back.
+pub struct Taken {
+    /// The connection, kept: this daemon feeds the same holder.
+    pub conn: Conn,
+    /// Its instances and sockets, descriptors owned by this process (by
+    /// number, as `Engine::expect` takes them).
+    pub runtime: RuntimeHandover,
+}
+
+impl Taken {
+    /// The pids of instances still running as described (a reused pid has
+    /// another start time): the leftovers step spares them.
+    pub fn live_pids(&self) -> Vec<i32> {
+        self.runtime
+            .instances
+            .iter()
+            .filter(|i| i.start_time.is_some() && crate::procfs::start_time(i.pid) == i.start_time)
+            .map(|i| i.pid)
+            .collect()
+    }
+}
+
+/// Takes everything a holder at this home keeps, if one answers (and is
+/// this uid's). A stale socket file (no holder) is removed. Blocking,
+/// bounded by [`holder::IO_LIMIT`] per message: it runs before the daemon
+/// serves anything.
+pub fn take(paths: &Paths) -> Option<Taken> {
+    let path = paths.holder();
+    if std::fs::symlink_metadata(&path).is_err() {
+        return None;
+    }
+    let conn = match Conn::connect(&path) {
+        Ok(conn) => conn,
+        Err(err) => {
+            tracing::warn!(%err, socket = %path.display(), "no descriptor holder to take the apps from; the previous daemon's apps are stopped as leftovers");
+            let _ = std::fs::remove_file(&path);
+            return None;
+        }
+    };
+    let (mut fds, state) = match receive_all(&conn) {
+        Ok(all) => all,
+        Err(err) => {
+            tracing::warn!(%err, "the descriptor holder did not hand everything over; the previous daemon's apps are stopped as leftovers");
+            return None;
+        }
+    };
+    let kept: Kept = if state.is_empty() {
+        Kept::default()
+    } else {
+        match serde_json::from_str(&state) {
+            Ok(kept) => kept,
+            Err(err) => {
+                tracing::warn!(%err, "the descriptor holder's state is not one this build reads; the previous daemon's apps are stopped as leftovers");
+                return Some(Taken {
+                    conn,
+                    runtime: RuntimeHandover::default(),
+                });
+            }
+        }
+    };
+    let runtime = runtime_of(kept, &mut fds);
+    // Whatever no instance or socket named is closed here.
+    drop(fds);
+    Some(Taken { conn, runtime })
+}
+
+/// Sends [`Message::Take`] and gathers the answer.
+fn receive_all(conn: &Conn) -> Result<(BTreeMap<String, OwnedFd>, String), holder::Error> {
+    conn.send(&Message::Take, &[])?;
+    let mut fds = BTreeMap::new();
+    let mut state = String::new();
+    loop {
+        let (message, received) = conn.receive()?;
+        match message {
+            Message::Put { keys } if keys.len() == received.len() => {
+                fds.extend(keys.into_iter().zip(received));
+            }
+            Message::State { part, .. } => {
+                if state.len() + part.len() > holder::MAX_STATE {
+                    return Err(holder::Error::Garbled("the state is too large".into()));
+                }
+                state.push_str(&part);
+            }
+            Message::End => return Ok((fds, state)),
+            other => {
+                return Err(holder::Error::Garbled(format!("unexpected {other:?}")));
+            }
+        }
+    }
+}
+
+/// The holder's description with its descriptors put back by number:
+/// instances whose pipes are missing lose just those pipes; sockets whose
+/// descriptor is missing are left out.
+fn runtime_of(kept: Kept, fds: &mut BTreeMap<String, OwnedFd>) -> RuntimeHandover {
+    let mut instances = kept.instances;
+    for held in &mut instances {
+        let id = InstanceId {
+            project: held.project.clone(),
+            app: held.app.clone(),
+            index: held.index,
+        };
+        let mut pipe = |stream| {
+            fds.remove(&feed::pipe_key(&id, &held.mark, stream))
+                .map(|fd| HeldPipe {
+                    fd: fd.into_raw_fd(),
+                    leftover: Vec::new(),
+                })
+        };
+        held.stdout = pipe(Stream::Out);
+        held.stderr = pipe(Stream::Err);
+        held.notify = None;
+        held.fd_store.clear();
+    }
+    let sockets = kept
+        .sockets
+        .into_iter()
+        .filter_map(|(mut socket, key)| {
+            socket.fd = fds.remove(&key)?.into_raw_fd();
+            Some(socket)
+        })
+        .collect();
+    RuntimeHandover {
+        instances,
+        sockets,
+        sharing: kept.sharing,
+    }
+}
+
+/// Tells the holder at this home (if any) to let go of everything and
+/// exit: `eco kill` when no daemon runs.
+pub fn quit_holder(paths: &Paths) {
+    if let Ok(conn) = Conn::connect(&paths.holder()) {
+        let _ = conn.send(&Message::Quit, &[]);
+    }
+}
+
+/// Keeps a holder current for as long as the daemon runs.
+pub struct Keeper {
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Keeper {
+    /// Starts keeping (on `conn`, else on a holder it starts).
+    pub fn start(engine: Arc<Engine>, paths: &Paths, conn: Option<Conn>) -> Keeper {
+        feed::enable();
+        let stop = CancellationToken::new();
+        let sync = Sync {
+            engine,
+            path: paths.holder(),
+            conn,
+            sent: BTreeSet::new(),
+            state: String::new(),
+        };
+        let task = tokio::spawn(sync.run(stop.clone()));
+        Keeper { stop, task }
+    }
+
+    /// A clean stop (every app has stopped): the holder lets go and exits.
+    pub async fn quit(self) {
+        self.stop.cancel();
+        let _ = self.task.await;
+    }
+}
+
+/// The keeping task's state.
+struct Sync {
+    engine: Arc<Engine>,
+    path: PathBuf,
+    conn: Option<Conn>,
+    /// Keys the holder has.
+    sent: BTreeSet<String>,
+    /// The state the holder has.
+    state: String,
+}
+
+impl Sync {
+    async fn run(mut self, stop: CancellationToken) {
+        let mut retry_at = tokio::time::Instant::now();
+        loop {
+            if self.conn.is_none() && tokio::time::Instant::now() >= retry_at {
+                self.conn = start_holder(&self.engine, &self.path).await;
+                if self.conn.is_none() {
+                    retry_at = tokio::time::Instant::now() + RETRY_AFTER;
+                }
+            }
+            if self.conn.is_some() && !self.sync().await {
+                retry_at = tokio::time::Instant::now() + RETRY_AFTER;
+            }
+            tokio::select! {
+                () = feed::changed().notified() => {
+                    tokio::select! {
+                        () = tokio::time::sleep(DEBOUNCE) => {}
+                        () = stop.cancelled() => {}
+                    }
+                }
+                () = tokio::time::sleep(RESYNC) => {}
+                () = stop.cancelled() => {}
+            }
+            if stop.is_cancelled() {
+                if let Some(conn) = self.conn.take() {
+                    let _ =
+                        tokio::task::spawn_blocking(move || conn.send(&Message::Quit, &[])).await;
+                }
+                return;
+            }
+        }
+    }
+
+    /// Brings the holder up to date; false (and the holder dropped) when
+    /// it failed.
+    async fn sync(&mut self) -> bool {
+        let instances = self.engine.held_instances().await;
+        // From here to the send, no await: the descriptor numbers listed
+        // stay the ones duplicated (they close on this thread only).
+        let (sockets, sharing) = self.engine.held_sockets();
+        let mut wanted = BTreeSet::new();
+        let mut new: Vec<(String, OwnedFd)> = Vec::new();
+        let mut kept_sockets = Vec::new();
+        for mut socket in sockets {
+            let Some(inode) = feed::inode(socket.fd) else {
+                continue;
+            };
+            let key = format!("sock {} {:?} {inode}", socket.addr, socket.slot);
+            if !self.sent.contains(&key)
+                && let Some(dup) = feed::duplicate(socket.fd, inode)
+            {
+                new.push((key.clone(), dup));
+            }
+            socket.fd = -1;
+            wanted.insert(key.clone());
+            kept_sockets.push((socket, key));
+        }
+        let (pipes, listed) = feed::pipes(|key| !self.sent.contains(key));
+        new.extend(pipes);
+        wanted.extend(listed);
+        let kept = Kept {
+            instances,
+            sockets: kept_sockets,
+            sharing,
+        };
+        let state = serde_json::to_string(&kept).unwrap_or_default();
+        let forget: Vec<String> = self.sent.difference(&wanted).cloned().collect();
+        if new.is_empty() && forget.is_empty() && state == self.state {
+            return true;
+        }
+        let messages = messages(&new, &forget, (state != self.state).then_some(&state));
+        let Some(conn) = self.conn.take() else {
+            return false;
+        };
+        let sent = tokio::task::spawn_blocking(move || {
+            let result = messages
+                .iter()
+                .try_for_each(|(message, fds)| conn.send(message, fds));
+            // The duplicates are the holder's now (or nobody's).
+            drop(new);
+            (conn, result)
+        })
+        .await;
+        match sent {
+            Ok((conn, Ok(()))) => {
+                self.conn = Some(conn);
+                self.sent = wanted;
+                self.state = state;
+                true
+            }
+            Ok((_, Err(err))) => {
+                tracing::warn!(%err, "the descriptor holder is gone or stuck; starting another (until then, a crash of this daemon takes its apps down)");
+                self.forget_holder();
+                false
+            }
+            Err(err) => {
+                tracing::warn!(%err, "the descriptor holder's sender failed");
+                self.forget_holder();
+                false
+            }
+        }
+    }
+
+    fn forget_holder(&mut self) {
+        self.conn = None;
+        self.sent.clear();
+        self.state.clear();
+    }
+}
+
+/// The messages of one sync: new descriptors, forgotten keys, the state.
+fn messages(
+    new: &[(String, OwnedFd)],
+    forget: &[String],
+    state: Option<&String>,
+) -> Vec<(Message, Vec<RawFd>)> {
+    let mut messages = Vec::new();
+    for batch in new.chunks(MAX_FDS / 2) {
+        messages.push((
+            Message::Put {
+                keys: batch.iter().map(|(key, _)| key.clone()).collect(),
+            },
+            batch.iter().map(|(_, fd)| fd.as_raw_fd()).collect(),
+        ));
+    }
+    for batch in forget.chunks(FORGET_BATCH) {
+        messages.push((
+            Message::Forget {
+                keys: batch.to_vec(),
+            },
+            Vec::new(),
+        ));
+    }
+    if let Some(state) = state {
+        messages.extend(
+            holder::state_parts(state)
+                .into_iter()
+                .map(|part| (part, Vec::new())),
+        );
+    }
+    messages
+}
+
+/// Starts `eco __holder` (its own session; it outlives this daemon) and
+/// connects to it.
+async fn start_holder(engine: &Engine, path: &Path) -> Option<Conn> {
+    let exe = match super::update::exe().map_or_else(std::env::current_exe, Ok) {
+        Ok(exe) => exe,
+        Err(err) => {
+            tracing::warn!(%err, "cannot find eco's binary to start the descriptor holder; a crash of this daemon will take its apps down");
+            return None;
+        }
+    };
+    let _ = std::fs::remove_file(path);
+    let mut command = std::process::Command::new(exe);
+    command
+        .arg(holder::COMMAND)
+        .arg(path)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    let started = match engine.reaper() {
+        Some(reaper) => reaper.spawn(&mut command).map(drop),
+        None => command.spawn().map(drop),
+    };
+    if let Err(err) = started {
+        tracing::warn!(%err, "cannot start the descriptor holder; a crash of this daemon will take its apps down");
+        return None;
+    }
+    let deadline = tokio::time::Instant::now() + START_LIMIT;
+    loop {
+        let try_path = path.to_path_buf();
+        let connected = tokio::task::spawn_blocking(move || Conn::connect(&try_path)).await;
+        match connected {
+            Ok(Ok(conn)) => {
+                tracing::info!(socket = %path.display(), "descriptor holder started");
+                return Some(conn);
+            }
+            Ok(Err(err)) if tokio::time::Instant::now() >= deadline => {
+                tracing::warn!(%err, "the descriptor holder did not come up; a crash of this daemon will take its apps down");
+                return None;
+            }
+            _ => tokio::time::sleep(Duration::from_millis(10)).await,
+        }
+    }
+}

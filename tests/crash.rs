@@ -1,0 +1,323 @@
+//! Outliving a crash: the daemon is SIGKILLed, its apps run on (their
+//! pipes and cluster sockets kept by the descriptor holder, `eco
+//! __holder`), and the daemon that the next command starts adopts them:
+//! same pids, no line lost, no connection refused.
+
+use std::process::Command;
+use std::time::Duration;
+
+use crate::cluster::{Load, free_port};
+use crate::support::{Home, all_online, eco_bin, eventually, root, state_of};
+use crate::update::numbers;
+
+/// `(app:index, pid)` of every row.
+fn pids(home: &Home) -> Vec<(String, i64)> {
+    home.rows()
+        .iter()
+        .map(|r| {
+            (
+                format!("{}:{}", r["app"], r["instance"]),
+                r["pid"].as_i64().unwrap_or(-1),
+            )
+        })
+        .collect()
+}
+
+/// The holder processes serving this home.
+fn holders(home: &Home) -> Vec<i32> {
+    let socket = home.path().join("holder.sock");
+    let needle = format!("__holder\0{}", socket.display());
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| String::from_utf8_lossy(&c).contains(&needle))
+        })
+        .filter(|pid| state_of(*pid).is_some_and(|s| s != 'Z'))
+        .collect()
+}
+
+fn alive(pid: i64) -> bool {
+    i32::try_from(pid)
+        .ok()
+        .and_then(state_of)
+        .is_some_and(|s| s != 'Z')
+}
+
+/// Pipes a process holds open.
+fn pipes_of(pid: i32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| {
+            std::fs::read_link(e.path()).is_ok_and(|l| l.to_string_lossy().starts_with("pipe:"))
+        })
+        .count()
+}
+
+/// Waits until the holder holds both pipes of each of `instances` (it is
+/// fed a moment after each change), then kills the daemon with SIGKILL.
+fn crash(home: &Home, instances: usize) {
+    eventually("the holder fed", Duration::from_secs(10), || {
+        holders(home)
+            .first()
+            .is_some_and(|holder| pipes_of(*holder) >= 2 * instances)
+    });
+    home.kill_daemon_hard();
+}
+
+/// Every sequence number the writer wrote is in the log exactly once.
+fn assert_every_line_once(home: &Home, more_than: u64) {
+    eventually(
+        "the writer's lines after the crash",
+        Duration::from_secs(30),
+        || numbers(home).len() as u64 > more_than + 500,
+    );
+    let all = numbers(home);
+    let expected: Vec<u64> = (1..=all.len() as u64).collect();
+    if all != expected {
+        let missing: Vec<u64> = expected
+            .iter()
+            .filter(|n| all.binary_search(n).is_err())
+            .take(10)
+            .copied()
+            .collect();
+        let dup: Vec<u64> = all
+            .windows(2)
+            .filter(|w| w[0] == w[1])
+            .map(|w| w[0])
+            .take(10)
+            .collect();
+        panic!(
+            "{} lines: missing {missing:?}, duplicated {dup:?}",
+            all.len()
+        );
+    }
+}
+
+const WRITER: &str = "  seq:\n    cmd: ['sh', '-c', 'i=0; while :; do i=$((i+1)); echo \"seq $i\"; case $((i % 20)) in 0) sleep 0.01;; esac; done']\n";
+
+#[test]
+fn a_killed_daemon_s_apps_are_adopted_with_every_line() {
+    let home = Home::new();
+    home.write(
+        "ecosystem.yaml",
+        &format!(
+            "name: up\napps:\n{WRITER}  sleeper:\n    cmd: ['sleep', '300']\n    instances: 2\n"
+        ),
+    );
+    home.ok(&["up", "--wait"]);
+    eventually("the writer's first lines", Duration::from_secs(20), || {
+        numbers(&home).len() > 200
+    });
+    let before = pids(&home);
+    assert!(before.iter().all(|(_, pid)| *pid > 0), "{before:?}");
+
+    crash(&home, 3);
+    let during = numbers(&home).len() as u64;
+    assert!(
+        before.iter().all(|(_, pid)| alive(*pid)),
+        "an app died with the daemon"
+    );
+
+    // Any command starts the next daemon, which adopts them.
+    let rows = home.rows();
+    assert!(all_online(&rows), "{rows:#?}");
+    assert_eq!(pids(&home), before, "an app was restarted");
+    let log = std::fs::read_to_string(home.path().join("daemon.log")).unwrap_or_default();
+    assert!(
+        log.contains("adopting the instances a crashed daemon left running"),
+        "{log}"
+    );
+    assert_every_line_once(&home, during);
+}
+
+#[test]
+fn cluster_sockets_keep_accepting_across_a_daemon_crash() {
+    let home = Home::new();
+    let port = free_port();
+    home.write(
+        "ecosystem.yaml",
+        &format!(
+            "name: up\napps:\n  web:\n    cmd: ['{}', __fixture-http]\n    mode: cluster\n    instances: 2\n    listen: ['127.0.0.1:{port}']\n    stop_timeout: 5s\n",
+            eco_bin().display()
+        ),
+    );
+    home.ok(&["up", "--wait"]);
+    let before = pids(&home);
+    let load = Load::start(port, 4);
+    eventually("requests served", Duration::from_secs(20), || {
+        load.ok() > 50
+    });
+
+    crash(&home, 2);
+    let served = load.ok();
+    eventually(
+        "requests served with no daemon",
+        Duration::from_secs(20),
+        || load.ok() > served + 50,
+    );
+    home.ok(&["ls"]);
+    let served = load.ok();
+    eventually(
+        "requests served after the adoption",
+        Duration::from_secs(20),
+        || load.ok() > served + 50,
+    );
+    let (done, refused, failed) = load.finish();
+    eprintln!(
+        "crash under load: {done} requests, {refused} refused, {} failed",
+        failed.len()
+    );
+    assert_eq!(refused, 0, "refused connections across the crash");
+    assert_eq!(pids(&home), before, "an app was restarted");
+    assert!(all_online(&home.rows()));
+}
+
+#[test]
+fn an_app_that_ends_while_no_daemon_runs_is_started_again() {
+    let home = Home::new();
+    home.write(
+        "ecosystem.yaml",
+        "name: up\napps:\n  sleeper:\n    cmd: ['sleep', '300']\n  stays:\n    cmd: ['sleep', '300']\n",
+    );
+    home.ok(&["up", "--wait"]);
+    let before = pids(&home);
+    let victim = home.row("sleeper", 0)["pid"].as_i64().expect("pid");
+    let stays = home.row("stays", 0)["pid"].as_i64().expect("pid");
+    crash(&home, 2);
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(victim).expect("pid")),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("kill");
+    eventually("the app gone", Duration::from_secs(5), || !alive(victim));
+
+    let rows = home.wait_rows("the app started again", |rows| {
+        all_online(rows)
+            && rows
+                .iter()
+                .all(|r| r["pid"].as_i64().is_some_and(|p| p > 0 && p != victim))
+    });
+    assert_ne!(pids(&home), before);
+    assert_eq!(
+        home.row("stays", 0)["pid"].as_i64(),
+        Some(stays),
+        "{rows:#?}"
+    );
+    // What cannot be known is said where users look.
+    let readme = std::fs::read_to_string(root().join("README.md")).expect("README");
+    assert!(
+        readme.contains("exit code of an app that ends while no daemon runs is lost"),
+        "the README must say the exit code is lost"
+    );
+}
+
+#[test]
+fn kill_after_an_adoption_leaves_nothing() {
+    let home = Home::new();
+    home.write(
+        "ecosystem.yaml",
+        "name: up\napps:\n  sleeper:\n    cmd: ['sh', '-c', 'sleep 300 & wait']\n    instances: 2\n",
+    );
+    home.ok(&["up", "--wait"]);
+    let before = pids(&home);
+    crash(&home, 2);
+    assert_eq!(pids(&home), before, "not adopted");
+    let holder = holders(&home);
+    assert_eq!(holder.len(), 1, "one holder: {holder:?}");
+    home.ok(&["kill"]);
+    eventually("the apps gone", Duration::from_secs(10), || {
+        before.iter().all(|(_, pid)| !alive(*pid))
+    });
+    eventually("the holder gone", Duration::from_secs(10), || {
+        holders(&home).is_empty()
+    });
+    assert!(
+        crate::support::processes_with_env("ECO_SPAWN_ID")
+            .iter()
+            .all(
+                |pid| !std::fs::read(format!("/proc/{pid}/environ"))
+                    .is_ok_and(|e| String::from_utf8_lossy(&e)
+                        .contains(&home.path().display().to_string()))
+            )
+    );
+}
+
+/// The apps are restarted (not adopted) and the command does not hang.
+fn restarted_past(home: &Home, before: &[(String, i64)]) {
+    let started = std::time::Instant::now();
+    let rows = home.wait_rows("the apps started afresh", |rows| {
+        all_online(rows)
+            && rows
+                .iter()
+                .all(|r| before.iter().all(|(_, p)| r["pid"].as_i64() != Some(*p)))
+    });
+    assert!(started.elapsed() < Duration::from_secs(10), "{rows:#?}");
+}
+
+#[test]
+fn a_stale_or_foreign_holder_socket_fools_no_daemon() {
+    let home = Home::new();
+    home.write(
+        "ecosystem.yaml",
+        "name: up\napps:\n  sleeper:\n    cmd: ['sleep', '300']\n",
+    );
+    home.ok(&["up", "--wait"]);
+
+    // A stale socket file: its holder is gone.
+    let before = pids(&home);
+    crash(&home, 1);
+    for holder in holders(&home) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(holder),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+    eventually("the holder gone", Duration::from_secs(5), || {
+        holders(&home).is_empty()
+    });
+    assert!(home.path().join("holder.sock").exists());
+    restarted_past(&home, &before);
+
+    // A holder served by another uid (a socket at that path it does not
+    // own): refused, whatever it says.
+    crate::support::tools::require(&["setpriv"]);
+    let before = pids(&home);
+    crash(&home, 1);
+    let theirs = tempfile::tempdir().expect("tempdir");
+    std::fs::set_permissions(
+        theirs.path(),
+        <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o777),
+    )
+    .expect("chmod");
+    let socket = theirs.path().join("holder.sock");
+    let mut stranger = Command::new("setpriv")
+        .args(["--reuid", "65534", "--regid", "65534", "--clear-groups"])
+        .arg(eco_bin())
+        .arg("__holder")
+        .arg(&socket)
+        .spawn()
+        .expect("setpriv");
+    eventually("the stranger's socket", Duration::from_secs(5), || {
+        socket.exists()
+    });
+    let ours = home.path().join("holder.sock");
+    for holder in holders(&home) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(holder),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+    let _ = std::fs::remove_file(&ours);
+    std::os::unix::fs::symlink(&socket, &ours).expect("symlink");
+    restarted_past(&home, &before);
+    let log = std::fs::read_to_string(home.path().join("daemon.log")).unwrap_or_default();
+    assert!(log.contains("not trusted"), "{log}");
+    let _ = stranger.kill();
+    let _ = stranger.wait();
+}
