@@ -61,7 +61,7 @@ fn pipes_of(pid: i32) -> usize {
 
 /// Waits until the holder holds both pipes of each of `instances` (it is
 /// fed a moment after each change), then kills the daemon with SIGKILL.
-fn crash(home: &Home, instances: usize) {
+pub(crate) fn crash(home: &Home, instances: usize) {
     eventually("the holder fed", Duration::from_secs(10), || {
         holders(home)
             .first()
@@ -209,6 +209,11 @@ fn an_app_that_ends_while_no_daemon_runs_is_started_again() {
         Some(stays),
         "{rows:#?}"
     );
+    // Restarted by its policy, as after any failure, its exit unknown.
+    let sleeper = home.row("sleeper", 0);
+    assert_eq!(sleeper["restarts"], 1, "{sleeper:#?}");
+    let said = home.ok(&["describe", "sleeper"]);
+    assert!(said.contains("exit status unknown"), "{said}");
     // What cannot be known is said where users look.
     let readme = std::fs::read_to_string(root().join("README.md")).expect("README");
     assert!(

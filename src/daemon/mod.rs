@@ -124,19 +124,7 @@ async fn run(
     let supervisor = supervisor::Supervisor::from_env();
     tracing::info!(home = %paths.home.display(), pid = std::process::id(), "daemon starting");
     write_pid(&paths)?;
-    // A crashed daemon's apps, kept by its descriptor holder: adopted, not
-    // stopped. After `eco update` the holder's copies are stale (this
-    // daemon holds the originals): taken and closed.
-    let taken = keeper::take(&paths);
-    let spare = taken
-        .as_ref()
-        .map(keeper::Taken::live_pids)
-        .unwrap_or_default();
-    let (holder, mut crashed) = match taken {
-        Some(taken) if handover.is_none() => (Some(taken.conn), Some(taken.runtime)),
-        Some(taken) => (Some(taken.conn), None),
-        None => (None, None),
-    };
+    let (holder, crashed, spare) = take_from_holder(&paths, handover.is_some());
     let cgroups = clear_leftovers(&paths, handover.is_none(), &spare);
     let services = TaskTracker::new();
     let services_stop = CancellationToken::new();
@@ -169,15 +157,8 @@ async fn run(
         Arc::clone(&host) as Arc<dyn Host>,
         Some(paths.logs()),
     );
-    let not_restored = restore(
-        &paths,
-        &engine,
-        &logs,
-        &reconciler,
-        handover.as_mut(),
-        crashed.take(),
-    )
-    .await?;
+    adopt_crashed(&engine, crashed)?;
+    let not_restored = restore(&paths, &engine, &logs, &reconciler, handover.as_mut()).await?;
     let keeper = keeper::Keeper::start(Arc::clone(&engine), &paths, holder);
     let listener = listen(&paths, handover.as_ref())?;
     update::record_held(lock_fd, listener.as_raw_fd());
@@ -244,6 +225,28 @@ async fn run(
     Ok(())
 }
 
+/// What a crashed daemon's descriptor holder kept: its connection, the
+/// instances to adopt, and their pids (spared by the leftovers step). After
+/// `eco update` the holder's copies are stale (this daemon holds the
+/// originals): taken and closed.
+fn take_from_holder(
+    paths: &Paths,
+    updated: bool,
+) -> (
+    Option<crate::holder::Conn>,
+    Option<crate::runtime::adopt::RuntimeHandover>,
+    Vec<i32>,
+) {
+    match keeper::take(paths) {
+        Some(taken) if !updated => {
+            let spare = taken.live_pids();
+            (Some(taken.conn), Some(taken.runtime), spare)
+        }
+        Some(taken) => (Some(taken.conn), None, Vec::new()),
+        None => (None, None, Vec::new()),
+    }
+}
+
 /// Writes this daemon's pid where `eco kill` and the tests look for it.
 fn write_pid(paths: &Paths) -> anyhow::Result<()> {
     use std::io::Write;
@@ -288,6 +291,22 @@ fn listen(
     })
 }
 
+/// Expects the instances a crashed daemon's holder kept: the projects
+/// restored next adopt them instead of starting them.
+fn adopt_crashed(
+    engine: &Engine,
+    crashed: Option<crate::runtime::adopt::RuntimeHandover>,
+) -> anyhow::Result<()> {
+    if let Some(runtime) = crashed {
+        let adopted = engine.expect(runtime)?;
+        tracing::info!(
+            adopted,
+            "adopting the instances a crashed daemon left running"
+        );
+    }
+    Ok(())
+}
+
 /// Starts the saved projects again; the reason when the state file could
 /// not be read (`eco ls` shows it). After `eco update`, the state is the
 /// one handed over and each running instance is adopted, not started.
@@ -297,7 +316,6 @@ async fn restore(
     logs: &LogFiles,
     reconciler: &Reconciler,
     handover: Option<&mut update::Handover>,
-    crashed: Option<crate::runtime::adopt::RuntimeHandover>,
 ) -> anyhow::Result<Option<String>> {
     let saved = match handover {
         Some(handover) => {
@@ -306,16 +324,7 @@ async fn restore(
             tracing::info!(adopted, "adopting the running instances");
             Ok(std::mem::take(&mut handover.state))
         }
-        None => {
-            if let Some(runtime) = crashed {
-                let adopted = engine.expect(runtime)?;
-                tracing::info!(
-                    adopted,
-                    "adopting the instances a crashed daemon left running"
-                );
-            }
-            state::load(&paths.state())
-        }
+        None => state::load(&paths.state()),
     };
     Ok(match saved {
         Ok(saved) => {

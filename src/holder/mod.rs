@@ -266,6 +266,7 @@ pub fn state_parts(state: &str) -> Vec<Message> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -205,6 +205,10 @@ pub struct Adoptee {
     pub stderr: Option<(OwnedFd, Vec<u8>)>,
     pub notify: Option<NotifySocket>,
     pub fd_store: Vec<(String, OwnedFd)>,
+    /// The process ended while no daemon watched it (or its pid now names
+    /// another process): nothing is adopted, the run ends at once with its
+    /// exit status unknown, and the restart policy decides.
+    pub gone: bool,
 }
 
 /// Why a handover cannot be taken.
@@ -359,8 +363,7 @@ impl Engine {
             let same =
                 held.start_time.is_some() && crate::procfs::start_time(held.pid) == held.start_time;
             if !same {
-                tracing::warn!(project = %held.project, app = %held.app, instance = held.index, pid = held.pid, "an instance's process is gone: it starts afresh");
-                continue;
+                tracing::warn!(project = %held.project, app = %held.app, instance = held.index, pid = held.pid, "an instance's process ended while no daemon watched it (its exit status is lost): its restart policy decides");
             }
             adoptees.insert(
                 key,
@@ -381,6 +384,7 @@ impl Engine {
                     stderr,
                     notify,
                     fd_store,
+                    gone: !same,
                 },
             );
         }
@@ -394,10 +398,11 @@ impl Engine {
     }
 
     /// Handed-over processes no restored project claimed: stopped, as a
-    /// dead daemon's leftovers are. Returns their pids.
+    /// dead daemon's leftovers are. Returns their pids (not those gone).
     pub fn unclaimed_adoptees(&self) -> Vec<i32> {
         std::mem::take(&mut *self.lock_adoptees())
             .into_values()
+            .filter(|a| !a.gone)
             .map(|a| a.pid)
             .collect()
     }

@@ -13,12 +13,12 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::running::{Phase, Pumps, Running};
-use super::{Actor, InstanceHandle, Launch, launch_with};
+use super::{Actor, InstanceHandle, Launch, RunEnd, launch_with};
 use crate::runtime::adopt::Adoptee;
 use crate::runtime::notify::trust::Own;
 use crate::runtime::{Event, Stream};
 use crate::spec::Ready;
-use crate::state::Status;
+use crate::state::{Exit, Reason, Status};
 
 /// Starts the task of an instance whose process already runs.
 pub fn adopt(launch: Launch, adoptee: Adoptee) -> InstanceHandle {
@@ -44,6 +44,7 @@ impl Actor {
             stderr,
             notify,
             fd_store,
+            gone: _,
         } = adoptee;
         for (name, fd) in fd_store {
             let _ = self.fd_store.store(&name, vec![fd], usize::MAX);
@@ -100,6 +101,31 @@ impl Actor {
             health,
             errno: None,
             own: Own::get(),
+        }
+    }
+
+    /// A handed-over process that ended while no daemon watched it: its
+    /// record carries on (restarts, history), its run ends at once with
+    /// its exit status unknown, a failure for the restart policy.
+    pub(super) fn ended_unseen(&mut self, adoptee: Adoptee) -> RunEnd {
+        let ran_for = adoptee
+            .started
+            .and_then(|s| SystemTime::now().duration_since(s).ok())
+            .unwrap_or(Duration::ZERO);
+        self.set(|s| {
+            s.pid = None;
+            s.started = adoptee.started;
+            s.restarts = adoptee.restarts;
+            s.last_reason = adoptee.last_reason;
+            s.last_exit = Some(Exit::Unknown);
+            s.history = adoptee.history.into_iter().collect();
+            s.mark.clone_from(&adoptee.mark);
+        });
+        RunEnd::Exited {
+            exit: Exit::Unknown,
+            ran_for,
+            reason: Reason::Crash,
+            failed_start: false,
         }
     }
 
