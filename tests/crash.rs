@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use crate::cluster::{Load, free_port};
 use crate::support::{Home, all_online, eco_bin, eventually, root, state_of};
-use crate::update::numbers;
+use crate::update::{FDSTORE_APP, lines_of, numbers};
 
 /// `(app:index, pid)` of every row.
 fn pids(home: &Home) -> Vec<(String, i64)> {
@@ -47,14 +47,14 @@ fn alive(pid: i64) -> bool {
         .is_some_and(|s| s != 'Z')
 }
 
-/// Pipes a process holds open.
-fn pipes_of(pid: i32) -> usize {
+/// Descriptors of a kind (`pipe:`, `socket:`) a process holds open.
+fn open_of(pid: i32, kind: &str) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd"))
         .into_iter()
         .flatten()
         .flatten()
         .filter(|e| {
-            std::fs::read_link(e.path()).is_ok_and(|l| l.to_string_lossy().starts_with("pipe:"))
+            std::fs::read_link(e.path()).is_ok_and(|l| l.to_string_lossy().starts_with(kind))
         })
         .count()
 }
@@ -62,10 +62,16 @@ fn pipes_of(pid: i32) -> usize {
 /// Waits until the holder holds both pipes of each of `instances` (it is
 /// fed a moment after each change), then kills the daemon with SIGKILL.
 pub(crate) fn crash(home: &Home, instances: usize) {
+    crash_holding(home, 2 * instances, 0);
+}
+
+/// Waits until the holder holds `pipes` pipes and `sockets` sockets besides
+/// its own two, then kills the daemon with SIGKILL.
+fn crash_holding(home: &Home, pipes: usize, sockets: usize) {
     eventually("the holder fed", Duration::from_secs(10), || {
-        holders(home)
-            .first()
-            .is_some_and(|holder| pipes_of(*holder) >= 2 * instances)
+        holders(home).first().is_some_and(|holder| {
+            open_of(*holder, "pipe:") >= pipes && open_of(*holder, "socket:") >= sockets + 2
+        })
     });
     home.kill_daemon_hard();
 }
@@ -325,4 +331,63 @@ fn a_stale_or_foreign_holder_socket_fools_no_daemon() {
     assert!(log.contains("not trusted"), "{log}");
     let _ = stranger.kill();
     let _ = stranger.wait();
+}
+
+#[test]
+fn notify_sockets_watchdogs_and_stored_descriptors_outlive_a_crash() {
+    crate::support::tools::require(&["python3"]);
+    let home = Home::new();
+    home.write("keep.py", FDSTORE_APP);
+    let pings = home.path().join("pings");
+    let fds = home.path().join("fds");
+    home.write(
+        "ecosystem.yaml",
+        &format!(
+            "name: up\napps:\n  dog:\n    cmd: [sh, -c, 'while :; do {eco} notify WATCHDOG=1 && echo ping >> {pings} || echo notify-failed; sleep 0.1; done']\n    watchdog: 1s\n  \
+             keeper:\n    cmd: [python3, keep.py, {fds}]\n    fd_store: 1\n    restart_delay: 0ms\n    env: {{ ECO_BIN_FOR_TEST: '{eco}' }}\n",
+            eco = eco_bin().display(),
+            pings = pings.display(),
+            fds = fds.display(),
+        ),
+    );
+    home.ok(&["up", "--wait"]);
+    eventually("stored", Duration::from_secs(20), || {
+        std::fs::read_to_string(&fds).is_ok_and(|t| t.contains("stored "))
+    });
+    eventually("pings", Duration::from_secs(20), || lines_of(&pings) > 3);
+    let before = pids(&home);
+
+    // Two notify sockets and the stored one.
+    crash_holding(&home, 4, 3);
+    // Pings go on (into the socket's queue, then to the next daemon),
+    // well over a watchdog interval of them, and nothing restarts.
+    home.ok(&["ls"]);
+    let seen = lines_of(&pings);
+    eventually("pings after the crash", Duration::from_secs(30), || {
+        lines_of(&pings) > seen + 25
+    });
+    assert_eq!(pids(&home), before, "restarted (watchdog?)");
+    let log = std::fs::read_to_string(home.path().join("logs/up/dog.out.log")).unwrap_or_default();
+    assert!(!log.contains("notify-failed"), "{log}");
+
+    // The stored descriptor comes back at the next start.
+    let keeper = home.row("keeper", 0)["pid"].as_i64().expect("pid");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(keeper).expect("pid")),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("kill");
+    eventually("handed back", Duration::from_secs(20), || {
+        std::fs::read_to_string(&fds).is_ok_and(|t| t.contains("back "))
+    });
+    let text = std::fs::read_to_string(&fds).expect("fds");
+    let stored = text
+        .lines()
+        .find_map(|l| l.strip_prefix("stored "))
+        .expect("stored");
+    let back = text
+        .lines()
+        .find_map(|l| l.strip_prefix("back "))
+        .expect("back");
+    assert_eq!(back, format!("{stored} keep"), "{text}");
 }

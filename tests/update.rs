@@ -304,7 +304,7 @@ fn a_cli_of_another_version_says_so_once() {
     assert!(version.contains("daemon: eco "), "{version}");
 }
 
-const FDSTORE_APP: &str = r#"
+pub(crate) const FDSTORE_APP: &str = r#"
 import os, socket, subprocess, sys
 out = sys.argv[1]
 if os.environ.get("LISTEN_FDS"):
@@ -319,7 +319,7 @@ subprocess.run([os.environ["ECO_BIN_FOR_TEST"], "notify", "--fd", str(s.fileno()
 os.execvp("sleep", ["sleep", "1000"])
 "#;
 
-fn lines_of(path: &Path) -> usize {
+pub(crate) fn lines_of(path: &Path) -> usize {
     std::fs::read_to_string(path).map_or(0, |t| t.lines().count())
 }
 

@@ -18,8 +18,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::holder::{self, Conn, MAX_FDS, Message};
 use crate::paths::Paths;
-use crate::runtime::adopt::{HeldInstance, HeldPipe, HeldSocket, RuntimeHandover};
-use crate::runtime::{Engine, InstanceId, Stream, feed};
+use crate::runtime::adopt::{HeldInstance, HeldNotify, HeldPipe, HeldSocket, RuntimeHandover};
+use crate::runtime::feed::{self, Meta};
+use crate::runtime::{Engine, InstanceId, Stream};
 
 /// Changes closer together than this go to the holder in one send.
 const DEBOUNCE: Duration = Duration::from_millis(100);
@@ -45,6 +46,12 @@ struct Kept {
     instances: Vec<HeldInstance>,
     sockets: Vec<(HeldSocket, String)>,
     sharing: Option<String>,
+    /// Notify sockets: key → where bound, the app's NOTIFY_SOCKET.
+    #[serde(default)]
+    notifies: BTreeMap<String, (PathBuf, String)>,
+    /// Stored descriptors: (instance, FDNAME, key).
+    #[serde(default)]
+    stores: Vec<(String, String, String)>,
 }
 
 /// What a crashed daemon's holder gave back.
@@ -57,6 +64,16 @@ pub struct Taken {
 }
 
 impl Taken {
+    /// The adopted instances' notify sockets: the sweep of a dead daemon's
+    /// sockets spares their files (the apps send to those addresses).
+    pub fn notify_paths(&self) -> Vec<PathBuf> {
+        self.runtime
+            .instances
+            .iter()
+            .filter_map(|i| Some(i.notify.as_ref()?.path.clone()))
+            .collect()
+    }
+
     /// The pids of instances still running as described (a reused pid has
     /// another start time): the leftovers step spares them.
     pub fn live_pids(&self) -> Vec<i32> {
@@ -158,8 +175,21 @@ fn runtime_of(kept: Kept, fds: &mut BTreeMap<String, OwnedFd>) -> RuntimeHandove
         };
         held.stdout = pipe(Stream::Out);
         held.stderr = pipe(Stream::Err);
-        held.notify = None;
-        held.fd_store.clear();
+        let key = feed::notify_key(&id, &held.mark);
+        held.notify = kept.notifies.get(&key).and_then(|(path, env_value)| {
+            Some(HeldNotify {
+                fd: fds.remove(&key)?.into_raw_fd(),
+                path: path.clone(),
+                env_value: env_value.clone(),
+            })
+        });
+        let owner = feed::owner(&id);
+        held.fd_store = kept
+            .stores
+            .iter()
+            .filter(|(of, _, _)| *of == owner)
+            .filter_map(|(_, name, key)| Some((name.clone(), fds.remove(key)?.into_raw_fd())))
+            .collect();
     }
     let sockets = kept
         .sockets
@@ -281,13 +311,26 @@ impl Sync {
             wanted.insert(key.clone());
             kept_sockets.push((socket, key));
         }
-        let (pipes, listed) = feed::pipes(|key| !self.sent.contains(key));
-        new.extend(pipes);
-        wanted.extend(listed);
+        let (dups, listed) = feed::listed(|key| !self.sent.contains(key));
+        new.extend(dups);
+        let mut notifies = BTreeMap::new();
+        let mut stores = Vec::new();
+        for (key, meta) in listed {
+            match meta {
+                Meta::Pipe => {}
+                Meta::Notify { path, env_value } => {
+                    notifies.insert(key.clone(), (path, env_value));
+                }
+                Meta::Stored { owner, name } => stores.push((owner, name, key.clone())),
+            }
+            wanted.insert(key);
+        }
         let kept = Kept {
             instances,
             sockets: kept_sockets,
             sharing,
+            notifies,
+            stores,
         };
         let state = serde_json::to_string(&kept).unwrap_or_default();
         let forget: Vec<String> = self.sent.difference(&wanted).cloned().collect();

@@ -124,7 +124,7 @@ async fn run(
     let supervisor = supervisor::Supervisor::from_env();
     tracing::info!(home = %paths.home.display(), pid = std::process::id(), "daemon starting");
     write_pid(&paths)?;
-    let (holder, crashed, spare) = take_from_holder(&paths, handover.is_some());
+    let (holder, crashed, spare) = take_from_holder(&paths, handover.as_ref());
     let cgroups = clear_leftovers(&paths, handover.is_none(), &spare);
     let services = TaskTracker::new();
     let services_stop = CancellationToken::new();
@@ -226,19 +226,30 @@ async fn run(
 }
 
 /// What a crashed daemon's descriptor holder kept: its connection, the
-/// instances to adopt, and their pids (spared by the leftovers step). After
-/// `eco update` the holder's copies are stale (this daemon holds the
-/// originals): taken and closed.
+/// instances to adopt, and their pids (spared by the leftovers step; their
+/// notify sockets by the sweep of a dead daemon's). After `eco update` the
+/// holder's copies are stale (this daemon holds the originals): taken and
+/// closed.
 fn take_from_holder(
     paths: &Paths,
-    updated: bool,
+    handover: Option<&update::Handover>,
 ) -> (
     Option<crate::holder::Conn>,
     Option<crate::runtime::adopt::RuntimeHandover>,
     Vec<i32>,
 ) {
+    if let Some(handover) = handover {
+        // Sockets adopted after a crash carry a dead daemon's pid.
+        let notify = handover.runtime.instances.iter();
+        crate::runtime::notify::place::spare(
+            notify
+                .filter_map(|i| Some(i.notify.as_ref()?.path.clone()))
+                .collect(),
+        );
+    }
     match keeper::take(paths) {
-        Some(taken) if !updated => {
+        Some(taken) if handover.is_none() => {
+            crate::runtime::notify::place::spare(taken.notify_paths());
             let spare = taken.live_pids();
             (Some(taken.conn), Some(taken.runtime), spare)
         }

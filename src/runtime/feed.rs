@@ -1,12 +1,14 @@
 //! What the descriptor holder must be told about (see `holder` and
-//! `daemon::keeper`): the output pipes being read right now, by key, and a
-//! signal that something an adoption would need has changed. The runtime
-//! only records facts here; the daemon's keeper decides what to send.
-//! Off (and free) unless a daemon [`enable`]d it: `up -F` and the tests of
-//! the engine hold nothing.
+//! `daemon::keeper`): the descriptors an adoption needs that the runtime
+//! has open right now (output pipes being read, notify sockets, stored
+//! descriptors), by key, and a signal that something an adoption needs
+//! has changed. The runtime only records facts here; the daemon's keeper
+//! decides what to send. Off (and free) unless a daemon [`enable`]d it:
+//! `up -F` and the tests of the engine hold nothing.
 
 use std::collections::BTreeMap;
-use std::os::fd::{AsFd, AsRawFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{LazyLock, Mutex, PoisonError};
 
@@ -16,15 +18,41 @@ use super::{InstanceId, Stream};
 
 static ENABLED: AtomicBool = AtomicBool::new(false);
 
-/// Pipe key → its descriptor number and inode (the inode tells a number
-/// reused by another file from the pipe).
-static PIPES: Mutex<BTreeMap<String, (RawFd, u64)>> = Mutex::new(BTreeMap::new());
+/// What a listed descriptor is, beyond its key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Meta {
+    Pipe,
+    /// A notify socket: where it is bound, and the app's NOTIFY_SOCKET.
+    Notify {
+        path: PathBuf,
+        env_value: String,
+    },
+    /// A descriptor an instance stored (`FDSTORE=1`) under `name`.
+    Stored {
+        owner: String,
+        name: String,
+    },
+}
+
+/// One listed descriptor: its number, its inode (which tells a number
+/// reused by another file from it), and what it is.
+struct Listed {
+    fd: RawFd,
+    inode: u64,
+    meta: Meta,
+}
+
+static LISTED: Mutex<BTreeMap<String, Listed>> = Mutex::new(BTreeMap::new());
 
 static CHANGED: LazyLock<Notify> = LazyLock::new(Notify::new);
 
 /// Turns recording on (the daemon, once its keeper runs).
 pub fn enable() {
     ENABLED.store(true, Ordering::SeqCst);
+}
+
+fn enabled() -> bool {
+    ENABLED.load(Ordering::Relaxed)
 }
 
 /// Woken whenever something to hold changed.
@@ -34,43 +62,56 @@ pub fn changed() -> &'static Notify {
 
 /// Something an adoption needs changed (an instance's state).
 pub(crate) fn touch() {
-    if ENABLED.load(Ordering::Relaxed) {
+    if enabled() {
         CHANGED.notify_one();
     }
+}
+
+/// An instance as the keys name it.
+pub fn owner(id: &InstanceId) -> String {
+    format!("{}/{}/{}", id.project, id.app, id.index)
 }
 
 /// The key of one output pipe of one run (`mark` tells runs apart).
 pub fn pipe_key(id: &InstanceId, mark: &str, stream: Stream) -> String {
     let stream = if stream == Stream::Out { "out" } else { "err" };
-    format!(
-        "pipe {}/{}/{} {mark} {stream}",
-        id.project, id.app, id.index
-    )
+    format!("pipe {} {mark} {stream}", owner(id))
 }
 
-/// Records a pipe being read until the returned guard drops (hold the
-/// guard for as long as the pipe is open).
-pub(crate) fn offer_pipe(key: String, pipe: &impl AsFd) -> Option<Offered> {
-    if !ENABLED.load(Ordering::Relaxed) {
+/// The key of one run's notify socket.
+pub fn notify_key(id: &InstanceId, mark: &str) -> String {
+    format!("notify {} {mark}", owner(id))
+}
+
+/// Lists a descriptor until the returned guard drops (hold the guard for
+/// as long as the descriptor is open).
+pub(crate) fn offer(key: String, fd: &impl AsFd, meta: Meta) -> Option<Offered> {
+    if !enabled() {
         return None;
     }
-    let inode = nix::sys::stat::fstat(pipe.as_fd()).ok()?.st_ino;
-    PIPES
+    let inode = nix::sys::stat::fstat(fd.as_fd()).ok()?.st_ino;
+    let listed = Listed {
+        fd: fd.as_fd().as_raw_fd(),
+        inode,
+        meta,
+    };
+    LISTED
         .lock()
         .unwrap_or_else(PoisonError::into_inner)
-        .insert(key.clone(), (pipe.as_fd().as_raw_fd(), inode));
+        .insert(key.clone(), listed);
     CHANGED.notify_one();
     Some(Offered { key })
 }
 
-/// Keeps a pipe listed; unlists it on drop.
+/// Keeps a descriptor listed; unlists it on drop.
+#[derive(Debug)]
 pub(crate) struct Offered {
     key: String,
 }
 
 impl Drop for Offered {
     fn drop(&mut self) {
-        PIPES
+        LISTED
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .remove(&self.key);
@@ -78,24 +119,61 @@ impl Drop for Offered {
     }
 }
 
-/// Duplicates (close-on-exec) of the listed pipes whose key `wanted`
-/// accepts, and the keys of every pipe listed. Call it from the runtime's
-/// thread: the pipes are closed there, so none closes in between.
-pub fn pipes(wanted: impl Fn(&str) -> bool) -> (Vec<(String, std::os::fd::OwnedFd)>, Vec<String>) {
-    let pipes = PIPES.lock().unwrap_or_else(PoisonError::into_inner);
+/// Replaces what `owner` has stored with `fds` (name, descriptor): the
+/// keys of an instance's store. Nothing (or an empty list) unlists it.
+pub(crate) fn list_store(owner: &str, fds: &[(String, OwnedFd)]) {
+    if !enabled() {
+        return;
+    }
+    let prefix = format!("store {owner} ");
+    let mut listed = LISTED.lock().unwrap_or_else(PoisonError::into_inner);
+    listed.retain(|key, _| !key.starts_with(&prefix));
+    for (name, fd) in fds {
+        let Ok(stat) = nix::sys::stat::fstat(fd) else {
+            continue;
+        };
+        listed.insert(
+            format!("{prefix}{name} {}", stat.st_ino),
+            Listed {
+                fd: fd.as_raw_fd(),
+                inode: stat.st_ino,
+                meta: Meta::Stored {
+                    owner: owner.to_owned(),
+                    name: name.clone(),
+                },
+            },
+        );
+    }
+    drop(listed);
+    CHANGED.notify_one();
+}
+
+/// Duplicates of the descriptors asked for, and every key listed with
+/// what it is.
+pub type Listing = (Vec<(String, OwnedFd)>, Vec<(String, Meta)>);
+
+/// Everything listed now: duplicates (close-on-exec) of those whose key
+/// `wanted` accepts, and every key with what it is. Call it from the
+/// runtime's thread: the descriptors close there, so none closes in
+/// between.
+pub fn listed(wanted: impl Fn(&str) -> bool) -> Listing {
+    let listed = LISTED.lock().unwrap_or_else(PoisonError::into_inner);
     let mut dups = Vec::new();
-    for (key, (fd, inode)) in pipes.iter().filter(|(key, _)| wanted(key)) {
-        if let Some(dup) = duplicate(*fd, *inode) {
+    for (key, entry) in listed.iter().filter(|(key, _)| wanted(key)) {
+        if let Some(dup) = duplicate(entry.fd, entry.inode) {
             dups.push((key.clone(), dup));
         }
     }
-    (dups, pipes.keys().cloned().collect())
+    let all = listed
+        .iter()
+        .map(|(key, entry)| (key.clone(), entry.meta.clone()))
+        .collect();
+    (dups, all)
 }
 
 /// A close-on-exec duplicate of `fd` if it still is the file `inode`.
-pub(crate) fn duplicate(fd: RawFd, inode: u64) -> Option<std::os::fd::OwnedFd> {
-    let borrowed = borrow(fd);
-    let dup = nix::fcntl::fcntl(borrowed, nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(3)).ok()?;
+pub(crate) fn duplicate(fd: RawFd, inode: u64) -> Option<OwnedFd> {
+    let dup = nix::fcntl::fcntl(borrow(fd), nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(3)).ok()?;
     let dup = crate::holder::owned(dup);
     let same = nix::sys::stat::fstat(&dup).is_ok_and(|s| s.st_ino == inode);
     same.then_some(dup)
@@ -106,11 +184,11 @@ pub fn inode(fd: RawFd) -> Option<u64> {
     nix::sys::stat::fstat(borrow(fd)).ok().map(|s| s.st_ino)
 }
 
-/// A listed descriptor number, borrowed for one `fcntl`.
+/// A listed descriptor number, borrowed for one `fcntl` or `fstat`.
 #[allow(unsafe_code)]
 fn borrow(fd: RawFd) -> std::os::fd::BorrowedFd<'static> {
-    // SAFETY: only F_DUPFD_CLOEXEC goes through it, which fails cleanly
-    // (EBADF) on a closed number; a number reused by another file is told
-    // apart by its inode right after.
+    // SAFETY: only F_DUPFD_CLOEXEC and fstat go through it, which fail
+    // cleanly (EBADF) on a closed number; a number reused by another file
+    // is told apart by its inode.
     unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) }
 }

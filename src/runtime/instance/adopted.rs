@@ -49,6 +49,10 @@ impl Actor {
         for (name, fd) in fd_store {
             let _ = self.fd_store.store(&name, vec![fd], usize::MAX);
         }
+        let mut notify = notify;
+        if let Some(socket) = &mut notify {
+            socket.offer(crate::runtime::feed::notify_key(&self.id, &mark));
+        }
         let ran = started
             .and_then(|s| SystemTime::now().duration_since(s).ok())
             .unwrap_or(Duration::ZERO);

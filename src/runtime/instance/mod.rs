@@ -239,6 +239,7 @@ fn launch_with(launch: Launch, adopted: Option<Box<super::adopt::Adoptee>>) -> I
     let actor = Actor {
         listeners: launch.listeners,
         listen: launch.listen,
+        fd_store: FdStore::owned_by(crate::runtime::feed::owner(&launch.id)),
         id: Arc::new(launch.id),
         mark_prefix: launch.mark_prefix,
         spec: launch.spec,
@@ -255,7 +256,6 @@ fn launch_with(launch: Launch, adopted: Option<Box<super::adopt::Adoptee>>) -> I
         spec_pid_file: launch.pid_file,
         watchdog: launch.watchdog,
         restarts: launch.restarts,
-        fd_store: FdStore::default(),
         refusals: Refusals::default(),
         adopted,
     };
@@ -422,7 +422,7 @@ impl Actor {
         hurry: tokio_util::sync::CancellationToken,
     ) -> tokio::task::JoinHandle<()> {
         let key = crate::runtime::feed::pipe_key(&self.id, mark, stream);
-        let offered = crate::runtime::feed::offer_pipe(key, &pipe);
+        let offered = crate::runtime::feed::offer(key, &pipe, crate::runtime::feed::Meta::Pipe);
         let pump = pump_from(pipe, self.sink(stream, matcher), hurry, leftover);
         self.tasks.spawn(async move {
             pump.await;

@@ -45,7 +45,10 @@ impl Actor {
             SPAWN_COUNTER.fetch_add(1, Ordering::Relaxed)
         );
         let mut extra = vec![(SPAWN_MARK, mark.clone())];
-        let notify = self.notify_socket(&mut extra)?;
+        let mut notify = self.notify_socket(&mut extra)?;
+        if let Some(socket) = &mut notify {
+            socket.offer(crate::runtime::feed::notify_key(&self.id, &mark));
+        }
         let broker = self.broker(&mut extra);
         if let Some(every) = self.watchdog {
             extra.push(("WATCHDOG_USEC", every.as_micros().to_string()));
