@@ -35,6 +35,11 @@ const START_LIMIT: Duration = Duration::from_secs(3);
 /// After a holder failed, how long until another is started.
 const RETRY_AFTER: Duration = Duration::from_secs(5);
 
+/// The most duplicates one sync opens (the daemon may run near its
+/// descriptor limit: 10,000 instances hold 20,000 pipes); the rest go in
+/// the syncs that follow at once.
+const MAX_DUPS: usize = 1000;
+
 /// The keys per [`Message::Forget`] (keys are short; this stays far under
 /// the message limit).
 const FORGET_BATCH: usize = 200;
@@ -231,6 +236,8 @@ impl Keeper {
             conn,
             sent: BTreeSet::new(),
             state: String::new(),
+            pending: false,
+            start_times: BTreeMap::new(),
         };
         let task = tokio::spawn(sync.run(stop.clone()));
         Keeper { stop, task }
@@ -252,6 +259,10 @@ struct Sync {
     sent: BTreeSet<String>,
     /// The state the holder has.
     state: String,
+    /// Start times by (pid, spawn mark): read once per run, not per sync.
+    start_times: BTreeMap<(i32, String), Option<u64>>,
+    /// The last sync left descriptors to pass (at most [`MAX_DUPS`] each).
+    pending: bool,
 }
 
 impl Sync {
@@ -264,18 +275,29 @@ impl Sync {
                     retry_at = tokio::time::Instant::now() + RETRY_AFTER;
                 }
             }
+            let began = tokio::time::Instant::now();
             if self.conn.is_some() && !self.sync().await {
                 retry_at = tokio::time::Instant::now() + RETRY_AFTER;
             }
-            tokio::select! {
-                () = feed::changed().notified() => {
-                    tokio::select! {
-                        () = tokio::time::sleep(DEBOUNCE) => {}
-                        () = stop.cancelled() => {}
-                    }
+            // A sync of many instances costs: the next waits longer.
+            let pause = DEBOUNCE + 2 * began.elapsed();
+            if self.pending && self.conn.is_some() {
+                // More descriptors to pass than one sync duplicates.
+                tokio::select! {
+                    () = tokio::time::sleep(pause) => {}
+                    () = stop.cancelled() => {}
                 }
-                () = tokio::time::sleep(RESYNC) => {}
-                () = stop.cancelled() => {}
+            } else {
+                tokio::select! {
+                    () = feed::changed().notified() => {
+                        tokio::select! {
+                            () = tokio::time::sleep(pause) => {}
+                            () = stop.cancelled() => {}
+                        }
+                    }
+                    () = tokio::time::sleep(RESYNC) => {}
+                    () = stop.cancelled() => {}
+                }
             }
             if stop.is_cancelled() {
                 if let Some(conn) = self.conn.take() {
@@ -290,7 +312,22 @@ impl Sync {
     /// Brings the holder up to date; false (and the holder dropped) when
     /// it failed.
     async fn sync(&mut self) -> bool {
-        let instances = self.engine.held_instances().await;
+        let cache = &mut self.start_times;
+        let mut seen = BTreeMap::new();
+        let instances = self
+            .engine
+            .held_instances(&mut |pid, mark| {
+                let key = (pid, mark.to_owned());
+                let time = match cache.get(&key) {
+                    Some(time) => *time,
+                    None => crate::procfs::start_time(pid),
+                };
+                seen.insert(key, time);
+                time
+            })
+            .await;
+        // Only the runs still there stay cached.
+        self.start_times = seen;
         // From here to the send, no await: the descriptor numbers listed
         // stay the ones duplicated (they close on this thread only).
         let (sockets, sharing) = self.engine.held_sockets();
@@ -311,7 +348,9 @@ impl Sync {
             wanted.insert(key.clone());
             kept_sockets.push((socket, key));
         }
-        let (dups, listed) = feed::listed(|key| !self.sent.contains(key));
+        let room = MAX_DUPS.saturating_sub(new.len());
+        let (dups, listed) = feed::listed(|key| !self.sent.contains(key), room);
+        self.pending = dups.len() == room;
         new.extend(dups);
         let mut notifies = BTreeMap::new();
         let mut stores = Vec::new();
@@ -338,6 +377,7 @@ impl Sync {
             return true;
         }
         let messages = messages(&new, &forget, (state != self.state).then_some(&state));
+        let put: Vec<String> = new.iter().map(|(key, _)| key.clone()).collect();
         let Some(conn) = self.conn.take() else {
             return false;
         };
@@ -353,7 +393,9 @@ impl Sync {
         match sent {
             Ok((conn, Ok(()))) => {
                 self.conn = Some(conn);
-                self.sent = wanted;
+                // Listed but not passed yet (over the cap): the next sync.
+                self.sent.retain(|key| wanted.contains(key));
+                self.sent.extend(put);
                 self.state = state;
                 true
             }
@@ -450,6 +492,104 @@ async fn start_holder(engine: &Engine, path: &Path) -> Option<Conn> {
                 return None;
             }
             _ => tokio::time::sleep(Duration::from_millis(10)).await,
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::spec::ListenAddr;
+    use crate::state::Status;
+
+    fn instance(mark: &str) -> HeldInstance {
+        HeldInstance {
+            project: "p".into(),
+            app: "a".into(),
+            index: 0,
+            pid: 42,
+            start_time: Some(7),
+            started: None,
+            status: Status::Online,
+            restarts: 3,
+            last_reason: None,
+            last_exit: None,
+            history: Vec::new(),
+            mark: mark.into(),
+            stdout: None,
+            stderr: None,
+            notify: None,
+            fd_store: Vec::new(),
+        }
+    }
+
+    fn fd() -> OwnedFd {
+        nix::unistd::pipe().unwrap().0
+    }
+
+    #[test]
+    fn the_holders_keys_give_each_instance_its_descriptors_and_nothing_else() {
+        let id = InstanceId {
+            project: "p".into(),
+            app: "a".into(),
+            index: 0,
+        };
+        let mut fds: BTreeMap<String, OwnedFd> = BTreeMap::new();
+        fds.insert(feed::pipe_key(&id, "m1", Stream::Out), fd());
+        // A pipe of an earlier run of the same instance: not this run's.
+        fds.insert(feed::pipe_key(&id, "m0", Stream::Err), fd());
+        fds.insert(feed::notify_key(&id, "m1"), fd());
+        fds.insert("store p/a/0 keep 9".into(), fd());
+        fds.insert("sock 127.0.0.1:1 None 5".into(), fd());
+        let kept = Kept {
+            instances: vec![instance("m1")],
+            sockets: vec![
+                (
+                    HeldSocket {
+                        addr: ListenAddr::Tcp("127.0.0.1:1".parse().unwrap()),
+                        slot: None,
+                        users: 0,
+                        fd: -1,
+                    },
+                    "sock 127.0.0.1:1 None 5".into(),
+                ),
+                (
+                    HeldSocket {
+                        addr: ListenAddr::Tcp("127.0.0.1:2".parse().unwrap()),
+                        slot: None,
+                        users: 0,
+                        fd: -1,
+                    },
+                    "sock 127.0.0.1:2 None 6".into(),
+                ),
+            ],
+            sharing: Some("shared".into()),
+            notifies: BTreeMap::from([(
+                feed::notify_key(&id, "m1"),
+                (PathBuf::from("/n/1.0"), "/n/1.0".into()),
+            )]),
+            stores: vec![("p/a/0".into(), "keep".into(), "store p/a/0 keep 9".into())],
+        };
+        let runtime = runtime_of(kept, &mut fds);
+        let held = &runtime.instances[0];
+        assert!(held.stdout.is_some());
+        assert!(held.stderr.is_none(), "another run's pipe");
+        assert_eq!(
+            held.notify.as_ref().map(|n| n.env_value.as_str()),
+            Some("/n/1.0")
+        );
+        assert_eq!(held.fd_store.len(), 1);
+        assert_eq!(held.fd_store[0].0, "keep");
+        assert_eq!(
+            runtime.sockets.len(),
+            1,
+            "a socket without its descriptor is left out"
+        );
+        assert_eq!(fds.len(), 1, "only the stale pipe is left to close");
+        // What was handed out is owned again by the test.
+        for fd in runtime.fds() {
+            drop(crate::runtime::adopt::owned(fd));
         }
     }
 }

@@ -246,7 +246,9 @@ impl Engine {
             .drain(..)
             .map(|p| (p.id.clone(), p))
             .collect();
-        let mut instances = self.held_instances().await;
+        let mut instances = self
+            .held_instances(&mut |pid, _| crate::procfs::start_time(pid))
+            .await;
         for held in &mut instances {
             let id = InstanceId {
                 project: held.project.clone(),
@@ -285,7 +287,12 @@ impl Engine {
 
     /// Every instance with a process, as a handover describes it, without
     /// its descriptors (the descriptor holder keeps those by key).
-    pub async fn held_instances(&self) -> Vec<HeldInstance> {
+    /// `start_time` reads a pid's start time (the pid and its run's spawn
+    /// mark; a caller that asks often caches it).
+    pub async fn held_instances(
+        &self,
+        start_time: &mut (dyn FnMut(i32, &str) -> Option<u64> + Send),
+    ) -> Vec<HeldInstance> {
         let projects = self.projects.lock().await;
         let mut instances = Vec::new();
         for (project, runtime) in projects.iter() {
@@ -298,7 +305,7 @@ impl Engine {
                         app: app.clone(),
                         index: handle.index,
                         pid,
-                        start_time: crate::procfs::start_time(pid),
+                        start_time: start_time(pid, &state.mark),
                         started: state.started,
                         status: state.status,
                         restarts: state.restarts,

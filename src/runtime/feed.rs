@@ -152,14 +152,14 @@ pub(crate) fn list_store(owner: &str, fds: &[(String, OwnedFd)]) {
 /// what it is.
 pub type Listing = (Vec<(String, OwnedFd)>, Vec<(String, Meta)>);
 
-/// Everything listed now: duplicates (close-on-exec) of those whose key
-/// `wanted` accepts, and every key with what it is. Call it from the
+/// Everything listed now: duplicates (close-on-exec) of (at most `most`
+/// of) those whose key `wanted` accepts, and every key with what it is. Call it from the
 /// runtime's thread: the descriptors close there, so none closes in
 /// between.
-pub fn listed(wanted: impl Fn(&str) -> bool) -> Listing {
+pub fn listed(wanted: impl Fn(&str) -> bool, most: usize) -> Listing {
     let listed = LISTED.lock().unwrap_or_else(PoisonError::into_inner);
     let mut dups = Vec::new();
-    for (key, entry) in listed.iter().filter(|(key, _)| wanted(key)) {
+    for (key, entry) in listed.iter().filter(|(key, _)| wanted(key)).take(most) {
         if let Some(dup) = duplicate(entry.fd, entry.inode) {
             dups.push((key.clone(), dup));
         }
