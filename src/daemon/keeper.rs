@@ -32,8 +32,12 @@ const RESYNC: Duration = Duration::from_secs(5);
 /// How long a new holder gets to listen.
 const START_LIMIT: Duration = Duration::from_secs(3);
 
-/// After a holder failed, how long until another is started.
+/// After a holder failed, how long until another is started (doubling
+/// after each failure, up to [`RETRY_MOST`]).
 const RETRY_AFTER: Duration = Duration::from_secs(5);
+
+/// The longest wait between two holders that failed.
+const RETRY_MOST: Duration = Duration::from_secs(300);
 
 /// The most duplicates one sync opens (the daemon may run near its
 /// descriptor limit: 10,000 instances hold 20,000 pipes); the rest go in
@@ -228,7 +232,6 @@ pub struct Keeper {
 impl Keeper {
     /// Starts keeping (on `conn`, else on a holder it starts).
     pub fn start(engine: Arc<Engine>, paths: &Paths, conn: Option<Conn>) -> Keeper {
-        feed::enable();
         let stop = CancellationToken::new();
         let sync = Sync {
             engine,
@@ -267,17 +270,26 @@ struct Sync {
 
 impl Sync {
     async fn run(mut self, stop: CancellationToken) {
+        if nix::sys::socket::UnixAddr::new(&self.path).is_err() {
+            tracing::warn!(socket = %self.path.display(), "the descriptor holder's socket path is too long for a Unix socket: no holder, so a crash of this daemon takes its apps down (use a shorter ECO_HOME)");
+            return;
+        }
         let mut retry_at = tokio::time::Instant::now();
+        let mut retry_after = RETRY_AFTER;
         loop {
             if self.conn.is_none() && tokio::time::Instant::now() >= retry_at {
                 self.conn = start_holder(&self.engine, &self.path).await;
                 if self.conn.is_none() {
-                    retry_at = tokio::time::Instant::now() + RETRY_AFTER;
+                    retry_at = tokio::time::Instant::now() + retry_after;
+                    retry_after = (retry_after * 2).min(RETRY_MOST);
+                } else {
+                    retry_after = RETRY_AFTER;
                 }
             }
             let began = tokio::time::Instant::now();
             if self.conn.is_some() && !self.sync().await {
-                retry_at = tokio::time::Instant::now() + RETRY_AFTER;
+                retry_at = tokio::time::Instant::now() + retry_after;
+                retry_after = (retry_after * 2).min(RETRY_MOST);
             }
             // A sync of many instances costs: the next waits longer.
             let pause = DEBOUNCE + 2 * began.elapsed();

@@ -238,6 +238,9 @@ fn take_from_holder(
     Option<crate::runtime::adopt::RuntimeHandover>,
     Vec<i32>,
 ) {
+    // From here every pipe and socket the runtime opens is listed for the
+    // holder (the adopted instances' too, whenever their tasks first run).
+    crate::runtime::feed::enable();
     if let Some(handover) = handover {
         // Sockets adopted after a crash carry a dead daemon's pid.
         let notify = handover.runtime.instances.iter();
