@@ -29,6 +29,10 @@ const DEBOUNCE: Duration = Duration::from_millis(100);
 /// socket's users).
 const RESYNC: Duration = Duration::from_secs(5);
 
+/// How long a holder gets to hand everything over to the next daemon
+/// (each message also within [`holder::IO_LIMIT`]).
+const TAKE_LIMIT: Duration = Duration::from_secs(30);
+
 /// How long a new holder gets to listen.
 const START_LIMIT: Duration = Duration::from_secs(3);
 
@@ -142,9 +146,16 @@ pub fn take(paths: &Paths) -> Option<Taken> {
 /// Sends [`Message::Take`] and gathers the answer.
 fn receive_all(conn: &Conn) -> Result<(BTreeMap<String, OwnedFd>, String), holder::Error> {
     conn.send(&Message::Take, &[])?;
+    let deadline = std::time::Instant::now() + TAKE_LIMIT;
     let mut fds = BTreeMap::new();
     let mut state = String::new();
     loop {
+        if std::time::Instant::now() >= deadline {
+            return Err(holder::Error::Garbled(format!(
+                "it took over {}s to hand everything over",
+                TAKE_LIMIT.as_secs()
+            )));
+        }
         let (message, received) = conn.receive()?;
         match message {
             Message::Put { keys } if keys.len() == received.len() => {
