@@ -47,30 +47,51 @@ fn alive(pid: i64) -> bool {
         .is_some_and(|s| s != 'Z')
 }
 
-/// Descriptors of a kind (`pipe:`, `socket:`) a process holds open.
-fn open_of(pid: i32, kind: &str) -> usize {
+/// What a process's descriptors point at (`pipe:[123]`, `socket:[456]`).
+fn open_of(pid: i32) -> Vec<String> {
     std::fs::read_dir(format!("/proc/{pid}/fd"))
         .into_iter()
         .flatten()
         .flatten()
-        .filter(|e| {
-            std::fs::read_link(e.path()).is_ok_and(|l| l.to_string_lossy().starts_with(kind))
+        .filter_map(|e| {
+            Some(
+                std::fs::read_link(e.path())
+                    .ok()?
+                    .to_string_lossy()
+                    .into_owned(),
+            )
         })
-        .count()
+        .collect()
 }
 
-/// Waits until the holder holds both pipes of each of `instances` (it is
-/// fed a moment after each change), then kills the daemon with SIGKILL.
-pub(crate) fn crash(home: &Home, instances: usize) {
-    crash_holding(home, 2 * instances, 0);
+/// Waits until the holder holds the stdout and stderr pipes of every
+/// running instance `ls` shows (it is fed a moment after each change),
+/// then kills the daemon with SIGKILL.
+pub(crate) fn crash(home: &Home) {
+    crash_holding(home, 0);
 }
 
-/// Waits until the holder holds `pipes` pipes and `sockets` sockets besides
-/// its own two, then kills the daemon with SIGKILL.
-fn crash_holding(home: &Home, pipes: usize, sockets: usize) {
+/// [`crash`], once the holder also holds `sockets` sockets besides its own
+/// two.
+fn crash_holding(home: &Home, sockets: usize) {
+    let pipes: Vec<String> = home
+        .rows()
+        .iter()
+        .filter_map(|r| i32::try_from(r["pid"].as_i64()?).ok())
+        .flat_map(|pid| {
+            ["1", "2"].into_iter().filter_map(move |fd| {
+                let link = std::fs::read_link(format!("/proc/{pid}/fd/{fd}")).ok()?;
+                Some(link.to_string_lossy().into_owned())
+            })
+        })
+        .filter(|link| link.starts_with("pipe:"))
+        .collect();
+    assert!(!pipes.is_empty(), "no app writes into a pipe");
     eventually("the holder fed", Duration::from_secs(10), || {
         holders(home).first().is_some_and(|holder| {
-            open_of(*holder, "pipe:") >= pipes && open_of(*holder, "socket:") >= sockets + 2
+            let held = open_of(*holder);
+            pipes.iter().all(|p| held.contains(p))
+                && held.iter().filter(|l| l.starts_with("socket:")).count() >= sockets + 2
         })
     });
     home.kill_daemon_hard();
@@ -127,7 +148,7 @@ fn a_killed_daemon_s_apps_are_adopted_with_every_line() {
     // daemon, which adopts them.
     let mut during = 0;
     for _ in 0..3 {
-        crash(&home, 3);
+        crash(&home);
         during = numbers(&home).len() as u64;
         assert!(
             before.iter().all(|(_, pid)| alive(*pid)),
@@ -164,7 +185,7 @@ fn cluster_sockets_keep_accepting_across_a_daemon_crash() {
     });
 
     for _ in 0..3 {
-        crash(&home, 2);
+        crash(&home);
         let served = load.ok();
         eventually(
             "requests served with no daemon",
@@ -200,7 +221,7 @@ fn an_app_that_ends_while_no_daemon_runs_is_started_again() {
     let before = pids(&home);
     let victim = home.row("sleeper", 0)["pid"].as_i64().expect("pid");
     let stays = home.row("stays", 0)["pid"].as_i64().expect("pid");
-    crash(&home, 2);
+    crash(&home);
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(i32::try_from(victim).expect("pid")),
         nix::sys::signal::Signal::SIGKILL,
@@ -242,7 +263,7 @@ fn kill_after_an_adoption_leaves_nothing() {
     );
     home.ok(&["up", "--wait"]);
     let before = pids(&home);
-    crash(&home, 2);
+    crash(&home);
     assert_eq!(pids(&home), before, "not adopted");
     let holder = holders(&home);
     assert_eq!(holder.len(), 1, "one holder: {holder:?}");
@@ -287,7 +308,7 @@ fn a_stale_or_foreign_holder_socket_fools_no_daemon() {
 
     // A stale socket file: its holder is gone.
     let before = pids(&home);
-    crash(&home, 1);
+    crash(&home);
     for holder in holders(&home) {
         let _ = nix::sys::signal::kill(
             nix::unistd::Pid::from_raw(holder),
@@ -304,7 +325,7 @@ fn a_stale_or_foreign_holder_socket_fools_no_daemon() {
     // own): refused, whatever it says.
     crate::support::tools::require(&["setpriv"]);
     let before = pids(&home);
-    crash(&home, 1);
+    crash(&home);
     let theirs = tempfile::tempdir().expect("tempdir");
     std::fs::set_permissions(
         theirs.path(),
@@ -363,7 +384,7 @@ fn notify_sockets_watchdogs_and_stored_descriptors_outlive_a_crash() {
     let before = pids(&home);
 
     // Two notify sockets and the stored one.
-    crash_holding(&home, 4, 3);
+    crash_holding(&home, 3);
     // Pings go on (into the socket's queue, then to the next daemon),
     // well over a watchdog interval of them, and nothing restarts.
     home.ok(&["ls"]);

@@ -334,8 +334,8 @@ fn a_killed_daemon_comes_back_with_the_same_apps_once() {
     home.ok(&["stop", "off"]);
     let before = processes_with_env(&marker);
     assert_eq!(before.len(), 5, "2 × (sh + sleep) + db");
-    // Killed once its descriptor holder holds the 3 running instances.
-    crate::crash::crash(&home, 3);
+    // Killed once its descriptor holder holds the running instances.
+    crate::crash::crash(&home);
     let rows = home.wait_rows("back online", |rows| {
         rows.iter()
             .filter(|r| r["app"] != "off")
@@ -353,7 +353,12 @@ fn a_killed_daemon_comes_back_with_the_same_apps_once() {
     now.sort_unstable();
     let mut before = before;
     before.sort_unstable();
-    assert_eq!(now, before, "the apps were not adopted as they ran");
+    assert_eq!(
+        now,
+        before,
+        "the apps were not adopted as they ran; daemon.log:\n{}",
+        std::fs::read_to_string(home.path().join("daemon.log")).unwrap_or_default()
+    );
 }
 
 #[test]

@@ -179,13 +179,25 @@ fn receive_all(conn: &Conn) -> Result<(BTreeMap<String, OwnedFd>, String), holde
 /// instances whose pipes are missing lose just those pipes; sockets whose
 /// descriptor is missing are left out.
 fn runtime_of(kept: Kept, fds: &mut BTreeMap<String, OwnedFd>) -> RuntimeHandover {
-    let mut instances = kept.instances;
+    let id_of = |held: &HeldInstance| InstanceId {
+        project: held.project.clone(),
+        app: held.app.clone(),
+        index: held.index,
+    };
+    // An instance whose output pipe the holder lacks cannot be adopted: its
+    // writes would fail. It is stopped as a leftover, and started again.
+    let mut instances: Vec<HeldInstance> = kept
+        .instances
+        .into_iter()
+        .filter(|held| {
+            let id = id_of(held);
+            let has = |stream| fds.contains_key(&feed::pipe_key(&id, &held.mark, stream));
+            (held.stdout.is_none() || has(Stream::Out))
+                && (held.stderr.is_none() || has(Stream::Err))
+        })
+        .collect();
     for held in &mut instances {
-        let id = InstanceId {
-            project: held.project.clone(),
-            app: held.app.clone(),
-            index: held.index,
-        };
+        let id = id_of(held);
         let mut pipe = |stream| {
             fds.remove(&feed::pipe_key(&id, &held.mark, stream))
                 .map(|fd| HeldPipe {
@@ -332,9 +344,8 @@ impl Sync {
         }
     }
 
-    /// Brings the holder up to date; false (and the holder dropped) when
-    /// it failed.
-    async fn sync(&mut self) -> bool {
+    /// The instances with a process, their start times read once per run.
+    async fn instances(&mut self) -> Vec<HeldInstance> {
         let cache = &mut self.start_times;
         let mut seen = BTreeMap::new();
         let instances = self
@@ -351,12 +362,18 @@ impl Sync {
             .await;
         // Only the runs still there stay cached.
         self.start_times = seen;
-        // From here to the send, no await: the descriptor numbers listed
-        // stay the ones duplicated (they close on this thread only).
+        instances
+    }
+
+    /// The cluster sockets by key (each key `wanted`), with duplicates of
+    /// those the holder lacks added to `new`; how TCP addresses are held.
+    fn sockets(
+        &self,
+        wanted: &mut BTreeSet<String>,
+        new: &mut Vec<(String, OwnedFd)>,
+    ) -> (Vec<(HeldSocket, String)>, Option<String>) {
         let (sockets, sharing) = self.engine.held_sockets();
-        let mut wanted = BTreeSet::new();
-        let mut new: Vec<(String, OwnedFd)> = Vec::new();
-        let mut kept_sockets = Vec::new();
+        let mut kept = Vec::new();
         for mut socket in sockets {
             let Some(inode) = feed::inode(socket.fd) else {
                 continue;
@@ -369,31 +386,25 @@ impl Sync {
             }
             socket.fd = -1;
             wanted.insert(key.clone());
-            kept_sockets.push((socket, key));
+            kept.push((socket, key));
         }
+        (kept, sharing)
+    }
+
+    /// Brings the holder up to date; false (and the holder dropped) when
+    /// it failed.
+    async fn sync(&mut self) -> bool {
+        let instances = self.instances().await;
+        // From here to the send, no await: the descriptor numbers listed
+        // stay the ones duplicated (they close on this thread only).
+        let mut wanted = BTreeSet::new();
+        let mut new: Vec<(String, OwnedFd)> = Vec::new();
+        let (sockets, sharing) = self.sockets(&mut wanted, &mut new);
         let room = MAX_DUPS.saturating_sub(new.len());
         let (dups, listed) = feed::listed(|key| !self.sent.contains(key), room);
         self.pending = dups.len() == room;
         new.extend(dups);
-        let mut notifies = BTreeMap::new();
-        let mut stores = Vec::new();
-        for (key, meta) in listed {
-            match meta {
-                Meta::Pipe => {}
-                Meta::Notify { path, env_value } => {
-                    notifies.insert(key.clone(), (path, env_value));
-                }
-                Meta::Stored { owner, name } => stores.push((owner, name, key.clone())),
-            }
-            wanted.insert(key);
-        }
-        let kept = Kept {
-            instances,
-            sockets: kept_sockets,
-            sharing,
-            notifies,
-            stores,
-        };
+        let kept = describe(instances, sockets, sharing, listed, &mut wanted);
         let state = serde_json::to_string(&kept).unwrap_or_default();
         let forget: Vec<String> = self.sent.difference(&wanted).cloned().collect();
         if new.is_empty() && forget.is_empty() && state == self.state {
@@ -439,6 +450,56 @@ impl Sync {
         self.conn = None;
         self.sent.clear();
         self.state.clear();
+    }
+}
+
+/// The state for the holder: instances (with the pipes they have),
+/// sockets, notify sockets and stored descriptors by key; every key listed
+/// is `wanted`.
+fn describe(
+    mut instances: Vec<HeldInstance>,
+    sockets: Vec<(HeldSocket, String)>,
+    sharing: Option<String>,
+    listed: Vec<(String, Meta)>,
+    wanted: &mut BTreeSet<String>,
+) -> Kept {
+    let mut notifies = BTreeMap::new();
+    let mut stores = Vec::new();
+    for (key, meta) in listed {
+        match meta {
+            Meta::Pipe => {}
+            Meta::Notify { path, env_value } => {
+                notifies.insert(key.clone(), (path, env_value));
+            }
+            Meta::Stored { owner, name } => stores.push((owner, name, key.clone())),
+        }
+        wanted.insert(key);
+    }
+    for held in &mut instances {
+        let id = InstanceId {
+            project: held.project.clone(),
+            app: held.app.clone(),
+            index: held.index,
+        };
+        // Which pipes it has: without them at the next daemon, it is not
+        // adopted.
+        let expected = |stream| {
+            wanted
+                .contains(&feed::pipe_key(&id, &held.mark, stream))
+                .then(|| HeldPipe {
+                    fd: -1,
+                    leftover: Vec::new(),
+                })
+        };
+        held.stdout = expected(Stream::Out);
+        held.stderr = expected(Stream::Err);
+    }
+    Kept {
+        instances,
+        sockets,
+        sharing,
+        notifies,
+        stores,
     }
 }
 
@@ -565,8 +626,15 @@ mod tests {
         fds.insert(feed::notify_key(&id, "m1"), fd());
         fds.insert("store p/a/0 keep 9".into(), fd());
         fds.insert("sock 127.0.0.1:1 None 5".into(), fd());
+        // An instance whose pipe the holder lacks: not adopted.
+        let mut lacking = instance("m2");
+        lacking.index = 1;
+        lacking.stdout = Some(HeldPipe {
+            fd: -1,
+            leftover: Vec::new(),
+        });
         let kept = Kept {
-            instances: vec![instance("m1")],
+            instances: vec![instance("m1"), lacking],
             sockets: vec![
                 (
                     HeldSocket {
@@ -595,6 +663,7 @@ mod tests {
             stores: vec![("p/a/0".into(), "keep".into(), "store p/a/0 keep 9".into())],
         };
         let runtime = runtime_of(kept, &mut fds);
+        assert_eq!(runtime.instances.len(), 1, "adopted without its output");
         let held = &runtime.instances[0];
         assert!(held.stdout.is_some());
         assert!(held.stderr.is_none(), "another run's pipe");
