@@ -63,6 +63,12 @@ impl Exit {
         self == Exit::Code(0)
     }
 
+    /// [`Exit::code`], unless nobody could see it ([`Exit::Unknown`]):
+    /// `ls --json` shows null rather than a made-up number.
+    pub fn known_code(self) -> Option<i32> {
+        (self != Exit::Unknown).then(|| self.code())
+    }
+
     /// The exit code as `ls --json` shows it: the code, or 128 + signal as shells do.
     pub fn code(self) -> i32 {
         match self {

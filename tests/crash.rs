@@ -244,6 +244,7 @@ fn an_app_that_ends_while_no_daemon_runs_is_started_again() {
     // Restarted by its policy, as after any failure, its exit unknown.
     let sleeper = home.row("sleeper", 0);
     assert_eq!(sleeper["restarts"], 1, "{sleeper:#?}");
+    assert!(sleeper["exit_code"].is_null(), "{sleeper:#?}");
     let said = home.ok(&["describe", "sleeper"]);
     assert!(said.contains("exit status unknown"), "{said}");
     // What cannot be known is said where users look.
