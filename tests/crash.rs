@@ -358,6 +358,25 @@ fn a_stale_or_foreign_holder_socket_fools_no_daemon() {
     assert!(log.contains("not trusted"), "{log}");
     let _ = stranger.kill();
     let _ = stranger.wait();
+
+    // A holder that is stuck (stopped): the next daemon waits for it a
+    // bounded time, then carries on as without one.
+    let before = pids(&home);
+    crash(&home);
+    let stuck = holders(&home);
+    for holder in &stuck {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(*holder),
+            nix::sys::signal::Signal::SIGSTOP,
+        );
+    }
+    restarted_past(&home, &before);
+    for holder in stuck {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(holder),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
 }
 
 #[test]

@@ -105,7 +105,13 @@ impl Conn {
             path: path.to_path_buf(),
             source,
         };
-        let fd = seqpacket().map_err(|e| failed("create", e))?;
+        let fd = socket::socket(
+            AddressFamily::Unix,
+            SockType::SeqPacket,
+            SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
+            None,
+        )
+        .map_err(|e| failed("create", e))?;
         let addr = UnixAddr::new(path).map_err(|e| failed("name", e))?;
         socket::connect(fd.as_raw_fd(), &addr).map_err(|e| failed("connect to", e))?;
         let conn = Conn::accepted(fd).map_err(|e| failed("set up", e))?;
