@@ -92,7 +92,7 @@ pub fn record_start(handover: Option<&Handover>) {
 }
 
 /// The binary this daemon was started from (a replaced file still runs:
-/// see [`EXE`]).
+/// see `EXE`).
 pub fn exe() -> Option<PathBuf> {
     EXE.get().cloned()
 }
