@@ -176,3 +176,84 @@ fn give(conn: &Conn, store: &Store) -> Result<(), Error> {
     }
     conn.send(&Message::End, &[])
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use nix::sys::socket::{AddressFamily, SockType, socketpair};
+
+    fn pair() -> (Conn, Conn) {
+        let (a, b) = socketpair(
+            AddressFamily::Unix,
+            SockType::SeqPacket,
+            None,
+            SockFlag::SOCK_CLOEXEC,
+        )
+        .unwrap();
+        (Conn::accepted(a).unwrap(), Conn::accepted(b).unwrap())
+    }
+
+    #[test]
+    fn it_keeps_puts_forgets_and_the_last_whole_state_and_gives_them_once() {
+        let (daemon, holder) = pair();
+        let mut store = Store::default();
+        let (r1, _w1) = nix::unistd::pipe().unwrap();
+        let (r2, _w2) = nix::unistd::pipe().unwrap();
+        let keys = vec!["k1".to_owned(), "k2".to_owned()];
+        daemon
+            .send(&Message::Put { keys }, &[r1.as_raw_fd(), r2.as_raw_fd()])
+            .unwrap();
+        assert!(serve_one(&holder, &mut store).unwrap());
+        daemon
+            .send(
+                &Message::Forget {
+                    keys: vec!["k1".into()],
+                },
+                &[],
+            )
+            .unwrap();
+        assert!(serve_one(&holder, &mut store).unwrap());
+        for part in state_parts("{\"a\":1}") {
+            daemon.send(&part, &[]).unwrap();
+            assert!(serve_one(&holder, &mut store).unwrap());
+        }
+        // A state cut short (the daemon died mid-way) leaves the last whole one.
+        daemon
+            .send(
+                &Message::State {
+                    part: "{\"b\"".into(),
+                    last: false,
+                },
+                &[],
+            )
+            .unwrap();
+        assert!(serve_one(&holder, &mut store).unwrap());
+        assert_eq!(store.state, "{\"a\":1}");
+        assert_eq!(store.fds.keys().collect::<Vec<_>>(), ["k2"]);
+
+        daemon.send(&Message::Take, &[]).unwrap();
+        assert!(serve_one(&holder, &mut store).unwrap());
+        let (put, fds) = daemon.receive().unwrap();
+        assert_eq!(
+            put,
+            Message::Put {
+                keys: vec!["k2".into()]
+            }
+        );
+        assert_eq!(fds.len(), 1);
+        let (state, _) = daemon.receive().unwrap();
+        assert_eq!(
+            state,
+            Message::State {
+                part: "{\"a\":1}".into(),
+                last: true
+            }
+        );
+        assert_eq!(daemon.receive().unwrap().0, Message::End);
+        assert!(store.fds.is_empty() && store.state.is_empty(), "given once");
+
+        daemon.send(&Message::Quit, &[]).unwrap();
+        assert!(!serve_one(&holder, &mut store).unwrap());
+    }
+}
