@@ -249,6 +249,7 @@ fn an_app_that_ends_while_no_daemon_runs_is_started_again() {
     assert!(said.contains("exit status unknown"), "{said}");
     // What cannot be known is said where users look.
     let readme = std::fs::read_to_string(root().join("README.md")).expect("README");
+    let readme = readme.split_whitespace().collect::<Vec<_>>().join(" ");
     assert!(
         readme.contains("exit code of an app that ends while no daemon runs is lost"),
         "the README must say the exit code is lost"
