@@ -134,7 +134,8 @@ fn a_killed_daemon_s_apps_are_adopted_with_every_line() {
     home.write(
         "ecosystem.yaml",
         &format!(
-            "name: up\napps:\n{WRITER}  sleeper:\n    cmd: ['sleep', '300']\n    instances: 2\n"
+            "name: up\napps:\n{WRITER}  sleeper:\n    cmd: ['sleep', '300']\n    instances: 2\n  \
+             merged:\n    cmd: [sh, -c, 'echo out; echo err >&2; exec sleep 300']\n    out_file: merged.log\n    err_file: merged.log\n"
         ),
     );
     home.ok(&["up", "--wait"]);
