@@ -278,6 +278,10 @@ fn kill_after_an_adoption_leaves_nothing() {
         holders(&home).is_empty()
     });
     assert!(
+        !home.path().join("holder.sock").exists(),
+        "its socket file stays"
+    );
+    assert!(
         crate::support::processes_with_env("ECO_SPAWN_ID")
             .iter()
             .all(

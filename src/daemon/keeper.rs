@@ -110,6 +110,14 @@ pub fn take(paths: &Paths) -> Option<Taken> {
     }
     let conn = match Conn::connect(&path) {
         Ok(conn) => conn,
+        Err(holder::Error::Socket {
+            source: nix::Error::ECONNREFUSED | nix::Error::ENOENT,
+            ..
+        }) => {
+            tracing::info!(socket = %path.display(), "removed a stale descriptor holder socket (no holder runs)");
+            let _ = std::fs::remove_file(&path);
+            return None;
+        }
         Err(err) => {
             tracing::warn!(%err, socket = %path.display(), "no descriptor holder to take the apps from; the previous daemon's apps are stopped as leftovers");
             let _ = std::fs::remove_file(&path);

@@ -37,10 +37,22 @@ pub fn run(path: &Path) -> Result<(), Error> {
     let _ = nix::unistd::setsid();
     let listener = listen(path)?;
     let inode = std::fs::metadata(path).map(|m| m.ino()).ok();
+    let result = serve(&listener, path, inode);
+    // Its socket file goes with it (if it is still its own): the next
+    // daemon finds no stale one.
+    if std::fs::metadata(path).map(|m| m.ino()).ok() == inode {
+        let _ = std::fs::remove_file(path);
+    }
+    result
+}
+
+/// The holder's loop: returns when told to quit, when left with nothing to
+/// hold, or when its socket file is gone.
+fn serve(listener: &OwnedFd, path: &Path, inode: Option<u64>) -> Result<(), Error> {
     let mut store = Store::default();
     let mut daemon: Option<Conn> = None;
     loop {
-        let (daemon_ready, accept_ready) = wait(&listener, daemon.as_ref())?;
+        let (daemon_ready, accept_ready) = wait(listener, daemon.as_ref())?;
         if daemon_ready && let Some(conn) = &daemon {
             match serve_one(conn, &mut store) {
                 Ok(true) => {}
@@ -54,7 +66,7 @@ pub fn run(path: &Path) -> Result<(), Error> {
                 }
             }
         }
-        if accept_ready && let Some(conn) = accept(&listener) {
+        if accept_ready && let Some(conn) = accept(listener) {
             // The newest daemon is the one: a previous connection that
             // has not ended yet belongs to a daemon that is gone or going.
             daemon = Some(conn);
