@@ -25,10 +25,6 @@ use crate::runtime::{Engine, InstanceId, Stream};
 /// Changes closer together than this go to the holder in one send.
 const DEBOUNCE: Duration = Duration::from_millis(100);
 
-/// A resync even when nothing said it changed (a restart counter, a
-/// socket's users).
-const RESYNC: Duration = Duration::from_secs(5);
-
 /// How long a holder gets to hand everything over to the next daemon
 /// (each message also within [`holder::IO_LIMIT`]).
 const TAKE_LIMIT: Duration = Duration::from_secs(30);
@@ -331,6 +327,16 @@ impl Sync {
                     () = stop.cancelled() => {}
                 }
             } else {
+                // Every change says so (an instance's state, a descriptor
+                // listed or not): an idle daemon does not wake up for this.
+                // Without a holder, the retry is due.
+                let retry = async {
+                    if self.conn.is_none() {
+                        tokio::time::sleep_until(retry_at).await;
+                    } else {
+                        std::future::pending::<()>().await;
+                    }
+                };
                 tokio::select! {
                     () = feed::changed().notified() => {
                         tokio::select! {
@@ -338,7 +344,7 @@ impl Sync {
                             () = stop.cancelled() => {}
                         }
                     }
-                    () = tokio::time::sleep(RESYNC) => {}
+                    () = retry => {}
                     () = stop.cancelled() => {}
                 }
             }
