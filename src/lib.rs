@@ -13,7 +13,8 @@
 //! - `watch`: file watching. `metrics`, `procfs`, `schedule`: what the
 //!   monitor reads.
 //! - `daemon`: the reconciler behind a socket, persisted state; `ipc`: the
-//!   typed protocol and both ends of the socket; `logs`: output files; `paths`;
+//!   typed protocol and both ends of the socket; `holder`: the process that
+//!   keeps the apps' pipes and sockets while no daemon runs, and its wire; `logs`: output files; `paths`;
 //!   `home`: whether an ECO_HOME can be trusted, files made in it safely.
 //! - `untrusted`: the one way to read a file an app or a user controls
 //!   (pid files, env files, ecosystem files): no FIFO, device or endless
@@ -30,6 +31,7 @@ pub mod daemon;
 pub mod error;
 pub mod export;
 pub mod fds;
+pub mod holder;
 pub mod home;
 pub mod ipc;
 pub mod logs;

@@ -45,6 +45,11 @@ impl Paths {
         self.home.join("daemon.lock")
     }
 
+    /// The descriptor holder's socket (`holder`), mode 0600.
+    pub fn holder(&self) -> PathBuf {
+        self.home.join("holder.sock")
+    }
+
     pub fn pid(&self) -> PathBuf {
         self.home.join("daemon.pid")
     }

@@ -52,6 +52,10 @@ impl Status {
 pub enum Exit {
     Code(i32),
     Signal(i32),
+    /// It ended while no eco daemon ran (it was adopted after a crash and
+    /// is no child of the daemon): nobody could read its exit status. It
+    /// counts as a failure.
+    Unknown,
 }
 
 impl Exit {
@@ -59,11 +63,18 @@ impl Exit {
         self == Exit::Code(0)
     }
 
+    /// [`Exit::code`], unless nobody could see it ([`Exit::Unknown`]):
+    /// `ls --json` shows null rather than a made-up number.
+    pub fn known_code(self) -> Option<i32> {
+        (self != Exit::Unknown).then(|| self.code())
+    }
+
     /// The exit code as `ls --json` shows it: the code, or 128 + signal as shells do.
     pub fn code(self) -> i32 {
         match self {
             Exit::Code(c) => c,
             Exit::Signal(s) => 128 + s,
+            Exit::Unknown => 255,
         }
     }
 }
@@ -73,6 +84,7 @@ impl std::fmt::Display for Exit {
         match self {
             Exit::Code(c) => write!(f, "exit code {c}"),
             Exit::Signal(s) => write!(f, "signal {}", crate::spec::Signal(*s)),
+            Exit::Unknown => f.write_str("exit status unknown (not eco's child)"),
         }
     }
 }

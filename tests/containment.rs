@@ -543,12 +543,28 @@ fn a_removed_home_never_runs_two_daemons_and_kill_leaves_nothing() {
     assert_eq!(daemons(), 1);
     let watching = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
     let most = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    // What was running when two were seen (to tell which two).
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
     let sampler = {
-        let (watching, most) = (watching.clone(), most.clone());
+        let (watching, most, seen) = (watching.clone(), most.clone(), seen.clone());
         let daemons = daemons.clone();
         std::thread::spawn(move || {
             while watching.load(std::sync::atomic::Ordering::SeqCst) {
-                most.fetch_max(daemons(), std::sync::atomic::Ordering::SeqCst);
+                let now = daemons();
+                if now > 1 {
+                    seen.lock().expect("seen").extend(
+                        processes_with_cmdline(" daemon").into_iter().map(|p| {
+                            let cmdline =
+                                std::fs::read(format!("/proc/{p}/cmdline")).unwrap_or_default();
+                            format!(
+                                "{p} (parent {:?}): {}",
+                                eco::procfs::parent(p),
+                                String::from_utf8_lossy(&cmdline).replace('\0', " ")
+                            )
+                        }),
+                    );
+                }
+                most.fetch_max(now, std::sync::atomic::Ordering::SeqCst);
                 std::thread::sleep(Duration::from_millis(2));
             }
         })
@@ -564,7 +580,8 @@ fn a_removed_home_never_runs_two_daemons_and_kill_leaves_nothing() {
     sampler.join().expect("sampler");
     assert!(
         most.load(std::sync::atomic::Ordering::SeqCst) <= 1,
-        "two daemons at once"
+        "two daemons at once: {:?}",
+        seen.lock().expect("seen")
     );
     nothing_left("nothing left", || processes_with_env(&tag));
     assert_eq!(daemons(), 0);

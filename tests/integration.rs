@@ -4,6 +4,7 @@ mod balance;
 mod cluster;
 mod config;
 mod containment;
+mod crash;
 mod daemon;
 mod dashboard;
 mod engine;

@@ -94,7 +94,7 @@ fn project(port: u16) -> String {
 }
 
 /// Every sequence number the writer's log holds, sorted.
-fn numbers(home: &Home) -> Vec<u64> {
+pub(crate) fn numbers(home: &Home) -> Vec<u64> {
     let dir = home.path().join("logs/up");
     let mut all = Vec::new();
     for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
@@ -311,7 +311,7 @@ fn a_cli_of_another_version_says_so_once() {
     assert!(version.contains("daemon: eco "), "{version}");
 }
 
-const FDSTORE_APP: &str = r#"
+pub(crate) const FDSTORE_APP: &str = r#"
 import os, socket, subprocess, sys
 out = sys.argv[1]
 if os.environ.get("LISTEN_FDS"):
@@ -326,7 +326,7 @@ subprocess.run([os.environ["ECO_BIN_FOR_TEST"], "notify", "--fd", str(s.fileno()
 os.execvp("sleep", ["sleep", "1000"])
 "#;
 
-fn lines_of(path: &Path) -> usize {
+pub(crate) fn lines_of(path: &Path) -> usize {
     std::fs::read_to_string(path).map_or(0, |t| t.lines().count())
 }
 

@@ -326,6 +326,10 @@ pub enum Command {
     /// (internal) The daemon after `eco update` exec'd it
     #[command(name = "__handover", hide = true)]
     Handover { fd: i32 },
+    /// (internal) The descriptor holder a daemon starts: keeps the apps'
+    /// pipes and sockets while no daemon runs
+    #[command(name = "__holder", hide = true)]
+    Holder { socket: PathBuf },
 }
 
 #[derive(Debug, Subcommand)]

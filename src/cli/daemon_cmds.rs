@@ -542,7 +542,9 @@ pub fn kill() -> Result<i32> {
                 );
             }
             crate::runtime::leftovers::wait_for_others(&paths.home, Duration::from_secs(120));
-            let mut left = crate::runtime::leftovers::stop(&paths.token());
+            // A crashed daemon's descriptor holder lets go first.
+            crate::daemon::keeper::quit_holder(&paths);
+            let mut left = crate::runtime::leftovers::stop(&paths.token(), &[]);
             if let Some(subtree) =
                 crate::runtime::cgroup::Subtree::existing(&format!("eco-{}", paths.token()))
             {

@@ -69,6 +69,10 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Update => update::update(),
         Command::Version => update::version(),
         Command::CheckState { path } => update::check_state(&path),
+        Command::Holder { socket } => {
+            crate::holder::server::run(&socket)?;
+            Ok(0)
+        }
         Command::Handover { fd } => {
             crate::daemon::update::resume(crate::paths::Paths::from_env(), fd)?;
             Ok(0)

@@ -271,6 +271,7 @@ fn outcome(
             Exit::Signal(signal) => {
                 format!("node was killed by signal {signal} while evaluating the file")
             }
+            Exit::Unknown => "node ended before the file's exports were read".to_owned(),
         }],
     };
     let mut message = format!(

@@ -4,6 +4,7 @@
 //! each request; `state` persists what is applied; `runtime::leftovers`
 //! stops what a dead daemon left running.
 
+pub mod keeper;
 pub mod log_file;
 pub mod observe;
 pub mod progress;
@@ -123,7 +124,8 @@ async fn run(
     let supervisor = supervisor::Supervisor::from_env();
     tracing::info!(home = %paths.home.display(), pid = std::process::id(), "daemon starting");
     write_pid(&paths)?;
-    let cgroups = clear_leftovers(&paths, handover.is_none());
+    let (holder, crashed, spare) = take_from_holder(&paths, handover.as_ref());
+    let cgroups = clear_leftovers(&paths, handover.is_none(), &spare);
     let services = TaskTracker::new();
     let services_stop = CancellationToken::new();
     let reaper = Reaper::start(&services, services_stop.clone())
@@ -155,7 +157,9 @@ async fn run(
         Arc::clone(&host) as Arc<dyn Host>,
         Some(paths.logs()),
     );
+    adopt_crashed(&engine, crashed)?;
     let not_restored = restore(&paths, &engine, &logs, &reconciler, handover.as_mut()).await?;
+    let keeper = keeper::Keeper::start(Arc::clone(&engine), &paths, holder);
     let listener = listen(&paths, handover.as_ref())?;
     update::record_held(lock_fd, listener.as_raw_fd());
     tracing::info!(socket = %paths.socket().display(), fd = listener.as_raw_fd(), "listening");
@@ -200,6 +204,8 @@ async fn run(
         () = reconciler.serve(&mut signals, until) => {}
         () = accept => {}
     }
+    // Every app has stopped: the holder has nothing left to keep.
+    keeper.quit().await;
     // No new client from here on: commands start a new daemon, which waits
     // for this one's lock. Only the socket this daemon bound is removed.
     remove_own_socket(&paths, host.socket_inode.get());
@@ -219,6 +225,42 @@ async fn run(
     Ok(())
 }
 
+/// What a crashed daemon's descriptor holder kept: its connection, the
+/// instances to adopt, and their pids (spared by the leftovers step; their
+/// notify sockets by the sweep of a dead daemon's). After `eco update` the
+/// holder's copies are stale (this daemon holds the originals): taken and
+/// closed.
+fn take_from_holder(
+    paths: &Paths,
+    handover: Option<&update::Handover>,
+) -> (
+    Option<crate::holder::Conn>,
+    Option<crate::runtime::adopt::RuntimeHandover>,
+    Vec<i32>,
+) {
+    // From here every pipe and socket the runtime opens is listed for the
+    // holder (the adopted instances' too, whenever their tasks first run).
+    crate::runtime::feed::enable();
+    if let Some(handover) = handover {
+        // Sockets adopted after a crash carry a dead daemon's pid.
+        let notify = handover.runtime.instances.iter();
+        crate::runtime::notify::place::spare(
+            notify
+                .filter_map(|i| Some(i.notify.as_ref()?.path.clone()))
+                .collect(),
+        );
+    }
+    match keeper::take(paths) {
+        Some(taken) if handover.is_none() => {
+            crate::runtime::notify::place::spare(taken.notify_paths());
+            let spare = taken.live_pids();
+            (Some(taken.conn), Some(taken.runtime), spare)
+        }
+        Some(taken) => (Some(taken.conn), None, Vec::new()),
+        None => (None, None, Vec::new()),
+    }
+}
+
 /// Writes this daemon's pid where `eco kill` and the tests look for it.
 fn write_pid(paths: &Paths) -> anyhow::Result<()> {
     use std::io::Write;
@@ -230,7 +272,7 @@ fn write_pid(paths: &Paths) -> anyhow::Result<()> {
 /// This ECO_HOME's cgroup subtree, where the machine allows; whatever a
 /// dead daemon left in it goes first, then whatever carries its mark. After
 /// `eco update` (`clear` false) they are this daemon's own, handed over.
-fn clear_leftovers(paths: &Paths, clear: bool) -> Option<Arc<Subtree>> {
+fn clear_leftovers(paths: &Paths, clear: bool, spare: &[i32]) -> Option<Arc<Subtree>> {
     // The instances' notify sockets: their private folder, swept of a dead
     // daemon's (after `eco update` its own are the running instances').
     if clear {
@@ -242,8 +284,8 @@ fn clear_leftovers(paths: &Paths, clear: bool) -> Option<Arc<Subtree>> {
     if !clear {
         return cgroups;
     }
-    let mut left = cgroups.as_ref().map_or(0, |c| c.clear());
-    left += leftovers::stop(&paths.token());
+    let mut left = cgroups.as_ref().map_or(0, |c| c.clear_except(spare));
+    left += leftovers::stop(&paths.token(), spare);
     if left > 0 {
         tracing::info!(left, "stopped the previous daemon's processes");
     }
@@ -261,6 +303,22 @@ fn listen(
         None => server::bind(&paths.socket())
             .with_context(|| format!("cannot listen on {}", paths.socket().display()))?,
     })
+}
+
+/// Expects the instances a crashed daemon's holder kept: the projects
+/// restored next adopt them instead of starting them.
+fn adopt_crashed(
+    engine: &Engine,
+    crashed: Option<crate::runtime::adopt::RuntimeHandover>,
+) -> anyhow::Result<()> {
+    if let Some(runtime) = crashed {
+        let adopted = engine.expect(runtime)?;
+        tracing::info!(
+            adopted,
+            "adopting the instances a crashed daemon left running"
+        );
+    }
+    Ok(())
 }
 
 /// Starts the saved projects again; the reason when the state file could

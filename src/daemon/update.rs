@@ -91,6 +91,12 @@ pub fn record_start(handover: Option<&Handover>) {
     }
 }
 
+/// The binary this daemon was started from (a replaced file still runs:
+/// see `EXE`).
+pub fn exe() -> Option<PathBuf> {
+    EXE.get().cloned()
+}
+
 /// Records the lock and the serving socket, carried over at a handover.
 pub fn record_held(lock_fd: RawFd, socket_fd: RawFd) {
     let _ = HELD.set((lock_fd, socket_fd));

@@ -205,6 +205,10 @@ pub struct Adoptee {
     pub stderr: Option<(OwnedFd, Vec<u8>)>,
     pub notify: Option<NotifySocket>,
     pub fd_store: Vec<(String, OwnedFd)>,
+    /// The process ended while no daemon watched it (or its pid now names
+    /// another process): nothing is adopted, the run ends at once with its
+    /// exit status unknown, and the restart policy decides.
+    pub gone: bool,
 }
 
 /// Why a handover cannot be taken.
@@ -242,49 +246,21 @@ impl Engine {
             .drain(..)
             .map(|p| (p.id.clone(), p))
             .collect();
-        let projects = self.projects.lock().await;
-        let mut instances = Vec::new();
-        for (project, runtime) in projects.iter() {
-            for (app, rt) in &runtime.apps {
-                for handle in &rt.instances {
-                    let state = handle.state.borrow().clone();
-                    let Some(pid) = state.pid else { continue };
-                    let id = InstanceId {
-                        project: project.clone(),
-                        app: app.clone(),
-                        index: handle.index,
-                    };
-                    instances.push(HeldInstance {
-                        project: project.clone(),
-                        app: app.clone(),
-                        index: handle.index,
-                        pid,
-                        start_time: crate::procfs::start_time(pid),
-                        started: state.started,
-                        status: state.status,
-                        restarts: state.restarts,
-                        last_reason: state.last_reason.clone(),
-                        last_exit: state.last_exit,
-                        history: state
-                            .history
-                            .iter()
-                            .map(|h| (h.at, h.reason.clone(), h.exit))
-                            .collect(),
-                        mark: state.mark.clone(),
-                        stdout: take(&id, true),
-                        stderr: take(&id, false),
-                        notify: None,
-                        fd_store: Vec::new(),
-                    });
-                    if let Some(parked) = notifies.remove(&id)
-                        && let Some(held) = instances.last_mut()
-                    {
-                        (held.notify, held.fd_store) = hold_notify(parked);
-                    }
-                }
+        let mut instances = self
+            .held_instances(&mut |pid, _| crate::procfs::start_time(pid))
+            .await;
+        for held in &mut instances {
+            let id = InstanceId {
+                project: held.project.clone(),
+                app: held.app.clone(),
+                index: held.index,
+            };
+            held.stdout = take(&id, true);
+            held.stderr = take(&id, false);
+            if let Some(parked) = notifies.remove(&id) {
+                (held.notify, held.fd_store) = hold_notify(parked);
             }
         }
-        drop(projects);
         // Pipes of processes that are gone: closed here, their output read.
         drop(pipes);
         let sockets = self.listeners.held();
@@ -296,6 +272,60 @@ impl Engine {
                 .sharing_decided()
                 .map(|s| s.as_str().to_owned()),
         }
+    }
+
+    /// Every cluster socket held (descriptor numbers borrowed: use them
+    /// before the next await), and how TCP addresses are held.
+    pub fn held_sockets(&self) -> (Vec<HeldSocket>, Option<String>) {
+        (
+            self.listeners.held(),
+            self.listeners
+                .sharing_decided()
+                .map(|s| s.as_str().to_owned()),
+        )
+    }
+
+    /// Every instance with a process, as a handover describes it, without
+    /// its descriptors (the descriptor holder keeps those by key).
+    /// `start_time` reads a pid's start time (the pid and its run's spawn
+    /// mark; a caller that asks often caches it).
+    pub async fn held_instances(
+        &self,
+        start_time: &mut (dyn FnMut(i32, &str) -> Option<u64> + Send),
+    ) -> Vec<HeldInstance> {
+        let projects = self.projects.lock().await;
+        let mut instances = Vec::new();
+        for (project, runtime) in projects.iter() {
+            for (app, rt) in &runtime.apps {
+                for handle in &rt.instances {
+                    let state = handle.state.borrow();
+                    let Some(pid) = state.pid else { continue };
+                    instances.push(HeldInstance {
+                        project: project.clone(),
+                        app: app.clone(),
+                        index: handle.index,
+                        pid,
+                        start_time: start_time(pid, &state.mark),
+                        started: state.started,
+                        status: state.status,
+                        restarts: state.restarts,
+                        last_reason: state.last_reason.clone(),
+                        last_exit: state.last_exit,
+                        history: state
+                            .history
+                            .iter()
+                            .map(|h| (h.at, h.reason.clone(), h.exit))
+                            .collect(),
+                        mark: state.mark.clone(),
+                        stdout: None,
+                        stderr: None,
+                        notify: None,
+                        fd_store: Vec::new(),
+                    });
+                }
+            }
+        }
+        instances
     }
 
     /// Takes what a previous daemon handed over: its cluster sockets now,
@@ -340,8 +370,7 @@ impl Engine {
             let same =
                 held.start_time.is_some() && crate::procfs::start_time(held.pid) == held.start_time;
             if !same {
-                tracing::warn!(project = %held.project, app = %held.app, instance = held.index, pid = held.pid, "an instance's process is gone: it starts afresh");
-                continue;
+                tracing::warn!(project = %held.project, app = %held.app, instance = held.index, pid = held.pid, "an instance's process ended while no daemon watched it (its exit status is lost): its restart policy decides");
             }
             adoptees.insert(
                 key,
@@ -362,6 +391,7 @@ impl Engine {
                     stderr,
                     notify,
                     fd_store,
+                    gone: !same,
                 },
             );
         }
@@ -375,10 +405,11 @@ impl Engine {
     }
 
     /// Handed-over processes no restored project claimed: stopped, as a
-    /// dead daemon's leftovers are. Returns their pids.
+    /// dead daemon's leftovers are. Returns their pids (not those gone).
     pub fn unclaimed_adoptees(&self) -> Vec<i32> {
         std::mem::take(&mut *self.lock_adoptees())
             .into_values()
+            .filter(|a| !a.gone)
             .map(|a| a.pid)
             .collect()
     }

@@ -138,6 +138,23 @@ impl Subtree {
         count
     }
 
+    /// [`Subtree::clear`], except the cgroups holding one of `spare` (apps
+    /// adopted after a crash).
+    pub fn clear_except(&self, spare: &[i32]) -> usize {
+        let mut count = 0;
+        for child in self.children() {
+            let procs = child.procs();
+            if procs.iter().any(|p| spare.contains(p)) {
+                continue;
+            }
+            count += procs.len();
+            child.kill();
+            child.wait_empty(Duration::from_secs(2));
+            child.remove();
+        }
+        count
+    }
+
     /// Clears the subtree and removes it (at the end of eco).
     pub fn remove(&self) {
         let _ = self.clear();

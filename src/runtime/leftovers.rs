@@ -2,6 +2,8 @@
 //! to init. The next daemon finds them by the spawn mark in their environment
 //! (`ECO_SPAWN_ID=<this ECO_HOME's token>.…`), which a reused pid cannot
 //! carry, and stops them before restoring the projects: never duplicated.
+//! The apps a descriptor holder kept (see `daemon::keeper`) are adopted
+//! instead, and spared here.
 
 use std::time::Duration;
 
@@ -14,11 +16,18 @@ use crate::runtime::spawn::SPAWN_MARK;
 /// How long leftovers get to stop after SIGTERM before SIGKILL.
 const GRACE: Duration = Duration::from_secs(5);
 
-/// Stops every process marked with `token`; returns how many there were.
-/// Blocking (at most `GRACE`): it runs before the daemon serves anything,
-/// or from `eco kill` when no daemon runs.
-pub fn stop(token: &str) -> usize {
-    let found = marked(token);
+/// Stops every process marked with `token` but `spare` (the apps this
+/// daemon adopts after a crash, and their process groups); returns how
+/// many there were. Blocking (at most `GRACE`): it runs before the daemon
+/// serves anything, or from `eco kill` when no daemon runs.
+pub fn stop(token: &str, spare: &[i32]) -> usize {
+    let found: Vec<i32> = marked(token)
+        .into_iter()
+        .filter(|pid| {
+            let group = nix::unistd::getpgid(Some(Pid::from_raw(*pid))).map(Pid::as_raw);
+            !spare.contains(pid) && !group.is_ok_and(|g| spare.contains(&g))
+        })
+        .collect();
     if found.is_empty() {
         return 0;
     }

@@ -63,7 +63,7 @@ impl Engine {
                     status: s.status,
                     restarts: s.restarts,
                     uptime_ms: uptime,
-                    exit_code: s.last_exit.map(Exit::code),
+                    exit_code: s.last_exit.and_then(Exit::known_code),
                     cpu_percent: m.map(|m| m.cpu_percent),
                     memory_bytes: m.map(|m| m.memory_bytes),
                     last_restart_reason: s.last_reason.as_ref().map(|r| r.name().to_owned()),
@@ -123,7 +123,7 @@ impl Engine {
                         status: s.status,
                         restarts: s.restarts,
                         started_at_ms: s.started.map(epoch_ms),
-                        exit_code: s.last_exit.map(Exit::code),
+                        exit_code: s.last_exit.and_then(Exit::known_code),
                         last_exit: s.last_exit,
                         last_restart_reason: s.last_reason.as_ref().map(|r| r.name().to_owned()),
                         last_restart_detail: s

@@ -13,13 +13,12 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::running::{Phase, Pumps, Running};
-use super::{Actor, InstanceHandle, Launch, launch_with};
+use super::{Actor, InstanceHandle, Launch, RunEnd, launch_with};
 use crate::runtime::adopt::Adoptee;
 use crate::runtime::notify::trust::Own;
-use crate::runtime::output::pump_from;
 use crate::runtime::{Event, Stream};
 use crate::spec::Ready;
-use crate::state::Status;
+use crate::state::{Exit, Reason, Status};
 
 /// Starts the task of an instance whose process already runs.
 pub fn adopt(launch: Launch, adoptee: Adoptee) -> InstanceHandle {
@@ -45,9 +44,14 @@ impl Actor {
             stderr,
             notify,
             fd_store,
+            gone: _,
         } = adoptee;
         for (name, fd) in fd_store {
             let _ = self.fd_store.store(&name, vec![fd], usize::MAX);
+        }
+        let mut notify = notify;
+        if let Some(socket) = &mut notify {
+            socket.offer(crate::runtime::feed::notify_key(&self.id, &mark));
         }
         let ran = started
             .and_then(|s| SystemTime::now().duration_since(s).ok())
@@ -72,12 +76,7 @@ impl Actor {
         let handles = [(stdout, Stream::Out), (stderr, Stream::Err)]
             .into_iter()
             .filter_map(|(pipe, stream)| {
-                let (fd, leftover) = pipe?;
-                let sink = self.sink(stream, None);
-                Some(
-                    self.tasks
-                        .spawn(pump_from(fd, sink, hurry.clone(), leftover)),
-                )
+                Some(self.spawn_pump(pipe?, stream, &mark, None, hurry.clone()))
             })
             .collect();
         // The per-instance cluster sockets it started with, counted already.
@@ -86,7 +85,7 @@ impl Actor {
         let (watchdog, health) = self.fresh_timers();
         Running {
             pid,
-            exit: self.exit_of(pid),
+            exit: self.adopted_exit(pid),
             pid_written: self.write_pid(pid),
             mark,
             cgroup: None,
@@ -107,6 +106,42 @@ impl Actor {
             errno: None,
             own: Own::get(),
         }
+    }
+
+    /// A handed-over process that ended while no daemon watched it: its
+    /// record carries on (restarts, history), its run ends at once with
+    /// its exit status unknown, a failure for the restart policy.
+    pub(super) fn ended_unseen(&mut self, adoptee: Adoptee) -> RunEnd {
+        let ran_for = adoptee
+            .started
+            .and_then(|s| SystemTime::now().duration_since(s).ok())
+            .unwrap_or(Duration::ZERO);
+        self.set(|s| {
+            s.pid = None;
+            s.started = adoptee.started;
+            s.restarts = adoptee.restarts;
+            s.last_reason = adoptee.last_reason;
+            s.last_exit = Some(Exit::Unknown);
+            s.history = adoptee.history.into_iter().collect();
+            s.mark.clone_from(&adoptee.mark);
+        });
+        RunEnd::Exited {
+            exit: Exit::Unknown,
+            ran_for,
+            reason: Reason::Crash,
+            failed_start: false,
+        }
+    }
+
+    /// How the end of a handed-over process is learnt: as its parent
+    /// after `eco update`; by a pidfd after a crash (re-parented, it is no
+    /// child of this daemon, and its exit status is lost).
+    fn adopted_exit(&self, pid: i32) -> tokio::sync::oneshot::Receiver<crate::state::Exit> {
+        let own = i32::try_from(std::process::id()).unwrap_or(0);
+        if crate::procfs::parent(pid) == Some(own) {
+            return self.exit_of(pid);
+        }
+        crate::runtime::stranger::exit_of(&self.tasks, pid)
     }
 
     /// `eco update` began: this run's notify socket and stored descriptors

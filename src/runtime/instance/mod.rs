@@ -25,7 +25,7 @@ use super::cgroup::{Cgroup, Subtree};
 use super::kill::Scope;
 use super::notify::fd_store::FdStore;
 use super::notify::trust::{self, Refusal, Refusals};
-use super::output::{LineMatcher, Sink};
+use super::output::{LineMatcher, Sink, pump_from};
 use super::spawner::Machine;
 use super::{Event, InstanceId, Observer, Stream};
 use crate::policy::{self, AfterExit};
@@ -239,6 +239,7 @@ fn launch_with(launch: Launch, adopted: Option<Box<super::adopt::Adoptee>>) -> I
     let actor = Actor {
         listeners: launch.listeners,
         listen: launch.listen,
+        fd_store: FdStore::owned_by(crate::runtime::feed::owner(&launch.id)),
         id: Arc::new(launch.id),
         mark_prefix: launch.mark_prefix,
         spec: launch.spec,
@@ -255,7 +256,6 @@ fn launch_with(launch: Launch, adopted: Option<Box<super::adopt::Adoptee>>) -> I
         spec_pid_file: launch.pid_file,
         watchdog: launch.watchdog,
         restarts: launch.restarts,
-        fd_store: FdStore::default(),
         refusals: Refusals::default(),
         adopted,
     };
@@ -408,6 +408,26 @@ impl Actor {
 
     fn set(&self, change: impl FnOnce(&mut InstanceState)) {
         self.state.send_modify(change);
+        crate::runtime::feed::touch();
+    }
+
+    /// Starts reading one pipe of the run marked `mark`, listed for the
+    /// descriptor holder while it is read.
+    fn spawn_pump(
+        &self,
+        (pipe, leftover): (std::os::fd::OwnedFd, Vec<u8>),
+        stream: Stream,
+        mark: &str,
+        matcher: Option<LineMatcher>,
+        hurry: tokio_util::sync::CancellationToken,
+    ) -> tokio::task::JoinHandle<()> {
+        let key = crate::runtime::feed::pipe_key(&self.id, mark, stream);
+        let offered = crate::runtime::feed::offer(key, &pipe, crate::runtime::feed::Meta::Pipe);
+        let pump = pump_from(pipe, self.sink(stream, matcher), hurry, leftover);
+        self.tasks.spawn(async move {
+            pump.await;
+            drop(offered);
+        })
     }
 
     /// Where one of this instance's pipes goes.

@@ -213,6 +213,7 @@ impl Actor {
     /// exits or is stopped.
     pub(super) async fn run_once(&mut self) -> RunEnd {
         let mut run = match self.adopted.take() {
+            Some(adoptee) if adoptee.gone => return self.ended_unseen(*adoptee),
             Some(adoptee) => self.adopted_run(*adoptee),
             None => match self.start().await {
                 Ok(run) => run,

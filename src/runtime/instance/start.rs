@@ -17,7 +17,7 @@ use crate::runtime::cgroup::Cgroup;
 use crate::runtime::listen_broker::{BROKER_ENV, Borrower, Broker};
 use crate::runtime::notify::NotifySocket;
 use crate::runtime::notify::trust::Own;
-use crate::runtime::output::{LineMatcher, pump};
+use crate::runtime::output::LineMatcher;
 use crate::runtime::ready::{self, Awaiting, Probes};
 use crate::runtime::spawn::{How, SPAWN_MARK, Spawned, spawn};
 use crate::runtime::{Event, Stream};
@@ -45,7 +45,10 @@ impl Actor {
             SPAWN_COUNTER.fetch_add(1, Ordering::Relaxed)
         );
         let mut extra = vec![(SPAWN_MARK, mark.clone())];
-        let notify = self.notify_socket(&mut extra)?;
+        let mut notify = self.notify_socket(&mut extra)?;
+        if let Some(socket) = &mut notify {
+            socket.offer(crate::runtime::feed::notify_key(&self.id, &mark));
+        }
         let broker = self.broker(&mut extra);
         if let Some(every) = self.watchdog {
             extra.push(("WATCHDOG_USEC", every.as_micros().to_string()));
@@ -207,7 +210,7 @@ impl Actor {
         });
         self.event(&Event::Started { pid });
         let pid_written = self.write_pid(pid);
-        let pumps = self.pumps(spawned.stdout, spawned.stderr, matcher);
+        let pumps = self.pumps(spawned.stdout, spawned.stderr, matcher, &mark);
         let forking = self.spec_pid_file.is_some();
         let phase = self.readiness(log_line, forking);
         let (watchdog, health) = self.fresh_timers();
@@ -269,13 +272,19 @@ impl Actor {
         stdout: Option<OwnedFd>,
         stderr: Option<OwnedFd>,
         matcher: Option<LineMatcher>,
+        mark: &str,
     ) -> Pumps {
         let hurry = CancellationToken::new();
         let handles = [(stdout, Stream::Out), (stderr, Stream::Err)]
             .into_iter()
             .filter_map(|(pipe, stream)| {
-                let sink = self.sink(stream, matcher.clone());
-                Some(self.tasks.spawn(pump(pipe?, sink, hurry.clone())))
+                Some(self.spawn_pump(
+                    (pipe?, Vec::new()),
+                    stream,
+                    mark,
+                    matcher.clone(),
+                    hurry.clone(),
+                ))
             })
             .collect();
         Pumps { handles, hurry }

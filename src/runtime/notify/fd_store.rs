@@ -20,9 +20,20 @@ pub const KEEP_FREE: usize = 128;
 #[derive(Debug, Default)]
 pub struct FdStore {
     fds: Vec<(String, OwnedFd)>,
+    /// The instance, as the descriptor holder's keys name it (its store is
+    /// kept there too, so it outlives a crash of the daemon).
+    owner: Option<String>,
 }
 
 impl FdStore {
+    /// The store of the instance `owner` (see `runtime::feed::owner`).
+    pub fn owned_by(owner: String) -> FdStore {
+        FdStore {
+            fds: Vec::new(),
+            owner: Some(owner),
+        }
+    }
+
     pub fn fds(&self) -> &[(String, OwnedFd)] {
         &self.fds
     }
@@ -32,6 +43,14 @@ impl FdStore {
         let before = self.fds.len();
         self.fds.retain(|(n, _)| n != name);
         STORED.fetch_sub(before - self.fds.len(), Ordering::Relaxed);
+        self.relist();
+    }
+
+    /// Tells the descriptor holder's feed what is stored now.
+    fn relist(&self) {
+        if let Some(owner) = &self.owner {
+            crate::runtime::feed::list_store(owner, &self.fds);
+        }
     }
 
     /// Keeps what fits of `fds` under `name`; returns how many were closed
@@ -53,6 +72,9 @@ impl FdStore {
         STORED.fetch_add(kept, Ordering::Relaxed);
         self.fds
             .extend(fds.into_iter().take(kept).map(|fd| (name.to_owned(), fd)));
+        if kept > 0 {
+            self.relist();
+        }
         if kept == offered {
             return Ok(());
         }
@@ -70,6 +92,7 @@ impl FdStore {
     pub fn into_fds(mut self) -> Vec<(String, OwnedFd)> {
         let fds = std::mem::take(&mut self.fds);
         STORED.fetch_sub(fds.len(), Ordering::Relaxed);
+        self.relist();
         fds
     }
 }
@@ -77,6 +100,10 @@ impl FdStore {
 impl Drop for FdStore {
     fn drop(&mut self) {
         STORED.fetch_sub(self.fds.len(), Ordering::Relaxed);
+        if !self.fds.is_empty() {
+            self.fds.clear();
+            self.relist();
+        }
     }
 }
 

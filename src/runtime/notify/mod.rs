@@ -41,6 +41,8 @@ pub struct NotifySocket {
     path: PathBuf,
     /// The value for NOTIFY_SOCKET.
     pub env_value: String,
+    /// Listed for the descriptor holder while it is open (see [`Self::offer`]).
+    offered: Option<crate::runtime::feed::Offered>,
 }
 
 /// Who sent a datagram (SCM_CREDENTIALS).
@@ -123,6 +125,7 @@ impl NotifySocket {
                 socket,
                 path,
                 env_value,
+                offered: None,
             }),
             Err(err) => {
                 let _ = std::fs::remove_file(&path);
@@ -146,6 +149,7 @@ impl NotifySocket {
     /// The socket's descriptor (a copy), path and NOTIFY_SOCKET value; the
     /// path stays bound.
     pub fn into_held(mut self) -> io::Result<(OwnedFd, PathBuf, String)> {
+        self.offered = None;
         let fd = self.socket.as_fd().try_clone_to_owned()?;
         let path = std::mem::take(&mut self.path);
         let env_value = std::mem::take(&mut self.env_value);
@@ -173,7 +177,20 @@ impl NotifySocket {
             socket: UnixDatagram::from_std(std_socket)?,
             path,
             env_value,
+            offered: None,
         })
+    }
+}
+
+impl NotifySocket {
+    /// Lists the socket for the descriptor holder under `key`, so a crash
+    /// of the daemon does not take the app's address away.
+    pub(crate) fn offer(&mut self, key: String) {
+        let meta = crate::runtime::feed::Meta::Notify {
+            path: self.path.clone(),
+            env_value: self.env_value.clone(),
+        };
+        self.offered = crate::runtime::feed::offer(key, &self.socket, meta);
     }
 }
 

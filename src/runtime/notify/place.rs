@@ -36,6 +36,18 @@ pub fn init_keeping_own(home: &Path) {
     init(home);
 }
 
+/// Sockets of a dead daemon that the running apps still use (adopted after
+/// a crash, or handed over by `eco update`): the sweep leaves them.
+static SPARE: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
+
+/// Names sockets the sweep must leave (call before [`init`]).
+pub fn spare(paths: Vec<PathBuf>) {
+    SPARE
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .extend(paths);
+}
+
 /// Set after `eco update` (see [`init_keeping_own`]).
 static KEEP_OWN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
@@ -137,6 +149,13 @@ fn sweep(dir: &Path) {
             continue;
         };
         let keep_own = KEEP_OWN.load(std::sync::atomic::Ordering::SeqCst);
+        let spared = SPARE
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .contains(&entry.path());
+        if spared {
+            continue;
+        }
         if (pid == own && !keep_own) || !crate::procfs::alive(i32::try_from(pid).unwrap_or(0)) {
             let _ = std::fs::remove_file(entry.path());
         }

@@ -1,0 +1,271 @@
+//! The holder process (`eco __holder SOCKET`): one thread, one `poll` over
+//! its listening socket and the daemon's connection. It keeps what the
+//! daemon puts, forgets what it forgets, keeps the last whole state, and
+//! when the daemon's connection just ends (a crash) it keeps all of it
+//! for the next daemon's [`Message::Take`]. It exits on [`Message::Quit`]
+//! (`eco kill`), when a daemon leaves it holding nothing, or when its
+//! socket file is gone or replaced (the home was removed).
+
+use std::collections::BTreeMap;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sys::socket::{self, Backlog, SockFlag, UnixAddr};
+
+use super::{Conn, Error, MAX_FDS, MAX_STATE, Message, state_parts};
+
+/// How often the holder checks that its socket file is still its own.
+const CHECK_EVERY: u16 = 5000;
+
+/// What is kept.
+#[derive(Default)]
+struct Store {
+    fds: BTreeMap<String, OwnedFd>,
+    state: String,
+    /// State parts received since the last whole state.
+    partial: String,
+}
+
+/// Runs the holder until it is told to quit or has nothing left to hold.
+pub fn run(path: &Path) -> Result<(), Error> {
+    // Nothing the daemon had open is the holder's (and nothing of it may
+    // reach an app: everything opened from here is close-on-exec).
+    crate::fds::close_inherited();
+    // Its own session: not in the daemon's process group, no terminal.
+    let _ = nix::unistd::setsid();
+    let listener = listen(path)?;
+    let inode = std::fs::metadata(path).map(|m| m.ino()).ok();
+    let result = serve(&listener, path, inode);
+    // Its socket file goes with it (if it is still its own): the next
+    // daemon finds no stale one.
+    if std::fs::metadata(path).map(|m| m.ino()).ok() == inode {
+        let _ = std::fs::remove_file(path);
+    }
+    result
+}
+
+/// The holder's loop: returns when told to quit, when left with nothing to
+/// hold, or when its socket file is gone.
+fn serve(listener: &OwnedFd, path: &Path, inode: Option<u64>) -> Result<(), Error> {
+    let mut store = Store::default();
+    let mut daemon: Option<Conn> = None;
+    loop {
+        let (daemon_ready, accept_ready) = wait(listener, daemon.as_ref())?;
+        if daemon_ready && let Some(conn) = &daemon {
+            match serve_one(conn, &mut store) {
+                Ok(true) => {}
+                Ok(false) => return Ok(()),
+                Err(_) => {
+                    daemon = None;
+                    store.partial.clear();
+                    if store.fds.is_empty() {
+                        return Ok(());
+                    }
+                }
+            }
+        }
+        if accept_ready && let Some(conn) = accept(listener) {
+            // The newest daemon is the one: a previous connection that
+            // has not ended yet belongs to a daemon that is gone or going.
+            daemon = Some(conn);
+            store.partial.clear();
+        }
+        if !daemon_ready && !accept_ready && std::fs::metadata(path).map(|m| m.ino()).ok() != inode
+        {
+            return Ok(());
+        }
+    }
+}
+
+/// Binds the socket (mode 0600 before anyone can connect).
+fn listen(path: &Path) -> Result<OwnedFd, Error> {
+    let failed = |doing, source| Error::Socket {
+        doing,
+        path: path.to_path_buf(),
+        source,
+    };
+    let fd = super::seqpacket().map_err(|e| failed("create", e))?;
+    let _ = std::fs::remove_file(path);
+    let addr = UnixAddr::new(path).map_err(|e| failed("name", e))?;
+    socket::bind(fd.as_raw_fd(), &addr).map_err(|e| failed("bind", e))?;
+    std::fs::set_permissions(
+        path,
+        <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o600),
+    )
+    .map_err(|e| {
+        failed(
+            "restrict",
+            nix::Error::from_raw(e.raw_os_error().unwrap_or(0)),
+        )
+    })?;
+    let backlog = Backlog::new(8).map_err(|e| failed("listen on", e))?;
+    socket::listen(&fd, backlog).map_err(|e| failed("listen on", e))?;
+    Ok(fd)
+}
+
+/// Waits for the daemon's next message or a new connection (or the
+/// periodic check): which of them is ready.
+fn wait(listener: &OwnedFd, daemon: Option<&Conn>) -> Result<(bool, bool), Error> {
+    let mut fds = vec![PollFd::new(listener.as_fd(), PollFlags::POLLIN)];
+    if let Some(conn) = daemon {
+        fds.push(PollFd::new(conn.as_fd(), PollFlags::POLLIN));
+    }
+    match poll(&mut fds, PollTimeout::from(CHECK_EVERY)) {
+        Ok(_) | Err(nix::Error::EINTR) => {}
+        Err(source) => {
+            return Err(Error::Io {
+                doing: "wait for",
+                source,
+            });
+        }
+    }
+    let ready = |fd: &PollFd| fd.revents().is_some_and(|r| !r.is_empty());
+    let accept_ready = fds.first().is_some_and(ready);
+    let daemon_ready = fds.get(1).is_some_and(ready);
+    Ok((daemon_ready, accept_ready))
+}
+
+/// A new connection from this uid, or none.
+fn accept(listener: &OwnedFd) -> Option<Conn> {
+    let fd = socket::accept4(listener.as_raw_fd(), SockFlag::SOCK_CLOEXEC).ok()?;
+    let conn = Conn::accepted(super::owned(fd)).ok()?;
+    conn.check_peer().ok()?;
+    Some(conn)
+}
+
+/// Handles one message of the daemon: false once told to quit.
+fn serve_one(conn: &Conn, store: &mut Store) -> Result<bool, Error> {
+    let (message, fds) = conn.receive()?;
+    match message {
+        Message::Put { keys } => {
+            if keys.len() == fds.len() {
+                store.fds.extend(keys.into_iter().zip(fds));
+            }
+        }
+        Message::Forget { keys } => {
+            for key in keys {
+                store.fds.remove(&key);
+            }
+        }
+        Message::State { part, last } => {
+            if store.partial.len() + part.len() > MAX_STATE {
+                store.partial.clear();
+            } else {
+                store.partial.push_str(&part);
+            }
+            if last {
+                store.state = std::mem::take(&mut store.partial);
+            }
+        }
+        Message::Take => {
+            give(conn, store)?;
+            *store = Store::default();
+        }
+        Message::Quit => return Ok(false),
+        Message::End => {}
+    }
+    Ok(true)
+}
+
+/// Sends everything kept, then [`Message::End`].
+fn give(conn: &Conn, store: &Store) -> Result<(), Error> {
+    let all: Vec<(&String, RawFd)> = store
+        .fds
+        .iter()
+        .map(|(key, fd)| (key, fd.as_raw_fd()))
+        .collect();
+    for batch in all.chunks(MAX_FDS) {
+        let keys = batch.iter().map(|(key, _)| (*key).clone()).collect();
+        let fds: Vec<RawFd> = batch.iter().map(|(_, fd)| *fd).collect();
+        conn.send(&Message::Put { keys }, &fds)?;
+    }
+    if !store.state.is_empty() {
+        for part in state_parts(&store.state) {
+            conn.send(&part, &[])?;
+        }
+    }
+    conn.send(&Message::End, &[])
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use nix::sys::socket::{AddressFamily, SockType, socketpair};
+
+    fn pair() -> (Conn, Conn) {
+        let (a, b) = socketpair(
+            AddressFamily::Unix,
+            SockType::SeqPacket,
+            None,
+            SockFlag::SOCK_CLOEXEC,
+        )
+        .unwrap();
+        (Conn::accepted(a).unwrap(), Conn::accepted(b).unwrap())
+    }
+
+    #[test]
+    fn it_keeps_puts_forgets_and_the_last_whole_state_and_gives_them_once() {
+        let (daemon, holder) = pair();
+        let mut store = Store::default();
+        let (r1, _w1) = nix::unistd::pipe().unwrap();
+        let (r2, _w2) = nix::unistd::pipe().unwrap();
+        let keys = vec!["k1".to_owned(), "k2".to_owned()];
+        daemon
+            .send(&Message::Put { keys }, &[r1.as_raw_fd(), r2.as_raw_fd()])
+            .unwrap();
+        assert!(serve_one(&holder, &mut store).unwrap());
+        daemon
+            .send(
+                &Message::Forget {
+                    keys: vec!["k1".into()],
+                },
+                &[],
+            )
+            .unwrap();
+        assert!(serve_one(&holder, &mut store).unwrap());
+        for part in state_parts("{\"a\":1}") {
+            daemon.send(&part, &[]).unwrap();
+            assert!(serve_one(&holder, &mut store).unwrap());
+        }
+        // A state cut short (the daemon died mid-way) leaves the last whole one.
+        daemon
+            .send(
+                &Message::State {
+                    part: "{\"b\"".into(),
+                    last: false,
+                },
+                &[],
+            )
+            .unwrap();
+        assert!(serve_one(&holder, &mut store).unwrap());
+        assert_eq!(store.state, "{\"a\":1}");
+        assert_eq!(store.fds.keys().collect::<Vec<_>>(), ["k2"]);
+
+        daemon.send(&Message::Take, &[]).unwrap();
+        assert!(serve_one(&holder, &mut store).unwrap());
+        let (put, fds) = daemon.receive().unwrap();
+        assert_eq!(
+            put,
+            Message::Put {
+                keys: vec!["k2".into()]
+            }
+        );
+        assert_eq!(fds.len(), 1);
+        let (state, _) = daemon.receive().unwrap();
+        assert_eq!(
+            state,
+            Message::State {
+                part: "{\"a\":1}".into(),
+                last: true
+            }
+        );
+        assert_eq!(daemon.receive().unwrap().0, Message::End);
+        assert!(store.fds.is_empty() && store.state.is_empty(), "given once");
+
+        daemon.send(&Message::Quit, &[]).unwrap();
+        assert!(!serve_one(&holder, &mut store).unwrap());
+    }
+}

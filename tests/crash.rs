@@ -1,0 +1,445 @@
+//! Outliving a crash: the daemon is SIGKILLed, its apps run on (their
+//! pipes and cluster sockets kept by the descriptor holder, `eco
+//! __holder`), and the daemon that the next command starts adopts them:
+//! same pids, no line lost, no connection refused.
+
+use std::process::Command;
+use std::time::Duration;
+
+use crate::cluster::{Load, free_port};
+use crate::support::{Home, all_online, eco_bin, eventually, root, state_of};
+use crate::update::{FDSTORE_APP, lines_of, numbers};
+
+/// `(app:index, pid)` of every row.
+fn pids(home: &Home) -> Vec<(String, i64)> {
+    home.rows()
+        .iter()
+        .map(|r| {
+            (
+                format!("{}:{}", r["app"], r["instance"]),
+                r["pid"].as_i64().unwrap_or(-1),
+            )
+        })
+        .collect()
+}
+
+/// The holder processes serving this home.
+fn holders(home: &Home) -> Vec<i32> {
+    let socket = home.path().join("holder.sock");
+    let needle = format!("__holder\0{}", socket.display());
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| String::from_utf8_lossy(&c).contains(&needle))
+        })
+        .filter(|pid| state_of(*pid).is_some_and(|s| s != 'Z'))
+        .collect()
+}
+
+fn alive(pid: i64) -> bool {
+    i32::try_from(pid)
+        .ok()
+        .and_then(state_of)
+        .is_some_and(|s| s != 'Z')
+}
+
+/// What a process's descriptors point at (`pipe:[123]`, `socket:[456]`).
+fn open_of(pid: i32) -> Vec<String> {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            Some(
+                std::fs::read_link(e.path())
+                    .ok()?
+                    .to_string_lossy()
+                    .into_owned(),
+            )
+        })
+        .collect()
+}
+
+/// Waits until the holder holds the stdout and stderr pipes of every
+/// running instance `ls` shows (it is fed a moment after each change),
+/// then kills the daemon with SIGKILL.
+pub(crate) fn crash(home: &Home) {
+    crash_holding(home, 0);
+}
+
+/// [`crash`], once the holder also holds `sockets` sockets besides its own
+/// two.
+fn crash_holding(home: &Home, sockets: usize) {
+    let pipes: Vec<String> = home
+        .rows()
+        .iter()
+        .filter_map(|r| i32::try_from(r["pid"].as_i64()?).ok())
+        .flat_map(|pid| {
+            ["1", "2"].into_iter().filter_map(move |fd| {
+                let link = std::fs::read_link(format!("/proc/{pid}/fd/{fd}")).ok()?;
+                Some(link.to_string_lossy().into_owned())
+            })
+        })
+        .filter(|link| link.starts_with("pipe:"))
+        .collect();
+    assert!(!pipes.is_empty(), "no app writes into a pipe");
+    eventually("the holder fed", Duration::from_secs(10), || {
+        holders(home).first().is_some_and(|holder| {
+            let held = open_of(*holder);
+            pipes.iter().all(|p| held.contains(p))
+                && held.iter().filter(|l| l.starts_with("socket:")).count() >= sockets + 2
+        })
+    });
+    home.kill_daemon_hard();
+}
+
+/// Every sequence number the writer wrote is in the log exactly once.
+fn assert_every_line_once(home: &Home, more_than: u64) {
+    eventually(
+        "the writer's lines after the crash",
+        Duration::from_secs(30),
+        || numbers(home).len() as u64 > more_than + 500,
+    );
+    let all = numbers(home);
+    let expected: Vec<u64> = (1..=all.len() as u64).collect();
+    if all != expected {
+        let missing: Vec<u64> = expected
+            .iter()
+            .filter(|n| all.binary_search(n).is_err())
+            .take(10)
+            .copied()
+            .collect();
+        let dup: Vec<u64> = all
+            .windows(2)
+            .filter(|w| w[0] == w[1])
+            .map(|w| w[0])
+            .take(10)
+            .collect();
+        panic!(
+            "{} lines: missing {missing:?}, duplicated {dup:?}",
+            all.len()
+        );
+    }
+}
+
+const WRITER: &str = "  seq:\n    cmd: ['sh', '-c', 'i=0; while :; do i=$((i+1)); echo \"seq $i\"; case $((i % 20)) in 0) sleep 0.01;; esac; done']\n";
+
+#[test]
+fn a_killed_daemon_s_apps_are_adopted_with_every_line() {
+    let home = Home::new();
+    home.write(
+        "ecosystem.yaml",
+        &format!(
+            "name: up\napps:\n{WRITER}  sleeper:\n    cmd: ['sleep', '300']\n    instances: 2\n  \
+             merged:\n    cmd: [sh, -c, 'echo out; echo err >&2; exec sleep 300']\n    out_file: merged.log\n    err_file: merged.log\n"
+        ),
+    );
+    home.ok(&["up", "--wait"]);
+    eventually("the writer's first lines", Duration::from_secs(20), || {
+        numbers(&home).len() > 200
+    });
+    let before = pids(&home);
+    assert!(before.iter().all(|(_, pid)| *pid > 0), "{before:?}");
+
+    // Three crashes, each followed by a command that starts the next
+    // daemon, which adopts them.
+    let mut during = 0;
+    for _ in 0..3 {
+        crash(&home);
+        during = numbers(&home).len() as u64;
+        assert!(
+            before.iter().all(|(_, pid)| alive(*pid)),
+            "an app died with the daemon"
+        );
+        let rows = home.rows();
+        assert!(all_online(&rows), "{rows:#?}");
+        assert_eq!(pids(&home), before, "an app was restarted");
+    }
+    let log = std::fs::read_to_string(home.path().join("daemon.log")).unwrap_or_default();
+    assert!(
+        log.contains("adopting the instances a crashed daemon left running"),
+        "{log}"
+    );
+    assert_every_line_once(&home, during);
+}
+
+#[test]
+fn cluster_sockets_keep_accepting_across_a_daemon_crash() {
+    let home = Home::new();
+    let port = free_port();
+    home.write(
+        "ecosystem.yaml",
+        &format!(
+            "name: up\napps:\n  web:\n    cmd: ['{}', __fixture-http]\n    mode: cluster\n    instances: 2\n    listen: ['127.0.0.1:{port}']\n    stop_timeout: 5s\n",
+            eco_bin().display()
+        ),
+    );
+    home.ok(&["up", "--wait"]);
+    let before = pids(&home);
+    let load = Load::start(port, 4);
+    eventually("requests served", Duration::from_secs(20), || {
+        load.ok() > 50
+    });
+
+    for _ in 0..3 {
+        crash(&home);
+        let served = load.ok();
+        eventually(
+            "requests served with no daemon",
+            Duration::from_secs(20),
+            || load.ok() > served + 50,
+        );
+        home.ok(&["ls"]);
+        let served = load.ok();
+        eventually(
+            "requests served after the adoption",
+            Duration::from_secs(20),
+            || load.ok() > served + 50,
+        );
+    }
+    let (done, refused, failed) = load.finish();
+    eprintln!(
+        "3 crashes under load: {done} requests, {refused} refused, {} failed",
+        failed.len()
+    );
+    assert_eq!(refused, 0, "refused connections across the crash");
+    assert_eq!(pids(&home), before, "an app was restarted");
+    assert!(all_online(&home.rows()));
+}
+
+#[test]
+fn an_app_that_ends_while_no_daemon_runs_is_started_again() {
+    let home = Home::new();
+    home.write(
+        "ecosystem.yaml",
+        "name: up\napps:\n  sleeper:\n    cmd: ['sleep', '300']\n  stays:\n    cmd: ['sleep', '300']\n",
+    );
+    home.ok(&["up", "--wait"]);
+    let before = pids(&home);
+    let victim = home.row("sleeper", 0)["pid"].as_i64().expect("pid");
+    let stays = home.row("stays", 0)["pid"].as_i64().expect("pid");
+    crash(&home);
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(victim).expect("pid")),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("kill");
+    eventually("the app gone", Duration::from_secs(5), || !alive(victim));
+
+    let rows = home.wait_rows("the app started again", |rows| {
+        all_online(rows)
+            && rows
+                .iter()
+                .all(|r| r["pid"].as_i64().is_some_and(|p| p > 0 && p != victim))
+    });
+    assert_ne!(pids(&home), before);
+    assert_eq!(
+        home.row("stays", 0)["pid"].as_i64(),
+        Some(stays),
+        "{rows:#?}"
+    );
+    // Restarted by its policy, as after any failure, its exit unknown.
+    let sleeper = home.row("sleeper", 0);
+    assert_eq!(sleeper["restarts"], 1, "{sleeper:#?}");
+    assert!(sleeper["exit_code"].is_null(), "{sleeper:#?}");
+    let said = home.ok(&["describe", "sleeper"]);
+    assert!(said.contains("exit status unknown"), "{said}");
+    // What cannot be known is said where users look.
+    let readme = std::fs::read_to_string(root().join("README.md")).expect("README");
+    let readme = readme.split_whitespace().collect::<Vec<_>>().join(" ");
+    assert!(
+        readme.contains("exit code of an app that ends while no daemon runs is lost"),
+        "the README must say the exit code is lost"
+    );
+}
+
+#[test]
+fn kill_after_an_adoption_leaves_nothing() {
+    let home = Home::new();
+    home.write(
+        "ecosystem.yaml",
+        "name: up\napps:\n  sleeper:\n    cmd: ['sh', '-c', 'sleep 300 & wait']\n    instances: 2\n",
+    );
+    home.ok(&["up", "--wait"]);
+    let before = pids(&home);
+    crash(&home);
+    assert_eq!(pids(&home), before, "not adopted");
+    let holder = holders(&home);
+    assert_eq!(holder.len(), 1, "one holder: {holder:?}");
+    home.ok(&["kill"]);
+    eventually("the apps gone", Duration::from_secs(10), || {
+        before.iter().all(|(_, pid)| !alive(*pid))
+    });
+    eventually("the holder gone", Duration::from_secs(10), || {
+        holders(&home).is_empty()
+    });
+    assert!(
+        !home.path().join("holder.sock").exists(),
+        "its socket file stays"
+    );
+    assert!(
+        crate::support::processes_with_env("ECO_SPAWN_ID")
+            .iter()
+            .all(
+                |pid| !std::fs::read(format!("/proc/{pid}/environ"))
+                    .is_ok_and(|e| String::from_utf8_lossy(&e)
+                        .contains(&home.path().display().to_string()))
+            )
+    );
+}
+
+/// The apps are restarted (not adopted) and the command does not hang.
+fn restarted_past(home: &Home, before: &[(String, i64)]) {
+    let started = std::time::Instant::now();
+    let rows = home.wait_rows("the apps started afresh", |rows| {
+        all_online(rows)
+            && rows
+                .iter()
+                .all(|r| before.iter().all(|(_, p)| r["pid"].as_i64() != Some(*p)))
+    });
+    assert!(started.elapsed() < Duration::from_secs(10), "{rows:#?}");
+}
+
+#[test]
+fn a_stale_or_foreign_holder_socket_fools_no_daemon() {
+    let home = Home::new();
+    home.write(
+        "ecosystem.yaml",
+        "name: up\napps:\n  sleeper:\n    cmd: ['sleep', '300']\n",
+    );
+    home.ok(&["up", "--wait"]);
+
+    // A stale socket file: its holder is gone.
+    let before = pids(&home);
+    crash(&home);
+    for holder in holders(&home) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(holder),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+    eventually("the holder gone", Duration::from_secs(5), || {
+        holders(&home).is_empty()
+    });
+    assert!(home.path().join("holder.sock").exists());
+    restarted_past(&home, &before);
+
+    // A holder served by another uid (a socket at that path it does not
+    // own): refused, whatever it says.
+    crate::support::tools::require(&["setpriv"]);
+    let before = pids(&home);
+    crash(&home);
+    let theirs = tempfile::tempdir().expect("tempdir");
+    std::fs::set_permissions(
+        theirs.path(),
+        <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o777),
+    )
+    .expect("chmod");
+    let socket = theirs.path().join("holder.sock");
+    let mut stranger = Command::new("setpriv")
+        .args(["--reuid", "65534", "--regid", "65534", "--clear-groups"])
+        .arg(eco_bin())
+        .arg("__holder")
+        .arg(&socket)
+        .spawn()
+        .expect("setpriv");
+    eventually("the stranger's socket", Duration::from_secs(5), || {
+        socket.exists()
+    });
+    let ours = home.path().join("holder.sock");
+    for holder in holders(&home) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(holder),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+    let _ = std::fs::remove_file(&ours);
+    std::os::unix::fs::symlink(&socket, &ours).expect("symlink");
+    restarted_past(&home, &before);
+    let log = std::fs::read_to_string(home.path().join("daemon.log")).unwrap_or_default();
+    assert!(log.contains("not trusted"), "{log}");
+    let _ = stranger.kill();
+    let _ = stranger.wait();
+
+    // A holder that is stuck (stopped): the next daemon waits for it a
+    // bounded time, then carries on as without one.
+    let before = pids(&home);
+    crash(&home);
+    let stuck = holders(&home);
+    for holder in &stuck {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(*holder),
+            nix::sys::signal::Signal::SIGSTOP,
+        );
+    }
+    restarted_past(&home, &before);
+    for holder in stuck {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(holder),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+}
+
+#[test]
+fn notify_sockets_watchdogs_and_stored_descriptors_outlive_a_crash() {
+    crate::support::tools::require(&["python3"]);
+    let home = Home::new();
+    home.write("keep.py", FDSTORE_APP);
+    let pings = home.path().join("pings");
+    let fds = home.path().join("fds");
+    home.write(
+        "ecosystem.yaml",
+        &format!(
+            "name: up\napps:\n  dog:\n    cmd: [sh, -c, 'while :; do {eco} notify WATCHDOG=1 && echo ping >> {pings} || echo notify-failed; sleep 0.1; done']\n    watchdog: 1s\n  \
+             keeper:\n    cmd: [python3, keep.py, {fds}]\n    fd_store: 1\n    restart_delay: 0ms\n    env: {{ ECO_BIN_FOR_TEST: '{eco}' }}\n",
+            eco = eco_bin().display(),
+            pings = pings.display(),
+            fds = fds.display(),
+        ),
+    );
+    home.ok(&["up", "--wait"]);
+    eventually("stored", Duration::from_secs(20), || {
+        std::fs::read_to_string(&fds).is_ok_and(|t| t.contains("stored "))
+    });
+    eventually("pings", Duration::from_secs(20), || lines_of(&pings) > 3);
+    let before = pids(&home);
+
+    // Two notify sockets and the stored one.
+    crash_holding(&home, 3);
+    // Pings go on (into the socket's queue, then to the next daemon),
+    // well over a watchdog interval of them, and nothing restarts.
+    home.ok(&["ls"]);
+    let seen = lines_of(&pings);
+    eventually("pings after the crash", Duration::from_secs(30), || {
+        lines_of(&pings) > seen + 25
+    });
+    assert_eq!(pids(&home), before, "restarted (watchdog?)");
+    let log = std::fs::read_to_string(home.path().join("logs/up/dog.out.log")).unwrap_or_default();
+    assert!(!log.contains("notify-failed"), "{log}");
+
+    // The stored descriptor comes back at the next start.
+    let keeper = home.row("keeper", 0)["pid"].as_i64().expect("pid");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(keeper).expect("pid")),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("kill");
+    eventually("handed back", Duration::from_secs(20), || {
+        std::fs::read_to_string(&fds).is_ok_and(|t| t.contains("back "))
+    });
+    let text = std::fs::read_to_string(&fds).expect("fds");
+    let stored = text
+        .lines()
+        .find_map(|l| l.strip_prefix("stored "))
+        .expect("stored");
+    let back = text
+        .lines()
+        .find_map(|l| l.strip_prefix("back "))
+        .expect("back");
+    assert_eq!(back, format!("{stored} keep"), "{text}");
+}
