@@ -304,7 +304,10 @@ impl Sync {
         let mut retry_at = tokio::time::Instant::now();
         let mut retry_after = RETRY_AFTER;
         loop {
-            if self.conn.is_none() && tokio::time::Instant::now() >= retry_at {
+            // No holder while there is nothing to hold: a daemon with no
+            // app costs one process, as before.
+            let wanted = self.conn.is_none() && self.holds_anything().await;
+            if wanted && tokio::time::Instant::now() >= retry_at {
                 self.conn = start_holder(&self.engine, &self.path).await;
                 if self.conn.is_none() {
                     retry_at = tokio::time::Instant::now() + retry_after;
@@ -331,7 +334,7 @@ impl Sync {
                 // listed or not): an idle daemon does not wake up for this.
                 // Without a holder, the retry is due.
                 let retry = async {
-                    if self.conn.is_none() {
+                    if wanted && self.conn.is_none() {
                         tokio::time::sleep_until(retry_at).await;
                     } else {
                         std::future::pending::<()>().await;
@@ -356,6 +359,17 @@ impl Sync {
                 return;
             }
         }
+    }
+
+    /// Whether any instance has a process or any cluster socket is open:
+    /// what a holder would keep.
+    async fn holds_anything(&self) -> bool {
+        self.engine
+            .rows()
+            .await
+            .iter()
+            .any(|r| r.state.pid.is_some())
+            || !self.engine.held_sockets().0.is_empty()
     }
 
     /// The instances with a process, their start times read once per run.

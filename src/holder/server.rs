@@ -36,6 +36,9 @@ pub fn run(path: &Path) -> Result<(), Error> {
     // Its own session: not in the daemon's process group, no terminal.
     let _ = nix::unistd::setsid();
     let listener = listen(path)?;
+    // What it ran to get here (argument parsing, start-up) is not needed
+    // again: its code pages go, as the daemon's do.
+    crate::daemon::startup::map_only_used_code();
     let inode = std::fs::metadata(path).map(|m| m.ino()).ok();
     let result = serve(&listener, path, inode);
     // Its socket file goes with it (if it is still its own): the next
