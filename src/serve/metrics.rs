@@ -324,9 +324,34 @@ fn process(t: &mut Text, p: &ProcessMetrics) {
 }
 
 /// The tree usage of each pid (an instance's process and descendants).
+/// A scrape of 1,000 instances is mostly these /proc reads (about 35 ms
+/// on one core): they are shared among the cores, at most four threads.
 pub fn proc_usage(pids: impl Iterator<Item = i32>) -> BTreeMap<i32, Usage> {
-    pids.filter_map(|pid| tree_usage(pid).map(|usage| (pid, usage)))
-        .collect()
+    let pids: Vec<i32> = pids.collect();
+    let threads = std::thread::available_parallelism()
+        .map_or(1, std::num::NonZeroUsize::get)
+        .clamp(1, 4);
+    let chunk = pids.len().div_ceil(threads).max(64);
+    let read = |part: &[i32]| -> Vec<(i32, Usage)> {
+        part.iter()
+            .filter_map(|&pid| tree_usage(pid).map(|usage| (pid, usage)))
+            .collect()
+    };
+    std::thread::scope(|scope| {
+        let parts: Vec<_> = pids
+            .chunks(chunk)
+            .skip(1)
+            .map(|part| scope.spawn(move || read(part)))
+            .collect();
+        let mut usage: BTreeMap<i32, Usage> = read(pids.chunks(chunk).next().unwrap_or_default())
+            .into_iter()
+            .collect();
+        for part in parts {
+            // A reader that panicked leaves its instances without figures.
+            usage.extend(part.join().unwrap_or_default());
+        }
+        usage
+    })
 }
 
 /// CPU seconds and resident bytes of `pid` and its descendants.
@@ -368,6 +393,16 @@ pub fn proc_process(pid: u32) -> Option<ProcessMetrics> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn usage_read_in_parts_covers_every_pid_once() {
+        let me = i32::try_from(std::process::id()).expect("pid");
+        let mut pids: Vec<i32> = (0..300).map(|_| me).collect();
+        pids.push(-5);
+        let usage = proc_usage(pids.into_iter());
+        assert_eq!(usage.keys().copied().collect::<Vec<_>>(), vec![me]);
+        assert!(usage[&me].1 > 0);
+    }
 
     #[test]
     fn label_values_are_escaped_and_families_typed_once() {
