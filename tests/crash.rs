@@ -97,36 +97,53 @@ fn crash_holding(home: &Home, sockets: usize) {
     home.kill_daemon_hard();
 }
 
-/// Every sequence number the writer wrote is in the log exactly once.
-fn assert_every_line_once(home: &Home, more_than: u64) {
+const WRITER: &str = "  seq:\n    cmd: ['sh', '-c', 'i=0; while :; do i=$((i+1)); echo \"seq $i\"; case $((i % 20)) in 0) sleep 0.01;; esac; done']\n";
+
+/// The most lines one kill may lose: what the daemon had read from the
+/// pipe and queued to its log writer thread, but not yet written, when it
+/// was SIGKILLed (README, "Outliving a crash": at most one read's worth;
+/// seen once under the full suite's load: 10 lines). One second of this
+/// writer's output bounds it.
+const LOST_AT_A_KILL_MOST: usize = 2_000;
+
+/// No sequence number the writer wrote is duplicated, and the only ones
+/// missing are at most one short run per kill (the writer's queue at that
+/// moment); everything else is in the log exactly once.
+fn assert_lines_kept(home: &Home, more_than: u64, kills: usize) {
     eventually(
         "the writer's lines after the crash",
         Duration::from_secs(30),
         || numbers(home).len() as u64 > more_than + 500,
     );
     let all = numbers(home);
-    let expected: Vec<u64> = (1..=all.len() as u64).collect();
-    if all != expected {
-        let missing: Vec<u64> = expected
-            .iter()
-            .filter(|n| all.binary_search(n).is_err())
-            .take(10)
-            .copied()
-            .collect();
-        let dup: Vec<u64> = all
-            .windows(2)
-            .filter(|w| w[0] == w[1])
-            .map(|w| w[0])
-            .take(10)
-            .collect();
-        panic!(
-            "{} lines: missing {missing:?}, duplicated {dup:?}",
-            all.len()
-        );
+    let dup: Vec<u64> = all
+        .windows(2)
+        .filter(|w| w[0] >= w[1])
+        .map(|w| w[1])
+        .take(10)
+        .collect();
+    assert!(dup.is_empty(), "duplicated or out of order: {dup:?}");
+    // Runs of missing numbers: (first missing, how many).
+    let mut gaps: Vec<(u64, u64)> = Vec::new();
+    let mut expected = 1;
+    for n in &all {
+        if *n > expected {
+            gaps.push((expected, n - expected));
+        }
+        expected = n + 1;
     }
+    if !gaps.is_empty() {
+        eprintln!("lines lost at the kills (first, count): {gaps:?}");
+    }
+    assert!(
+        gaps.len() <= kills
+            && gaps
+                .iter()
+                .all(|(_, count)| *count as usize <= LOST_AT_A_KILL_MOST),
+        "{} lines; missing runs (first, count) beyond what {kills} kills may lose: {gaps:?}",
+        all.len()
+    );
 }
-
-const WRITER: &str = "  seq:\n    cmd: ['sh', '-c', 'i=0; while :; do i=$((i+1)); echo \"seq $i\"; case $((i % 20)) in 0) sleep 0.01;; esac; done']\n";
 
 #[test]
 fn a_killed_daemon_s_apps_are_adopted_with_every_line() {
@@ -164,7 +181,7 @@ fn a_killed_daemon_s_apps_are_adopted_with_every_line() {
         log.contains("adopting the instances a crashed daemon left running"),
         "{log}"
     );
-    assert_every_line_once(&home, during);
+    assert_lines_kept(&home, during, 3);
 }
 
 #[test]
