@@ -39,7 +39,8 @@ impl Sampler {
             .taken
             .is_some_and(|t| now.duration_since(t) < MIN_INTERVAL);
         if !fresh {
-            self.previous = self.measure(leaders, now);
+            // A full sample: every leader is read again.
+            self.cache.clear();
             self.taken = Some(now);
         }
         // Within the interval only the leaders not seen yet are read: an
@@ -50,7 +51,12 @@ impl Sampler {
             .filter(|(pid, _)| !self.cache.contains_key(pid))
             .copied()
             .collect();
-        for (pid, metrics, sample) in self.read(&unseen, now) {
+        let read = self.read(&unseen, now);
+        if !fresh {
+            // Leaders that are gone leave the CPU deltas' memory.
+            self.previous.clear();
+        }
+        for (pid, metrics, sample) in read {
             self.cache.insert(pid, metrics);
             self.previous.insert(pid, sample);
         }
@@ -58,21 +64,6 @@ impl Sampler {
             .iter()
             .filter_map(|(pid, _)| self.cache.get(pid).map(|m| (*pid, *m)))
             .collect()
-    }
-
-    /// A full sample: the previous map for the next CPU deltas.
-    fn measure(
-        &mut self,
-        leaders: &[(i32, Duration)],
-        now: Instant,
-    ) -> HashMap<i32, (Instant, u64)> {
-        self.cache.clear();
-        let mut previous = HashMap::new();
-        for (pid, metrics, sample) in self.read(leaders, now) {
-            self.cache.insert(pid, metrics);
-            previous.insert(pid, sample);
-        }
-        previous
     }
 
     /// Reads each leader's tree; CPU is the delta since its previous
