@@ -441,22 +441,5 @@ fn notify_sockets_watchdogs_and_stored_descriptors_outlive_a_crash() {
 
     // The stored descriptor comes back at the next start.
     let keeper = home.row("keeper", 0)["pid"].as_i64().expect("pid");
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(i32::try_from(keeper).expect("pid")),
-        nix::sys::signal::Signal::SIGKILL,
-    )
-    .expect("kill");
-    eventually("handed back", Duration::from_secs(20), || {
-        std::fs::read_to_string(&fds).is_ok_and(|t| t.contains("back "))
-    });
-    let text = std::fs::read_to_string(&fds).expect("fds");
-    let stored = text
-        .lines()
-        .find_map(|l| l.strip_prefix("stored "))
-        .expect("stored");
-    let back = text
-        .lines()
-        .find_map(|l| l.strip_prefix("back "))
-        .expect("back");
-    assert_eq!(back, format!("{stored} keep"), "{text}");
+    crate::support::assert_stored_fd_comes_back(keeper, &fds, Duration::from_secs(20));
 }

@@ -181,24 +181,7 @@ fn a_stored_fd_comes_back_after_a_crash() {
     // Give eco the moment to take the datagram, then crash the app.
     std::thread::sleep(Duration::from_millis(300));
     let pid = home.row("keeper", 0)["pid"].as_i64().expect("pid");
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(i32::try_from(pid).expect("pid")),
-        nix::sys::signal::Signal::SIGKILL,
-    )
-    .expect("kill");
-    eventually("handed back", LIMIT, || {
-        std::fs::read_to_string(&out).is_ok_and(|t| t.contains("back "))
-    });
-    let text = std::fs::read_to_string(&out).expect("fds");
-    let stored = text
-        .lines()
-        .find_map(|l| l.strip_prefix("stored "))
-        .expect("stored");
-    let back = text
-        .lines()
-        .find_map(|l| l.strip_prefix("back "))
-        .expect("back");
-    assert_eq!(back, format!("{stored} keep"), "{text}");
+    crate::support::assert_stored_fd_comes_back(pid, &out, LIMIT);
 }
 
 #[test]

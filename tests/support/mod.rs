@@ -288,6 +288,30 @@ pub(crate) fn eventually(what: &str, limit: Duration, mut check: impl FnMut() ->
     }
 }
 
+/// SIGKILLs the app `pid`, then checks that the descriptor it stored
+/// (`FDSTORE=1`; the fixture writes "stored X" to `record`) comes back at
+/// its next start ("back X keep").
+pub(crate) fn assert_stored_fd_comes_back(pid: i64, record: &Path, limit: Duration) {
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(pid).expect("pid")),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("kill");
+    eventually("handed back", limit, || {
+        std::fs::read_to_string(record).is_ok_and(|t| t.contains("back "))
+    });
+    let text = std::fs::read_to_string(record).expect("fds");
+    let stored = text
+        .lines()
+        .find_map(|l| l.strip_prefix("stored "))
+        .expect("stored");
+    let back = text
+        .lines()
+        .find_map(|l| l.strip_prefix("back "))
+        .expect("back");
+    assert_eq!(back, format!("{stored} keep"), "{text}");
+}
+
 /// A unique marker for one test's processes.
 pub(crate) fn mark(test: &str) -> String {
     format!("ECO_TEST_MARK={test}-{}", std::process::id())
