@@ -69,6 +69,14 @@ fn serve(
     lock_inode: u64,
     handover: Option<update::Handover>,
 ) -> anyhow::Result<()> {
+    // Before the daemon opens its own: the lowest numbers are the slots'.
+    crate::runtime::fd_slots::reserve();
+    if let Some(nice) = crate::runtime::priority::raise() {
+        tracing::info!(
+            nice,
+            "the daemon runs above its apps (they start at nice 0)"
+        );
+    }
     if let Some(limit) = startup::raise_nofile() {
         tracing::info!(limit, apps = ?startup::app_nofile(), "descriptor limit");
     }

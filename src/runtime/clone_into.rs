@@ -20,11 +20,25 @@ use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 
+use super::fd_slots;
 use super::spawner::SpawnRequest;
 
 /// `CLONE_INTO_CGROUP` (linux/sched.h); not in the libc crate.
 const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
+
+/// `CLONE_CLEAR_SIGHAND` (linux/sched.h, 5.5+): the child starts with every
+/// signal eco handles back at its default (one flag instead of a
+/// `sigaction` call per signal in the child, 64 system calls per spawn).
+const CLONE_CLEAR_SIGHAND: u64 = 0x1_0000_0000;
+
+/// `CLOSE_RANGE_UNSHARE` (linux/close_range.h).
+const CLOSE_RANGE_UNSHARE: libc::c_uint = 1 << 1;
+
+/// Kernels without `CLOSE_RANGE_UNSHARE` (before 5.9) are found once;
+/// from then on each child copies eco's table.
+static UNSHARE_UNSUPPORTED: AtomicBool = AtomicBool::new(false);
 
 /// `struct clone_args` (linux/sched.h), the version with `cgroup`.
 #[repr(C, align(8))]
@@ -74,6 +88,14 @@ struct Shared<'a> {
     argv: &'a [*const libc::c_char],
     envp: &'a [*const libc::c_char],
     outputs: [RawFd; 2],
+    /// Descriptors handed down, as (number in the child's table before the
+    /// moves, the child's number): eco's own, or the slots'.
+    fds: &'a [(RawFd, RawFd)],
+    /// Non-zero: the child shares eco's table (`CLONE_FILES`) and first
+    /// takes a copy of the descriptors below this (see `fd_slots`).
+    unshare_below: libc::c_uint,
+    /// Set by the child when the kernel refused that (before Linux 5.9).
+    unshare_errno: i32,
     /// Set by the child when it cannot exec (eco reads it once the child
     /// has exited: the vfork makes eco wait until then).
     errno: i32,
@@ -112,24 +134,85 @@ pub fn spawn(request: &SpawnRequest) -> io::Result<Cloned> {
     let (out_read, out_write) = pipe(output.stdout)?;
     let (err_read, err_write) = pipe(output.read_ends().1)?;
     let out_fd = out_write.as_ref().map_or(-1, AsRawFd::as_raw_fd);
+    let err_fd = if output.one_pipe() {
+        out_fd
+    } else {
+        err_write.as_ref().map_or(-1, AsRawFd::as_raw_fd)
+    };
+    // The child's descriptors go on the slots when they fit: it then shares
+    // eco's table instead of copying it (see `fd_slots`).
+    let mut lease = if UNSHARE_UNSUPPORTED.load(Ordering::Relaxed) {
+        None
+    } else {
+        fd_slots::Lease::take()
+    };
+    let mut outputs = [out_fd, err_fd];
+    let mut fds = prepared.fds.clone();
+    let unshare_below = match lease.as_mut() {
+        Some(lease) => on_slots(lease, &mut outputs, &mut fds)?,
+        None => 0,
+    };
     let mut shared = Shared {
         prepared: &prepared,
         argv: &argv,
         envp: &envp,
-        outputs: [
-            out_fd,
-            if output.one_pipe() {
-                out_fd
-            } else {
-                err_write.as_ref().map_or(-1, AsRawFd::as_raw_fd)
-            },
-        ],
+        outputs,
+        fds: &fds,
+        unshare_below,
+        unshare_errno: 0,
         errno: 0,
     };
+    let pid = clone_child(&mut shared, cgroup.as_ref())?;
+    // The child has exec'd or exited: the slots go back to /dev/null.
+    drop(lease);
+    if pid < 0 {
+        let err = io::Error::from_raw_os_error(i32::try_from(-pid).unwrap_or(libc::EINVAL));
+        // Kernels before 5.7 know no CLONE_INTO_CGROUP (or no clone3, or
+        // no CLONE_CLEAR_SIGHAND: EINVAL, the flags being otherwise fixed).
+        if matches!(
+            err.raw_os_error(),
+            Some(libc::ENOSYS | libc::E2BIG | libc::EINVAL)
+        ) {
+            return Err(io::Error::new(io::ErrorKind::Unsupported, err));
+        }
+        return Err(err);
+    }
+    let pid = i32::try_from(pid).map_err(|_| io::Error::other("pid out of range"))?;
+    drop(out_write);
+    drop(err_write);
+    // SAFETY: the child has exited; nothing else writes it.
+    let unshare_errno = unsafe { std::ptr::read_volatile(&raw const shared.unshare_errno) };
+    if unshare_errno != 0 {
+        // The child exited 127 before touching anything; the reaper
+        // collects it. This kernel cannot: copy the table from now on.
+        tracing::info!(
+            err = %io::Error::from_raw_os_error(unshare_errno),
+            "no CLOSE_RANGE_UNSHARE: each spawn copies eco's descriptor table"
+        );
+        UNSHARE_UNSUPPORTED.store(true, Ordering::Relaxed);
+        return spawn(request);
+    }
+    // SAFETY: the child has exec'd or exited; nothing else writes it.
+    let errno = unsafe { std::ptr::read_volatile(&raw const shared.errno) };
+    if errno != 0 {
+        // The child has exited with 127; the reaper collects it.
+        return Err(io::Error::from_raw_os_error(errno));
+    }
+    Ok(Cloned {
+        pid,
+        stdout: out_read,
+        stderr: err_read,
+    })
+}
+
+/// The vfork-style clone of `shared`'s child, with every signal blocked
+/// across it: the child's pid (or `-errno`) once it has exec'd or exited.
+#[allow(unsafe_code)]
+fn clone_child(shared: &mut Shared<'_>, cgroup: Option<&OwnedFd>) -> io::Result<i64> {
     // u128: a 16-byte aligned stack, as the ABI wants at a call.
     let mut stack: Vec<u128> = Vec::with_capacity(CHILD_STACK / 16);
     let top = stack.as_mut_ptr().wrapping_add(stack.capacity());
-    let into_cgroup = match &cgroup {
+    let into_cgroup = match cgroup {
         Some(dir) => {
             u64::try_from(dir.as_raw_fd()).map_err(|_| io::Error::other("bad cgroup fd"))?
         }
@@ -137,6 +220,12 @@ pub fn spawn(request: &SpawnRequest) -> io::Result<Cloned> {
     };
     let mut args = CloneArgs {
         flags: (libc::CLONE_VM | libc::CLONE_VFORK) as u64
+            | CLONE_CLEAR_SIGHAND
+            | if shared.unshare_below > 0 {
+                libc::CLONE_FILES as u64
+            } else {
+                0
+            }
             | if cgroup.is_some() {
                 CLONE_INTO_CGROUP
             } else {
@@ -159,35 +248,41 @@ pub fn spawn(request: &SpawnRequest) -> io::Result<Cloned> {
     // SAFETY: a vfork-style clone: the child runs `child_main` on its own
     // stack with `shared`, which outlives it (this thread is suspended
     // until the child has exec'd or exited), and never returns.
-    let pid = unsafe { clone3_vfork(&raw mut args, &raw mut shared) };
+    let pid = unsafe { clone3_vfork(&raw mut args, shared) };
     let _ = nix::sys::signal::pthread_sigmask(
         nix::sys::signal::SigmaskHow::SIG_SETMASK,
         Some(&old),
         None,
     );
     drop(stack);
-    if pid < 0 {
-        let err = io::Error::from_raw_os_error(i32::try_from(-pid).unwrap_or(libc::EINVAL));
-        // Kernels before 5.7 know no CLONE_INTO_CGROUP (or no clone3).
-        if matches!(err.raw_os_error(), Some(libc::ENOSYS | libc::E2BIG)) {
-            return Err(io::Error::new(io::ErrorKind::Unsupported, err));
-        }
-        return Err(err);
+    Ok(pid)
+}
+
+/// Puts the child's outputs and handed-down descriptors on the slots and
+/// renumbers them to the slots' numbers; returns the number the child
+/// keeps its table below, or 0 when they do not fit (it copies eco's).
+fn on_slots(
+    lease: &mut fd_slots::Lease,
+    outputs: &mut [RawFd; 2],
+    fds: &mut [(RawFd, RawFd)],
+) -> io::Result<libc::c_uint> {
+    let wanted: Vec<RawFd> = outputs
+        .iter()
+        .copied()
+        .filter(|fd| *fd >= 0)
+        .chain(fds.iter().map(|(from, _)| *from))
+        .collect();
+    let Some(numbers) = lease.place(&wanted)? else {
+        return Ok(0);
+    };
+    let mut numbers = numbers.into_iter();
+    for output in outputs.iter_mut().filter(|fd| **fd >= 0) {
+        *output = numbers.next().unwrap_or(-1);
     }
-    let pid = i32::try_from(pid).map_err(|_| io::Error::other("pid out of range"))?;
-    drop(out_write);
-    drop(err_write);
-    // SAFETY: the child has exec'd or exited; nothing else writes it.
-    let errno = unsafe { std::ptr::read_volatile(&raw const shared.errno) };
-    if errno != 0 {
-        // The child has exited with 127; the reaper collects it.
-        return Err(io::Error::from_raw_os_error(errno));
+    for (from, _) in fds.iter_mut() {
+        *from = numbers.next().unwrap_or(-1);
     }
-    Ok(Cloned {
-        pid,
-        stdout: out_read,
-        stderr: err_read,
-    })
+    Ok(libc::c_uint::try_from(lease.below()).unwrap_or(0))
 }
 
 /// `clone3(args)` as a vfork: returns the child's pid (or `-errno`) in eco;
@@ -248,17 +343,24 @@ extern "C" fn child_main(shared: *mut Shared<'_>) -> ! {
             std::ptr::write_volatile(&raw mut shared.errno, *libc::__errno_location());
             libc::_exit(127)
         };
-        // eco's handlers would run on eco's memory: back to the defaults
-        // (SIGPIPE too, which Rust ignores), then nothing blocked, as std does.
-        for signal in 1..=libc::SIGRTMAX() {
-            let mut current: libc::sigaction = std::mem::zeroed();
-            if libc::sigaction(signal, std::ptr::null(), &raw mut current) == 0
-                && current.sa_sigaction != libc::SIG_DFL
-                && (current.sa_sigaction != libc::SIG_IGN || signal == libc::SIGPIPE)
-            {
-                libc::signal(signal, libc::SIG_DFL);
-            }
+        // First, while the table is still eco's: a table of its own, with
+        // only the descriptors below the slots' end (the slots included).
+        if shared.unshare_below > 0
+            && libc::syscall(
+                libc::SYS_close_range,
+                shared.unshare_below,
+                libc::c_uint::MAX,
+                CLOSE_RANGE_UNSHARE,
+            ) != 0
+        {
+            let errno = *libc::__errno_location();
+            std::ptr::write_volatile(&raw mut shared.unshare_errno, errno);
+            libc::_exit(127)
         }
+        // eco's handlers were reset by the clone (CLONE_CLEAR_SIGHAND);
+        // SIGPIPE, which Rust ignores, goes back to the default too, then
+        // nothing blocked, as std does.
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
         let mut none: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&raw mut none);
         libc::sigprocmask(libc::SIG_SETMASK, &raw const none, std::ptr::null_mut());
@@ -281,7 +383,7 @@ extern "C" fn child_main(shared: *mut Shared<'_>) -> ! {
                 fail(shared);
             }
         }
-        if !hand_down(&prepared.fds, prepared.park_at) {
+        if !hand_down(shared.fds, prepared.park_at) {
             fail(shared);
         }
         if libc::chdir(prepared.cwd.as_ptr()) != 0 {

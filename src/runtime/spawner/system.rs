@@ -49,6 +49,8 @@ impl System {
     }
 
     pub fn with(reaper: Arc<Reaper>, strategy: Strategy) -> System {
+        // The daemon reserved them first thing; `up -F` and tests here.
+        crate::runtime::fd_slots::reserve();
         System {
             reaper,
             strategy,
