@@ -322,9 +322,9 @@ impl Sync {
                 retry_after = (retry_after * 2).min(RETRY_MOST);
             }
             // A sync of many instances costs: the next waits longer, so
-            // that syncing takes at most a fifth of the thread (a third
-            // cost 10,000 instances starting at once about a second).
-            let pause = DEBOUNCE + 4 * began.elapsed();
+            // that syncing takes at most a ninth of the thread (a third
+            // cost 10,000 instances starting at once over a second).
+            let pause = DEBOUNCE + 8 * began.elapsed();
             if self.pending && self.conn.is_some() {
                 // More descriptors to pass than one sync duplicates.
                 tokio::select! {

@@ -209,8 +209,24 @@ pub fn spawn(request: &SpawnRequest) -> io::Result<Cloned> {
 /// across it: the child's pid (or `-errno`) once it has exec'd or exited.
 #[allow(unsafe_code)]
 fn clone_child(shared: &mut Shared<'_>, cgroup: Option<&OwnedFd>) -> io::Result<i64> {
-    // u128: a 16-byte aligned stack, as the ABI wants at a call.
-    let mut stack: Vec<u128> = Vec::with_capacity(CHILD_STACK / 16);
+    CHILD_STACKS.with_borrow_mut(|stack| clone_on(stack, shared, cgroup))
+}
+
+thread_local! {
+    /// Each spawning thread's child stack, kept: a fresh 128 KiB per spawn
+    /// was an mmap, its page faults and a munmap each time. One child at a
+    /// time uses it (the thread waits until the child has exec'd).
+    /// u128: a 16-byte aligned stack, as the ABI wants at a call.
+    static CHILD_STACKS: std::cell::RefCell<Vec<u128>> =
+        std::cell::RefCell::new(Vec::with_capacity(CHILD_STACK / 16));
+}
+
+#[allow(unsafe_code)]
+fn clone_on(
+    stack: &mut Vec<u128>,
+    shared: &mut Shared<'_>,
+    cgroup: Option<&OwnedFd>,
+) -> io::Result<i64> {
     let top = stack.as_mut_ptr().wrapping_add(stack.capacity());
     let into_cgroup = match cgroup {
         Some(dir) => {
@@ -254,7 +270,6 @@ fn clone_child(shared: &mut Shared<'_>, cgroup: Option<&OwnedFd>) -> io::Result<
         Some(&old),
         None,
     );
-    drop(stack);
     Ok(pid)
 }
 

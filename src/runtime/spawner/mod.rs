@@ -11,9 +11,9 @@
 //! - `fake::Fake` (tests only): no process at all, scripted exits and
 //!   output, so the engine runs in-process on a paused clock.
 //!
-//! [`System`] is the real spawner: by default clone3 where a cgroup is
-//! given (std on kernels without `CLONE_INTO_CGROUP` or off x86_64), std
-//! otherwise; [`Strategy`] pins one. The daemon and `up -F` pass it to
+//! [`System`] is the real spawner: by default clone3, with or without a
+//! cgroup (std on kernels without `CLONE_INTO_CGROUP`, off x86_64, and into
+//! a killed cgroup); [`Strategy`] pins one. The daemon and `up -F` pass it to
 //! `Engine::new`.
 //!
 //! Why clone3 stays: glibc's `posix_spawnattr_setcgroup_np` (the same

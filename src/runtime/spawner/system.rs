@@ -15,6 +15,7 @@ use tokio::sync::oneshot;
 use super::{Child, SpawnRequest, Spawner, std_command};
 use crate::metrics::{Metrics, Sampler};
 use crate::procfs;
+use crate::runtime::cgroup::Cgroup;
 use crate::runtime::clone_into;
 use crate::runtime::reaper::Reaper;
 use crate::runtime::spawn::SPAWN_MARK;
@@ -23,8 +24,8 @@ use crate::state::Exit;
 /// How the real spawner starts a process.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Strategy {
-    /// clone3 where a cgroup is given (std when the kernel lacks
-    /// `CLONE_INTO_CGROUP`), std otherwise: the daemon's choice.
+    /// clone3 (std when the kernel lacks it, off x86_64, and for a cgroup
+    /// that was killed): the daemon's choice.
     Auto,
     /// Always clone3 (with or without a cgroup); an error where unsupported.
     Clone3,
@@ -82,8 +83,10 @@ impl System {
             Strategy::Std => std_command::spawn(&self.reaper, request),
             Strategy::Auto => {
                 // A killed cgroup is entered: the kernel kills what is cloned
-                // into it at birth (see `Cgroup::killed`).
-                let clone = request.cgroup.as_ref().is_some_and(|c| !c.was_killed())
+                // into it at birth (see `Cgroup::killed`). Without a cgroup
+                // too, clone3 is the cheaper way: std's posix_spawn copies
+                // eco's whole descriptor table (see `fd_slots`).
+                let clone = !request.cgroup.as_ref().is_some_and(Cgroup::was_killed)
                     && !CLONE_INTO_UNSUPPORTED.load(Ordering::Relaxed);
                 if clone {
                     match self.clone3(request) {
