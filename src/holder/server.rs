@@ -19,6 +19,11 @@ use super::{Conn, Error, MAX_FDS, MAX_STATE, Message, state_parts};
 /// How often the holder checks that its socket file is still its own.
 const CHECK_EVERY: u16 = 5000;
 
+/// How long after the daemon's last message the holder lets go of the
+/// code pages that serving it faulted in (as the daemon does after its
+/// last command): an idle holder keeps only its data resident.
+const IDLE_DROP_AFTER: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// What is kept.
 #[derive(Default)]
 struct Store {
@@ -54,8 +59,18 @@ pub fn run(path: &Path) -> Result<(), Error> {
 fn serve(listener: &OwnedFd, path: &Path, inode: Option<u64>) -> Result<(), Error> {
     let mut store = Store::default();
     let mut daemon: Option<Conn> = None;
+    // When the last message came, while its code pages are still in.
+    let mut served_at: Option<std::time::Instant> = None;
     loop {
-        let (daemon_ready, accept_ready) = wait(listener, daemon.as_ref())?;
+        let drop_in = served_at.map(|at| IDLE_DROP_AFTER.saturating_sub(at.elapsed()));
+        if drop_in.is_some_and(|left| left.is_zero()) {
+            crate::daemon::startup::map_only_used_code();
+            served_at = None;
+        }
+        let (daemon_ready, accept_ready) = wait(listener, daemon.as_ref(), drop_in)?;
+        if daemon_ready || accept_ready {
+            served_at = Some(std::time::Instant::now());
+        }
         if daemon_ready && let Some(conn) = &daemon {
             match serve_one(conn, &mut store) {
                 Ok(true) => {}
@@ -109,13 +124,23 @@ fn listen(path: &Path) -> Result<OwnedFd, Error> {
 }
 
 /// Waits for the daemon's next message or a new connection (or the
-/// periodic check): which of them is ready.
-fn wait(listener: &OwnedFd, daemon: Option<&Conn>) -> Result<(bool, bool), Error> {
+/// periodic check, or `sooner`): which of them is ready.
+fn wait(
+    listener: &OwnedFd,
+    daemon: Option<&Conn>,
+    sooner: Option<std::time::Duration>,
+) -> Result<(bool, bool), Error> {
     let mut fds = vec![PollFd::new(listener.as_fd(), PollFlags::POLLIN)];
     if let Some(conn) = daemon {
         fds.push(PollFd::new(conn.as_fd(), PollFlags::POLLIN));
     }
-    match poll(&mut fds, PollTimeout::from(CHECK_EVERY)) {
+    let millis = sooner.map_or(CHECK_EVERY, |left| {
+        // Rounded up: a wake-up before the time would only wait again.
+        u16::try_from(left.as_millis() + 1)
+            .unwrap_or(CHECK_EVERY)
+            .min(CHECK_EVERY)
+    });
+    match poll(&mut fds, PollTimeout::from(millis)) {
         Ok(_) | Err(nix::Error::EINTR) => {}
         Err(source) => {
             return Err(Error::Io {
