@@ -13,6 +13,10 @@ use std::os::fd::RawFd;
 /// `CLOSE_RANGE_CLOEXEC` (linux/close_range.h): mark instead of close.
 const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;
 
+/// `CLOSE_RANGE_UNSHARE` (linux/close_range.h): first take a table of
+/// one's own (see `runtime::fd_slots`).
+pub(crate) const CLOSE_RANGE_UNSHARE: libc::c_uint = 1 << 1;
+
 /// Closes every descriptor above 2 this process inherited. Call it first
 /// thing in the engine's process, before anything of its own is open.
 pub fn close_inherited() {
@@ -64,11 +68,17 @@ fn mark_cloexec(first: RawFd, last: RawFd) {
     }
 }
 
+/// close_range(2): one system call, async-signal-safe (a clone child
+/// calls it); the errno is left for the caller on failure.
 #[allow(unsafe_code)]
-fn close_range(first: libc::c_uint, last: libc::c_uint, flags: libc::c_uint) -> Result<(), ()> {
-    // SAFETY: close_range(2) only closes or flags descriptors of this
-    // process; eco owns none it still uses in this range at these call
-    // sites (see the callers).
+pub(crate) fn close_range(
+    first: libc::c_uint,
+    last: libc::c_uint,
+    flags: libc::c_uint,
+) -> Result<(), ()> {
+    // SAFETY: close_range(2) only closes, flags or unshares descriptors of
+    // this process; eco owns none it still uses in this range at these
+    // call sites (see the callers).
     let rc = unsafe { libc::syscall(libc::SYS_close_range, first, last, flags) };
     if rc == 0 { Ok(()) } else { Err(()) }
 }

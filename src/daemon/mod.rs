@@ -103,7 +103,7 @@ const BLOCKING_KEEP_ALIVE: std::time::Duration = std::time::Duration::from_secs(
 
 /// How long after its last command the daemon lets go of the code pages
 /// that command ran (see [`startup::map_only_used_code`]).
-const IDLE_DROP_AFTER: std::time::Duration = std::time::Duration::from_secs(2);
+const IDLE_DROP_AFTER: std::time::Duration = startup::CODE_DROP_AFTER;
 
 /// An `up`, a `reload` or a `scale` runs code an idle daemon does not run
 /// again until the next such command (parsing, planning, the spawn path of

@@ -87,13 +87,17 @@ pub fn raise_nofile() -> Option<u64> {
 /// makes every descriptor table larger.
 const MAX_NOFILE: u64 = 1 << 20;
 
+/// How long an idle daemon or holder waits after its last piece of work
+/// before it drops its code pages again ([`map_only_used_code`]).
+pub const CODE_DROP_AFTER: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Most of an idle daemon's memory is code, much of it run only at
 /// start-up (argument parsing, home checks, restore) or by the dynamic
 /// loader, and for each page a process touches the kernel maps up to 16
 /// neighbours that sit in the page cache ("fault-around"). Once started,
 /// eco drops its code mappings (MADV_DONTNEED on the `r-xp` mappings of
-/// its executable and of the libraries it loaded, when they hold no private
-/// page, so a page used again is read back from the page cache): what it
+/// its executable and of the libraries it loaded, when they hold no
+/// anonymous copy, so a page used again is read back from the page cache): what it
 /// runs from then on comes back, the rest stays out. Read-only data is
 /// left alone: relocated pages there are private copies.
 #[allow(unsafe_code)]
@@ -104,7 +108,7 @@ pub fn map_only_used_code() {
     let mut dropped = 0usize;
     for (start, len) in clean_code_mappings(&smaps) {
         // SAFETY: the range is a whole file-backed `r-xp` mapping with no
-        // private (copied or written) page, so dropping its pages loses
+        // anonymous (copied or written) page, so dropping its pages loses
         // nothing: they fault back in from the file. Nothing is unmapped.
         unsafe {
             let addr = start as *mut libc::c_void;

@@ -22,7 +22,7 @@ const CHECK_EVERY: u16 = 5000;
 /// How long after the daemon's last message the holder lets go of the
 /// code pages that serving it faulted in (as the daemon does after its
 /// last command): an idle holder keeps only its data resident.
-const IDLE_DROP_AFTER: std::time::Duration = std::time::Duration::from_secs(2);
+const IDLE_DROP_AFTER: std::time::Duration = crate::daemon::startup::CODE_DROP_AFTER;
 
 /// What is kept.
 #[derive(Default)]

@@ -33,9 +33,6 @@ const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
 /// `sigaction` call per signal in the child, 64 system calls per spawn).
 const CLONE_CLEAR_SIGHAND: u64 = 0x1_0000_0000;
 
-/// `CLOSE_RANGE_UNSHARE` (linux/close_range.h).
-const CLOSE_RANGE_UNSHARE: libc::c_uint = 1 << 1;
-
 /// Kernels without `CLOSE_RANGE_UNSHARE` (before 5.9) are found once;
 /// from then on each child copies eco's table.
 static UNSHARE_UNSUPPORTED: AtomicBool = AtomicBool::new(false);
@@ -74,8 +71,6 @@ struct Prepared {
     new_group: bool,
     /// The descriptor limit to set, made before the clone.
     nofile: Option<libc::rlimit>,
-    /// (eco's descriptor, the child's number).
-    fds: Vec<(RawFd, RawFd)>,
     /// Above every wanted number: where the sources are parked first, so
     /// no move overwrites a source still to be moved.
     park_at: RawFd,
@@ -147,7 +142,7 @@ pub fn spawn(request: &SpawnRequest) -> io::Result<Cloned> {
         fd_slots::Lease::take()
     };
     let mut outputs = [out_fd, err_fd];
-    let mut fds = prepared.fds.clone();
+    let mut fds = request.fds.clone();
     let unshare_below = match lease.as_mut() {
         Some(lease) => on_slots(lease, &mut outputs, &mut fds)?,
         None => 0,
@@ -361,12 +356,12 @@ extern "C" fn child_main(shared: *mut Shared<'_>) -> ! {
         // First, while the table is still eco's: a table of its own, with
         // only the descriptors below the slots' end (the slots included).
         if shared.unshare_below > 0
-            && libc::syscall(
-                libc::SYS_close_range,
+            && crate::fds::close_range(
                 shared.unshare_below,
                 libc::c_uint::MAX,
-                CLOSE_RANGE_UNSHARE,
-            ) != 0
+                crate::fds::CLOSE_RANGE_UNSHARE,
+            )
+            .is_err()
         {
             let errno = *libc::__errno_location();
             std::ptr::write_volatile(&raw mut shared.unshare_errno, errno);
@@ -521,7 +516,6 @@ fn prepare(request: &SpawnRequest) -> io::Result<Prepared> {
         dev_null: c_string(b"/dev/null")?,
         new_group: request.new_group,
         nofile: request.nofile.map(nofile_limit).transpose()?,
-        fds: request.fds.clone(),
         park_at: park_at(&request.fds),
     })
 }
