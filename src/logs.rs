@@ -34,6 +34,7 @@ use tokio::sync::broadcast;
 
 use crate::paths::Paths;
 use crate::runtime::output::Backlog;
+use crate::runtime::pipe_head::Receipt;
 use crate::runtime::{Event, InstanceId, Observer, Stream};
 use crate::spec::ProjectSpec;
 
@@ -76,6 +77,8 @@ enum Job {
         settings: Arc<LogSettings>,
         bytes: Vec<u8>,
         backlog: Arc<Backlog>,
+        /// Dropped once the bytes are written: they leave the app's pipe.
+        receipt: Receipt,
     },
     Flush(std::sync::mpsc::Sender<()>),
     /// `eco flush`: empty these files, remove their rotated copies.
@@ -218,7 +221,7 @@ impl LogFiles {
 }
 
 impl Observer for LogFiles {
-    fn output(&self, id: &InstanceId, stream: Stream, lines: &[u8]) {
+    fn output(&self, id: &InstanceId, stream: Stream, lines: &[u8], receipt: Receipt) {
         let Some(log) = self.app_log(id) else { return };
         let settings = &log.settings;
         let prefix = settings
@@ -271,6 +274,7 @@ impl Observer for LogFiles {
                 settings: Arc::clone(settings),
                 bytes,
                 backlog,
+                receipt,
             });
         if let Err(std::sync::mpsc::SendError(Job::Write { backlog, .. })) = sent {
             // No writer (it could not start): never hold the app back.
@@ -394,8 +398,11 @@ fn writer(
                 settings,
                 bytes,
                 backlog,
+                receipt,
             } => {
                 let result = append(&mut files, &file, &settings, &bytes);
+                // Written or given up on (a full disk): out of the pipe.
+                drop(receipt);
                 backlog.written(bytes.len());
                 let mut errors = errors.lock().unwrap_or_else(PoisonError::into_inner);
                 match result {

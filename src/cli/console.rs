@@ -7,6 +7,7 @@ use std::sync::mpsc::{Sender, channel};
 use std::sync::{Mutex, PoisonError};
 use std::thread::JoinHandle;
 
+use crate::runtime::pipe_head::Receipt;
 use crate::runtime::{Event, InstanceId, Observer, Stream};
 
 enum Message {
@@ -122,7 +123,7 @@ impl Default for Console {
 }
 
 impl Observer for Console {
-    fn output(&self, id: &InstanceId, _stream: Stream, lines: &[u8]) {
+    fn output(&self, id: &InstanceId, _stream: Stream, lines: &[u8], _written: Receipt) {
         let prefix = self.prefix(id);
         let mut buf = Vec::with_capacity(lines.len() + 16 * prefix.len());
         for line in lines.split_inclusive(|b| *b == b'\n') {

@@ -12,6 +12,7 @@ use tokio::sync::broadcast;
 
 use crate::ipc::proto::{FeedEvent, ReloadStats};
 use crate::runtime::output::Backlog;
+use crate::runtime::pipe_head::Receipt;
 use crate::runtime::{Event, InstanceId, Observer, Stream};
 use crate::spec::Settings;
 use crate::view::epoch_ms;
@@ -191,8 +192,8 @@ pub struct Watcher {
 }
 
 impl Observer for Watcher {
-    fn output(&self, id: &InstanceId, stream: Stream, lines: &[u8]) {
-        self.inner.output(id, stream, lines);
+    fn output(&self, id: &InstanceId, stream: Stream, lines: &[u8], receipt: Receipt) {
+        self.inner.output(id, stream, lines, receipt);
     }
 
     fn event(&self, id: &InstanceId, event: &Event) {

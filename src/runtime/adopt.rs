@@ -8,7 +8,7 @@
 //!
 //! What is carried: each instance's pid (and its start time, so a reused
 //! pid is never taken for it), status, restart count and history, spawn
-//! mark, output pipes with the unfinished line read from them, and
+//! mark, output pipes (with anything not yet written still in them), and
 //! every cluster socket eco holds. Descriptors are carried by number: the
 //! exec keeps exactly those open.
 
@@ -45,8 +45,8 @@ static QUIESCE: LazyLock<Quiesce> = LazyLock::new(|| Quiesce {
 pub struct ParkedPipe {
     pub id: InstanceId,
     pub stream: Stream,
-    pub fd: OwnedFd,
-    /// The unfinished line read from it (no `\n` yet).
+    pub head: std::sync::Arc<super::pipe_head::PipeHead>,
+    /// The part of an unfinished line no longer in the pipe (no `\n`).
     pub leftover: Vec<u8>,
 }
 
@@ -235,10 +235,17 @@ impl Engine {
             .map(|p| ((p.id.clone(), p.stream == Stream::Out), p))
             .collect();
         let mut take = |id: &InstanceId, out: bool| {
-            pipes.remove(&(id.clone(), out)).map(|p| HeldPipe {
-                fd: p.fd.into_raw_fd(),
-                leftover: p.leftover,
-            })
+            let parked = pipes.remove(&(id.clone(), out))?;
+            match parked.head.into_fd() {
+                Ok(fd) => Some(HeldPipe {
+                    fd: fd.into_raw_fd(),
+                    leftover: parked.leftover,
+                }),
+                Err(err) => {
+                    tracing::warn!(%err, instance = ?id, "cannot hand over an output pipe");
+                    None
+                }
+            }
         };
         let mut notifies: BTreeMap<InstanceId, ParkedNotify> = PARKED_NOTIFY
             .lock()

@@ -38,6 +38,7 @@ pub mod notify;
 pub mod ops;
 pub mod output;
 pub mod pid_write;
+pub mod pipe_head;
 pub mod priority;
 pub mod progress;
 pub mod ready;

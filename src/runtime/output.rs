@@ -1,6 +1,7 @@
-//! Draining a child's stdout/stderr: read big chunks, cut them into whole
+//! Reading a child's stdout/stderr: read big chunks, cut them into whole
 //! lines (a line longer than 64 KiB is split, never dropped) and hand them
-//! on. The pipe is always drained, so a slow consumer never stalls the app.
+//! on. Bytes leave the pipe only once their lines are written
+//! ([`super::pipe_head`]), so a killed daemon loses none.
 //!
 //! A chatty app is read in batches. Once output flows, the pipe leaves epoll
 //! and is read every [`BATCH_PAUSE`] until it is empty, then goes back to
@@ -18,8 +19,7 @@
 //! blocks in `write(2)`, as it would writing to a slow file itself. Nothing
 //! is dropped, and no other app and no daemon memory pays for it.
 
-use std::fs::File;
-use std::io::{self, Read as _};
+use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -31,6 +31,7 @@ use tokio::io::unix::AsyncFd;
 use tokio::sync::{Notify, oneshot};
 use tokio_util::sync::CancellationToken;
 
+use super::pipe_head::{Peek, PipeHead, Receipt};
 use super::{InstanceId, Observer, Stream};
 
 /// The longest line handed on in one piece.
@@ -137,40 +138,44 @@ pub async fn pump(pipe: OwnedFd, sink: Sink, hurry: CancellationToken) {
     pump_from(pipe, sink, hurry, Vec::new()).await;
 }
 
-/// [`pump`], starting with `leftover`: the unfinished line a previous
-/// daemon had read from this pipe (`eco update`). Once a handover begins
-/// ([`super::adopt::quiesce`]) it stops reading at a line boundary and
-/// parks the pipe with what it holds of an unfinished line.
+/// [`pump`], starting with `leftover`: an unfinished line a previous
+/// daemon had taken out of this pipe (`eco update` from a build that read
+/// with `read(2)`). Once a handover begins ([`super::adopt::quiesce`]) it
+/// stops reading at a line boundary and parks the pipe, in which what it
+/// read of an unfinished line still is.
 pub async fn pump_from(pipe: OwnedFd, sink: Sink, hurry: CancellationToken, leftover: Vec<u8>) {
     let _running = super::adopt::PumpRunning::new();
     let quiesce = super::adopt::quiesce_token();
     let capacity = pipe_capacity(&pipe);
     let batching = capacity >= BATCH_MIN_PIPE;
     let backlog = sink.observer.backlog(&sink.id, sink.stream);
-    let mut lines = Lines::new(sink, capacity.clamp(MAX_LINE, READ_MAX));
+    let mut lines = Lines::new(
+        sink,
+        PipeHead::new(pipe),
+        capacity.clamp(MAX_LINE, READ_MAX),
+    );
+    lines.outside = leftover.len();
     lines.filled = leftover.len();
     lines.buf = leftover;
-    let mut pipe = File::from(pipe);
     loop {
         // Quiet: in epoll until output (or EOF) comes.
-        pipe = match watch(pipe) {
+        let watched = match watch(Arc::clone(&lines.head)) {
             Ok(watched) => {
                 let read = tokio::select! {
                     read = lines.wait_and_read(&watched, batching, backlog.as_deref()) => read,
-                    () = quiesce.cancelled() => return lines.park(watched.into_inner()),
+                    () = quiesce.cancelled() => return lines.park(),
                 };
                 if !read {
                     return lines.finish();
                 }
-                watched.into_inner()
+                true
             }
-            Err(refused) => {
-                let (pipe, _) = refused.into_parts();
+            Err(_refused) => {
                 tokio::select! {
                     () = tokio::time::sleep(UNWATCHED_POLL) => {}
-                    () = quiesce.cancelled() => return lines.park(pipe),
+                    () = quiesce.cancelled() => return lines.park(),
                 }
-                pipe
+                false
             }
         };
         // Flowing: out of epoll, read after each pause until empty.
@@ -184,18 +189,32 @@ pub async fn pump_from(pipe: OwnedFd, sink: Sink, hurry: CancellationToken, left
                 }
             }
             if quiesce.is_cancelled() {
-                return lines.park(pipe);
+                return lines.park();
             }
             if let Some(backlog) = &backlog {
                 tokio::select! {
                     () = backlog.room() => {}
-                    () = quiesce.cancelled() => return lines.park(pipe),
+                    () = quiesce.cancelled() => return lines.park(),
                 }
             }
-            match lines.read_from(&pipe) {
+            match lines.read() {
                 Ok(Got::Eof) => return lines.finish(),
                 Ok(Got::Bytes { filled: full }) => filled = full,
+                Ok(Got::Full) => {
+                    tokio::select! {
+                        () = lines.head.removed() => {}
+                        () = quiesce.cancelled() => return lines.park(),
+                    }
+                    filled = true;
+                }
                 Err(err) if err.kind() == io::ErrorKind::Interrupted => filled = true,
+                // Out of epoll nothing says the writers are gone: ask.
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock && !watched => {
+                    if hung_up(&lines.head) {
+                        return lines.finish_after_last_read();
+                    }
+                    break;
+                }
                 Err(err) if err.kind() == io::ErrorKind::WouldBlock => break,
                 Err(_) => return lines.finish(),
             }
@@ -212,6 +231,8 @@ enum Got {
     Bytes {
         filled: bool,
     },
+    /// Nothing new fits beside what is still on its way to disk.
+    Full,
 }
 
 /// Bytes read but not yet handed on: at most one unfinished line between
@@ -219,18 +240,27 @@ enum Got {
 /// zeroes nor copies.
 struct Lines {
     sink: Sink,
+    head: Arc<PipeHead>,
     buf: Vec<u8>,
     filled: usize,
+    /// The first `outside` bytes of `buf` are not in the pipe (a leftover
+    /// handed over); the rest of `buf` still is.
+    outside: usize,
+    /// Bytes of the pipe handed on since this reader began.
+    handed: u64,
     want: usize,
     largest: usize,
 }
 
 impl Lines {
-    fn new(sink: Sink, largest: usize) -> Lines {
+    fn new(sink: Sink, head: Arc<PipeHead>, largest: usize) -> Lines {
         Lines {
             sink,
+            head,
             buf: Vec::new(),
             filled: 0,
+            outside: 0,
+            handed: 0,
             want: READ_MIN,
             largest,
         }
@@ -241,7 +271,7 @@ impl Lines {
     /// before EOF.
     async fn wait_and_read(
         &mut self,
-        watched: &AsyncFd<File>,
+        watched: &AsyncFd<Arc<PipeHead>>,
         batching: bool,
         backlog: Option<&Backlog>,
     ) -> bool {
@@ -256,33 +286,54 @@ impl Lines {
                 backlog.room().await;
                 continue;
             }
-            match ready.try_io(|pipe| self.read_from(pipe.get_ref())) {
+            // Seen before the read: if no writer was left then, what the
+            // read finds is all there will be.
+            let hung_up = ready.ready().is_read_closed();
+            match ready.try_io(|_| self.read()) {
                 Ok(Ok(Got::Eof)) => return false,
                 Ok(Ok(Got::Bytes { .. })) if batching => return true,
                 Ok(Ok(Got::Bytes { .. })) => {}
+                Ok(Ok(Got::Full)) => self.head.removed().await,
                 Ok(Err(err)) if err.kind() == io::ErrorKind::Interrupted => {}
                 Ok(Err(_)) => return false,
+                Err(_would_block) if hung_up => return false,
                 Err(_would_block) => {}
             }
         }
     }
 
-    /// One `read(2)`; complete lines go on at once.
-    fn read_from(&mut self, mut pipe: &File) -> io::Result<Got> {
+    /// One copy of what is new in the pipe; complete lines go on at once.
+    /// `WouldBlock` when nothing is new.
+    fn read(&mut self) -> io::Result<Got> {
         let end = self.filled + self.want;
         if self.buf.len() < end {
             self.buf.resize(end, 0);
         }
-        let n = pipe.read(&mut self.buf[self.filled..end])?;
-        if n == 0 {
-            return Ok(Got::Eof);
-        }
+        let unfinished = (self.filled - self.outside) as u64;
+        let handed = self.handed;
+        let seen = |consumed: u64| {
+            usize::try_from(handed.saturating_sub(consumed) + unfinished).unwrap_or(usize::MAX)
+        };
+        let n = match self.head.peek(seen, &mut self.buf[self.filled..end])? {
+            Peek::Eof => return Ok(Got::Eof),
+            Peek::Nothing => return Err(io::ErrorKind::WouldBlock.into()),
+            Peek::Full => return Ok(Got::Full),
+            Peek::Bytes(n) => n,
+        };
         let full = n == self.want;
         if full {
             self.want = (self.want * 2).min(self.largest);
         }
         self.filled += n;
-        let used = split_lines(&self.buf[..self.filled], |lines| self.sink.deliver(lines));
+        let mut handing = HandOn {
+            sink: &mut self.sink,
+            head: &self.head,
+            outside: &mut self.outside,
+            handed: &mut self.handed,
+        };
+        let used = split_lines(&self.buf[..self.filled], |lines, raw| {
+            handing.deliver(lines, raw);
+        });
         self.buf.copy_within(used..self.filled, 0);
         self.filled -= used;
         Ok(Got::Bytes {
@@ -300,32 +351,78 @@ impl Lines {
         }
     }
 
-    /// A handover: the pipe and the unfinished line go to the next daemon.
-    fn park(mut self, pipe: File) {
-        self.buf.truncate(self.filled);
+    /// A handover: the pipe, with the unfinished line still in it, goes to
+    /// the next daemon (with any part of the line that is not).
+    fn park(mut self) {
+        self.buf.truncate(self.outside);
         super::adopt::park(super::adopt::ParkedPipe {
             id: (*self.sink.id).clone(),
             stream: self.sink.stream,
-            fd: OwnedFd::from(pipe),
+            head: self.head,
             leftover: self.buf,
         });
+    }
+
+    /// No writer is left (found outside epoll): reads what the pipe still
+    /// holds, then ends.
+    fn finish_after_last_read(mut self) {
+        while let Ok(Got::Bytes { .. }) = self.read() {}
+        self.finish();
     }
 
     /// EOF: an unfinished last line goes on with a newline.
     fn finish(mut self) {
         if self.filled > 0 {
-            self.buf.truncate(self.filled);
+            let raw = self.filled;
+            self.buf.truncate(raw);
             self.buf.push(b'\n');
-            self.sink.deliver(&self.buf);
+            HandOn {
+                sink: &mut self.sink,
+                head: &self.head,
+                outside: &mut self.outside,
+                handed: &mut self.handed,
+            }
+            .deliver(&self.buf, raw);
         }
     }
 }
 
+/// Hands lines on with a receipt for the bytes of them still in the pipe.
+struct HandOn<'a> {
+    sink: &'a mut Sink,
+    head: &'a Arc<PipeHead>,
+    outside: &'a mut usize,
+    handed: &'a mut u64,
+}
+
+impl HandOn<'_> {
+    /// `lines` came from `raw` bytes read (a cut line gains a `\n`).
+    fn deliver(&mut self, lines: &[u8], raw: usize) {
+        let from_outside = raw.min(*self.outside);
+        *self.outside -= from_outside;
+        let in_pipe = raw - from_outside;
+        *self.handed += in_pipe as u64;
+        self.sink.deliver(lines, Receipt::new(self.head, in_pipe));
+    }
+}
+
+/// True when no process holds the pipe's write end any more.
+fn hung_up(head: &PipeHead) -> bool {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    let mut fds = [PollFd::new(head.as_fd(), PollFlags::POLLIN)];
+    matches!(poll(&mut fds, PollTimeout::ZERO), Ok(1))
+        && fds[0]
+            .revents()
+            .is_some_and(|r| r.contains(PollFlags::POLLHUP))
+}
+
 /// Puts the pipe into epoll, or hands it back if epoll refuses.
 #[allow(unsafe_code)]
-fn watch(pipe: File) -> Result<AsyncFd<File>, tokio::io::unix::AsyncFdRegisterError<File>> {
-    // SAFETY: the `File` owns its fd, which stays open and the same until
-    // the AsyncFd (its only owner) drops it or hands it back.
+fn watch(
+    pipe: Arc<PipeHead>,
+) -> Result<AsyncFd<Arc<PipeHead>>, tokio::io::unix::AsyncFdRegisterError<Arc<PipeHead>>> {
+    // SAFETY: the `PipeHead` owns its fd, which stays open and the same
+    // while the AsyncFd holds it (the head lives until its last Arc goes).
     unsafe { AsyncFd::register_with_interest(pipe, Interest::READABLE) }
 }
 
@@ -338,9 +435,10 @@ fn pipe_capacity(pipe: &OwnedFd) -> usize {
 }
 
 /// Hands `emit` runs of complete lines from `buf` (each ending in `\n`),
-/// cutting any line longer than [`MAX_LINE`]. Returns the bytes consumed;
+/// with how many bytes of `buf` each run is, cutting any line longer than
+/// [`MAX_LINE`] (a cut piece gains a `\n`). Returns the bytes consumed;
 /// the rest is an unfinished line.
-fn split_lines(buf: &[u8], mut emit: impl FnMut(&[u8])) -> usize {
+fn split_lines(buf: &[u8], mut emit: impl FnMut(&[u8], usize)) -> usize {
     let (mut batch, mut at) = (0, 0);
     loop {
         let rest = &buf[at..];
@@ -349,11 +447,11 @@ fn split_lines(buf: &[u8], mut emit: impl FnMut(&[u8])) -> usize {
             Some(i) => at += i + 1,
             None if rest.len() >= MAX_LINE => {
                 if at > batch {
-                    emit(&buf[batch..at]);
+                    emit(&buf[batch..at], at - batch);
                 }
                 let mut piece = rest[..MAX_LINE].to_vec();
                 piece.push(b'\n');
-                emit(&piece);
+                emit(&piece, MAX_LINE);
                 at += MAX_LINE;
                 batch = at;
             }
@@ -361,13 +459,13 @@ fn split_lines(buf: &[u8], mut emit: impl FnMut(&[u8])) -> usize {
         }
     }
     if at > batch {
-        emit(&buf[batch..at]);
+        emit(&buf[batch..at], at - batch);
     }
     at
 }
 
 impl Sink {
-    fn deliver(&mut self, lines: &[u8]) {
+    fn deliver(&mut self, lines: &[u8], receipt: Receipt) {
         if let Some(m) = self.matcher.as_ref() {
             let hit = lines
                 .split(|b| *b == b'\n')
@@ -383,7 +481,7 @@ impl Sink {
                 }
             }
         }
-        self.observer.output(&self.id, self.stream, lines);
+        self.observer.output(&self.id, self.stream, lines, receipt);
     }
 }
 
@@ -393,7 +491,7 @@ mod tests {
 
     fn split(buf: &[u8]) -> (Vec<Vec<u8>>, usize) {
         let mut out = Vec::new();
-        let used = split_lines(buf, |lines| out.push(lines.to_vec()));
+        let used = split_lines(buf, |lines, _| out.push(lines.to_vec()));
         (out, used)
     }
 

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::output;
+use super::pipe_head::Receipt;
 use crate::state::{Exit, Reason};
 
 /// Which instance a line or event belongs to.
@@ -79,8 +80,10 @@ pub struct RestartRequest {
 
 /// Receives output and events: the terminal in `up -F`, log files in the daemon.
 pub trait Observer: Send + Sync {
-    /// `lines` holds one or more complete lines, each ending in `\n`.
-    fn output(&self, id: &InstanceId, stream: Stream, lines: &[u8]);
+    /// `lines` holds one or more complete lines, each ending in `\n`. Their
+    /// bytes stay in the app's pipe until `receipt` drops: drop it once
+    /// they are written (so a killed daemon loses none).
+    fn output(&self, id: &InstanceId, stream: Stream, lines: &[u8], receipt: Receipt);
     fn event(&self, id: &InstanceId, event: &Event);
     /// False when the stream's output would be thrown away (`/dev/null`):
     /// the instance then writes to /dev/null itself, with no pipe, and eco

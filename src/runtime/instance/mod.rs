@@ -444,8 +444,12 @@ impl Actor {
         if let Event::SpawnFailed { error } = event {
             // The cause goes where users look: the app's err log (or the
             // terminal), `describe`, `ls` and `up --wait`.
-            self.observer
-                .output(&self.id, Stream::Err, format!("eco: {error}\n").as_bytes());
+            self.observer.output(
+                &self.id,
+                Stream::Err,
+                format!("eco: {error}\n").as_bytes(),
+                crate::runtime::pipe_head::Receipt::none(),
+            );
             self.set(|s| s.last_error = Some(error.clone()));
         }
         self.observer.event(&self.id, event);

@@ -14,6 +14,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
+use super::pipe_head::Receipt;
 use super::spawner::fake::{Fake, FakeClock};
 use super::spawner::{Machine, Spawner};
 use super::{Engine, Event, InstanceId, InstanceRow, Observer, Stream};
@@ -31,7 +32,7 @@ struct Recorder {
 }
 
 impl Observer for Recorder {
-    fn output(&self, id: &InstanceId, stream: Stream, lines: &[u8]) {
+    fn output(&self, id: &InstanceId, stream: Stream, lines: &[u8], _written: Receipt) {
         let text = String::from_utf8_lossy(lines);
         let mut all = self.lines.lock().unwrap();
         for line in text.lines() {
