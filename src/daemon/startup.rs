@@ -91,15 +91,16 @@ const MAX_NOFILE: u64 = 1 << 20;
 /// before it drops its code pages again ([`map_only_used_code`]).
 pub const CODE_DROP_AFTER: std::time::Duration = std::time::Duration::from_secs(2);
 
-/// Most of an idle daemon's memory is code, much of it run only at
-/// start-up (argument parsing, home checks, restore) or by the dynamic
-/// loader, and for each page a process touches the kernel maps up to 16
-/// neighbours that sit in the page cache ("fault-around"). Once started,
-/// eco drops its code mappings (MADV_DONTNEED on the `r-xp` mappings of
-/// its executable and of the libraries it loaded, when they hold no
-/// anonymous copy, so a page used again is read back from the page cache): what it
-/// runs from then on comes back, the rest stays out. Read-only data is
-/// left alone: relocated pages there are private copies.
+/// Most of an idle daemon's memory is code and read-only data, much of it
+/// used only at start-up (argument parsing, home checks, restore; the
+/// dynamic loader's relocation tables), and for each page a process
+/// touches the kernel maps up to 16 neighbours that sit in the page cache
+/// ("fault-around"). Once started, eco drops them (MADV_DONTNEED on the
+/// read-only mappings, `r-xp` and `r--p`, of its executable and of the
+/// libraries it loaded, when they hold no anonymous copy, so a page used
+/// again is read back from the page cache): what it uses from then on
+/// comes back, the rest stays out. A mapping with a relocated page (a
+/// private copy, as RELRO's) is left alone.
 #[allow(unsafe_code)]
 pub fn map_only_used_code() {
     let Ok(smaps) = std::fs::read_to_string("/proc/self/smaps") else {
@@ -107,7 +108,7 @@ pub fn map_only_used_code() {
     };
     let mut dropped = 0usize;
     for (start, len) in clean_code_mappings(&smaps) {
-        // SAFETY: the range is a whole file-backed `r-xp` mapping with no
+        // SAFETY: the range is a whole file-backed read-only mapping with no
         // anonymous (copied or written) page, so dropping its pages loses
         // nothing: they fault back in from the file. Nothing is unmapped.
         unsafe {
@@ -120,7 +121,8 @@ pub fn map_only_used_code() {
     tracing::debug!(dropped, "code pages left to fault in on use");
 }
 
-/// (start, length) of each file-backed `r-xp` mapping in `smaps` whose
+/// (start, length) of each file-backed read-only mapping (`r-xp` or
+/// `r--p`) in `smaps` whose
 /// pages are all the file's own (no anonymous copy: a relocated or
 /// written page). A page-cache page not yet written back (a binary just
 /// built or installed) counts as dirty in smaps, yet is the file's: it
@@ -138,7 +140,7 @@ fn clean_code_mappings(smaps: &str) -> Vec<(usize, usize)> {
                     found.push(mapping);
                 }
                 let file_backed = rest.first().is_some_and(|path| path.starts_with('/'));
-                current = (*perms == "r-xp" && file_backed)
+                current = (matches!(*perms, "r-xp" | "r--p") && file_backed)
                     .then(|| code_range(range))
                     .flatten();
                 clean = true;
@@ -168,7 +170,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn only_clean_file_backed_code_is_dropped() {
+    fn only_clean_file_backed_read_only_mappings_are_dropped() {
         let smaps = "\
 00400000-00500000 r-xp 00001000 fd:01 42 /usr/bin/eco
 Rss:                 400 kB
@@ -176,6 +178,12 @@ Private_Dirty:         0 kB
 Anonymous:             0 kB
 00600000-00700000 r--p 00101000 fd:01 42 /usr/bin/eco
 Private_Dirty:        12 kB
+Anonymous:            12 kB
+00800000-00900000 r--p 00201000 fd:01 42 /usr/bin/eco
+Private_Dirty:         0 kB
+Anonymous:             0 kB
+00a00000-00b00000 rw-p 00301000 fd:01 42 /usr/bin/eco
+Anonymous:             0 kB
 7f0000000000-7f0000001000 r-xp 00000000 fd:01 43 /usr/lib/libtextrel.so
 Private_Dirty:         4 kB
 Anonymous:             4 kB
@@ -189,7 +197,11 @@ Private_Dirty:         0 kB
 ";
         assert_eq!(
             clean_code_mappings(smaps),
-            vec![(0x40_0000, 0x10_0000), (0x7f00_0000_2000, 0x2000)]
+            vec![
+                (0x40_0000, 0x10_0000),
+                (0x80_0000, 0x10_0000),
+                (0x7f00_0000_2000, 0x2000)
+            ]
         );
     }
 
