@@ -17,8 +17,9 @@
 //! inherits them), and after the clone puts /dev/null back, so eco holds no
 //! extra reference to a pipe's write end (whose reader would never see EOF).
 //!
-//! The slots are one set per process, taken under a lock for the whole
-//! clone: engines on other threads (tests, `up -F`) wait their turn.
+//! There are [`SETS`] sets per process, each taken under a lock for the
+//! whole clone, so that as many spawns can wait for their children's exec
+//! at once (`spawner::system`); a spawn finding every set taken waits.
 
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
@@ -38,19 +39,25 @@ pub struct Slots {
     below: RawFd,
 }
 
+/// How many spawns can hold slots at once.
+pub const SETS: usize = 3;
+
 /// None until [`reserve`] ran (or when it failed: spawns copy the table).
-static SLOTS: Mutex<Option<Slots>> = Mutex::new(None);
+static SLOTS: [Mutex<Option<Slots>>; SETS] = [const { Mutex::new(None) }; SETS];
 
 /// Reserves the slots, once. Call it early (the engine's start): the slots
 /// are the lowest free numbers at that time, and a child copies every
 /// descriptor below them.
 pub fn reserve() {
-    let mut slots = SLOTS.lock().unwrap_or_else(PoisonError::into_inner);
-    if slots.is_none() {
-        match Slots::open() {
-            Ok(opened) => *slots = Some(opened),
-            Err(err) => {
-                tracing::warn!(%err, "no descriptor slots: each spawn copies eco's descriptor table")
+    for set in &SLOTS {
+        let mut slots = set.lock().unwrap_or_else(PoisonError::into_inner);
+        if slots.is_none() {
+            match Slots::open() {
+                Ok(opened) => *slots = Some(opened),
+                Err(err) => {
+                    tracing::warn!(%err, "no descriptor slots: each spawn copies eco's descriptor table");
+                    return;
+                }
             }
         }
     }
@@ -97,9 +104,15 @@ pub struct Lease {
 }
 
 impl Lease {
-    /// The slots, if reserved, waiting for another thread's spawn to end.
+    /// A set of slots, if reserved: a free one, or else the first once
+    /// another thread's spawn ends with it.
     pub fn take() -> Option<Lease> {
-        let guard = SLOTS.lock().unwrap_or_else(PoisonError::into_inner);
+        let free = SLOTS.iter().find_map(|set| match set.try_lock() {
+            Ok(guard) => Some(guard),
+            Err(std::sync::TryLockError::Poisoned(poisoned)) => Some(poisoned.into_inner()),
+            Err(std::sync::TryLockError::WouldBlock) => None,
+        });
+        let guard = free.unwrap_or_else(|| SLOTS[0].lock().unwrap_or_else(PoisonError::into_inner));
         guard.is_some().then_some(Lease { guard, used: 0 })
     }
 

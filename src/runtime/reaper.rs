@@ -25,6 +25,9 @@ pub struct Reaper {
     /// Exits of adopted orphans nobody asked for yet (bounded), so that
     /// `adopt` after the fact still gets the exit.
     unclaimed: Mutex<std::collections::VecDeque<(i32, Exit)>>,
+    /// Spawns under way on any thread: while there are some, no unclaimed
+    /// exit is dropped (it may be a child whose pid is not registered yet).
+    in_flight: std::sync::atomic::AtomicUsize,
 }
 
 /// Unclaimed exits kept for `adopt`.
@@ -41,6 +44,7 @@ impl Reaper {
         let reaper = Arc::new(Reaper {
             waiters: Mutex::new(HashMap::new()),
             unclaimed: Mutex::default(),
+            in_flight: std::sync::atomic::AtomicUsize::new(0),
         });
         let task_reaper = Arc::clone(&reaper);
         tasks.spawn(async move {
@@ -67,29 +71,36 @@ impl Reaper {
         Arc::new(Reaper {
             waiters: Mutex::new(HashMap::new()),
             unclaimed: Mutex::default(),
+            in_flight: std::sync::atomic::AtomicUsize::new(0),
         })
     }
 
     /// Runs `start`, which starts a child and returns its pid, and returns
-    /// the pid with a receiver for its exit.
+    /// the pid with a receiver for its exit. Spawns on several threads run
+    /// at once: a child that exits before its pid is registered here is
+    /// kept among the unclaimed exits until it is.
     pub fn spawn_with(
         &self,
         start: impl FnOnce() -> io::Result<i32>,
     ) -> io::Result<(i32, oneshot::Receiver<Exit>)> {
-        let mut waiters = self.waiters.lock().unwrap_or_else(PoisonError::into_inner);
-        let pid = start()?;
-        let (tx, rx) = oneshot::channel();
-        waiters.insert(pid, tx);
-        Ok((pid, rx))
+        use std::sync::atomic::Ordering;
+        self.in_flight.fetch_add(1, Ordering::SeqCst);
+        let started = start().map(|pid| (pid, self.adopt(pid)));
+        self.in_flight.fetch_sub(1, Ordering::SeqCst);
+        started
     }
 
     /// Spawns `command` and returns the child with a receiver for its exit.
     pub fn spawn(&self, command: &mut Command) -> io::Result<(Child, oneshot::Receiver<Exit>)> {
-        let mut waiters = self.waiters.lock().unwrap_or_else(PoisonError::into_inner);
-        let child = command.spawn()?;
-        let (tx, rx) = oneshot::channel();
-        waiters.insert(pid_of(&child), tx);
-        Ok((child, rx))
+        let mut started = None;
+        let (_, exit) = self.spawn_with(|| {
+            let child = command.spawn()?;
+            let pid = pid_of(&child);
+            started = Some(child);
+            Ok(pid)
+        })?;
+        let child = started.ok_or_else(|| io::Error::other("this is a bug in eco: no child"))?;
+        Ok((child, exit))
     }
 
     /// The exit of `pid`, an orphan eco adopted as subreaper (a server that
@@ -141,7 +152,9 @@ impl Reaper {
                     .unclaimed
                     .lock()
                     .unwrap_or_else(PoisonError::into_inner);
-                if unclaimed.len() == UNCLAIMED {
+                while unclaimed.len() >= UNCLAIMED
+                    && self.in_flight.load(std::sync::atomic::Ordering::SeqCst) == 0
+                {
                     unclaimed.pop_front();
                 }
                 unclaimed.push_back((pid.as_raw(), exit));

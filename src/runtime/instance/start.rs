@@ -62,10 +62,26 @@ impl Actor {
             s.reloading = false;
         });
         // One spawn at a time, the daemon's sockets served between two.
+        let _launching = crate::runtime::spawn::Launching::begin();
+        let off_thread = crate::runtime::spawn::off_thread_turn(&*self.machine.spawner).await;
         let turn = self.turns.take().await;
         let cgroup = self.cgroup();
-        let launched = self.launch(&extra, cgroup.as_ref());
-        turn.pass().await;
+        let request = off_thread
+            .is_some()
+            .then(|| self.off_thread_request(&extra, cgroup.as_ref()))
+            .flatten();
+        let launched = match (request, off_thread) {
+            (Some(request), Some(off_thread)) => {
+                turn.pass().await;
+                let spawner = Arc::clone(&self.machine.spawner);
+                crate::runtime::spawn::spawn_off_thread(spawner, request, off_thread).await
+            }
+            _ => {
+                let launched = self.launch(&extra, cgroup.as_ref());
+                turn.pass().await;
+                launched
+            }
+        };
         let spawned = match launched {
             Ok(spawned) => spawned,
             Err(err) => return Err(self.spawn_failed(&err)),
@@ -87,20 +103,40 @@ impl Actor {
         extra: &[(&str, String)],
         cgroup: Option<&Cgroup>,
     ) -> std::io::Result<Spawned> {
-        let sockets = crate::runtime::spawn::Sockets {
+        spawn(self.how(cgroup), &self.spec, extra, Some(self.sockets()))
+    }
+
+    /// The spawn of a run as a request to run off the engine's thread,
+    /// when it has no sockets to hand down and the spawner waits for exec.
+    fn off_thread_request(
+        &self,
+        extra: &[(&str, String)],
+        cgroup: Option<&Cgroup>,
+    ) -> Option<crate::runtime::spawner::SpawnRequest> {
+        crate::runtime::spawn::off_thread_request(
+            self.how(cgroup),
+            &self.spec,
+            extra,
+            &self.sockets(),
+        )
+    }
+
+    fn sockets(&self) -> crate::runtime::spawn::Sockets<'_> {
+        crate::runtime::spawn::Sockets {
             listeners: &self.listeners,
             addrs: &self.listen,
             slot: self.id.index,
             stored: self.fd_store.fds(),
-        };
-        let output = crate::runtime::output_of(&*self.observer, &self.settings);
-        let how = How {
+        }
+    }
+
+    fn how<'a>(&'a self, cgroup: Option<&'a Cgroup>) -> How<'a> {
+        How {
             spawner: &*self.machine.spawner,
             cgroup,
-            output,
+            output: crate::runtime::output_of(&*self.observer, &self.settings),
             nofile: self.machine.app_nofile,
-        };
-        spawn(how, &self.spec, extra, Some(sockets))
+        }
     }
 
     /// A run's watchdog and health timers, armed from now: for a spawned

@@ -186,6 +186,13 @@ pub struct Child {
 pub trait Spawner: Send + Sync {
     fn spawn(&self, request: &SpawnRequest) -> io::Result<Child>;
 
+    /// True when `spawn` waits for the child's exec (a vfork, as the real
+    /// spawner's): the engine then runs it on a thread of its own, several
+    /// at once, and goes on meanwhile.
+    fn waits_for_exec(&self) -> bool {
+        false
+    }
+
     /// `signal` to one process.
     fn signal(&self, pid: i32, signal: i32);
 

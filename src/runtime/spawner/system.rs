@@ -111,6 +111,10 @@ impl Spawner for System {
         Ok(child)
     }
 
+    fn waits_for_exec(&self) -> bool {
+        true
+    }
+
     fn signal(&self, pid: i32, signal: i32) {
         if let Ok(sig) = NixSignal::try_from(signal) {
             let _ = kill(Pid::from_raw(pid), sig);
