@@ -5,7 +5,6 @@
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use tokio::sync::{SemaphorePermit, oneshot};
 
@@ -131,37 +130,12 @@ pub fn off_thread_request(
 static OFF_THREAD: tokio::sync::Semaphore =
     tokio::sync::Semaphore::const_new(super::fd_slots::SETS);
 
-/// Spawns under way in this process (waiting for their turn, or running).
-static LAUNCHING: AtomicUsize = AtomicUsize::new(0);
-
-/// Only a burst of more spawns than this goes off the engine's thread: in a
-/// small one, starting threads cost more than the waits they save (10 apps
-/// converged in 40 ms instead of 22).
-const OFF_THREAD_BURST: usize = 100;
-
-/// Counts one spawn under way while it lives.
-pub struct Launching(());
-
-impl Launching {
-    pub fn begin() -> Launching {
-        LAUNCHING.fetch_add(1, Ordering::Relaxed);
-        Launching(())
-    }
-}
-
-impl Drop for Launching {
-    fn drop(&mut self) {
-        LAUNCHING.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-/// A place among the spawns run off the engine's thread, in a burst of
-/// more than [`OFF_THREAD_BURST`], taken before the request is made (so
-/// that no more requests wait, each with its whole environment, than can
-/// run: 10,000 waiting ones left 40 MB of heap behind); None when the
-/// spawn runs in place.
+/// A place among the spawns run off the engine's thread, taken before the
+/// request is made (so that no more requests wait, each with its whole
+/// environment, than can run: 10,000 waiting ones left 40 MB of heap
+/// behind); None when the spawner runs in place.
 pub async fn off_thread_turn(spawner: &dyn Spawner) -> Option<SemaphorePermit<'static>> {
-    if spawner.waits_for_exec() && LAUNCHING.load(Ordering::Relaxed) > OFF_THREAD_BURST {
+    if spawner.waits_for_exec() {
         OFF_THREAD.acquire().await.ok()
     } else {
         None

@@ -62,7 +62,6 @@ impl Actor {
             s.reloading = false;
         });
         // One spawn at a time, the daemon's sockets served between two.
-        let _launching = crate::runtime::spawn::Launching::begin();
         let off_thread = crate::runtime::spawn::off_thread_turn(&*self.machine.spawner).await;
         let turn = self.turns.take().await;
         let cgroup = self.cgroup();
