@@ -111,9 +111,9 @@ fn spawn_argv(
     spawned(how.output, how.spawner.spawn(&request)?)
 }
 
-/// The request that starts `spec` (no cluster sockets, no stored fds),
-/// when the spawner is best run off the engine's thread (it waits for
-/// the child's exec): see [`spawn_off_thread`].
+/// The request that starts `spec`, for [`spawn_off_thread`] (whether to go
+/// off-thread at all is [`off_thread_turn`]'s call); None when it has
+/// cluster sockets or stored fds to hand down, which spawn in place.
 pub fn off_thread_request(
     how: How<'_>,
     spec: &InstanceSpec,
@@ -121,8 +121,7 @@ pub fn off_thread_request(
     sockets: &Sockets<'_>,
 ) -> Option<SpawnRequest> {
     let plain = sockets.addrs.is_empty() && sockets.stored.is_empty();
-    (plain && how.spawner.waits_for_exec())
-        .then(|| request(how, spec.argv.clone(), spec, extra, Vec::new()))
+    plain.then(|| request(how, spec.argv.clone(), spec, extra, Vec::new()))
 }
 
 /// How many spawns wait for their children's exec at once: one per set
