@@ -68,6 +68,33 @@ fn mark_cloexec(first: RawFd, last: RawFd) {
     }
 }
 
+/// Descriptor table entries the engine's process has from its start.
+pub const PRESIZED_TABLE: RawFd = 4096;
+
+/// Grows this process's descriptor table to [`PRESIZED_TABLE`] entries (or
+/// the soft limit, if lower) now. Call it while the process has one thread:
+/// Linux grows a table by doubling it, and in a process with several threads
+/// each growth waits out an RCU grace period (8-24 ms here). Converging 10
+/// apps crossed 64 descriptors and took 30 ms instead of 20; 1,000 crossed
+/// six sizes. The table never shrinks, and 4,096 entries cost the kernel
+/// 32 KiB, none of it in the process's RSS.
+pub fn presize_table() {
+    let soft = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+        .map_or(0, |(soft, _)| soft);
+    let highest = RawFd::try_from(soft)
+        .unwrap_or(RawFd::MAX)
+        .min(PRESIZED_TABLE)
+        - 1;
+    let Ok(null) = std::fs::File::open("/dev/null") else {
+        return;
+    };
+    // A descriptor at (or above) the highest number makes the table that
+    // large; closing it keeps the size.
+    if let Ok(high) = nix::fcntl::fcntl(&null, nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(highest)) {
+        close(high);
+    }
+}
+
 /// close_range(2): one system call, async-signal-safe (a clone child
 /// calls it); the errno is left for the caller on failure.
 #[allow(unsafe_code)]
@@ -85,7 +112,8 @@ pub(crate) fn close_range(
 
 #[allow(unsafe_code)]
 fn close(fd: RawFd) {
-    // SAFETY: an inherited descriptor nothing in eco refers to yet.
+    // SAFETY: a descriptor nothing in eco refers to: inherited, or the
+    // one `presize_table` just made.
     unsafe { libc::close(fd) };
 }
 
@@ -149,5 +177,28 @@ mod tests {
         for fd in fds {
             close(fd);
         }
+    }
+
+    #[test]
+    fn the_presized_table_holds_the_presized_count_and_no_extra_descriptor() {
+        let soft = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+            .unwrap()
+            .0;
+        let want = u64::try_from(PRESIZED_TABLE).unwrap().min(soft);
+        presize_table();
+        let status = std::fs::read_to_string("/proc/self/status").unwrap();
+        let size: u64 = status
+            .lines()
+            .find_map(|line| line.strip_prefix("FDSize:"))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        assert!(size >= want, "FDSize {size}, want at least {want}");
+        let high = RawFd::try_from(want).unwrap() - 1;
+        assert!(
+            !open_fds().contains(&high),
+            "the descriptor that grew the table is closed"
+        );
     }
 }

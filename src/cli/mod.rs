@@ -296,6 +296,7 @@ fn validate(file: &FileArgs, profile: &ProfileArgs) -> Result<i32> {
 fn up_foreground(file: &FileArgs, profile: &ProfileArgs, exit_on_error: bool) -> Result<i32> {
     // The engine's process: its apps get 0, 1, 2 and their sockets only.
     crate::fds::close_inherited();
+    crate::fds::presize_table();
     let path = config::locate(file.file.as_deref())?;
     let home = crate::paths::Paths::from_env().home;
     let (spec, notes) = config::load_for_run(&path, profile.profile.as_deref(), &home)?;

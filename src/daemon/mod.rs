@@ -80,6 +80,8 @@ fn serve(
     if let Some(limit) = startup::raise_nofile() {
         tracing::info!(limit, apps = ?startup::app_nofile(), "descriptor limit");
     }
+    // Still one thread: the table's growth costs no RCU wait now.
+    crate::fds::presize_table();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         // An idle blocking thread ends after this, well before the code
