@@ -182,20 +182,20 @@ mod tests {
     #[test]
     fn the_presized_table_holds_the_presized_count_and_no_extra_descriptor() {
         let soft = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
-            .unwrap()
+            .expect("getrlimit")
             .0;
-        let want = u64::try_from(PRESIZED_TABLE).unwrap().min(soft);
+        let want = u64::try_from(PRESIZED_TABLE).expect("positive").min(soft);
         presize_table();
-        let status = std::fs::read_to_string("/proc/self/status").unwrap();
+        let status = std::fs::read_to_string("/proc/self/status").expect("status");
         let size: u64 = status
             .lines()
             .find_map(|line| line.strip_prefix("FDSize:"))
-            .unwrap()
+            .expect("an FDSize line")
             .trim()
             .parse()
-            .unwrap();
+            .expect("a number");
         assert!(size >= want, "FDSize {size}, want at least {want}");
-        let high = RawFd::try_from(want).unwrap() - 1;
+        let high = RawFd::try_from(want).expect("a descriptor number") - 1;
         assert!(
             !open_fds().contains(&high),
             "the descriptor that grew the table is closed"
