@@ -125,7 +125,11 @@ fn stop_start_restart_scale_delete_down_kill() {
     assert!(home.rows().is_empty());
     let daemon = home.daemon_pid().expect("daemon pid");
     home.ok(&["kill"]);
-    assert!(state_of(daemon).is_none(), "daemon still runs after kill");
+    // Exited; reaping it is its parent's business (here the test's init).
+    assert!(
+        state_of(daemon).is_none_or(|s| s == 'Z'),
+        "daemon still runs after kill"
+    );
 }
 
 #[test]

@@ -593,19 +593,14 @@ pub fn kill() -> Result<i32> {
     Ok(0)
 }
 
-/// Waits (bounded) for the daemon process to be gone (reaped) after its
-/// apps stopped.
+/// Waits (bounded) for the daemon process to have exited after its apps
+/// stopped. Not for it to be reaped: that is its parent's business, and an
+/// init that reaps once a second (a container's) made every `eco kill`
+/// take up to a second longer.
 fn wait_gone(pid: Option<i32>) {
     let Some(pid) = pid else { return };
     let deadline = Instant::now() + Duration::from_secs(10);
     while crate::procfs::alive(pid) && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    // Then reaped, usually at once; a parent that does not reap it (a
-    // supervisor that started `eco daemon` itself) gets a moment.
-    let reaped = Instant::now() + Duration::from_secs(10);
-    let pid = nix::unistd::Pid::from_raw(pid);
-    while nix::sys::signal::kill(pid, None).is_ok() && Instant::now() < reaped {
         std::thread::sleep(Duration::from_millis(5));
     }
 }

@@ -269,7 +269,12 @@ impl Cgroup {
 
     /// Removes the (empty) cgroup.
     pub fn remove(&self) {
-        let _ = std::fs::remove_dir(&self.path);
+        let _ = self.try_remove();
+    }
+
+    /// Removes the cgroup; false when it is not empty (or not removable).
+    pub fn try_remove(&self) -> bool {
+        std::fs::remove_dir(&self.path).is_ok()
     }
 }
 

@@ -612,10 +612,12 @@ impl Actor {
             .into_iter()
             .flatten()
         {
-            if !cgroup.is_empty() {
+            // An empty cgroup (the usual case) goes at the first try,
+            // without reading it first.
+            if !cgroup.try_remove() && !cgroup.is_empty() {
                 cgroup.kill();
+                cgroup.remove();
             }
-            cgroup.remove();
         }
     }
 
