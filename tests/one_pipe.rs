@@ -97,12 +97,18 @@ fn merged_instances_cost_one_descriptor_each() {
     assert_eq!(rows.len(), 500);
     assert!(crate::support::all_online(&rows));
     let daemon = i64::from(home.daemon_pid().expect("daemon pid"));
-    let pipes = fd_targets(daemon)
-        .iter()
-        .filter(|t| t.starts_with("pipe:"))
-        .count();
-    assert!(
-        (500..560).contains(&pipes),
-        "the daemon holds {pipes} pipe ends for 500 merged instances"
+    let pipes = || {
+        fd_targets(daemon)
+            .iter()
+            .filter(|t| t.starts_with("pipe:"))
+            .count()
+    };
+    // While the descriptor holder syncs, the daemon briefly holds the
+    // duplicates it is sending (seen: 645 ends); two pipes per instance
+    // would never come under 1,000.
+    eventually(
+        "the daemon holds one pipe end per merged instance (500-559)",
+        Duration::from_secs(30),
+        || (500..560).contains(&pipes()),
     );
 }
