@@ -103,11 +103,8 @@ pub const CODE_DROP_AFTER: std::time::Duration = std::time::Duration::from_secs(
 /// private copy, as RELRO's) is left alone.
 #[allow(unsafe_code)]
 pub fn map_only_used_code() {
-    let Ok(smaps) = std::fs::read_to_string("/proc/self/smaps") else {
-        return;
-    };
     let mut dropped = 0usize;
-    for (start, len) in clean_code_mappings(&smaps) {
+    for (start, len) in clean_code_now() {
         // SAFETY: the range is a whole file-backed read-only mapping with no
         // anonymous (copied or written) page, so dropping its pages loses
         // nothing: they fault back in from the file. Nothing is unmapped.
@@ -123,6 +120,50 @@ pub fn map_only_used_code() {
     // SAFETY: malloc_trim only returns free memory of the allocator.
     let trimmed = unsafe { libc::malloc_trim(0) };
     tracing::debug!(dropped, trimmed, "code pages left to fault in on use");
+}
+
+/// The clean mappings the last smaps read found, with the read-only file
+/// mappings (their `maps` lines) they were found among.
+type CleanCache = Option<(Vec<String>, Vec<(usize, usize)>)>;
+static CLEAN: std::sync::Mutex<CleanCache> = std::sync::Mutex::new(None);
+
+/// [`clean_code_mappings`] of this process, read from smaps only when its
+/// read-only file mappings changed since the last read: smaps walks every
+/// page table (1-2 ms for the daemon), and a daemon asked something every
+/// few seconds dropped its code after each command. Whether such a mapping
+/// holds an anonymous copy does not change once the loader is done with
+/// it (RELRO is relocated before `main`).
+fn clean_code_now() -> Vec<(usize, usize)> {
+    let Ok(maps) = std::fs::read_to_string("/proc/self/maps") else {
+        return Vec::new();
+    };
+    let read_only = read_only_file_mappings(&maps);
+    let mut cache = CLEAN
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some((lines, clean)) = cache.as_ref()
+        && *lines == read_only
+    {
+        return clean.clone();
+    }
+    let Ok(smaps) = std::fs::read_to_string("/proc/self/smaps") else {
+        return Vec::new();
+    };
+    let clean = clean_code_mappings(&smaps);
+    *cache = Some((read_only, clean.clone()));
+    clean
+}
+
+/// The `maps` lines of file-backed read-only mappings (`r-xp`, `r--p`).
+fn read_only_file_mappings(maps: &str) -> Vec<String> {
+    maps.lines()
+        .filter(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            matches!(fields.as_slice(), [_, perms, _, _, _, path, ..]
+                if matches!(*perms, "r-xp" | "r--p") && path.starts_with('/'))
+        })
+        .map(str::to_owned)
+        .collect()
 }
 
 /// (start, length) of each file-backed read-only mapping (`r-xp` or
@@ -172,6 +213,25 @@ fn code_range(range: &str) -> Option<(usize, usize)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_smaps_cache_is_keyed_by_the_read_only_file_mappings_only() {
+        let maps = "\
+00400000-00500000 r-xp 00001000 fd:01 42 /usr/bin/eco
+00a00000-00b00000 rw-p 00301000 fd:01 42 /usr/bin/eco
+01000000-02000000 rw-p 00000000 00:00 0 [heap]
+7f0000002000-7f0000004000 r--p 00000000 fd:01 44 /usr/lib/libm.so.6
+7f0000005000-7f0000006000 r-xp 00000000 00:00 0
+7fff00000000-7fff00001000 r-xp 00000000 00:00 0 [vdso]
+";
+        assert_eq!(
+            read_only_file_mappings(maps),
+            vec![
+                "00400000-00500000 r-xp 00001000 fd:01 42 /usr/bin/eco",
+                "7f0000002000-7f0000004000 r--p 00000000 fd:01 44 /usr/lib/libm.so.6",
+            ]
+        );
+    }
 
     #[test]
     fn only_clean_file_backed_read_only_mappings_are_dropped() {
