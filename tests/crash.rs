@@ -315,6 +315,36 @@ fn kill_after_an_adoption_leaves_nothing() {
     );
 }
 
+/// `eco kill` forgets every app: the holder lets go as the stop begins,
+/// so a crash during a long stop never has the next daemon adopt what the
+/// user asked to stop.
+#[test]
+fn an_explicit_kill_lets_the_holder_go_before_the_apps_are_stopped() {
+    let home = Home::new();
+    home.write(
+        "ecosystem.yaml",
+        "name: up\napps:\n  slow:\n    cmd: ['sh', '-c', 'trap \"sleep 4; exit 0\" TERM; while :; do sleep 1; done']\n    stop_timeout: 20s\n",
+    );
+    home.ok(&["up", "--wait"]);
+    eventually("a holder", Duration::from_secs(10), || {
+        holders(&home).len() == 1
+    });
+    let app = pids(&home)[0].1;
+    let mut kill = Command::new(eco_bin())
+        .arg("kill")
+        .env("ECO_HOME", home.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("eco kill runs");
+    eventually("the holder gone", Duration::from_secs(3), || {
+        holders(&home).is_empty()
+    });
+    assert!(alive(app), "the app still stopping (its trap sleeps 4 s)");
+    assert!(kill.wait().expect("eco kill ends").success());
+    assert!(!alive(app), "the app stopped");
+}
+
 /// The apps are restarted (not adopted) and the command does not hang.
 fn restarted_past(home: &Home, before: &[(String, i64)]) {
     let started = std::time::Instant::now();

@@ -273,6 +273,14 @@ impl Keeper {
         Keeper { stop, task }
     }
 
+    /// Cancelling it lets the holder go at once, with apps still stopping:
+    /// for `eco kill`, which forgets every app, so a crash during the stop
+    /// must not have the next daemon adopt them, and syncing thousands of
+    /// stopping instances to the holder only slowed the stop.
+    pub fn early_quit(&self) -> CancellationToken {
+        self.stop.clone()
+    }
+
     /// A clean stop (every app has stopped): the holder lets go and exits.
     pub async fn quit(self) {
         self.stop.cancel();

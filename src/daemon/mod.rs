@@ -204,9 +204,10 @@ async fn run(
     let lost = home_lost(&paths, lock_inode);
     // Requests are served until every app has stopped: reads and `kill`
     // are answered during the stop, other requests refused with a reason.
+    let holder_quit = keeper.early_quit();
     let until = async {
         tokio::select! {
-            () = daemon.killed.notified() => {}
+            () = daemon.killed.notified() => holder_quit.cancel(),
             () = lost => {
                 tracing::warn!(home = %paths.home.display(), "the home was removed or replaced: stopping every app and this daemon");
                 host.home_lost.store(true, Ordering::SeqCst);
