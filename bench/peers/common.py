@@ -12,6 +12,7 @@ import os
 import shutil
 import signal
 import statistics
+import struct
 import subprocess
 import sys
 import tempfile
@@ -101,6 +102,81 @@ def cpu_ticks(pid):
     if not f:
         return 0
     return int(f[11]) + int(f[12])
+
+
+class _Taskstats:
+    """The kernel's per-thread-group accounting over generic netlink
+    (TASKSTATS_CMD_GET by TGID; needs CAP_NET_ADMIN): the run time of every
+    thread in ns, exited threads included. /proc/PID/stat gives the same in
+    10 ms ticks, too coarse for a reload that costs a manager 20 ms."""
+    GENL_ID_CTRL, CTRL_CMD_GETFAMILY, CTRL_ATTR_FAMILY_NAME, CTRL_ATTR_FAMILY_ID = 0x10, 3, 2, 1
+    CMD_GET, ATTR_TGID, TYPE_STATS = 1, 2, 3
+    RUN_VIRTUAL_TOTAL = 72   # struct taskstats: cpu_run_virtual_total, sum_exec_runtime in ns
+
+    def __init__(self):
+        import socket
+        self.sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 16)  # NETLINK_GENERIC
+        self.sock.bind((0, 0))
+        self.seq = 0
+        reply = self._ask(self.GENL_ID_CTRL, self.CTRL_CMD_GETFAMILY,
+                          self._attr(self.CTRL_ATTR_FAMILY_NAME, b"TASKSTATS\0"))
+        self.family = struct.unpack("H", self._attrs(reply[20:])[self.CTRL_ATTR_FAMILY_ID][:2])[0]
+
+    @staticmethod
+    def _attr(kind, data):
+        size = 4 + len(data)
+        return struct.pack("HH", size, kind) + data + b"\0" * ((4 - size % 4) % 4)
+
+    @staticmethod
+    def _attrs(data):
+        found = {}
+        while len(data) >= 4:
+            size, kind = struct.unpack("HH", data[:4])
+            found[kind & 0x3fff] = data[4:size]
+            data = data[(size + 3) & ~3:]
+        return found
+
+    def _ask(self, family, cmd, attrs):
+        self.seq += 1
+        payload = struct.pack("BBH", cmd, 1, 0) + attrs
+        self.sock.send(struct.pack("IHHII", 16 + len(payload), family, 1, self.seq, 0) + payload)
+        reply = self.sock.recv(65536)
+        if struct.unpack("H", reply[4:6])[0] == 2:   # NLMSG_ERROR
+            err = struct.unpack("i", reply[16:20])[0]
+            if err:
+                raise OSError(-err, os.strerror(-err))
+        return reply
+
+    def cpu_ns(self, tgid):
+        reply = self._ask(self.family, self.CMD_GET, self._attr(self.ATTR_TGID, struct.pack("I", tgid)))
+        outer = self._attrs(reply[20:])
+        stats = self._attrs(outer[max(outer)])[self.TYPE_STATS]
+        return struct.unpack_from("Q", stats, self.RUN_VIRTUAL_TOTAL)[0]
+
+
+def _taskstats():
+    try:
+        ts = _Taskstats()
+        ts.cpu_ns(os.getpid())
+        return ts
+    except (OSError, KeyError, struct.error):
+        return None
+
+
+_TASKSTATS = _taskstats()
+CPU_SOURCE = ("taskstats (ns, exited threads included)" if _TASKSTATS
+              else "/proc/PID/stat in 10 ms ticks (CLK_TCK=%d; taskstats unavailable)" % CLK_TCK)
+
+
+def cpu_seconds(pid):
+    """CPU time of the process, all its threads (children excluded): from
+    taskstats when the kernel gives it, else /proc/PID/stat's ticks."""
+    if _TASKSTATS:
+        try:
+            return _TASKSTATS.cpu_ns(pid) / 1e9
+        except (OSError, KeyError, struct.error):
+            return 0.0
+    return cpu_ticks(pid) / CLK_TCK
 
 
 def marked(home=None):

@@ -31,7 +31,10 @@ def fmt_mb(b):
 
 
 def fmt_cpu(s):
-    return "" if s is None else "%.0f CPU-ms" % (s * 1e3)
+    if s is None:
+        return ""
+    ms = s * 1e3
+    return "%.*f CPU-ms" % (0 if ms >= 100 or ms == 0 else 1 if ms >= 10 else 2, ms)
 
 
 def fmt_rps(x):
@@ -172,7 +175,7 @@ def table(raw, managers, cfg):
                  "so 3.0x means eco is 3 times better (lower), 0.50x means eco is 2 times worse."
              % (" except those marked ↑ (requests per second: higher is better, so there a "
                 "ratio below 1 means eco is ahead)" if ups else ""),
-             "CPU is counted in 10 ms ticks (CLK_TCK=100); 'inf (eco 0)': eco used no tick at all."]
+             "CPU is measured by %s; 'inf (eco 0)': eco used none at all." % common.CPU_SOURCE]
     notes += web_notes(raw, managers, cfg)
     if any("¹" in r[0] for r in rows):
         capped = sorted({m for m in managers for r in raw["respawn"].get(m, [])
@@ -190,7 +193,7 @@ def web_notes(raw, managers, cfg):
         out.append("7a/7b: `node apps/http_server.js PORT`; eco and shep bind the port and hand it to "
                    "every instance as fd 3 (LISTEN_FDS, `listen`), PM2's cluster module shares the "
                    "port the workers bind; 'direct' = the server alone, binding the port itself. "
-                   "Manager CPU = utime+stime of the manager's own processes over the measured wrk run "
+                   "Manager CPU = the CPU time of the manager's own processes over the measured wrk run "
                    "(PM2's daemon is the cluster master that accepts and hands out connections).")
         out += ["7a/7b: %s not measured: %s." % (m, CLASSES[m].cluster_missing)
                 for m in managers if m in CLASSES and CLASSES[m].cluster_missing]

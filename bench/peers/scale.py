@@ -69,9 +69,9 @@ def scale(mgr, cfg, n):
             t = time.perf_counter()
             mgr.eco("ls", "--json")
             times.append(time.perf_counter() - t)
-        c0 = common.cpu_ticks(daemon)
+        c0 = common.cpu_seconds(daemon)
         time.sleep(10)
-        idle = (common.cpu_ticks(daemon) - c0) / common.CLK_TCK
+        idle = common.cpu_seconds(daemon) - c0
         t = time.perf_counter()
         mgr.eco("kill", timeout=300, check=False)
         kill = time.perf_counter() - t

@@ -139,21 +139,21 @@ def ten_apps_up(mgr):
 
 
 def idle_cpu(mgrs, window):
-    """utime+stime of each manager's own processes over `window` s, all of them
+    """CPU time of each manager's own processes over `window` s, all of them
     idle side by side in the same window, with nothing querying any of them."""
     time.sleep(2)
     before = {}
     for m in mgrs:
-        before[m.name] = {p: common.cpu_ticks(p) for p in m.own_pids()}
+        before[m.name] = {p: common.cpu_seconds(p) for p in m.own_pids()}
     time.sleep(window)
     out = {}
     for m in mgrs:
         b = before[m.name]
         now = m.own_pids()
-        ticks = sum(common.cpu_ticks(p) - b.get(p, 0) for p in now)
-        # a process that existed before and vanished: its ticks are lost; note it
+        used = sum(common.cpu_seconds(p) - b.get(p, 0) for p in now)
+        # a process that existed before and vanished: its CPU is lost; note it
         gone = [p for p in b if p not in now]
-        out[m.name] = {"idle_cpu": ticks / common.CLK_TCK, "idle_cpu_window": window,
+        out[m.name] = {"idle_cpu": used, "idle_cpu_window": window,
                        "idle_cpu_procs": len(now), "idle_cpu_gone": len(gone)}
     return out
 

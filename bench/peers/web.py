@@ -119,15 +119,16 @@ def run_wrk(port, seconds):
 
 
 class CpuWindow:
-    """utime+stime of a changing set of processes from now until done()."""
+    """CPU time (common.cpu_seconds) of a changing set of processes from now
+    until done()."""
     def __init__(self, get_pids):
         self.get_pids = get_pids
-        self.before = {p: common.cpu_ticks(p) for p in get_pids()}
+        self.before = {p: common.cpu_seconds(p) for p in get_pids()}
 
     def done(self):
-        now = {p: common.cpu_ticks(p) for p in self.get_pids()}
+        now = {p: common.cpu_seconds(p) for p in self.get_pids()}
         self.per_pid = {p: t - self.before.get(p, 0) for p, t in now.items()}
-        return sum(self.per_pid.values()) / common.CLK_TCK
+        return sum(self.per_pid.values())
 
 
 class Prober(threading.Thread):

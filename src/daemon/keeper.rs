@@ -453,15 +453,35 @@ impl Sync {
         let Some(conn) = self.conn.take() else {
             return false;
         };
-        let sent = tokio::task::spawn_blocking(move || {
-            let result = messages
-                .iter()
-                .try_for_each(|(message, fds)| conn.send(message, fds));
+        // Sent from here while the socket takes them (a reload's sync: no
+        // thread woken, none started); what a full buffer leaves goes on
+        // a blocking thread, bounded by the holder's I/O limit.
+        let mut rest = messages.into_iter().peekable();
+        let mut result = Ok(());
+        while let Some((message, fds)) = rest.peek() {
+            match conn.try_send(message, fds) {
+                Ok(true) => {
+                    rest.next();
+                }
+                Ok(false) => break,
+                Err(err) => {
+                    result = Err(err);
+                    break;
+                }
+            }
+        }
+        let sent = if result.is_err() || rest.peek().is_none() {
             // The duplicates are the holder's now (or nobody's).
             drop(new);
-            (conn, result)
-        })
-        .await;
+            Ok((conn, result))
+        } else {
+            tokio::task::spawn_blocking(move || {
+                let result = rest.try_for_each(|(message, fds)| conn.send(&message, &fds));
+                drop(new);
+                (conn, result)
+            })
+            .await
+        };
         match sent {
             Ok((conn, Ok(()))) => {
                 self.conn = Some(conn);

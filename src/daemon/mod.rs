@@ -4,6 +4,7 @@
 //! each request; `state` persists what is applied; `runtime::leftovers`
 //! stops what a dead daemon left running.
 
+pub mod idle_drop;
 pub mod keeper;
 pub mod log_file;
 pub mod observe;
@@ -85,7 +86,7 @@ fn serve(
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         // An idle blocking thread ends after this, well before the code
-        // pages are dropped (`IDLE_DROP_AFTER`): with tokio's default of
+        // pages are dropped (`idle_drop::SHORTEST` at least): with tokio's default of
         // 10 s, its exit ran code again after the drop and faulted
         // 0.6 MB of eco and libc back in for good.
         .thread_keep_alive(BLOCKING_KEEP_ALIVE)
@@ -103,31 +104,31 @@ fn serve(
 /// more work before it ends.
 const BLOCKING_KEEP_ALIVE: std::time::Duration = std::time::Duration::from_secs(1);
 
-/// How long after its last command the daemon lets go of the code pages
-/// that command ran (see [`startup::map_only_used_code`]).
-const IDLE_DROP_AFTER: std::time::Duration = startup::CODE_DROP_AFTER;
-
 /// An `up`, a `reload` or a `scale` runs code an idle daemon does not run
 /// again until the next such command (parsing, planning, the spawn path of
 /// each kind of app), and each page of it stays resident. As at start-up,
-/// the daemon drops its code pages once commands stop for
-/// [`IDLE_DROP_AFTER`]; what it runs next faults back in from the page
+/// the daemon drops its code pages once commands stop for a while (see
+/// [`idle_drop::IdleDrop`]: 2 s, longer when commands keep coming back
+/// soon after a drop); what it runs next faults back in from the page
 /// cache (clean, file-backed pages: a minor fault each). One wake-up per
 /// burst of commands; none while idle.
 async fn drop_code_when_idle(commanded: Arc<Notify>, stop: CancellationToken) {
+    let mut rule = idle_drop::IdleDrop::default();
     loop {
         tokio::select! {
             () = commanded.notified() => {}
             () = stop.cancelled() => return,
         }
+        rule.worked(std::time::Instant::now());
         loop {
             tokio::select! {
                 () = commanded.notified() => {}
-                () = tokio::time::sleep(IDLE_DROP_AFTER) => break,
+                () = tokio::time::sleep(rule.wait()) => break,
                 () = stop.cancelled() => return,
             }
         }
         startup::map_only_used_code();
+        rule.dropped(std::time::Instant::now());
     }
 }
 

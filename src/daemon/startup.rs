@@ -87,10 +87,6 @@ pub fn raise_nofile() -> Option<u64> {
 /// makes every descriptor table larger.
 const MAX_NOFILE: u64 = 1 << 20;
 
-/// How long an idle daemon or holder waits after its last piece of work
-/// before it drops its code pages again ([`map_only_used_code`]).
-pub const CODE_DROP_AFTER: std::time::Duration = std::time::Duration::from_secs(2);
-
 /// Most of an idle daemon's memory is code and read-only data, much of it
 /// used only at start-up (argument parsing, home checks, restore; the
 /// dynamic loader's relocation tables), and for each page a process

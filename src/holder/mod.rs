@@ -149,6 +149,23 @@ impl Conn {
 
     /// Sends one message with `fds` attached (at most [`MAX_FDS`]).
     pub fn send(&self, message: &Message, fds: &[RawFd]) -> Result<(), Error> {
+        self.send_with(message, fds, MsgFlags::MSG_NOSIGNAL)
+            .map(drop)
+    }
+
+    /// [`Conn::send`] that never waits: false, and nothing sent, when the
+    /// socket's buffer is full (the holder is behind or stuck). The
+    /// daemon's loop sends this way, and hands what is left to a blocking
+    /// thread only then.
+    pub fn try_send(&self, message: &Message, fds: &[RawFd]) -> Result<bool, Error> {
+        self.send_with(
+            message,
+            fds,
+            MsgFlags::MSG_NOSIGNAL | MsgFlags::MSG_DONTWAIT,
+        )
+    }
+
+    fn send_with(&self, message: &Message, fds: &[RawFd], flags: MsgFlags) -> Result<bool, Error> {
         let bytes = serde_json::to_vec(message).map_err(|e| Error::Garbled(e.to_string()))?;
         if bytes.len() > MAX_MESSAGE || fds.len() > MAX_FDS {
             return Err(Error::Garbled(format!(
@@ -164,11 +181,14 @@ impl Conn {
                 self.fd.as_raw_fd(),
                 &[IoSlice::new(&bytes)],
                 cmsgs,
-                MsgFlags::MSG_NOSIGNAL,
+                flags,
                 None,
             ) {
-                Ok(_) => return Ok(()),
+                Ok(_) => return Ok(true),
                 Err(nix::Error::EINTR) => {}
+                Err(nix::Error::EAGAIN) if flags.contains(MsgFlags::MSG_DONTWAIT) => {
+                    return Ok(false);
+                }
                 Err(source) => {
                     return Err(Error::Io {
                         doing: "send",
@@ -182,7 +202,10 @@ impl Conn {
     /// Receives one message and the descriptors attached to it (owned,
     /// close-on-exec). [`Error::Closed`] at the end of the connection.
     pub fn receive(&self) -> Result<(Message, Vec<OwnedFd>), Error> {
-        let mut buf = vec![0u8; MAX_MESSAGE];
+        // On the stack: a heap buffer this size went back and forth to
+        // the system (brk, a fault per page) at each of the holder's
+        // messages once its heap had been trimmed.
+        let mut buf = [0u8; MAX_MESSAGE];
         let mut space = nix::cmsg_space!([RawFd; 253]);
         let (bytes, flags, fds) = loop {
             let mut iov = [IoSliceMut::new(&mut buf)];

@@ -19,11 +19,6 @@ use super::{Conn, Error, MAX_FDS, MAX_STATE, Message, state_parts};
 /// How often the holder checks that its socket file is still its own.
 const CHECK_EVERY: u16 = 5000;
 
-/// How long after the daemon's last message the holder lets go of the
-/// code pages that serving it faulted in (as the daemon does after its
-/// last command): an idle holder keeps only its data resident.
-const IDLE_DROP_AFTER: std::time::Duration = crate::daemon::startup::CODE_DROP_AFTER;
-
 /// What is kept.
 #[derive(Default)]
 struct Store {
@@ -59,17 +54,25 @@ pub fn run(path: &Path) -> Result<(), Error> {
 fn serve(listener: &OwnedFd, path: &Path, inode: Option<u64>) -> Result<(), Error> {
     let mut store = Store::default();
     let mut daemon: Option<Conn> = None;
-    // When the last message came, while its code pages are still in.
+    // When the last message came, while its code pages are still in: an
+    // idle holder lets go of the code serving faulted in, as the daemon
+    // does after its last command, and keeps only its data resident.
     let mut served_at: Option<std::time::Instant> = None;
+    let mut drops = crate::daemon::idle_drop::IdleDrop::default();
     loop {
-        let drop_in = served_at.map(|at| IDLE_DROP_AFTER.saturating_sub(at.elapsed()));
+        let drop_in = served_at.map(|at| drops.wait().saturating_sub(at.elapsed()));
         if drop_in.is_some_and(|left| left.is_zero()) {
             crate::daemon::startup::map_only_used_code();
+            drops.dropped(std::time::Instant::now());
             served_at = None;
         }
         let (daemon_ready, accept_ready) = wait(listener, daemon.as_ref(), drop_in)?;
         if daemon_ready || accept_ready {
-            served_at = Some(std::time::Instant::now());
+            let now = std::time::Instant::now();
+            if served_at.is_none() {
+                drops.worked(now);
+            }
+            served_at = Some(now);
         }
         if daemon_ready && let Some(conn) = &daemon {
             match serve_one(conn, &mut store) {

@@ -113,26 +113,27 @@ async fn run(listen: SocketAddr, token: Option<String>, read_only: bool) -> anyh
     Ok(())
 }
 
-/// How long after its last request `eco serve` gives back what serving it
-/// took (see [`release_when_idle`]).
-const IDLE_AFTER: std::time::Duration = std::time::Duration::from_secs(2);
-
 /// A scrape of 1,000 instances faults in the code it runs and leaves a
-/// megabyte or two of freed heap: once requests stop for [`IDLE_AFTER`],
-/// the code pages are dropped (they fault back in from the page cache) and
-/// the freed heap is returned to the system. One wake-up per burst of
-/// requests; none while idle.
+/// megabyte or two of freed heap: once requests stop for a while (2 s,
+/// longer when requests keep coming back soon after, see
+/// [`IdleDrop`](crate::daemon::idle_drop::IdleDrop)), the code pages are
+/// dropped (they fault back in from the page cache) and the freed heap is
+/// returned to the system. One wake-up per burst of requests; none while
+/// idle.
 async fn release_when_idle(active: Arc<tokio::sync::Notify>) {
+    let mut rule = crate::daemon::idle_drop::IdleDrop::default();
     loop {
         active.notified().await;
+        rule.worked(std::time::Instant::now());
         loop {
             tokio::select! {
                 () = active.notified() => {}
-                () = tokio::time::sleep(IDLE_AFTER) => break,
+                () = tokio::time::sleep(rule.wait()) => break,
             }
         }
         crate::daemon::startup::map_only_used_code();
         trim_heap();
+        rule.dropped(std::time::Instant::now());
     }
 }
 
