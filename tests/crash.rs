@@ -315,6 +315,62 @@ fn kill_after_an_adoption_leaves_nothing() {
     );
 }
 
+/// How many times the scheduler has run `pid` (schedstat's third field):
+/// unchanged over a window, the process never woke up in it.
+fn times_run(pid: i32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/schedstat"))
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(2)?.parse().ok())
+        .expect("schedstat")
+}
+
+/// An idle holder sleeps until something happens: no periodic check of
+/// its socket file (it watches it), so a window longer than the old
+/// 5 s check sees it never run.
+#[test]
+fn an_idle_holder_never_wakes_up() {
+    let home = Home::new();
+    home.write(
+        "ecosystem.yaml",
+        "name: up\napps:\n  sleeper:\n    cmd: ['sleep', '300']\n",
+    );
+    home.ok(&["up", "--wait"]);
+    eventually("a holder", Duration::from_secs(10), || {
+        holders(&home).len() == 1
+    });
+    let holder = holders(&home)[0];
+    // The first window may hold the last sync and the drop of its code
+    // pages after it; one of the next must be quiet.
+    let quiet = (0..3).any(|_| {
+        let before = times_run(holder);
+        std::thread::sleep(Duration::from_secs(6));
+        times_run(holder) == before
+    });
+    assert!(quiet, "the idle holder woke up in every 6 s window");
+}
+
+/// Its socket file removed (the home going) while no daemon runs, the
+/// holder lets go at once: it watches the file rather than checking it
+/// now and then.
+#[test]
+fn a_holder_whose_socket_file_goes_exits_at_once() {
+    let home = Home::new();
+    home.write(
+        "ecosystem.yaml",
+        "name: up\napps:\n  sleeper:\n    cmd: ['sleep', '300']\n",
+    );
+    home.ok(&["up", "--wait"]);
+    let before = pids(&home);
+    crash(&home);
+    assert_eq!(holders(&home).len(), 1);
+    std::fs::remove_file(home.path().join("holder.sock")).expect("rm holder.sock");
+    eventually("the holder gone", Duration::from_secs(2), || {
+        holders(&home).is_empty()
+    });
+    // Nothing held them: the next daemon starts them again.
+    restarted_past(&home, &before);
+}
+
 /// `eco kill` forgets every app: the holder lets go as the stop begins,
 /// so a crash during a long stop never has the next daemon adopt what the
 /// user asked to stop.

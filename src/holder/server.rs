@@ -12,11 +12,13 @@ use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
 use nix::sys::socket::{self, Backlog, SockFlag, UnixAddr};
 
 use super::{Conn, Error, MAX_FDS, MAX_STATE, Message, state_parts};
 
-/// How often the holder checks that its socket file is still its own.
+/// How often the holder checks that its socket file is still its own when
+/// it cannot watch it (no inotify instance left for this user).
 const CHECK_EVERY: u16 = 5000;
 
 /// What is kept.
@@ -40,7 +42,8 @@ pub fn run(path: &Path) -> Result<(), Error> {
     // again: its code pages go, as the daemon's do.
     crate::daemon::startup::map_only_used_code();
     let inode = std::fs::metadata(path).map(|m| m.ino()).ok();
-    let result = serve(&listener, path, inode);
+    let watch = watch(path);
+    let result = serve(&listener, path, inode, watch.as_ref());
     // Its socket file goes with it (if it is still its own): the next
     // daemon finds no stale one.
     if std::fs::metadata(path).map(|m| m.ino()).ok() == inode {
@@ -51,7 +54,12 @@ pub fn run(path: &Path) -> Result<(), Error> {
 
 /// The holder's loop: returns when told to quit, when left with nothing to
 /// hold, or when its socket file is gone.
-fn serve(listener: &OwnedFd, path: &Path, inode: Option<u64>) -> Result<(), Error> {
+fn serve(
+    listener: &OwnedFd,
+    path: &Path,
+    inode: Option<u64>,
+    watch: Option<&Inotify>,
+) -> Result<(), Error> {
     let mut store = Store::default();
     let mut daemon: Option<Conn> = None;
     // When the last message came, while its code pages are still in: an
@@ -66,7 +74,11 @@ fn serve(listener: &OwnedFd, path: &Path, inode: Option<u64>) -> Result<(), Erro
             drops.dropped(std::time::Instant::now());
             served_at = None;
         }
-        let (daemon_ready, accept_ready) = wait(listener, daemon.as_ref(), drop_in)?;
+        let Ready {
+            daemon: daemon_ready,
+            accept: accept_ready,
+            check,
+        } = wait(listener, daemon.as_ref(), watch, drop_in)?;
         if daemon_ready || accept_ready {
             let now = std::time::Instant::now();
             if served_at.is_none() {
@@ -93,8 +105,7 @@ fn serve(listener: &OwnedFd, path: &Path, inode: Option<u64>) -> Result<(), Erro
             daemon = Some(conn);
             store.partial.clear();
         }
-        if !daemon_ready && !accept_ready && std::fs::metadata(path).map(|m| m.ino()).ok() != inode
-        {
+        if check && std::fs::metadata(path).map(|m| m.ino()).ok() != inode {
             return Ok(());
         }
     }
@@ -126,24 +137,62 @@ fn listen(path: &Path) -> Result<OwnedFd, Error> {
     Ok(fd)
 }
 
-/// Waits for the daemon's next message or a new connection (or the
-/// periodic check, or `sooner`): which of them is ready.
+/// Watches the socket file (unlinked, replaced, moved) and the home
+/// folder (removed, moved): an idle holder then sleeps until something
+/// happens instead of checking its socket file every few seconds. None
+/// when inotify is not available: the periodic check stays.
+fn watch(path: &Path) -> Option<Inotify> {
+    let inotify = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC).ok()?;
+    inotify
+        .add_watch(
+            path,
+            AddWatchFlags::IN_ATTRIB | AddWatchFlags::IN_DELETE_SELF | AddWatchFlags::IN_MOVE_SELF,
+        )
+        .ok()?;
+    inotify
+        .add_watch(
+            path.parent()?,
+            AddWatchFlags::IN_DELETE_SELF | AddWatchFlags::IN_MOVE_SELF | AddWatchFlags::IN_ONLYDIR,
+        )
+        .ok()?;
+    Some(inotify)
+}
+
+/// What [`wait`] found.
+struct Ready {
+    /// The daemon's connection has a message (or ended).
+    daemon: bool,
+    /// A new connection waits.
+    accept: bool,
+    /// The socket file is to be checked (the watch fired, or the wait
+    /// timed out).
+    check: bool,
+}
+
+/// Waits for the daemon's next message, a new connection, an event of
+/// the watch (or without one, the periodic check), or `sooner`.
 fn wait(
     listener: &OwnedFd,
     daemon: Option<&Conn>,
+    watch: Option<&Inotify>,
     sooner: Option<std::time::Duration>,
-) -> Result<(bool, bool), Error> {
+) -> Result<Ready, Error> {
     let mut fds = vec![PollFd::new(listener.as_fd(), PollFlags::POLLIN)];
     if let Some(conn) = daemon {
         fds.push(PollFd::new(conn.as_fd(), PollFlags::POLLIN));
     }
-    let millis = sooner.map_or(CHECK_EVERY, |left| {
+    if let Some(inotify) = watch {
+        fds.push(PollFd::new(inotify.as_fd(), PollFlags::POLLIN));
+    }
+    let millis = match (sooner, watch) {
         // Rounded up: a wake-up before the time would only wait again.
-        u16::try_from(left.as_millis() + 1)
-            .unwrap_or(CHECK_EVERY)
-            .min(CHECK_EVERY)
-    });
-    match poll(&mut fds, PollTimeout::from(millis)) {
+        (Some(left), _) => {
+            PollTimeout::from(u16::try_from(left.as_millis() + 1).unwrap_or(u16::MAX))
+        }
+        (None, Some(_)) => PollTimeout::NONE,
+        (None, None) => PollTimeout::from(CHECK_EVERY),
+    };
+    match poll(&mut fds, millis) {
         Ok(_) | Err(nix::Error::EINTR) => {}
         Err(source) => {
             return Err(Error::Io {
@@ -153,9 +202,19 @@ fn wait(
         }
     }
     let ready = |fd: &PollFd| fd.revents().is_some_and(|r| !r.is_empty());
-    let accept_ready = fds.first().is_some_and(ready);
-    let daemon_ready = fds.get(1).is_some_and(ready);
-    Ok((daemon_ready, accept_ready))
+    let accept = fds.first().is_some_and(ready);
+    let daemon_ready = daemon.is_some() && fds.get(1).is_some_and(ready);
+    let watched = watch.is_some() && fds.last().is_some_and(ready);
+    if let Some(inotify) = watch.filter(|_| watched) {
+        // What woke it is read and dropped: the caller checks the file
+        // after this, so nothing that happened before is missed.
+        while inotify.read_events().is_ok_and(|events| !events.is_empty()) {}
+    }
+    Ok(Ready {
+        daemon: daemon_ready,
+        accept,
+        check: watched || (!daemon_ready && !accept),
+    })
 }
 
 /// A new connection from this uid, or none.
