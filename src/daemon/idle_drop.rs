@@ -15,15 +15,21 @@ pub const SHORTEST: Duration = Duration::from_secs(2);
 pub const LONGEST: Duration = Duration::from_secs(32);
 
 /// Each drop costs a fault per page when work comes again (a few hundred
-/// minor faults: 1-2 ms of the daemon's CPU, a third of a reload's). Work
-/// that comes back sooner after a drop than the wait before it shows the
-/// drop came too early: the wait doubles, up to [`LONGEST`]. Work that
-/// comes later halves it, down to [`SHORTEST`].
+/// minor faults after a reload: 1-2 ms of the daemon's CPU, a third of
+/// the reload's). A drop that work came back to sooner than the wait
+/// before it, when that work changed something (a reload, an `up`: the
+/// spawn path, not a listing's few pages), came too early: the wait
+/// doubles, up to [`LONGEST`]. Work that comes later halves it, down to
+/// [`SHORTEST`]. A drop is judged once, when the burst after it ends.
 #[derive(Debug)]
 pub struct IdleDrop {
     wait: Duration,
-    /// When the last drop was, until the first work after it.
+    /// When the last drop was, until it is judged.
     dropped_at: Option<Instant>,
+    /// When work first came after that drop.
+    came_back: Option<Instant>,
+    /// Whether work since that drop changed something.
+    changed: bool,
 }
 
 impl Default for IdleDrop {
@@ -31,21 +37,40 @@ impl Default for IdleDrop {
         Self {
             wait: SHORTEST,
             dropped_at: None,
+            came_back: None,
+            changed: false,
         }
     }
 }
 
 impl IdleDrop {
-    /// Work came at `now`: the first work after a drop judges it.
+    /// Work came at `now`.
     pub fn worked(&mut self, now: Instant) {
-        if let Some(at) = self.dropped_at.take() {
-            let idle = now.saturating_duration_since(at);
-            self.wait = if idle < self.wait {
-                (self.wait * 2).min(LONGEST)
-            } else {
-                (self.wait / 2).max(SHORTEST)
-            };
+        if self.dropped_at.is_some() && self.came_back.is_none() {
+            self.came_back = Some(now);
         }
+    }
+
+    /// The work since the last drop changed something (what it ran is
+    /// costly to fault back in).
+    pub fn changed(&mut self) {
+        self.changed = true;
+    }
+
+    /// No work came for [`IdleDrop::wait`]: judges the last drop (once)
+    /// and gives the wait that now applies, which may be longer.
+    pub fn settle(&mut self) -> Duration {
+        if let (Some(at), Some(back)) = (self.dropped_at, self.came_back) {
+            let idle = back.saturating_duration_since(at);
+            if idle >= self.wait {
+                self.wait = (self.wait / 2).max(SHORTEST);
+            } else if self.changed {
+                self.wait = (self.wait * 2).min(LONGEST);
+            }
+            self.dropped_at = None;
+            self.came_back = None;
+        }
+        self.wait
     }
 
     /// How long to stay idle after work before dropping.
@@ -57,6 +82,8 @@ impl IdleDrop {
     /// start-up: the first command follows it at once by design.)
     pub fn dropped(&mut self, now: Instant) {
         self.dropped_at = Some(now);
+        self.came_back = None;
+        self.changed = false;
     }
 }
 
@@ -68,17 +95,22 @@ mod tests {
         Duration::from_secs_f64(s)
     }
 
-    /// Drops after each burst of work at the given instants (seconds),
-    /// each burst followed by the current wait if the next one is later.
-    fn waits(bursts: &[f64]) -> Vec<Duration> {
+    /// Bursts of work at the given instants (seconds; true: it changed
+    /// something), each a moment long; a drop follows each burst once no
+    /// work came for the wait. The waits settled after each burst.
+    fn waits(bursts: &[(f64, bool)]) -> Vec<Duration> {
         let t0 = Instant::now();
         let mut rule = IdleDrop::default();
         let mut seen = Vec::new();
-        for (i, at) in bursts.iter().enumerate() {
+        for (i, (at, changed)) in bursts.iter().enumerate() {
             rule.worked(t0 + secs(*at));
-            seen.push(rule.wait());
-            let drop_at = at + rule.wait().as_secs_f64();
-            if bursts.get(i + 1).is_none_or(|next| *next > drop_at) {
+            if *changed {
+                rule.changed();
+            }
+            let wait = rule.settle();
+            seen.push(wait);
+            let drop_at = at + wait.as_secs_f64();
+            if bursts.get(i + 1).is_none_or(|(next, _)| *next > drop_at) {
                 rule.dropped(t0 + secs(drop_at));
             }
         }
@@ -87,18 +119,24 @@ mod tests {
 
     #[test]
     fn a_command_now_and_then_keeps_the_shortest_wait() {
-        assert_eq!(waits(&[0.0, 5.0, 60.0, 600.0]), vec![SHORTEST; 4]);
+        let bursts = [(0.0, true), (5.0, true), (60.0, true), (600.0, false)];
+        assert_eq!(waits(&bursts), vec![SHORTEST; 4]);
     }
 
     #[test]
-    fn work_back_soon_after_a_drop_doubles_the_wait_until_it_stops_dropping() {
-        // Work every 3 s: the first drop, at 2 s, comes 1 s before more
-        // work; the wait doubles to 4 s and no drop comes again.
-        let every_3s = waits(&[0.0, 3.0, 6.0, 9.0, 12.0]);
-        assert_eq!(
-            every_3s,
-            vec![secs(2.0), secs(4.0), secs(4.0), secs(4.0), secs(4.0)]
-        );
+    fn changes_back_soon_after_a_drop_double_the_wait_until_it_stops_dropping() {
+        // A reload every 3 s: the first drop, at 2 s, comes 1 s before
+        // the next; the wait doubles to 4 s and no drop comes again.
+        let every_3s = waits(&[(0.0, true), (3.0, true), (6.0, true), (9.0, true)]);
+        assert_eq!(every_3s, vec![secs(2.0), secs(4.0), secs(4.0), secs(4.0)]);
+    }
+
+    #[test]
+    fn listings_back_soon_after_a_drop_leave_the_wait_alone() {
+        // `eco ls` every 3 s faults back a few pages: not worth keeping
+        // the daemon's code for.
+        let every_3s = waits(&[(0.0, true), (3.0, false), (6.0, false), (9.0, false)]);
+        assert_eq!(every_3s, vec![SHORTEST; 4]);
     }
 
     #[test]
@@ -108,6 +146,8 @@ mod tests {
         for i in 0..20 {
             rule.dropped(t0 + secs(f64::from(i)));
             rule.worked(t0 + secs(f64::from(i) + 0.5));
+            rule.changed();
+            rule.settle();
         }
         assert_eq!(rule.wait(), LONGEST);
     }
@@ -119,6 +159,8 @@ mod tests {
         for i in 0..5 {
             rule.dropped(t0 + secs(f64::from(i)));
             rule.worked(t0 + secs(f64::from(i) + 0.1));
+            rule.changed();
+            rule.settle();
         }
         assert_eq!(rule.wait(), LONGEST);
         let mut at = 100.0;
@@ -126,18 +168,21 @@ mod tests {
             rule.dropped(t0 + secs(at));
             at += 3600.0;
             rule.worked(t0 + secs(at));
+            rule.changed();
+            rule.settle();
         }
         assert_eq!(rule.wait(), SHORTEST);
     }
 
     #[test]
-    fn only_the_first_work_after_a_drop_counts() {
+    fn a_drop_is_judged_once_by_the_first_work_after_it() {
         let t0 = Instant::now();
         let mut rule = IdleDrop::default();
         rule.dropped(t0);
         rule.worked(t0 + secs(0.5));
-        rule.worked(t0 + secs(0.6));
-        rule.worked(t0 + secs(0.7));
-        assert_eq!(rule.wait(), secs(4.0));
+        rule.worked(t0 + secs(3.0));
+        rule.changed();
+        assert_eq!(rule.settle(), secs(4.0));
+        assert_eq!(rule.settle(), secs(4.0), "judged again");
     }
 }

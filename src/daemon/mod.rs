@@ -104,27 +104,48 @@ fn serve(
 /// more work before it ends.
 const BLOCKING_KEEP_ALIVE: std::time::Duration = std::time::Duration::from_secs(1);
 
+/// What the idle drop hears of requests.
+#[derive(Default)]
+pub struct Commanded {
+    /// Each request, as it is accepted.
+    pub came: Notify,
+    /// Set by a request that changes something (not a listing).
+    pub changing: AtomicBool,
+}
+
 /// An `up`, a `reload` or a `scale` runs code an idle daemon does not run
 /// again until the next such command (parsing, planning, the spawn path of
 /// each kind of app), and each page of it stays resident. As at start-up,
 /// the daemon drops its code pages once commands stop for a while (see
-/// [`idle_drop::IdleDrop`]: 2 s, longer when commands keep coming back
+/// [`idle_drop::IdleDrop`]: 2 s, longer when changes keep coming back
 /// soon after a drop); what it runs next faults back in from the page
 /// cache (clean, file-backed pages: a minor fault each). One wake-up per
 /// burst of commands; none while idle.
-async fn drop_code_when_idle(commanded: Arc<Notify>, stop: CancellationToken) {
+async fn drop_code_when_idle(commanded: Arc<Commanded>, stop: CancellationToken) {
     let mut rule = idle_drop::IdleDrop::default();
     loop {
         tokio::select! {
-            () = commanded.notified() => {}
+            () = commanded.came.notified() => {}
             () = stop.cancelled() => return,
         }
-        rule.worked(std::time::Instant::now());
+        let mut last = std::time::Instant::now();
+        rule.worked(last);
         loop {
+            let until = tokio::time::Instant::from_std(last + rule.wait());
             tokio::select! {
-                () = commanded.notified() => {}
-                () = tokio::time::sleep(rule.wait()) => break,
+                () = commanded.came.notified() => {
+                    last = std::time::Instant::now();
+                    rule.worked(last);
+                    continue;
+                }
+                () = tokio::time::sleep_until(until) => {}
                 () = stop.cancelled() => return,
+            }
+            if commanded.changing.swap(false, Ordering::Relaxed) {
+                rule.changed();
+            }
+            if last.elapsed() >= rule.settle() {
+                break;
             }
         }
         startup::map_only_used_code();
@@ -190,7 +211,9 @@ async fn run(
     }
     // Every project is restored and the socket serves: ready.
     announce_ready(&engine, &supervisor).await;
+    let commanded = Arc::new(Commanded::default());
     let daemon = Arc::new(requests::Daemon {
+        commanded: Arc::clone(&commanded),
         reconciler: Arc::clone(&reconciler),
         logs: Arc::clone(&logs),
         paths: paths.clone(),
@@ -215,7 +238,6 @@ async fn run(
             }
         }
     };
-    let commanded = Arc::new(Notify::new());
     services.spawn(drop_code_when_idle(
         Arc::clone(&commanded),
         services_stop.clone(),
@@ -413,7 +435,7 @@ async fn announce_ready(engine: &Engine, supervisor: &supervisor::Supervisor) {
 async fn serve_connections(
     listener: &tokio::net::UnixListener,
     daemon: &Arc<requests::Daemon>,
-    commanded: &Notify,
+    commanded: &Commanded,
     connections: &TaskTracker,
     hang_up: &CancellationToken,
 ) {
@@ -421,7 +443,7 @@ async fn serve_connections(
     loop {
         match listener.accept().await {
             Ok((stream, _)) => {
-                commanded.notify_one();
+                commanded.came.notify_one();
                 if failures > 0 {
                     tracing::info!(failures, "accepting connections again");
                     failures = 0;

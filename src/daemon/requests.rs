@@ -27,6 +27,8 @@ use crate::view::Problem;
 
 /// What the requests act on.
 pub struct Daemon {
+    /// Told of each request that changes something (the idle code drop).
+    pub commanded: Arc<super::Commanded>,
     pub reconciler: Arc<Reconciler>,
     pub logs: Arc<LogFiles>,
     pub paths: Paths,
@@ -75,6 +77,11 @@ impl Handler for Daemon {
             Request::Update => super::update::update(&self, reply).await,
             request => {
                 let changes = !request.allowed_while_stopping();
+                if changes {
+                    self.commanded
+                        .changing
+                        .store(true, std::sync::atomic::Ordering::Relaxed);
+                }
                 if matches!(request, Request::Apply { dry_run: false, .. }) {
                     // The user has applied a project again: heard.
                     self.take_not_restored();

@@ -62,30 +62,15 @@ fn serve(
 ) -> Result<(), Error> {
     let mut store = Store::default();
     let mut daemon: Option<Conn> = None;
-    // When the last message came, while its code pages are still in: an
-    // idle holder lets go of the code serving faulted in, as the daemon
-    // does after its last command, and keeps only its data resident.
-    let mut served_at: Option<std::time::Instant> = None;
-    let mut drops = crate::daemon::idle_drop::IdleDrop::default();
+    // No timer: the holder runs only when the daemon sends, connects, or
+    // the watch fires. (What serving faults in of its code stays: a few
+    // pages, against a wake-up after every reload's syncs to drop them.)
     loop {
-        let drop_in = served_at.map(|at| drops.wait().saturating_sub(at.elapsed()));
-        if drop_in.is_some_and(|left| left.is_zero()) {
-            crate::daemon::startup::map_only_used_code();
-            drops.dropped(std::time::Instant::now());
-            served_at = None;
-        }
         let Ready {
             daemon: daemon_ready,
             accept: accept_ready,
             check,
-        } = wait(listener, daemon.as_ref(), watch, drop_in)?;
-        if daemon_ready || accept_ready {
-            let now = std::time::Instant::now();
-            if served_at.is_none() {
-                drops.worked(now);
-            }
-            served_at = Some(now);
-        }
+        } = wait(listener, daemon.as_ref(), watch)?;
         if daemon_ready && let Some(conn) = &daemon {
             match serve_one(conn, &mut store) {
                 Ok(true) => {}
@@ -158,6 +143,18 @@ fn watch(path: &Path) -> Option<Inotify> {
     Some(inotify)
 }
 
+/// A replaced state larger than this gives its heap back at once.
+const TRIM_AFTER: usize = 256 * 1024;
+
+/// Returns the heap's free memory to the system.
+#[allow(unsafe_code)]
+fn trim_heap() {
+    // SAFETY: malloc_trim only returns free memory of the allocator.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 /// What [`wait`] found.
 struct Ready {
     /// The daemon's connection has a message (or ended).
@@ -169,13 +166,12 @@ struct Ready {
     check: bool,
 }
 
-/// Waits for the daemon's next message, a new connection, an event of
-/// the watch (or without one, the periodic check), or `sooner`.
+/// Waits for the daemon's next message, a new connection, or an event of
+/// the watch (without one, the periodic check).
 fn wait(
     listener: &OwnedFd,
     daemon: Option<&Conn>,
     watch: Option<&Inotify>,
-    sooner: Option<std::time::Duration>,
 ) -> Result<Ready, Error> {
     let mut fds = vec![PollFd::new(listener.as_fd(), PollFlags::POLLIN)];
     if let Some(conn) = daemon {
@@ -184,13 +180,10 @@ fn wait(
     if let Some(inotify) = watch {
         fds.push(PollFd::new(inotify.as_fd(), PollFlags::POLLIN));
     }
-    let millis = match (sooner, watch) {
-        // Rounded up: a wake-up before the time would only wait again.
-        (Some(left), _) => {
-            PollTimeout::from(u16::try_from(left.as_millis() + 1).unwrap_or(u16::MAX))
-        }
-        (None, Some(_)) => PollTimeout::NONE,
-        (None, None) => PollTimeout::from(CHECK_EVERY),
+    let millis = if watch.is_some() {
+        PollTimeout::NONE
+    } else {
+        PollTimeout::from(CHECK_EVERY)
     };
     match poll(&mut fds, millis) {
         Ok(_) | Err(nix::Error::EINTR) => {}
@@ -246,7 +239,14 @@ fn serve_one(conn: &Conn, store: &mut Store) -> Result<bool, Error> {
                 store.partial.push_str(&part);
             }
             if last {
-                store.state = std::mem::take(&mut store.partial);
+                let replaced =
+                    std::mem::replace(&mut store.state, std::mem::take(&mut store.partial));
+                if replaced.len() > TRIM_AFTER {
+                    // The state of thousands of instances left megabytes
+                    // free in the heap, which glibc would keep.
+                    drop(replaced);
+                    trim_heap();
+                }
             }
         }
         Message::Take => {

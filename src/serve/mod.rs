@@ -124,11 +124,23 @@ async fn release_when_idle(active: Arc<tokio::sync::Notify>) {
     let mut rule = crate::daemon::idle_drop::IdleDrop::default();
     loop {
         active.notified().await;
-        rule.worked(std::time::Instant::now());
+        let mut last = std::time::Instant::now();
+        rule.worked(last);
+        // Every request here runs what a scrape runs: worth keeping.
+        rule.changed();
         loop {
+            let until = tokio::time::Instant::from_std(last + rule.wait());
             tokio::select! {
-                () = active.notified() => {}
-                () = tokio::time::sleep(rule.wait()) => break,
+                () = active.notified() => {
+                    last = std::time::Instant::now();
+                    rule.worked(last);
+                    rule.changed();
+                    continue;
+                }
+                () = tokio::time::sleep_until(until) => {}
+            }
+            if last.elapsed() >= rule.settle() {
+                break;
             }
         }
         crate::daemon::startup::map_only_used_code();
