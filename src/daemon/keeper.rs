@@ -254,13 +254,16 @@ pub fn quit_holder(paths: &Paths) {
 pub struct Keeper {
     stop: CancellationToken,
     task: tokio::task::JoinHandle<()>,
+    idle: Arc<tokio::sync::Notify>,
 }
 
 impl Keeper {
     /// Starts keeping (on `conn`, else on a holder it starts).
     pub fn start(engine: Arc<Engine>, paths: &Paths, conn: Option<Conn>) -> Keeper {
         let stop = CancellationToken::new();
+        let idle = Arc::new(tokio::sync::Notify::new());
         let sync = Sync {
+            idle: Arc::clone(&idle),
             engine,
             path: paths.holder(),
             conn,
@@ -270,7 +273,14 @@ impl Keeper {
             start_times: BTreeMap::new(),
         };
         let task = tokio::spawn(sync.run(stop.clone()));
-        Keeper { stop, task }
+        Keeper { stop, task, idle }
+    }
+
+    /// Notified when the daemon has dropped its code pages (idle): the
+    /// holder is told to drop its own, so neither needs a timer of its own
+    /// and both shrink at the same moment.
+    pub fn idle(&self) -> Arc<tokio::sync::Notify> {
+        Arc::clone(&self.idle)
     }
 
     /// Cancelling it lets the holder go at once, with apps still stopping:
@@ -290,6 +300,8 @@ impl Keeper {
 
 /// The keeping task's state.
 struct Sync {
+    /// The daemon went idle (see [`Keeper::idle`]).
+    idle: Arc<tokio::sync::Notify>,
     engine: Arc<Engine>,
     path: PathBuf,
     conn: Option<Conn>,
@@ -350,15 +362,23 @@ impl Sync {
                         std::future::pending::<()>().await;
                     }
                 };
-                tokio::select! {
-                    () = feed::changed().notified() => {
-                        tokio::select! {
-                            () = tokio::time::sleep(pause) => {}
-                            () = stop.cancelled() => {}
+                tokio::pin!(retry);
+                loop {
+                    tokio::select! {
+                        () = feed::changed().notified() => {
+                            tokio::select! {
+                                () = tokio::time::sleep(pause) => {}
+                                () = stop.cancelled() => {}
+                            }
+                        }
+                        () = &mut retry => {}
+                        () = stop.cancelled() => {}
+                        () = self.idle.notified() => {
+                            self.tell_idle();
+                            continue;
                         }
                     }
-                    () = retry => {}
-                    () = stop.cancelled() => {}
+                    break;
                 }
             }
             if stop.is_cancelled() {
@@ -501,6 +521,16 @@ impl Sync {
                 self.forget_holder();
                 false
             }
+        }
+    }
+
+    /// Tells the holder the daemon went idle: an empty
+    /// [`Message::Forget`], which no sync sends (a holder of an older
+    /// build does nothing with it). Never waits: a full socket means the
+    /// holder is busy anyway.
+    fn tell_idle(&self) {
+        if let Some(conn) = &self.conn {
+            let _ = conn.try_send(&Message::Forget { keys: Vec::new() }, &[]);
         }
     }
 

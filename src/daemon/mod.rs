@@ -121,7 +121,11 @@ pub struct Commanded {
 /// soon after a drop); what it runs next faults back in from the page
 /// cache (clean, file-backed pages: a minor fault each). One wake-up per
 /// burst of commands; none while idle.
-async fn drop_code_when_idle(commanded: Arc<Commanded>, stop: CancellationToken) {
+async fn drop_code_when_idle(
+    commanded: Arc<Commanded>,
+    holder_too: Arc<Notify>,
+    stop: CancellationToken,
+) {
     let mut rule = idle_drop::IdleDrop::default();
     loop {
         tokio::select! {
@@ -149,6 +153,7 @@ async fn drop_code_when_idle(commanded: Arc<Commanded>, stop: CancellationToken)
             }
         }
         startup::map_only_used_code();
+        holder_too.notify_one();
         rule.dropped(std::time::Instant::now());
     }
 }
@@ -240,6 +245,7 @@ async fn run(
     };
     services.spawn(drop_code_when_idle(
         Arc::clone(&commanded),
+        keeper.idle(),
         services_stop.clone(),
     ));
     let accept = serve_connections(&listener, &daemon, &commanded, &connections, &hang_up);

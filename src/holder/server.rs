@@ -63,8 +63,8 @@ fn serve(
     let mut store = Store::default();
     let mut daemon: Option<Conn> = None;
     // No timer: the holder runs only when the daemon sends, connects, or
-    // the watch fires. (What serving faults in of its code stays: a few
-    // pages, against a wake-up after every reload's syncs to drop them.)
+    // the watch fires. It drops the code serving faulted in when the
+    // daemon, idle, says so (an empty `Forget`).
     loop {
         let Ready {
             daemon: daemon_ready,
@@ -227,6 +227,12 @@ fn serve_one(conn: &Conn, store: &mut Store) -> Result<bool, Error> {
                 store.fds.extend(keys.into_iter().zip(fds));
             }
         }
+        Message::Forget { keys } if keys.is_empty() => {
+            // The daemon went idle and dropped its code pages: the holder
+            // drops what serving it faulted in, at the same moment (it has
+            // no timer of its own).
+            crate::daemon::startup::map_only_used_code();
+        }
         Message::Forget { keys } => {
             for key in keys {
                 store.fds.remove(&key);
@@ -294,6 +300,27 @@ mod tests {
         )
         .unwrap();
         (Conn::accepted(a).unwrap(), Conn::accepted(b).unwrap())
+    }
+
+    #[test]
+    fn an_empty_forget_is_the_daemon_going_idle_and_keeps_everything() {
+        let (daemon, holder) = pair();
+        let mut store = Store::default();
+        let (r1, _w1) = nix::unistd::pipe().unwrap();
+        daemon
+            .send(
+                &Message::Put {
+                    keys: vec!["k1".into()],
+                },
+                &[r1.as_raw_fd()],
+            )
+            .unwrap();
+        assert!(serve_one(&holder, &mut store).unwrap());
+        daemon
+            .send(&Message::Forget { keys: Vec::new() }, &[])
+            .unwrap();
+        assert!(serve_one(&holder, &mut store).unwrap());
+        assert_eq!(store.fds.keys().collect::<Vec<_>>(), ["k1"]);
     }
 
     #[test]
