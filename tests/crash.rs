@@ -315,6 +315,17 @@ fn kill_after_an_adoption_leaves_nothing() {
     );
 }
 
+/// A home running one `sleep` app.
+fn one_sleeper() -> Home {
+    let home = Home::new();
+    home.write(
+        "ecosystem.yaml",
+        "name: up\napps:\n  sleeper:\n    cmd: ['sleep', '300']\n",
+    );
+    home.ok(&["up", "--wait"]);
+    home
+}
+
 /// How many times the scheduler has run `pid` (schedstat's third field):
 /// unchanged over a window, the process never woke up in it.
 fn times_run(pid: i32) -> u64 {
@@ -329,12 +340,7 @@ fn times_run(pid: i32) -> u64 {
 /// 5 s check sees it never run.
 #[test]
 fn an_idle_holder_never_wakes_up() {
-    let home = Home::new();
-    home.write(
-        "ecosystem.yaml",
-        "name: up\napps:\n  sleeper:\n    cmd: ['sleep', '300']\n",
-    );
-    home.ok(&["up", "--wait"]);
+    let home = one_sleeper();
     eventually("a holder", Duration::from_secs(10), || {
         holders(&home).len() == 1
     });
@@ -354,12 +360,7 @@ fn an_idle_holder_never_wakes_up() {
 /// now and then.
 #[test]
 fn a_holder_whose_socket_file_goes_exits_at_once() {
-    let home = Home::new();
-    home.write(
-        "ecosystem.yaml",
-        "name: up\napps:\n  sleeper:\n    cmd: ['sleep', '300']\n",
-    );
-    home.ok(&["up", "--wait"]);
+    let home = one_sleeper();
     let before = pids(&home);
     crash(&home);
     assert_eq!(holders(&home).len(), 1);
@@ -415,12 +416,7 @@ fn restarted_past(home: &Home, before: &[(String, i64)]) {
 
 #[test]
 fn a_stale_or_foreign_holder_socket_fools_no_daemon() {
-    let home = Home::new();
-    home.write(
-        "ecosystem.yaml",
-        "name: up\napps:\n  sleeper:\n    cmd: ['sleep', '300']\n",
-    );
-    home.ok(&["up", "--wait"]);
+    let home = one_sleeper();
 
     // A stale socket file: its holder is gone.
     let before = pids(&home);

@@ -139,15 +139,20 @@ mod tests {
         assert_eq!(every_3s, vec![SHORTEST; 4]);
     }
 
+    /// A drop at `at`, then a change `after` seconds later, judged.
+    fn change_after_drop(rule: &mut IdleDrop, at: Instant, after: f64) {
+        rule.dropped(at);
+        rule.worked(at + secs(after));
+        rule.changed();
+        rule.settle();
+    }
+
     #[test]
     fn the_wait_stops_at_the_longest() {
         let t0 = Instant::now();
         let mut rule = IdleDrop::default();
         for i in 0..20 {
-            rule.dropped(t0 + secs(f64::from(i)));
-            rule.worked(t0 + secs(f64::from(i) + 0.5));
-            rule.changed();
-            rule.settle();
+            change_after_drop(&mut rule, t0 + secs(f64::from(i)), 0.5);
         }
         assert_eq!(rule.wait(), LONGEST);
     }
@@ -157,19 +162,13 @@ mod tests {
         let t0 = Instant::now();
         let mut rule = IdleDrop::default();
         for i in 0..5 {
-            rule.dropped(t0 + secs(f64::from(i)));
-            rule.worked(t0 + secs(f64::from(i) + 0.1));
-            rule.changed();
-            rule.settle();
+            change_after_drop(&mut rule, t0 + secs(f64::from(i)), 0.1);
         }
         assert_eq!(rule.wait(), LONGEST);
         let mut at = 100.0;
         while rule.wait() > SHORTEST {
-            rule.dropped(t0 + secs(at));
+            change_after_drop(&mut rule, t0 + secs(at), 3600.0);
             at += 3600.0;
-            rule.worked(t0 + secs(at));
-            rule.changed();
-            rule.settle();
         }
         assert_eq!(rule.wait(), SHORTEST);
     }

@@ -126,36 +126,13 @@ async fn drop_code_when_idle(
     holder_too: Arc<Notify>,
     stop: CancellationToken,
 ) {
-    let mut rule = idle_drop::IdleDrop::default();
-    loop {
-        tokio::select! {
-            () = commanded.came.notified() => {}
-            () = stop.cancelled() => return,
-        }
-        let mut last = std::time::Instant::now();
-        rule.worked(last);
-        loop {
-            let until = tokio::time::Instant::from_std(last + rule.wait());
-            tokio::select! {
-                () = commanded.came.notified() => {
-                    last = std::time::Instant::now();
-                    rule.worked(last);
-                    continue;
-                }
-                () = tokio::time::sleep_until(until) => {}
-                () = stop.cancelled() => return,
-            }
-            if commanded.changing.swap(false, Ordering::Relaxed) {
-                rule.changed();
-            }
-            if last.elapsed() >= rule.settle() {
-                break;
-            }
-        }
-        startup::map_only_used_code();
-        holder_too.notify_one();
-        rule.dropped(std::time::Instant::now());
-    }
+    startup::drop_code_when_idle(
+        &commanded.came,
+        || commanded.changing.swap(false, Ordering::Relaxed),
+        &stop,
+        || holder_too.notify_one(),
+    )
+    .await;
 }
 
 /// The daemon proper: restore state, serve requests until a stop signal,

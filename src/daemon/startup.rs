@@ -113,9 +113,60 @@ pub fn map_only_used_code() {
     }
     // The heap's free pages too: a burst of spawns (10,000 at once) leaves
     // tens of MB free inside the heap, which glibc keeps resident.
-    // SAFETY: malloc_trim only returns free memory of the allocator.
-    let trimmed = unsafe { libc::malloc_trim(0) };
+    let trimmed = trim_heap();
     tracing::debug!(dropped, trimmed, "code pages left to fault in on use");
+}
+
+/// Returns the heap's free memory to the system (glibc keeps it
+/// otherwise); whether any was returned.
+#[allow(unsafe_code)]
+pub fn trim_heap() -> bool {
+    // SAFETY: malloc_trim only returns free memory of the allocator's own
+    // arenas; it touches no live allocation.
+    unsafe { libc::malloc_trim(0) == 1 }
+}
+
+/// Runs [`map_only_used_code`], then `after`, each time `came` stops being
+/// notified for the wait [`IdleDrop`](super::idle_drop::IdleDrop) gives
+/// (`changed` says whether the work since the last look changed
+/// something); returns when `stop` is cancelled. One wake-up per burst of
+/// work; none while idle.
+pub async fn drop_code_when_idle(
+    came: &tokio::sync::Notify,
+    changed: impl Fn() -> bool,
+    stop: &tokio_util::sync::CancellationToken,
+    after: impl Fn(),
+) {
+    let mut rule = super::idle_drop::IdleDrop::default();
+    loop {
+        tokio::select! {
+            () = came.notified() => {}
+            () = stop.cancelled() => return,
+        }
+        let mut last = Instant::now();
+        rule.worked(last);
+        loop {
+            let until = tokio::time::Instant::from_std(last + rule.wait());
+            tokio::select! {
+                () = came.notified() => {
+                    last = Instant::now();
+                    rule.worked(last);
+                    continue;
+                }
+                () = tokio::time::sleep_until(until) => {}
+                () = stop.cancelled() => return,
+            }
+            if changed() {
+                rule.changed();
+            }
+            if last.elapsed() >= rule.settle() {
+                break;
+            }
+        }
+        map_only_used_code();
+        after();
+        rule.dropped(Instant::now());
+    }
 }
 
 /// The clean mappings the last smaps read found, with the read-only file

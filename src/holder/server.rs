@@ -146,15 +146,6 @@ fn watch(path: &Path) -> Option<Inotify> {
 /// A replaced state larger than this gives its heap back at once.
 const TRIM_AFTER: usize = 256 * 1024;
 
-/// Returns the heap's free memory to the system.
-#[allow(unsafe_code)]
-fn trim_heap() {
-    // SAFETY: malloc_trim only returns free memory of the allocator.
-    unsafe {
-        libc::malloc_trim(0);
-    }
-}
-
 /// What [`wait`] found.
 struct Ready {
     /// The daemon's connection has a message (or ended).
@@ -251,7 +242,7 @@ fn serve_one(conn: &Conn, store: &mut Store) -> Result<bool, Error> {
                     // The state of thousands of instances left megabytes
                     // free in the heap, which glibc would keep.
                     drop(replaced);
-                    trim_heap();
+                    crate::daemon::startup::trim_heap();
                 }
             }
         }

@@ -121,43 +121,10 @@ async fn run(listen: SocketAddr, token: Option<String>, read_only: bool) -> anyh
 /// returned to the system. One wake-up per burst of requests; none while
 /// idle.
 async fn release_when_idle(active: Arc<tokio::sync::Notify>) {
-    let mut rule = crate::daemon::idle_drop::IdleDrop::default();
-    loop {
-        active.notified().await;
-        let mut last = std::time::Instant::now();
-        rule.worked(last);
-        // Every request here runs what a scrape runs: worth keeping.
-        rule.changed();
-        loop {
-            let until = tokio::time::Instant::from_std(last + rule.wait());
-            tokio::select! {
-                () = active.notified() => {
-                    last = std::time::Instant::now();
-                    rule.worked(last);
-                    rule.changed();
-                    continue;
-                }
-                () = tokio::time::sleep_until(until) => {}
-            }
-            if last.elapsed() >= rule.settle() {
-                break;
-            }
-        }
-        crate::daemon::startup::map_only_used_code();
-        trim_heap();
-        rule.dropped(std::time::Instant::now());
-    }
-}
-
-/// Returns the heap's free memory to the system (glibc keeps it otherwise).
-#[allow(unsafe_code)]
-fn trim_heap() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: malloc_trim only releases free memory of the allocator's
-    // own arenas; it touches no live allocation.
-    unsafe {
-        libc::malloc_trim(0);
-    }
+    // Every request here runs what a scrape runs: worth keeping. The
+    // code drop trims the heap too.
+    let never = tokio_util::sync::CancellationToken::new();
+    crate::daemon::startup::drop_code_when_idle(&active, || true, &never, || {}).await;
 }
 
 /// `GET /metrics`: the Prometheus text format (0.0.4).
